@@ -1,0 +1,170 @@
+//! `swarmd`: the Swarm placement server.
+//!
+//! `main` only parses flags, sets up logging and dispatches; errors become
+//! exit codes (1: runtime failure, 2: bad configuration).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use swarm_service::clock::SystemClock;
+use swarm_service::config::{Config, LogFormat, Overrides, parse_duration};
+use swarm_service::state::Swarm;
+
+/// Swarm placement server: ingests metrics, scores affinity, proposes migrations.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  swarmd --demo\n  swarmd --listen 127.0.0.1:50051 --data-dir /var/lib/swarm --config /etc/swarm.toml"
+)]
+struct Args {
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long, env = "SWARM_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "SWARM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for all state [default: ./swarm-data].
+    #[arg(long, env = "SWARM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, env = "SWARM_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// How long samples are kept, e.g. 7d [default: 7d].
+    #[arg(long, env = "SWARM_RETENTION", value_parser = parse_duration)]
+    retention: Option<Duration>,
+    /// Time between controller rounds, e.g. 5m [default: 5m; 10s with --demo].
+    #[arg(long, env = "SWARM_ROUND_INTERVAL", value_parser = parse_duration)]
+    round_interval: Option<Duration>,
+    /// Minimum affinity gain for a move, 0..1 [default: 0.1].
+    #[arg(long, env = "SWARM_GAIN_THRESHOLD")]
+    gain_threshold: Option<f64>,
+    /// Largest allowed clock skew of sample timestamps into the future [default: 5m].
+    #[arg(long, env = "SWARM_MAX_FUTURE_SKEW", value_parser = parse_duration)]
+    max_future_skew: Option<Duration>,
+    /// Do not fsync the write-ahead log (acknowledged samples may be lost on power failure).
+    #[arg(long, env = "SWARM_NO_FSYNC")]
+    no_fsync: bool,
+    /// Start with a generated demo cluster, load generator and stand-in orchestrator.
+    #[arg(long)]
+    demo: bool,
+}
+
+impl Args {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format,
+            retention: self.retention,
+            round_interval: self.round_interval,
+            gain_threshold: self.gain_threshold,
+            max_future_skew: self.max_future_skew,
+            no_fsync: self.no_fsync,
+            demo: self.demo,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut cfg = match Config::resolve(&args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("swarmd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.demo {
+        swarm_service::demo::tune_config(&mut cfg, args.round_interval.is_some());
+    }
+    init_logging(cfg.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("swarmd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("swarmd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+async fn run(cfg: Config) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e} (is another swarmd running? use --listen)", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address without TLS or authentication");
+    }
+    let demo = cfg.demo;
+    let (swarm, report) = Swarm::open(cfg, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+    tracing::info!(
+        %addr,
+        data_dir = %swarm.config().data_dir.display(),
+        physical_nodes = report.physical_nodes,
+        virtual_nodes = report.virtual_nodes,
+        samples_from_snapshot = report.series.from_snapshot,
+        samples_from_wal = report.series.from_wal,
+        series_rows = report.series.rows,
+        torn_bytes_cut = report.series.truncated_bytes,
+        last_decision = report.last_decision,
+        "swarmd ready"
+    );
+    // The address line is machine-readable for scripts and tests that bind port 0.
+    println!("swarmd listening on {addr}");
+    tokio::spawn(swarm.clone().run_round_timer());
+    if demo {
+        let endpoint = format!("http://{addr}");
+        println!(
+            "demo cluster starting. In another terminal:\n  swarmctl --server {endpoint} decisions watch\n  swarmctl --server {endpoint} nodes list\n  swarmctl --server {endpoint} affinity v000"
+        );
+        let mut stop = swarm.shutdown_signal();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = swarm_service::demo::run(endpoint, Default::default()) => {
+                    if let Err(e) = r { tracing::error!(error = %e, "demo stopped"); }
+                }
+                _ = swarm_service::state::stopped(&mut stop) => {}
+            }
+        });
+    }
+    swarm_service::grpc::serve(listener, swarm, shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,305 @@
+//! swarmd configuration: a TOML file, environment variables and flags.
+//!
+//! Resolution is a separate step from parsing (as in ripgrep): the binary
+//! parses flags (clap also reads the `SWARM_*` environment variables for
+//! them) into [`Overrides`]; [`Config::resolve`] starts from the defaults,
+//! applies the file, then the overrides. Flags win over environment, which
+//! wins over the file, which wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::placement::affinity::Weights;
+use crate::placement::controller::ControllerConfig;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The resolved configuration of swarmd.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Directory holding the metadata store and the series files.
+    pub data_dir: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Samples older than this are dropped.
+    pub retention: Duration,
+    /// Samples further in the future than this are rejected.
+    pub max_future_skew: Duration,
+    /// Most samples in one ingest batch.
+    pub max_batch_samples: usize,
+    /// Controller rounds run this often.
+    pub round_interval: Duration,
+    /// Observed usage is the mean over this window.
+    pub usage_window: Duration,
+    /// fsync the write-ahead log on every group commit.
+    pub fsync: bool,
+    /// Controller tuning.
+    pub controller: ControllerConfig,
+    /// Start the demo cluster and load generator.
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:50051".parse().expect("valid"),
+            data_dir: PathBuf::from("./swarm-data"),
+            log_format: LogFormat::Text,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_future_skew: Duration::from_secs(300),
+            max_batch_samples: 100_000,
+            round_interval: Duration::from_secs(300),
+            usage_window: Duration::from_secs(15 * 60),
+            fsync: true,
+            controller: ControllerConfig::default(),
+            demo: false,
+        }
+    }
+}
+
+/// The config file, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    retention: Option<String>,
+    max_future_skew: Option<String>,
+    max_batch_samples: Option<usize>,
+    round_interval: Option<String>,
+    usage_window: Option<String>,
+    fsync: Option<bool>,
+    controller: Option<FileController>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileController {
+    gain_threshold: Option<f64>,
+    max_decisions_per_round: Option<usize>,
+    cooldown: Option<String>,
+    max_cpu_utilization: Option<f64>,
+    weights: Option<Weights>,
+}
+
+/// Values from flags or environment; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config`.
+    pub config_file: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--retention`.
+    pub retention: Option<Duration>,
+    /// `--round-interval`.
+    pub round_interval: Option<Duration>,
+    /// `--gain-threshold`.
+    pub gain_threshold: Option<f64>,
+    /// `--max-future-skew`.
+    pub max_future_skew: Option<Duration>,
+    /// `--no-fsync` given.
+    pub no_fsync: bool,
+    /// `--demo` given.
+    pub demo: bool,
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Parses a duration like `5m`, `90s`, `7d` or `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 90s, 5m, 7d"))
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the overrides.
+    pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(path) = &o.config_file {
+            c.apply_file(path)?;
+        }
+        if let Some(v) = o.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &o.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = o.log_format {
+            c.log_format = v;
+        }
+        if let Some(v) = o.retention {
+            c.retention = v;
+        }
+        if let Some(v) = o.round_interval {
+            c.round_interval = v;
+        }
+        if let Some(v) = o.max_future_skew {
+            c.max_future_skew = v;
+        }
+        if let Some(v) = o.gain_threshold {
+            c.controller.gain_threshold = v;
+        }
+        if o.no_fsync {
+            c.fsync = false;
+        }
+        if o.demo {
+            c.demo = true;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let f: FileConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let dur = |key: &str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
+            v.as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|m| ConfigError::Parse { path: path.into(), message: format!("{key}: {m}") })
+        };
+        if let Some(v) = f.listen {
+            self.listen = v;
+        }
+        if let Some(v) = f.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = f.log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = dur("retention", &f.retention)? {
+            self.retention = v;
+        }
+        if let Some(v) = dur("max_future_skew", &f.max_future_skew)? {
+            self.max_future_skew = v;
+        }
+        if let Some(v) = f.max_batch_samples {
+            self.max_batch_samples = v;
+        }
+        if let Some(v) = dur("round_interval", &f.round_interval)? {
+            self.round_interval = v;
+        }
+        if let Some(v) = dur("usage_window", &f.usage_window)? {
+            self.usage_window = v;
+        }
+        if let Some(v) = f.fsync {
+            self.fsync = v;
+        }
+        if let Some(ctl) = f.controller {
+            if let Some(v) = ctl.gain_threshold {
+                self.controller.gain_threshold = v;
+            }
+            if let Some(v) = ctl.max_decisions_per_round {
+                self.controller.max_decisions_per_round = v;
+            }
+            if let Some(v) = dur("controller.cooldown", &ctl.cooldown)? {
+                self.controller.cooldown_ms = v.as_millis() as i64;
+            }
+            if let Some(v) = ctl.max_cpu_utilization {
+                self.controller.max_cpu_utilization = v;
+            }
+            if let Some(v) = ctl.weights {
+                self.controller.weights = v;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.controller.validate().map_err(ConfigError::Invalid)?;
+        if self.round_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid("round_interval must be at least 100ms".into()));
+        }
+        if self.retention < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid("retention must be at least 1m".into()));
+        }
+        if self.max_batch_samples == 0 || self.max_batch_samples > 1_000_000 {
+            return Err(ConfigError::Invalid("max_batch_samples must be in 1..=1000000".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarm.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:6000\"\nretention = \"2d\"\nround_interval = \"10m\"\n[controller]\ncooldown = \"1h\"\ngain_threshold = 0.2\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config_file: Some(path.clone()),
+            round_interval: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let c = Config::resolve(&o).unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.retention, Duration::from_secs(2 * 86400));
+        assert_eq!(c.round_interval, Duration::from_secs(60), "the flag wins");
+        assert_eq!(c.controller.cooldown_ms, 3_600_000);
+        assert_eq!(c.controller.gain_threshold, 0.2);
+        assert_eq!(c.usage_window, Duration::from_secs(900), "default kept");
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarm.toml");
+        std::fs::write(&path, "retention = \"soon\"\n").unwrap();
+        let e = Config::resolve(&Overrides { config_file: Some(path.clone()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("retention"), "{e}");
+        std::fs::write(&path, "bogus_key = 1\n").unwrap();
+        let e = Config::resolve(&Overrides { config_file: Some(path.clone()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("bogus_key"), "{e}");
+        std::fs::write(&path, "[controller]\ngain_threshold = 3.0\n").unwrap();
+        let e = Config::resolve(&Overrides { config_file: Some(path), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("gain_threshold"), "{e}");
+    }
+}

@@ -1,0 +1,96 @@
+//! Domain types to wire types.
+
+use swarm_proto::v1 as pb;
+
+use crate::domain::{PhysicalNode, PhysicalState, Resources, VirtualNode};
+use crate::placement::affinity::{Score, Weights};
+use crate::placement::controller::{Proposal, ProposalKind};
+
+/// Resources to the wire (bytes are rounded down).
+pub fn resources(r: &Resources) -> pb::Resources {
+    pb::Resources {
+        cpu_cores: r.cpu_cores,
+        memory_bytes: r.memory_bytes as u64,
+        network_bytes_per_sec: r.network_bps as u64,
+    }
+}
+
+/// A physical node to the wire.
+pub fn physical(n: &PhysicalNode) -> pb::PhysicalNode {
+    pb::PhysicalNode {
+        id: n.id.to_string(),
+        capacity: Some(resources(&n.capacity)),
+        labels: n.labels.clone().into_iter().collect(),
+        state: match n.state {
+            PhysicalState::Active => pb::PhysicalNodeState::Active,
+            PhysicalState::Draining => pb::PhysicalNodeState::Draining,
+            PhysicalState::Removed => pb::PhysicalNodeState::Removed,
+        } as i32,
+    }
+}
+
+/// A virtual node to the wire.
+pub fn virtual_node(n: &VirtualNode) -> pb::VirtualNode {
+    pb::VirtualNode {
+        id: n.id.to_string(),
+        requested: Some(resources(&n.requested)),
+        state_size_bytes: n.state_size_bytes,
+        group: n.group.clone().unwrap_or_default(),
+        constraints: Some(pb::Constraints {
+            pinned_node: n.pinned.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            anti_affinity_group: n.anti_affinity_group.clone().unwrap_or_default(),
+        }),
+        placement: n.placement.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+    }
+}
+
+/// An affinity score to the wire.
+pub fn score(s: &Score) -> pb::AffinityScore {
+    let c = &s.components;
+    pb::AffinityScore {
+        score: s.score,
+        components: Some(pb::AffinityComponents {
+            cpu_headroom: c.cpu_headroom,
+            memory_headroom: c.memory_headroom,
+            network_headroom: c.network_headroom,
+            current_load: c.current_load,
+            history: c.history,
+            locality: c.locality,
+            forecast_headroom: c.forecast_headroom,
+        }),
+        feasible: s.infeasible.is_none(),
+        infeasible_reason: s.infeasible.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+    }
+}
+
+/// The weights as a name → weight map.
+pub fn weights(w: &Weights) -> std::collections::HashMap<String, f64> {
+    w.named().into_iter().map(|(n, w)| (n.to_owned(), w)).collect()
+}
+
+/// A proposal to an (unsequenced) decision.
+pub fn decision(
+    p: &Proposal,
+    view: &crate::placement::affinity::ClusterView,
+    round_id: u64,
+    now_ms: i64,
+) -> pb::Decision {
+    pb::Decision {
+        sequence: 0,
+        round_id,
+        decided_at_ms: now_ms,
+        virtual_node_id: view.virt[p.virt].id.to_string(),
+        from_node_id: view.phys[p.from].id.to_string(),
+        to_node_id: view.phys[p.to].id.to_string(),
+        from_score: Some(score(&p.from_score)),
+        to_score: Some(score(&p.to_score)),
+        gain: p.gain(),
+        reason: p.reason.clone(),
+        kind: match p.kind {
+            ProposalKind::MicroMigration => pb::DecisionKind::MicroMigration,
+            ProposalKind::Evacuation => pb::DecisionKind::Evacuation,
+        } as i32,
+        cost: None,
+        expected_overload_at_ms: 0,
+    }
+}

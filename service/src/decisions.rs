@@ -1,0 +1,208 @@
+//! The decision log: sequencing, persistence and fan-out to watchers.
+//!
+//! Sequences are assigned, persisted and broadcast under one lock, so the
+//! broadcast order is the sequence order and a watcher that resumes from the
+//! store and then follows the broadcast sees every decision exactly once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use swarm_proto::v1 as pb;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::domain::NodeId;
+use crate::store::{Loaded, MetaStore, StoreError};
+
+/// Decisions kept in the live broadcast buffer; a slower watcher falls back to the store.
+const BROADCAST_BUFFER: usize = 4096;
+/// Decisions read from the store per page when catching up.
+const PAGE: usize = 1000;
+
+struct LogState {
+    last_seq: u64,
+    first_seq: u64,
+    last_round: u64,
+    last_decided: HashMap<NodeId, i64>,
+}
+
+/// Cheap-clone handle to the decision log.
+#[derive(Clone)]
+pub struct DecisionLog {
+    store: Arc<dyn MetaStore>,
+    state: Arc<Mutex<LogState>>,
+    tx: broadcast::Sender<Arc<pb::Decision>>,
+}
+
+/// Why a watch cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The requested sequence is no longer retained.
+    #[error("sequence {requested} is no longer retained; the oldest retained decision is {oldest}")]
+    TooOld {
+        /// Asked for.
+        requested: u64,
+        /// Oldest available.
+        oldest: u64,
+    },
+}
+
+impl DecisionLog {
+    /// Builds the log from what the store loaded; reads recent decisions to
+    /// restore cooldowns (decisions older than `cooldown_ms` do not matter).
+    pub fn open(store: Arc<dyn MetaStore>, loaded: &Loaded, now_ms: i64, cooldown_ms: i64) -> Result<Self, StoreError> {
+        let mut last_decided = HashMap::new();
+        let mut from = loaded.first_decision_seq.max(1);
+        // Walk back in pages from the end until decisions are older than the cooldown.
+        let mut start = loaded.last_decision_seq.saturating_sub(PAGE as u64 - 1).max(from);
+        loop {
+            let page = store.read_decisions(start, PAGE)?;
+            let mut oldest_in_page = i64::MAX;
+            for d in &page {
+                oldest_in_page = oldest_in_page.min(d.decided_at_ms);
+                if let Ok(id) = NodeId::parse(&d.virtual_node_id) {
+                    let e = last_decided.entry(id).or_insert(d.decided_at_ms);
+                    *e = (*e).max(d.decided_at_ms);
+                }
+            }
+            if start <= from || page.is_empty() || oldest_in_page < now_ms - cooldown_ms {
+                break;
+            }
+            let next = start.saturating_sub(PAGE as u64).max(from);
+            from = from.min(next);
+            start = next;
+        }
+        let (tx, _) = broadcast::channel(BROADCAST_BUFFER);
+        Ok(DecisionLog {
+            store,
+            state: Arc::new(Mutex::new(LogState {
+                last_seq: loaded.last_decision_seq,
+                first_seq: loaded.first_decision_seq,
+                last_round: loaded.last_round_id,
+                last_decided,
+            })),
+            tx,
+        })
+    }
+
+    /// Id the next round will get.
+    pub fn next_round_id(&self) -> u64 {
+        self.state.lock().expect("log lock").last_round + 1
+    }
+
+    /// Sequence of the newest decision.
+    pub fn last_sequence(&self) -> u64 {
+        self.state.lock().expect("log lock").last_seq
+    }
+
+    /// Time of the latest decision per virtual node.
+    pub fn last_decided(&self) -> HashMap<NodeId, i64> {
+        self.state.lock().expect("log lock").last_decided.clone()
+    }
+
+    /// Assigns sequences, persists (atomically with the round id) and
+    /// publishes the decisions of one round. Blocking (store IO).
+    pub fn commit_round(
+        &self,
+        round_id: u64,
+        mut decisions: Vec<pb::Decision>,
+    ) -> Result<Vec<pb::Decision>, StoreError> {
+        let mut st = self.state.lock().expect("log lock");
+        for (i, d) in decisions.iter_mut().enumerate() {
+            d.sequence = st.last_seq + 1 + i as u64;
+            d.round_id = round_id;
+        }
+        self.store.append_decisions(round_id, &decisions)?;
+        st.last_round = round_id;
+        if let Some(last) = decisions.last() {
+            st.last_seq = last.sequence;
+            if st.first_seq == 0 {
+                st.first_seq = decisions[0].sequence;
+            }
+        }
+        for d in &decisions {
+            if let Ok(id) = NodeId::parse(&d.virtual_node_id) {
+                st.last_decided.insert(id, d.decided_at_ms);
+            }
+            // No receivers is fine: the store has it.
+            let _ = self.tx.send(Arc::new(d.clone()));
+        }
+        Ok(decisions)
+    }
+
+    /// Reads a page of the log. Blocking.
+    pub fn list(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError> {
+        self.store.read_decisions(from_seq, limit)
+    }
+
+    /// Streams decisions with sequence >= `from_seq` (0: only new ones) into
+    /// a channel until the receiver is dropped or `shutdown` turns true.
+    pub fn watch(
+        &self,
+        from_seq: u64,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<mpsc::Receiver<Result<pb::Decision, StoreError>>, WatchError> {
+        // Subscribe before reading the store so nothing falls between the two.
+        let mut live = self.tx.subscribe();
+        let (first, last) = {
+            let st = self.state.lock().expect("log lock");
+            (st.first_seq, st.last_seq)
+        };
+        if from_seq != 0 && first != 0 && from_seq < first {
+            return Err(WatchError::TooOld { requested: from_seq, oldest: first });
+        }
+        let mut next = if from_seq == 0 { last + 1 } else { from_seq };
+        let (out, rx) = mpsc::channel(256);
+        let log = self.clone();
+        tokio::spawn(async move {
+            // Catch up from the store, then follow the broadcast; fall back to
+            // the store whenever the broadcast skipped ahead.
+            loop {
+                loop {
+                    let store_log = log.clone();
+                    let page = tokio::task::spawn_blocking(move || store_log.list(next, PAGE)).await;
+                    let page = match page {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(e)) => {
+                            let _ = out.send(Err(e)).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let n = page.len();
+                    for d in page {
+                        next = d.sequence + 1;
+                        if out.send(Ok(d)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if n < PAGE {
+                        break;
+                    }
+                }
+                loop {
+                    tokio::select! {
+                        r = live.recv() => match r {
+                            Ok(d) => {
+                                if d.sequence < next {
+                                    continue;
+                                }
+                                if d.sequence > next {
+                                    break; // a gap: read it from the store
+                                }
+                                next = d.sequence + 1;
+                                if out.send(Ok((*d).clone())).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        },
+                        _ = crate::state::stopped(&mut shutdown) => return,
+                        _ = out.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

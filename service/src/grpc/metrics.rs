@@ -1,0 +1,125 @@
+//! `swarm.v1.Metrics`: ingest and series queries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use swarm_proto::v1 as pb;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::state::Swarm;
+use crate::validate::{self, SampleLimits};
+
+/// Rejection reasons returned in full; the counts are always complete.
+const MAX_REJECTIONS: usize = 100;
+/// Batches of one stream waiting for their group commit at most; beyond
+/// that the handler waits, which back-pressures the client.
+const MAX_IN_FLIGHT: usize = 32;
+
+pub struct MetricsSvc(pub Swarm);
+
+#[tonic::async_trait]
+impl pb::metrics_server::Metrics for MetricsSvc {
+    async fn ingest(&self, req: Request<Streaming<pb::IngestBatch>>) -> Result<Response<pb::IngestResponse>, Status> {
+        let swarm = &self.0;
+        let cfg = swarm.config();
+        let mut stream = req.into_inner();
+        let mut out = pb::IngestResponse::default();
+        let mut interner: HashMap<String, Arc<str>> = HashMap::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut batch_index: u32 = 0;
+        while let Some(batch) = stream.message().await? {
+            if batch.samples.len() > cfg.max_batch_samples {
+                return Err(Status::invalid_argument(format!(
+                    "batches[{batch_index}].samples: has {} samples; the limit is {} per batch (max_batch_samples); split the batch",
+                    batch.samples.len(),
+                    cfg.max_batch_samples
+                )));
+            }
+            let topo = swarm.topology();
+            let now = swarm.now_ms();
+            let limits = SampleLimits {
+                now_ms: now,
+                max_future_skew_ms: cfg.max_future_skew.as_millis() as i64,
+                oldest_ms: swarm.series().cutoff_ms(),
+            };
+            let mut intern = |s: &str| -> Arc<str> {
+                if let Some(a) = interner.get(s) {
+                    return a.clone();
+                }
+                let a: Arc<str> = Arc::from(s);
+                interner.insert(s.to_owned(), a.clone());
+                a
+            };
+            let mut valid = Vec::with_capacity(batch.samples.len());
+            for (i, s) in batch.samples.iter().enumerate() {
+                match validate::sample(s, &topo, &limits, &mut intern) {
+                    Ok(v) => valid.push(v),
+                    Err(e) => {
+                        out.rejected += 1;
+                        if out.rejections.len() < MAX_REJECTIONS {
+                            out.rejections.push(pb::SampleRejection {
+                                batch_index,
+                                sample_index: i as u32,
+                                field: e.field,
+                                reason: e.reason,
+                            });
+                        }
+                    }
+                }
+            }
+            out.accepted += valid.len() as u64;
+            if !valid.is_empty() {
+                let done = swarm.series().append_start(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
+                in_flight.push_back(done);
+                if in_flight.len() > MAX_IN_FLIGHT
+                    && let Some(oldest) = in_flight.pop_front()
+                {
+                    oldest.await.map_err(|e| Status::unavailable(e.to_string()))?;
+                }
+            }
+            batch_index = batch_index.saturating_add(1);
+        }
+        // Acknowledge only what is durable.
+        for done in in_flight {
+            done.await.map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn query_series(
+        &self,
+        req: Request<pb::QuerySeriesRequest>,
+    ) -> Result<Response<pb::QuerySeriesResponse>, Status> {
+        let r = req.into_inner();
+        let kind = validate::entity_kind("entity_kind", r.entity_kind)?;
+        let metric = validate::metric("metric", r.metric)?;
+        let topo = self.0.topology();
+        let known = match kind {
+            crate::series::EntityKind::Physical => topo.physical.contains_key(r.entity_id.as_str()),
+            crate::series::EntityKind::Virtual => topo.virtual_nodes.contains_key(r.entity_id.as_str()),
+        };
+        if !known {
+            return Err(Status::not_found(format!("entity_id: unknown {} node {:?}", kind.name(), r.entity_id)));
+        }
+        if r.from_ms < 0 || r.to_ms < 0 || (r.to_ms != 0 && r.to_ms < r.from_ms) {
+            return Err(Status::invalid_argument(format!(
+                "from_ms/to_ms: invalid range [{}, {}); both must be >= 0 and from <= to",
+                r.from_ms, r.to_ms
+            )));
+        }
+        let to = if r.to_ms == 0 { i64::MAX } else { r.to_ms };
+        let limit = if r.limit == 0 { 100_000 } else { r.limit.min(1_000_000) as usize };
+        let series = self.0.series().clone();
+        let (points, truncated) = tokio::task::spawn_blocking(move || {
+            series.read(|f| f.query(kind, metric, &r.entity_id, &r.location, r.from_ms, to, limit))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::QuerySeriesResponse {
+            points: points.into_iter().map(|(timestamp_ms, value)| pb::Point { timestamp_ms, value }).collect(),
+            truncated,
+        }))
+    }
+}

@@ -1,0 +1,64 @@
+//! `swarm.v1.Placement`: affinity, rounds, decisions, forecasts.
+
+use std::pin::Pin;
+
+use swarm_proto::v1 as pb;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::state::Swarm;
+
+pub struct PlacementSvc(pub Swarm);
+
+type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::placement_server::Placement for PlacementSvc {
+    async fn get_affinity(
+        &self,
+        req: Request<pb::GetAffinityRequest>,
+    ) -> Result<Response<pb::GetAffinityResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.0.affinity(r.virtual_node_ids, r.physical_node_ids).await?))
+    }
+
+    async fn run_round(&self, req: Request<pb::RunRoundRequest>) -> Result<Response<pb::RunRoundResponse>, Status> {
+        Ok(Response::new(self.0.run_round(req.into_inner().dry_run).await?))
+    }
+
+    type WatchDecisionsStream = DecisionStream;
+
+    async fn watch_decisions(
+        &self,
+        req: Request<pb::WatchDecisionsRequest>,
+    ) -> Result<Response<Self::WatchDecisionsStream>, Status> {
+        let rx = self.0.decisions().watch(req.into_inner().from_sequence, self.0.shutdown_signal())?;
+        let stream = ReceiverStream::new(rx).map(|r| r.map_err(|e| Status::unavailable(e.to_string())));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_decisions(
+        &self,
+        req: Request<pb::ListDecisionsRequest>,
+    ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize };
+        let log = self.0.decisions().clone();
+        let last_sequence = log.last_sequence();
+        let decisions = tokio::task::spawn_blocking(move || log.list(r.from_sequence, limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::ListDecisionsResponse { decisions, last_sequence }))
+    }
+
+    async fn get_forecast(
+        &self,
+        _: Request<pb::GetForecastRequest>,
+    ) -> Result<Response<pb::GetForecastResponse>, Status> {
+        Err(Status::unimplemented(
+            "GetForecast is declared in swarm.v1 but this server version has no forecasting model yet; \
+             use Metrics.QuerySeries for history",
+        ))
+    }
+}

@@ -1,0 +1,82 @@
+//! `swarm.v1.Topology`.
+
+use swarm_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::domain::PhysicalState;
+use crate::state::Swarm;
+
+pub struct TopologySvc(pub Swarm);
+
+#[tonic::async_trait]
+impl pb::topology_server::Topology for TopologySvc {
+    async fn upsert_physical_nodes(
+        &self,
+        req: Request<pb::UpsertPhysicalNodesRequest>,
+    ) -> Result<Response<pb::UpsertPhysicalNodesResponse>, Status> {
+        let (created, updated) = self.0.upsert_physical(req.into_inner().nodes).await?;
+        Ok(Response::new(pb::UpsertPhysicalNodesResponse { created, updated }))
+    }
+
+    async fn remove_physical_node(
+        &self,
+        req: Request<pb::RemovePhysicalNodeRequest>,
+    ) -> Result<Response<pb::RemovePhysicalNodeResponse>, Status> {
+        self.0.remove_physical(req.into_inner().id).await?;
+        Ok(Response::new(pb::RemovePhysicalNodeResponse {}))
+    }
+
+    async fn list_physical_nodes(
+        &self,
+        req: Request<pb::ListPhysicalNodesRequest>,
+    ) -> Result<Response<pb::ListPhysicalNodesResponse>, Status> {
+        let all = req.into_inner().include_removed;
+        let t = self.0.topology();
+        let nodes =
+            t.physical.values().filter(|n| all || n.state != PhysicalState::Removed).map(convert::physical).collect();
+        Ok(Response::new(pb::ListPhysicalNodesResponse { nodes }))
+    }
+
+    async fn upsert_virtual_nodes(
+        &self,
+        req: Request<pb::UpsertVirtualNodesRequest>,
+    ) -> Result<Response<pb::UpsertVirtualNodesResponse>, Status> {
+        let (created, updated) = self.0.upsert_virtual(req.into_inner().nodes).await?;
+        Ok(Response::new(pb::UpsertVirtualNodesResponse { created, updated }))
+    }
+
+    async fn remove_virtual_node(
+        &self,
+        req: Request<pb::RemoveVirtualNodeRequest>,
+    ) -> Result<Response<pb::RemoveVirtualNodeResponse>, Status> {
+        self.0.remove_virtual(req.into_inner().id).await?;
+        Ok(Response::new(pb::RemoveVirtualNodeResponse {}))
+    }
+
+    async fn list_virtual_nodes(
+        &self,
+        req: Request<pb::ListVirtualNodesRequest>,
+    ) -> Result<Response<pb::ListVirtualNodesResponse>, Status> {
+        let on = req.into_inner().physical_node_id;
+        let t = self.0.topology();
+        if !on.is_empty() && !t.physical.contains_key(on.as_str()) {
+            return Err(Status::not_found(format!("physical_node_id: unknown physical node {on:?}")));
+        }
+        let nodes = t
+            .virtual_nodes
+            .values()
+            .filter(|v| on.is_empty() || v.placement.as_ref().is_some_and(|p| p.as_str() == on))
+            .map(convert::virtual_node)
+            .collect();
+        Ok(Response::new(pb::ListVirtualNodesResponse { nodes }))
+    }
+
+    async fn set_placements(
+        &self,
+        req: Request<pb::SetPlacementsRequest>,
+    ) -> Result<Response<pb::SetPlacementsResponse>, Status> {
+        let changed = self.0.set_placements(req.into_inner().placements).await?;
+        Ok(Response::new(pb::SetPlacementsResponse { changed }))
+    }
+}

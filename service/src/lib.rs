@@ -1,0 +1,34 @@
+//! Swarm's placement service: the library behind `swarmd` and `swarmctl`.
+//!
+//! Layout:
+//! - [`domain`]: validated topology types (ids, nodes, resources);
+//! - [`validate`]: wire messages to domain types, with field paths in errors;
+//! - [`placement`]: the pure placement math — affinity and controller rounds,
+//!   no IO and no clock reads, shared with the replay simulator;
+//! - [`series`]: durable metric intake (write-ahead log with group commit,
+//!   snapshots) into Polars frames;
+//! - [`store`]: the narrow interface to durable metadata and its embedded
+//!   (redb) implementation;
+//! - [`decisions`]: the sequenced, resumable decision log;
+//! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
+//!   around the pure code;
+//! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
+//! - [`config`]: file/env/flag configuration; [`clock`]: injectable time;
+//! - [`demo`]: the demo cluster and its load generator;
+//! - [`ctl`]: the `swarmctl` commands.
+
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod ctl;
+pub mod decisions;
+pub mod demo;
+pub mod domain;
+pub mod grpc;
+pub mod placement;
+pub mod series;
+pub mod state;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,327 @@
+//! Metric series: durable intake (write-ahead log with group commit,
+//! periodic snapshots) into in-memory Polars frames.
+//!
+//! One writer thread owns the log. Ingest handlers send it batches; it writes
+//! every batch waiting at that moment, fsyncs once (group commit), applies
+//! them to the frames, and only then acknowledges them. So an acknowledged
+//! sample is always on disk, and a sample visible to queries is always durable.
+//! When the log has grown past a threshold the writer rotates to a new
+//! segment and writes a snapshot of the frames, which replaces older segments.
+
+pub mod codec;
+pub mod frames;
+pub mod sample;
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::SharedClock;
+pub use frames::Frames;
+pub use sample::{EntityKind, Metric, Sample};
+use wal::{SegmentWriter, WalError};
+
+/// Tuning of the series store.
+#[derive(Debug, Clone)]
+pub struct SeriesConfig {
+    /// Samples older than this are dropped, ms.
+    pub retention_ms: i64,
+    /// fsync every group commit. Only tests and benchmarks of the CPU path turn it off.
+    pub fsync: bool,
+    /// Rotate the segment once it is this large, bytes.
+    pub segment_bytes: u64,
+    /// Snapshot once the segments since the last snapshot hold this many bytes.
+    pub snapshot_bytes: u64,
+    /// Snapshot at least this often when anything was written.
+    pub snapshot_interval: Duration,
+    /// Batches waiting for the writer at most (back-pressure beyond).
+    pub queue_batches: usize,
+}
+
+impl Default for SeriesConfig {
+    fn default() -> Self {
+        SeriesConfig {
+            retention_ms: 7 * 24 * 3600 * 1000,
+            fsync: true,
+            segment_bytes: 64 << 20,
+            snapshot_bytes: 512 << 20,
+            snapshot_interval: Duration::from_secs(15 * 60),
+            queue_batches: 256,
+        }
+    }
+}
+
+/// Errors of the series store.
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    /// On-disk files.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The in-memory frames.
+    #[error("frame operation failed: {0}")]
+    Frame(#[from] polars::error::PolarsError),
+    /// The writer stopped (after an IO error or at shutdown); nothing more can be made durable.
+    #[error("the write-ahead log is not accepting writes: {0}")]
+    Unavailable(String),
+}
+
+enum Cmd {
+    Append(Vec<Sample>, oneshot::Sender<Result<(), String>>),
+    Snapshot(oneshot::Sender<Result<(), String>>),
+    Shutdown,
+}
+
+/// Cheap-clone handle to the series store.
+#[derive(Clone)]
+pub struct SeriesStore {
+    tx: mpsc::Sender<Cmd>,
+    frames: Arc<RwLock<Frames>>,
+    clock: SharedClock,
+    retention_ms: i64,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// What opening the store recovered.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenReport {
+    /// Samples loaded from the snapshot.
+    pub from_snapshot: usize,
+    /// Samples replayed from the log.
+    pub from_wal: usize,
+    /// Rows kept after retention and de-duplication.
+    pub rows: usize,
+    /// Bytes cut from a torn log tail.
+    pub truncated_bytes: usize,
+}
+
+impl SeriesStore {
+    /// Recovers the store from `dir` and starts its writer thread.
+    pub fn open(dir: &Path, cfg: SeriesConfig, clock: SharedClock) -> Result<(Self, OpenReport), SeriesError> {
+        let rec = wal::recover(dir)?;
+        let cutoff = clock.now_ms() - cfg.retention_ms;
+        let mut frames = Frames::default();
+        frames.insert(&rec.samples, cutoff)?;
+        frames.compact_all(cutoff)?;
+        let report = OpenReport {
+            from_snapshot: rec.from_snapshot,
+            from_wal: rec.samples.len() - rec.from_snapshot,
+            rows: frames.row_count(),
+            truncated_bytes: rec.truncated_bytes,
+        };
+        let next_segment = rec.next_segment;
+        drop(rec);
+        let segment = SegmentWriter::create(dir, next_segment, cfg.fsync)?;
+        let frames = Arc::new(RwLock::new(frames));
+        let (tx, rx) = mpsc::channel(cfg.queue_batches.max(1));
+        let writer = Writer {
+            dir: dir.to_owned(),
+            cfg: cfg.clone(),
+            segment,
+            frames: frames.clone(),
+            clock: clock.clone(),
+            bytes_since_snapshot: 0,
+            last_snapshot: Instant::now(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("swarm-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| SeriesError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok((
+            SeriesStore {
+                tx,
+                frames,
+                clock,
+                retention_ms: cfg.retention_ms,
+                writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+            },
+            report,
+        ))
+    }
+
+    /// Makes `samples` durable and visible. Returns once they are fsynced.
+    pub async fn append(&self, samples: Vec<Sample>) -> Result<(), SeriesError> {
+        self.append_start(samples).await?.await
+    }
+
+    /// Queues `samples` for the writer and returns a future that resolves once
+    /// they are durable. Lets one stream keep several batches in flight so
+    /// they share a group commit.
+    pub async fn append_start(
+        &self,
+        samples: Vec<Sample>,
+    ) -> Result<impl std::future::Future<Output = Result<(), SeriesError>> + use<>, SeriesError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Cmd::Append(samples, ack))
+            .await
+            .map_err(|_| SeriesError::Unavailable("the writer has stopped".into()))?;
+        Ok(async move {
+            match done.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(SeriesError::Unavailable(e)),
+                Err(_) => Err(SeriesError::Unavailable("the writer stopped before confirming".into())),
+            }
+        })
+    }
+
+    /// Writes a snapshot now (also done automatically).
+    pub async fn snapshot(&self) -> Result<(), SeriesError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Cmd::Snapshot(ack))
+            .await
+            .map_err(|_| SeriesError::Unavailable("the writer has stopped".into()))?;
+        done.await.map_err(|_| SeriesError::Unavailable("the writer stopped".into()))?.map_err(SeriesError::Unavailable)
+    }
+
+    /// Runs `f` on the frames after merging pending rows and applying
+    /// retention. Blocking: call from `spawn_blocking` in async code.
+    pub fn read<R>(&self, f: impl FnOnce(&Frames) -> R) -> Result<R, SeriesError> {
+        let pending = self.frames.read().expect("frames lock").has_pending();
+        if pending {
+            let cutoff = self.cutoff_ms();
+            self.frames.write().expect("frames lock").compact_all(cutoff)?;
+        }
+        Ok(f(&self.frames.read().expect("frames lock")))
+    }
+
+    /// Oldest timestamp still retained, ms.
+    pub fn cutoff_ms(&self) -> i64 {
+        self.clock.now_ms() - self.retention_ms
+    }
+
+    /// Retention window, ms.
+    pub fn retention_ms(&self) -> i64 {
+        self.retention_ms
+    }
+
+    /// Stops accepting writes once everything queued before this call is
+    /// durable, and waits for the writer thread to finish.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Cmd::Shutdown).await;
+        let handle = self.writer.lock().expect("writer lock").take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    cfg: SeriesConfig,
+    segment: SegmentWriter,
+    frames: Arc<RwLock<Frames>>,
+    clock: SharedClock,
+    bytes_since_snapshot: u64,
+    last_snapshot: Instant,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut framed = Vec::with_capacity(4 << 20);
+        let mut failed: Option<String> = None;
+        let mut stopping = false;
+        while !stopping {
+            let Some(first) = rx.blocking_recv() else { break };
+            let mut group = vec![first];
+            // Everything already waiting joins this group commit (bounded by bytes).
+            let mut approx = 0usize;
+            while approx < (64 << 20) && !matches!(group.last(), Some(Cmd::Shutdown)) {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        if let Cmd::Append(s, _) = &c {
+                            approx += s.len() * 40;
+                        }
+                        group.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut acks = Vec::new();
+            let mut batches = Vec::new();
+            let mut snapshot_acks = Vec::new();
+            framed.clear();
+            for c in group {
+                match c {
+                    Cmd::Append(samples, ack) => {
+                        codec::encode_record(&samples, &mut framed);
+                        batches.push(samples);
+                        acks.push(ack);
+                    }
+                    Cmd::Snapshot(ack) => snapshot_acks.push(ack),
+                    Cmd::Shutdown => stopping = true,
+                }
+            }
+            let result = match &failed {
+                Some(e) => Err(e.clone()),
+                None => self.commit(&framed, &batches),
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "write-ahead log failed; refusing further writes");
+                failed = Some(e.clone());
+            }
+            for ack in acks {
+                let _ = ack.send(result.clone());
+            }
+            let due = self.bytes_since_snapshot >= self.cfg.snapshot_bytes
+                || (self.bytes_since_snapshot > 0 && self.last_snapshot.elapsed() >= self.cfg.snapshot_interval);
+            if failed.is_none() && (due || !snapshot_acks.is_empty()) {
+                let r = self.snapshot().map_err(|e| e.to_string());
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "snapshot failed; the log keeps every sample, will retry");
+                }
+                for ack in snapshot_acks {
+                    let _ = ack.send(r.clone());
+                }
+            } else {
+                for ack in snapshot_acks {
+                    let _ = ack.send(match &failed {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(()),
+                    });
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, framed: &[u8], batches: &[Vec<Sample>]) -> Result<(), String> {
+        if framed.is_empty() {
+            return Ok(());
+        }
+        self.segment.append(framed).map_err(|e| e.to_string())?;
+        self.bytes_since_snapshot += framed.len() as u64;
+        let cutoff = self.clock.now_ms() - self.cfg.retention_ms;
+        {
+            let mut frames = self.frames.write().expect("frames lock");
+            for b in batches {
+                frames.insert(b, cutoff).map_err(|e| e.to_string())?;
+            }
+        }
+        if self.segment.len() >= self.cfg.segment_bytes {
+            self.segment = SegmentWriter::create(&self.dir, self.segment.number() + 1, self.cfg.fsync)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<(), SeriesError> {
+        let started = Instant::now();
+        // Rotate first: the snapshot then covers exactly the segments below the new one.
+        let next = self.segment.number() + 1;
+        self.segment = SegmentWriter::create(&self.dir, next, self.cfg.fsync)?;
+        let cutoff = self.clock.now_ms() - self.cfg.retention_ms;
+        let frozen = {
+            let mut frames = self.frames.write().expect("frames lock");
+            frames.compact_all(cutoff)?;
+            frames.clone()
+        };
+        wal::write_snapshot(&self.dir, next, |put| frozen.for_each_chunk(65_536, |c| put(c)))?;
+        self.bytes_since_snapshot = 0;
+        self.last_snapshot = Instant::now();
+        tracing::info!(rows = frozen.row_count(), ms = started.elapsed().as_millis() as u64, "series snapshot written");
+        Ok(())
+    }
+}

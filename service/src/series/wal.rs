@@ -1,0 +1,355 @@
+//! Write-ahead log segments and snapshots on disk, and recovery from them.
+//!
+//! Files under the series directory:
+//! - `wal-NNNNNNNNNNNNNNNN.log`: a segment; records appended, fsynced per group commit;
+//! - `snapshot-NNNNNNNNNNNNNNNN.bin`: every retained sample at the moment the
+//!   segment with that number was opened; it makes all lower segments redundant;
+//! - `*.tmp`: a snapshot being written; never read, removed at start.
+//!
+//! Recovery loads the newest snapshot, then replays every segment from its
+//! number on. Only the newest segment may end in a torn record (the crash
+//! happened while writing it): it is truncated to its last whole record, and
+//! since a sample is acknowledged only after its record is fsynced, nothing
+//! acknowledged is in the torn part. Damage anywhere else is corruption and
+//! stops the start-up with the file and offset, instead of silently dropping data.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::codec::{self, Damage, SNAPSHOT_MAGIC, WAL_MAGIC};
+use super::sample::Sample;
+
+/// Errors of the on-disk series files.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// An IO operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A file is damaged where damage cannot come from a crash.
+    #[error(
+        "{path} is corrupt at byte {offset}: {what}. Refusing to start so no data is silently lost; move the file aside to discard what it holds from that point"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the first bad record.
+        offset: usize,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io { action, path: path.to_owned(), source }
+}
+
+/// Kind of a file in the series directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Segment,
+    Snapshot,
+}
+
+fn file_name(kind: FileKind, n: u64) -> String {
+    match kind {
+        FileKind::Segment => format!("wal-{n:016}.log"),
+        FileKind::Snapshot => format!("snapshot-{n:016}.bin"),
+    }
+}
+
+fn parse_name(name: &str) -> Option<(FileKind, u64)> {
+    if let Some(n) = name.strip_prefix("wal-").and_then(|r| r.strip_suffix(".log")) {
+        return n.parse().ok().map(|n| (FileKind::Segment, n));
+    }
+    if let Some(n) = name.strip_prefix("snapshot-").and_then(|r| r.strip_suffix(".bin")) {
+        return n.parse().ok().map(|n| (FileKind::Snapshot, n));
+    }
+    None
+}
+
+/// What recovery found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Samples in the order they were written (snapshot first).
+    pub samples: Vec<Sample>,
+    /// Samples that came from the snapshot.
+    pub from_snapshot: usize,
+    /// Segments replayed.
+    pub segments: usize,
+    /// Bytes cut from a torn tail.
+    pub truncated_bytes: usize,
+    /// Number for the next segment to open.
+    pub next_segment: u64,
+}
+
+/// Reads the snapshot and segments in `dir` (created when missing).
+pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let mut segments = Vec::new();
+    let mut snapshots = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            // A snapshot that never completed: its segments are still there.
+            let p = entry.path();
+            fs::remove_file(&p).map_err(io_err("remove", &p))?;
+            continue;
+        }
+        match parse_name(&name) {
+            Some((FileKind::Segment, n)) => segments.push(n),
+            Some((FileKind::Snapshot, n)) => snapshots.push(n),
+            None => {}
+        }
+    }
+    segments.sort_unstable();
+    snapshots.sort_unstable();
+    let mut out = Recovered::default();
+    let base = snapshots.last().copied().unwrap_or(0);
+    if let Some(&n) = snapshots.last() {
+        let path = dir.join(file_name(FileKind::Snapshot, n));
+        let data = read_file(&path)?;
+        let body = check_magic(&path, &data, SNAPSHOT_MAGIC)?;
+        let d = codec::decode_records(body);
+        if let Some(damage) = d.damage {
+            return Err(WalError::Corrupt { path, offset: 8 + d.valid_len, what: describe(&damage) });
+        }
+        out.samples = d.samples;
+        out.from_snapshot = out.samples.len();
+    }
+    let live: Vec<u64> = segments.iter().copied().filter(|&n| n >= base).collect();
+    for (i, &n) in live.iter().enumerate() {
+        let path = dir.join(file_name(FileKind::Segment, n));
+        let data = read_file(&path)?;
+        let last = i + 1 == live.len();
+        if data.len() < WAL_MAGIC.len() && last && WAL_MAGIC.starts_with(&data) {
+            // Crashed while creating the segment: nothing was ever acknowledged from it.
+            out.truncated_bytes += data.len();
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            continue;
+        }
+        let body = check_magic(&path, &data, WAL_MAGIC)?;
+        let d = codec::decode_records(body);
+        if let Some(damage) = d.damage {
+            let torn = last && matches!(damage, Damage::Truncated | Damage::BadChecksum);
+            if !torn {
+                return Err(WalError::Corrupt { path, offset: 8 + d.valid_len, what: describe(&damage) });
+            }
+            let keep = 8 + d.valid_len;
+            out.truncated_bytes += data.len() - keep;
+            tracing::warn!(file = %path.display(), cut_bytes = data.len() - keep, "truncating torn tail of the write-ahead log");
+            let f = OpenOptions::new().write(true).open(&path).map_err(io_err("open", &path))?;
+            f.set_len(keep as u64).map_err(io_err("truncate", &path))?;
+            f.sync_all().map_err(io_err("sync", &path))?;
+        }
+        out.samples.extend(d.samples);
+        out.segments += 1;
+    }
+    out.next_segment = segments.last().copied().unwrap_or(0).max(base) + 1;
+    Ok(out)
+}
+
+fn describe(d: &Damage) -> String {
+    match d {
+        Damage::Truncated => "the file ends inside a record".into(),
+        Damage::BadChecksum => "a record's checksum does not match".into(),
+        Damage::BadPayload(s) => format!("a record is malformed ({s})"),
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, WalError> {
+    let mut data = Vec::new();
+    File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err("read", path))?;
+    Ok(data)
+}
+
+fn check_magic<'a>(path: &Path, data: &'a [u8], magic: &[u8; 8]) -> Result<&'a [u8], WalError> {
+    if data.len() < 8 || &data[..8] != magic {
+        return Err(WalError::Corrupt {
+            path: path.to_owned(),
+            offset: 0,
+            what: format!("expected the header {:?}", String::from_utf8_lossy(magic)),
+        });
+    }
+    Ok(&data[8..])
+}
+
+/// The segment being appended to.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    number: u64,
+    file: File,
+    len: u64,
+    fsync: bool,
+}
+
+impl SegmentWriter {
+    /// Creates segment `number` in `dir`.
+    pub fn create(dir: &Path, number: u64, fsync: bool) -> Result<Self, WalError> {
+        let path = dir.join(file_name(FileKind::Segment, number));
+        let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err("create", &path))?;
+        file.write_all(WAL_MAGIC).map_err(io_err("write", &path))?;
+        if fsync {
+            file.sync_all().map_err(io_err("sync", &path))?;
+            sync_dir(dir)?;
+        }
+        Ok(SegmentWriter { dir: dir.to_owned(), number, file, len: 8, fsync })
+    }
+
+    /// Segment number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Bytes in the segment.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether only the header was written.
+    pub fn is_empty(&self) -> bool {
+        self.len <= 8
+    }
+
+    /// Appends already-framed records and makes them durable (one fsync: the group commit).
+    pub fn append(&mut self, framed: &[u8]) -> Result<(), WalError> {
+        let path = self.dir.join(file_name(FileKind::Segment, self.number));
+        self.file.write_all(framed).map_err(io_err("write", &path))?;
+        if self.fsync {
+            self.file.sync_data().map_err(io_err("sync", &path))?;
+        }
+        self.len += framed.len() as u64;
+        Ok(())
+    }
+}
+
+/// Writes a snapshot numbered `number` (covering every segment below it)
+/// atomically, then removes the segments and snapshots it replaces.
+pub fn write_snapshot(
+    dir: &Path,
+    number: u64,
+    fill: impl FnOnce(&mut dyn FnMut(&[Sample]) -> io::Result<()>) -> io::Result<()>,
+) -> Result<(), WalError> {
+    let tmp = dir.join(format!("{}.tmp", file_name(FileKind::Snapshot, number)));
+    let fin = dir.join(file_name(FileKind::Snapshot, number));
+    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, file);
+    w.write_all(SNAPSHOT_MAGIC).map_err(io_err("write", &tmp))?;
+    let mut buf = Vec::new();
+    fill(&mut |chunk| {
+        buf.clear();
+        codec::encode_record(chunk, &mut buf);
+        w.write_all(&buf)
+    })
+    .map_err(io_err("write", &tmp))?;
+    let file =
+        w.into_inner().map_err(|e| WalError::Io { action: "flush", path: tmp.clone(), source: e.into_error() })?;
+    file.sync_all().map_err(io_err("sync", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, &fin).map_err(io_err("rename", &tmp))?;
+    sync_dir(dir)?;
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let old = match parse_name(&entry.file_name().to_string_lossy()) {
+            Some((FileKind::Segment, n)) => n < number,
+            Some((FileKind::Snapshot, n)) => n < number,
+            None => false,
+        };
+        if old {
+            let p = entry.path();
+            fs::remove_file(&p).map_err(io_err("remove", &p))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::sample::{EntityKind, Metric};
+
+    fn s(i: i64) -> Sample {
+        Sample {
+            kind: EntityKind::Physical,
+            entity: "p1".into(),
+            metric: Metric::CpuUsage,
+            location: "".into(),
+            ts_ms: i,
+            value: i as f64,
+        }
+    }
+
+    fn framed(samples: &[Sample]) -> Vec<u8> {
+        let mut b = Vec::new();
+        codec::encode_record(samples, &mut b);
+        b
+    }
+
+    #[test]
+    fn segments_replay_and_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 1, true).unwrap();
+        w.append(&framed(&[s(1), s(2)])).unwrap();
+        w.append(&framed(&[s(3)])).unwrap();
+        drop(w);
+        // Simulate a crash in the middle of the next write.
+        let p = dir.path().join(file_name(FileKind::Segment, 1));
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&framed(&[s(4)])[..10]).unwrap();
+        drop(f);
+        let r = recover(dir.path()).unwrap();
+        assert_eq!(r.samples, vec![s(1), s(2), s(3)]);
+        assert_eq!(r.truncated_bytes, 10);
+        assert_eq!(r.next_segment, 2);
+        // The cut is durable: a second recovery sees a clean file.
+        let r = recover(dir.path()).unwrap();
+        assert_eq!(r.truncated_bytes, 0);
+        assert_eq!(r.samples.len(), 3);
+    }
+
+    #[test]
+    fn corruption_in_an_older_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 1, false).unwrap();
+        w.append(&framed(&[s(1)])).unwrap();
+        let mut w2 = SegmentWriter::create(dir.path(), 2, false).unwrap();
+        w2.append(&framed(&[s(2)])).unwrap();
+        let p = dir.path().join(file_name(FileKind::Segment, 1));
+        let mut data = fs::read(&p).unwrap();
+        let n = data.len();
+        data[n - 1] ^= 1;
+        fs::write(&p, data).unwrap();
+        let err = recover(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("wal-0000000000000001.log is corrupt"), "{err}");
+        assert!(err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_replaces_older_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 1, false).unwrap();
+        w.append(&framed(&[s(1)])).unwrap();
+        let mut w2 = SegmentWriter::create(dir.path(), 2, false).unwrap();
+        write_snapshot(dir.path(), 2, |put| put(&[s(1)])).unwrap();
+        w2.append(&framed(&[s(5)])).unwrap();
+        fs::write(dir.path().join("snapshot-0000000000000003.bin.tmp"), b"half").unwrap();
+        let r = recover(dir.path()).unwrap();
+        assert_eq!(r.samples, vec![s(1), s(5)]);
+        assert_eq!(r.from_snapshot, 1);
+        assert!(!dir.path().join(file_name(FileKind::Segment, 1)).exists());
+        assert!(!dir.path().join("snapshot-0000000000000003.bin.tmp").exists());
+        assert_eq!(r.next_segment, 3);
+    }
+}

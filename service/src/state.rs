@@ -1,0 +1,467 @@
+//! The service's shared state and the operations on it, independent of gRPC.
+//!
+//! [`Swarm`] is a cheap-clone handle (as in mini-redis): the gRPC services,
+//! the round timer and the demo all hold one. It owns the IO around the pure
+//! placement code: it reads the topology and usage, calls
+//! [`crate::placement`], and persists what comes out.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use swarm_proto::v1 as pb;
+use tokio::sync::{Mutex, watch};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::convert;
+use crate::decisions::DecisionLog;
+use crate::domain::{NodeId, PhysicalState, Topology};
+use crate::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
+use crate::placement::controller;
+use crate::series::{EntityKind, Metric, OpenReport, SeriesConfig, SeriesStore};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{MetaStore, TopologyChange};
+use crate::validate::{self, FieldError};
+
+/// Errors of service operations; the gRPC layer maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is invalid.
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    /// An id does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is valid but the state does not allow it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Asked for data that is no longer retained.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Storage is not available.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected storage failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Errors opening the state.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Metadata store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Series store.
+    #[error(transparent)]
+    Series(#[from] crate::series::SeriesError),
+}
+
+struct Inner {
+    cfg: Config,
+    clock: SharedClock,
+    store: Arc<dyn MetaStore>,
+    topology: RwLock<Arc<Topology>>,
+    /// Serialises topology mutations so store order equals memory order.
+    mutate: Mutex<()>,
+    /// One controller round at a time.
+    round: Mutex<()>,
+    series: SeriesStore,
+    decisions: DecisionLog,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Cheap-clone handle to the service state.
+#[derive(Clone)]
+pub struct Swarm {
+    inner: Arc<Inner>,
+}
+
+/// What start-up recovered, for the log.
+#[derive(Debug, Clone, Copy)]
+pub struct StartReport {
+    /// Series recovery.
+    pub series: OpenReport,
+    /// Physical nodes loaded.
+    pub physical_nodes: usize,
+    /// Virtual nodes loaded.
+    pub virtual_nodes: usize,
+    /// Newest decision sequence.
+    pub last_decision: u64,
+}
+
+impl Swarm {
+    /// Opens (or creates) the state under `cfg.data_dir`.
+    pub fn open(cfg: Config, clock: SharedClock) -> Result<(Swarm, StartReport), OpenError> {
+        let dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| OpenError::DataDir { path: dir.display().to_string(), source })?;
+        let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(&dir.join("meta.redb"))?);
+        let loaded = store.load()?;
+        let decisions = DecisionLog::open(store.clone(), &loaded, clock.now_ms(), cfg.controller.cooldown_ms)?;
+        let series_cfg =
+            SeriesConfig { retention_ms: cfg.retention.as_millis() as i64, fsync: cfg.fsync, ..Default::default() };
+        let (series, series_report) = SeriesStore::open(&series_dir(&dir), series_cfg, clock.clone())?;
+        let report = StartReport {
+            series: series_report,
+            physical_nodes: loaded.topology.physical.len(),
+            virtual_nodes: loaded.topology.virtual_nodes.len(),
+            last_decision: loaded.last_decision_seq,
+        };
+        let (shutdown, _) = watch::channel(false);
+        let inner = Inner {
+            cfg,
+            clock,
+            store,
+            topology: RwLock::new(Arc::new(loaded.topology)),
+            mutate: Mutex::new(()),
+            round: Mutex::new(()),
+            series,
+            decisions,
+            shutdown,
+        };
+        Ok((Swarm { inner: Arc::new(inner) }, report))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// Now, per the injected clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// A consistent snapshot of the topology.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.inner.topology.read().expect("topology lock").clone()
+    }
+
+    /// The series store.
+    pub fn series(&self) -> &SeriesStore {
+        &self.inner.series
+    }
+
+    /// The decision log.
+    pub fn decisions(&self) -> &DecisionLog {
+        &self.inner.decisions
+    }
+
+    /// Resolves when shutdown has begun.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Starts shutdown: long-lived streams end so the server can drain.
+    pub fn begin_shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    /// Flushes and stops the series writer. Call after the server stopped.
+    pub async fn close(&self) {
+        self.inner.series.close().await;
+    }
+
+    /// Applies a topology mutation computed from the current topology:
+    /// validated, persisted atomically, then made visible.
+    async fn mutate<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Topology) -> Result<(Vec<TopologyChange>, R), ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let _guard = self.inner.mutate.lock().await;
+        let current = self.topology();
+        let (changes, result) = f(&current)?;
+        if changes.is_empty() {
+            return Ok(result);
+        }
+        let store = self.inner.store.clone();
+        let persisted = changes.clone();
+        tokio::task::spawn_blocking(move || store.apply(&persisted))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let mut next = (*current).clone();
+        for c in changes {
+            match c {
+                TopologyChange::PutPhysical(n) => {
+                    next.physical.insert(n.id.clone(), n);
+                }
+                TopologyChange::PutVirtual(n) => {
+                    next.virtual_nodes.insert(n.id.clone(), n);
+                }
+                TopologyChange::DeleteVirtual(id) => {
+                    next.virtual_nodes.remove(&id);
+                }
+            }
+        }
+        *self.inner.topology.write().expect("topology lock") = Arc::new(next);
+        Ok(result)
+    }
+
+    /// Adds or replaces physical nodes; returns (created, updated).
+    pub async fn upsert_physical(&self, nodes: Vec<pb::PhysicalNode>) -> Result<(u32, u32), ApiError> {
+        let nodes = validate::physical_nodes(&nodes)?;
+        self.mutate(move |t| {
+            let created = nodes.iter().filter(|n| !t.physical.contains_key(&n.id)).count() as u32;
+            let updated = nodes.len() as u32 - created;
+            Ok((nodes.into_iter().map(TopologyChange::PutPhysical).collect(), (created, updated)))
+        })
+        .await
+    }
+
+    /// Marks a physical node removed; refused while it hosts virtual nodes.
+    pub async fn remove_physical(&self, id: String) -> Result<(), ApiError> {
+        let id = NodeId::parse(&id).map_err(|r| FieldError::new("id", format!("id {r}")))?;
+        self.mutate(move |t| {
+            let Some(n) = t.physical.get(&id) else {
+                return Err(ApiError::NotFound(format!("unknown physical node {id}")));
+            };
+            let placed: Vec<String> = t.placed_on(id.as_str()).take(5).map(|v| v.id.to_string()).collect();
+            if !placed.is_empty() {
+                let total = t.placed_on(id.as_str()).count();
+                return Err(ApiError::FailedPrecondition(format!(
+                    "physical node {id} still runs {total} virtual node(s) (e.g. {}); drain it first",
+                    placed.join(", ")
+                )));
+            }
+            let mut n = n.clone();
+            n.state = PhysicalState::Removed;
+            Ok((vec![TopologyChange::PutPhysical(n)], ()))
+        })
+        .await
+    }
+
+    /// Adds or replaces virtual nodes; returns (created, updated).
+    pub async fn upsert_virtual(&self, nodes: Vec<pb::VirtualNode>) -> Result<(u32, u32), ApiError> {
+        self.mutate(move |t| {
+            let nodes = validate::virtual_nodes(&nodes, t)?;
+            let created = nodes.iter().filter(|n| !t.virtual_nodes.contains_key(&n.id)).count() as u32;
+            let updated = nodes.len() as u32 - created;
+            Ok((nodes.into_iter().map(TopologyChange::PutVirtual).collect(), (created, updated)))
+        })
+        .await
+    }
+
+    /// Removes a virtual node.
+    pub async fn remove_virtual(&self, id: String) -> Result<(), ApiError> {
+        let id = NodeId::parse(&id).map_err(|r| FieldError::new("id", format!("id {r}")))?;
+        self.mutate(move |t| {
+            if !t.virtual_nodes.contains_key(&id) {
+                return Err(ApiError::NotFound(format!("unknown virtual node {id}")));
+            }
+            Ok((vec![TopologyChange::DeleteVirtual(id)], ()))
+        })
+        .await
+    }
+
+    /// Records placements; returns how many changed.
+    pub async fn set_placements(&self, ps: Vec<pb::PlacementAssignment>) -> Result<u32, ApiError> {
+        self.mutate(move |t| {
+            let ps = validate::placements(&ps, t)?;
+            let mut changes = Vec::new();
+            let mut seen = HashSet::new();
+            for (i, (v, p)) in ps.into_iter().enumerate() {
+                if !seen.insert(v.clone()) {
+                    return Err(FieldError::new(
+                        format!("placements[{i}].virtual_node_id"),
+                        format!("{v} appears twice in the request"),
+                    )
+                    .into());
+                }
+                let mut node = t.virtual_nodes[&v].clone();
+                if node.placement != p {
+                    node.placement = p;
+                    changes.push(TopologyChange::PutVirtual(node));
+                }
+            }
+            let n = changes.len() as u32;
+            Ok((changes, n))
+        })
+        .await
+    }
+
+    /// Mean usage over the configured window, per entity.
+    pub async fn observed_usage(&self) -> Result<ObservedUsage, ApiError> {
+        let series = self.inner.series.clone();
+        let from = self.now_ms() - self.inner.cfg.usage_window.as_millis() as i64;
+        tokio::task::spawn_blocking(move || {
+            series.read(|f| -> Result<ObservedUsage, polars::error::PolarsError> {
+                let mut usage = ObservedUsage::default();
+                for kind in EntityKind::ALL {
+                    let target = match kind {
+                        EntityKind::Physical => &mut usage.physical,
+                        EntityKind::Virtual => &mut usage.virtual_nodes,
+                    };
+                    let mut put =
+                        |m: Metric, set: fn(&mut PartialResources, f64)| -> Result<(), polars::error::PolarsError> {
+                            for (e, v) in f.window_mean(kind, m, from)? {
+                                set(target.entry(e).or_default(), v);
+                            }
+                            Ok(())
+                        };
+                    put(Metric::CpuUsage, |r, v| r.cpu_cores = Some(v))?;
+                    put(Metric::MemoryBytes, |r, v| r.memory_bytes = Some(v))?;
+                    put(Metric::NetworkRx, |r, v| r.network_bps = Some(r.network_bps.unwrap_or(0.0) + v))?;
+                    put(Metric::NetworkTx, |r, v| r.network_bps = Some(r.network_bps.unwrap_or(0.0) + v))?;
+                }
+                Ok(usage)
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// The current cluster as the placement math sees it.
+    pub async fn cluster_view(&self) -> Result<ClusterView, ApiError> {
+        let topo = self.topology();
+        let usage = self.observed_usage().await?;
+        Ok(ClusterView::build(&topo, &usage))
+    }
+
+    /// Affinity matrix for the given rows and columns (empty: all, capped).
+    pub async fn affinity(&self, rows: Vec<String>, cols: Vec<String>) -> Result<pb::GetAffinityResponse, ApiError> {
+        const CAP: usize = 1000;
+        for (what, n) in [("virtual_node_ids", rows.len()), ("physical_node_ids", cols.len())] {
+            if n > CAP {
+                return Err(FieldError::new(what, format!("has {n} ids; the limit is {CAP}")).into());
+            }
+        }
+        let view = self.cluster_view().await?;
+        let vindex: HashMap<&str, usize> = view.virt.iter().enumerate().map(|(i, v)| (v.id.as_str(), i)).collect();
+        let row_idx: Vec<usize> = if rows.is_empty() {
+            (0..view.virt.len().min(CAP)).collect()
+        } else {
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    vindex
+                        .get(r.as_str())
+                        .copied()
+                        .ok_or_else(|| ApiError::NotFound(format!("virtual_node_ids[{i}]: unknown virtual node {r:?}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let col_idx: Vec<usize> = if cols.is_empty() {
+            (0..view.phys.len().min(CAP)).collect()
+        } else {
+            cols.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    NodeId::parse(c).ok().and_then(|id| view.phys_index.get(&id).copied()).ok_or_else(|| {
+                        ApiError::NotFound(format!("physical_node_ids[{i}]: unknown physical node {c:?}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let w = &self.inner.cfg.controller.weights;
+        let limits = self.inner.cfg.controller.limits();
+        let out_rows = row_idx
+            .iter()
+            .map(|&vi| {
+                let v = &view.virt[vi];
+                pb::AffinityRow {
+                    virtual_node_id: v.id.to_string(),
+                    current_node_id: v.placement.map(|p| view.phys[p].id.to_string()).unwrap_or_default(),
+                    scores: col_idx
+                        .iter()
+                        .map(|&pi| convert::score(&affinity::score(v, pi, &view.phys[pi], w, &limits)))
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(pb::GetAffinityResponse {
+            physical_node_ids: col_idx.iter().map(|&i| view.phys[i].id.to_string()).collect(),
+            rows: out_rows,
+            weights: convert::weights(w),
+            computed_at_ms: self.now_ms(),
+        })
+    }
+
+    /// Runs one controller round (persisting and publishing unless `dry_run`).
+    pub async fn run_round(&self, dry_run: bool) -> Result<pb::RunRoundResponse, ApiError> {
+        let _guard = self.inner.round.lock().await;
+        let started = Instant::now();
+        let view = self.cluster_view().await?;
+        let now = self.now_ms();
+        let log = self.inner.decisions.clone();
+        let cfg = self.inner.cfg.controller;
+        let round_id = log.next_round_id();
+        let (outcome, decisions) = tokio::task::spawn_blocking(move || {
+            let outcome = controller::run_round(&view, now, &log.last_decided(), &cfg);
+            let ds: Vec<pb::Decision> =
+                outcome.proposals.iter().map(|p| convert::decision(p, &view, round_id, now)).collect();
+            (outcome, ds)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let decisions = if dry_run {
+            decisions
+        } else {
+            let log = self.inner.decisions.clone();
+            tokio::task::spawn_blocking(move || log.commit_round(round_id, decisions))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        };
+        let resp = pb::RunRoundResponse {
+            round_id,
+            decisions,
+            virtual_nodes_evaluated: outcome.evaluated as u32,
+            skipped_cooldown: outcome.skipped_cooldown as u32,
+            skipped_budget: outcome.skipped_budget as u32,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            dry_run,
+        };
+        tracing::info!(
+            round = round_id,
+            dry_run,
+            decisions = resp.decisions.len(),
+            evaluated = resp.virtual_nodes_evaluated,
+            ms = format!("{:.1}", resp.duration_ms),
+            "controller round"
+        );
+        Ok(resp)
+    }
+
+    /// Runs rounds on the configured interval until shutdown.
+    pub async fn run_round_timer(self) {
+        let mut shutdown = self.shutdown_signal();
+        let mut tick = tokio::time::interval(self.inner.cfg.round_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick fires at once; wait a full interval
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.run_round(false).await {
+                        tracing::error!(error = %e, "scheduled round failed");
+                    }
+                }
+                _ = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+}
+
+/// Resolves once `rx` says shutdown has begun (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here, inside.
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Where series files live under the data directory.
+pub fn series_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("series")
+}

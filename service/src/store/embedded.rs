@@ -1,0 +1,190 @@
+//! [`MetaStore`] on redb, an embedded, crash-safe (copy-on-write, checksummed
+//! commits) transactional key-value store in one file.
+
+use std::path::Path;
+
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use swarm_proto::v1 as pb;
+
+use super::{Loaded, MetaStore, StoreError, TopologyChange};
+use crate::domain::{PhysicalNode, VirtualNode};
+
+const PHYSICAL: TableDefinition<&str, &[u8]> = TableDefinition::new("physical_nodes");
+const VIRTUAL: TableDefinition<&str, &[u8]> = TableDefinition::new("virtual_nodes");
+const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const LAST_ROUND: &str = "last_round_id";
+
+/// The embedded store.
+pub struct EmbeddedStore {
+    db: Database,
+}
+
+fn io(op: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
+    move |e| StoreError::Io { op, reason: e.to_string() }
+}
+
+macro_rules! tryio {
+    ($op:literal, $e:expr) => {
+        $e.map_err(|e| io($op)(&e))?
+    };
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!("{e} (is another swarmd using this data directory, or is the file damaged?)"),
+        })?;
+        let tx = tryio!("begin", db.begin_write());
+        {
+            tryio!("create table", tx.open_table(PHYSICAL));
+            tryio!("create table", tx.open_table(VIRTUAL));
+            tryio!("create table", tx.open_table(DECISIONS));
+            tryio!("create table", tx.open_table(META));
+        }
+        tryio!("commit", tx.commit());
+        Ok(EmbeddedStore { db })
+    }
+}
+
+impl MetaStore for EmbeddedStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let tx = tryio!("begin", self.db.begin_read());
+        let mut out = Loaded::default();
+        let t = tryio!("open", tx.open_table(PHYSICAL));
+        for row in tryio!("scan", t.iter()) {
+            let (k, v) = tryio!("scan", row);
+            let n: PhysicalNode = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                what: "physical node",
+                key: k.value().to_owned(),
+                reason: e.to_string(),
+            })?;
+            out.topology.physical.insert(n.id.clone(), n);
+        }
+        let t = tryio!("open", tx.open_table(VIRTUAL));
+        for row in tryio!("scan", t.iter()) {
+            let (k, v) = tryio!("scan", row);
+            let n: VirtualNode = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                what: "virtual node",
+                key: k.value().to_owned(),
+                reason: e.to_string(),
+            })?;
+            out.topology.virtual_nodes.insert(n.id.clone(), n);
+        }
+        let t = tryio!("open", tx.open_table(DECISIONS));
+        if let Some((k, _)) = tryio!("scan", t.last()) {
+            out.last_decision_seq = k.value();
+        }
+        if let Some((k, _)) = tryio!("scan", t.first()) {
+            out.first_decision_seq = k.value();
+        }
+        let t = tryio!("open", tx.open_table(META));
+        if let Some(v) = tryio!("get", t.get(LAST_ROUND)) {
+            out.last_round_id = v.value();
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, changes: &[TopologyChange]) -> Result<(), StoreError> {
+        let tx = tryio!("begin", self.db.begin_write());
+        {
+            let mut p = tryio!("open", tx.open_table(PHYSICAL));
+            let mut v = tryio!("open", tx.open_table(VIRTUAL));
+            for c in changes {
+                match c {
+                    TopologyChange::PutPhysical(n) => {
+                        let bytes = serde_json::to_vec(n).expect("nodes serialize");
+                        tryio!("insert", p.insert(n.id.as_str(), bytes.as_slice()));
+                    }
+                    TopologyChange::PutVirtual(n) => {
+                        let bytes = serde_json::to_vec(n).expect("nodes serialize");
+                        tryio!("insert", v.insert(n.id.as_str(), bytes.as_slice()));
+                    }
+                    TopologyChange::DeleteVirtual(id) => {
+                        tryio!("remove", v.remove(id.as_str()));
+                    }
+                }
+            }
+        }
+        tryio!("commit", tx.commit());
+        Ok(())
+    }
+
+    fn append_decisions(&self, round_id: u64, decisions: &[pb::Decision]) -> Result<(), StoreError> {
+        let tx = tryio!("begin", self.db.begin_write());
+        {
+            let mut t = tryio!("open", tx.open_table(DECISIONS));
+            for d in decisions {
+                tryio!("insert", t.insert(d.sequence, d.encode_to_vec().as_slice()));
+            }
+            let mut m = tryio!("open", tx.open_table(META));
+            tryio!("insert", m.insert(LAST_ROUND, round_id));
+        }
+        tryio!("commit", tx.commit());
+        Ok(())
+    }
+
+    fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError> {
+        let tx = tryio!("begin", self.db.begin_read());
+        let t = tryio!("open", tx.open_table(DECISIONS));
+        let mut out = Vec::new();
+        for row in tryio!("scan", t.range(from_seq..)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = tryio!("scan", row);
+            let d = pb::Decision::decode(v.value()).map_err(|e| StoreError::Corrupt {
+                what: "decision",
+                key: k.value().to_string(),
+                reason: e.to_string(),
+            })?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NodeId, PhysicalState, Resources};
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let s = EmbeddedStore::open(&path).unwrap();
+            s.apply(&[TopologyChange::PutPhysical(PhysicalNode {
+                id: NodeId::parse("p1").unwrap(),
+                capacity: Resources { cpu_cores: 8.0, memory_bytes: 1e9, network_bps: 1e9 },
+                labels: Default::default(),
+                state: PhysicalState::Active,
+            })])
+            .unwrap();
+            let d = |seq| pb::Decision { sequence: seq, virtual_node_id: format!("v{seq}"), ..Default::default() };
+            s.append_decisions(7, &[d(1), d(2), d(3)]).unwrap();
+        }
+        let s = EmbeddedStore::open(&path).unwrap();
+        let l = s.load().unwrap();
+        assert_eq!(l.topology.physical.len(), 1);
+        assert_eq!(l.last_decision_seq, 3);
+        assert_eq!(l.first_decision_seq, 1);
+        assert_eq!(l.last_round_id, 7);
+        let ds = s.read_decisions(2, 10).unwrap();
+        assert_eq!(ds.iter().map(|d| d.sequence).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(s.read_decisions(1, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        std::fs::write(&path, vec![0x5a; 10_000]).unwrap();
+        let err = EmbeddedStore::open(&path).err().expect("garbage must not open").to_string();
+        assert!(err.contains("cannot open the metadata store"), "{err}");
+    }
+}

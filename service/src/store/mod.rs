@@ -1,0 +1,80 @@
+//! Durable metadata: topology, placements and the decision log.
+//!
+//! Everything outside this module talks to [`MetaStore`], a deliberately
+//! narrow interface, so that a replicated backend (etcd with leases, for
+//! highly available controllers) can replace the embedded engine without
+//! touching the rest of the service. Only [`embedded`] knows about redb.
+
+pub mod embedded;
+
+use swarm_proto::v1 as pb;
+
+use crate::domain::{NodeId, PhysicalNode, Topology, VirtualNode};
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened (missing permissions, corrupt file, held by another process).
+    #[error("cannot open the metadata store {path}: {reason}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("metadata store {op} failed: {reason}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("metadata store holds an undecodable {what} record {key}: {reason}")]
+    Corrupt {
+        /// Table.
+        what: &'static str,
+        /// Key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One change to the topology; a slice of them is applied atomically.
+#[derive(Debug, Clone)]
+pub enum TopologyChange {
+    /// Insert or replace a physical node.
+    PutPhysical(PhysicalNode),
+    /// Insert or replace a virtual node (placement included).
+    PutVirtual(VirtualNode),
+    /// Delete a virtual node.
+    DeleteVirtual(NodeId),
+}
+
+/// What the store holds at start-up.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Topology with placements.
+    pub topology: Topology,
+    /// Sequence of the newest decision, 0 when none.
+    pub last_decision_seq: u64,
+    /// Oldest retained decision sequence, 0 when none.
+    pub first_decision_seq: u64,
+    /// Id of the newest persisted round, 0 when none.
+    pub last_round_id: u64,
+}
+
+/// The narrow interface to durable metadata. Every method is one atomic transaction.
+pub trait MetaStore: Send + Sync + 'static {
+    /// Reads everything needed at start-up.
+    fn load(&self) -> Result<Loaded, StoreError>;
+    /// Applies topology changes atomically.
+    fn apply(&self, changes: &[TopologyChange]) -> Result<(), StoreError>;
+    /// Appends the decisions of round `round_id` (sequences already assigned,
+    /// contiguous after the last stored one) atomically with the round counter.
+    fn append_decisions(&self, round_id: u64, decisions: &[pb::Decision]) -> Result<(), StoreError>;
+    /// Reads up to `limit` decisions with sequence >= `from_seq`, in order.
+    fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError>;
+}

@@ -1,0 +1,364 @@
+//! Validation of wire messages into domain types.
+//!
+//! Every error names the offending field with its path (e.g.
+//! `nodes[3].capacity.cpu_cores`) so a caller can fix its request without
+//! guessing. The functions are pure: the time and the topology are passed in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use swarm_proto::v1 as pb;
+
+use crate::domain::{MAX_ID_LEN, NodeId, PhysicalNode, PhysicalState, Resources, Topology, VirtualNode};
+use crate::series::{EntityKind, Metric, Sample};
+
+/// A field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// Path of the field.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// A new error.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// Most nodes or placements in one mutating call.
+pub const MAX_NODES_PER_CALL: usize = 10_000;
+const MAX_LABELS: usize = 64;
+
+fn id(field: &str, s: &str) -> Result<NodeId, FieldError> {
+    NodeId::parse(s).map_err(|r| FieldError::new(field, format!("id {r}")))
+}
+
+fn finite_nonneg(field: &str, v: f64) -> Result<f64, FieldError> {
+    if v.is_nan() {
+        return Err(FieldError::new(field, "is NaN"));
+    }
+    if v.is_infinite() {
+        return Err(FieldError::new(field, "is infinite"));
+    }
+    if v < 0.0 {
+        return Err(FieldError::new(field, format!("is negative ({v})")));
+    }
+    Ok(v)
+}
+
+fn resources(field: &str, r: Option<&pb::Resources>, cpu_required: bool) -> Result<Resources, FieldError> {
+    let Some(r) = r else {
+        return Err(FieldError::new(field, "is required"));
+    };
+    let cpu = finite_nonneg(&format!("{field}.cpu_cores"), r.cpu_cores)?;
+    if cpu_required && cpu <= 0.0 {
+        return Err(FieldError::new(format!("{field}.cpu_cores"), "must be > 0"));
+    }
+    if cpu > 1e6 {
+        return Err(FieldError::new(format!("{field}.cpu_cores"), format!("{cpu} is above the limit of 1e6 cores")));
+    }
+    Ok(Resources { cpu_cores: cpu, memory_bytes: r.memory_bytes as f64, network_bps: r.network_bytes_per_sec as f64 })
+}
+
+fn short_text(field: &str, s: &str) -> Result<(), FieldError> {
+    if s.len() > MAX_ID_LEN {
+        return Err(FieldError::new(field, format!("is {} bytes; the limit is {MAX_ID_LEN}", s.len())));
+    }
+    Ok(())
+}
+
+fn opt_text(field: &str, s: &str) -> Result<Option<String>, FieldError> {
+    short_text(field, s)?;
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
+fn count(field: &str, n: usize) -> Result<(), FieldError> {
+    if n == 0 {
+        return Err(FieldError::new(field, "is empty"));
+    }
+    if n > MAX_NODES_PER_CALL {
+        return Err(FieldError::new(field, format!("has {n} entries; the limit is {MAX_NODES_PER_CALL} per call")));
+    }
+    Ok(())
+}
+
+/// Validates physical nodes for an upsert.
+pub fn physical_nodes(nodes: &[pb::PhysicalNode]) -> Result<Vec<PhysicalNode>, FieldError> {
+    count("nodes", nodes.len())?;
+    let mut seen = std::collections::HashSet::new();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let f = |s: &str| format!("nodes[{i}].{s}");
+            let node_id = id(&f("id"), &n.id)?;
+            if !seen.insert(node_id.clone()) {
+                return Err(FieldError::new(f("id"), format!("{node_id} appears twice in the request")));
+            }
+            if n.labels.len() > MAX_LABELS {
+                return Err(FieldError::new(
+                    f("labels"),
+                    format!("has {} labels; the limit is {MAX_LABELS}", n.labels.len()),
+                ));
+            }
+            let mut labels = BTreeMap::new();
+            for (k, v) in &n.labels {
+                if k.is_empty() {
+                    return Err(FieldError::new(f("labels"), "a label key is empty"));
+                }
+                short_text(&f(&format!("labels[{k:?}]")), k)?;
+                short_text(&f(&format!("labels[{k:?}]")), v)?;
+                labels.insert(k.clone(), v.clone());
+            }
+            let state = match pb::PhysicalNodeState::try_from(n.state) {
+                Ok(pb::PhysicalNodeState::Unspecified | pb::PhysicalNodeState::Active) => PhysicalState::Active,
+                Ok(pb::PhysicalNodeState::Draining) => PhysicalState::Draining,
+                Ok(pb::PhysicalNodeState::Removed) => {
+                    return Err(FieldError::new(f("state"), "use RemovePhysicalNode to remove a node"));
+                }
+                Err(_) => return Err(FieldError::new(f("state"), format!("unknown state {}", n.state))),
+            };
+            Ok(PhysicalNode {
+                id: node_id,
+                capacity: resources(&f("capacity"), n.capacity.as_ref(), true)?,
+                labels,
+                state,
+            })
+        })
+        .collect()
+}
+
+/// Validates virtual nodes for an upsert; placements are kept from `topo`.
+pub fn virtual_nodes(nodes: &[pb::VirtualNode], topo: &Topology) -> Result<Vec<VirtualNode>, FieldError> {
+    count("nodes", nodes.len())?;
+    let mut seen = std::collections::HashSet::new();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let f = |s: &str| format!("nodes[{i}].{s}");
+            let node_id = id(&f("id"), &n.id)?;
+            if !seen.insert(node_id.clone()) {
+                return Err(FieldError::new(f("id"), format!("{node_id} appears twice in the request")));
+            }
+            let c = n.constraints.clone().unwrap_or_default();
+            let pinned = if c.pinned_node.is_empty() {
+                None
+            } else {
+                let p = id(&f("constraints.pinned_node"), &c.pinned_node)?;
+                if !topo.physical.contains_key(&p) {
+                    return Err(FieldError::new(f("constraints.pinned_node"), format!("unknown physical node {p}")));
+                }
+                Some(p)
+            };
+            Ok(VirtualNode {
+                requested: resources(&f("requested"), n.requested.as_ref(), true)?,
+                state_size_bytes: n.state_size_bytes,
+                group: opt_text(&f("group"), &n.group)?,
+                pinned,
+                anti_affinity_group: opt_text(&f("constraints.anti_affinity_group"), &c.anti_affinity_group)?,
+                placement: topo.virtual_nodes.get(&node_id).and_then(|v| v.placement.clone()),
+                id: node_id,
+            })
+        })
+        .collect()
+}
+
+/// Validates placements; returns (virtual, physical-or-none) pairs.
+pub fn placements(
+    ps: &[pb::PlacementAssignment],
+    topo: &Topology,
+) -> Result<Vec<(NodeId, Option<NodeId>)>, FieldError> {
+    count("placements", ps.len())?;
+    ps.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let fv = format!("placements[{i}].virtual_node_id");
+            let v = id(&fv, &p.virtual_node_id)?;
+            if !topo.virtual_nodes.contains_key(&v) {
+                return Err(FieldError::new(fv, format!("unknown virtual node {v}")));
+            }
+            if p.physical_node_id.is_empty() {
+                return Ok((v, None));
+            }
+            let fp = format!("placements[{i}].physical_node_id");
+            let pid = id(&fp, &p.physical_node_id)?;
+            match topo.physical.get(&pid) {
+                None => Err(FieldError::new(fp, format!("unknown physical node {pid}"))),
+                Some(n) if n.state == PhysicalState::Removed => {
+                    Err(FieldError::new(fp, format!("physical node {pid} is removed")))
+                }
+                Some(_) => Ok((v, Some(pid))),
+            }
+        })
+        .collect()
+}
+
+/// Limits that sample validation needs.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleLimits {
+    /// Now, ms since the epoch.
+    pub now_ms: i64,
+    /// Samples further than this in the future are rejected, ms.
+    pub max_future_skew_ms: i64,
+    /// Samples older than this are rejected (outside retention), ms since the epoch.
+    pub oldest_ms: i64,
+}
+
+/// Parses an entity kind.
+pub fn entity_kind(field: &str, k: i32) -> Result<EntityKind, FieldError> {
+    match pb::EntityKind::try_from(k) {
+        Ok(pb::EntityKind::Physical) => Ok(EntityKind::Physical),
+        Ok(pb::EntityKind::Virtual) => Ok(EntityKind::Virtual),
+        Ok(pb::EntityKind::Unspecified) => Err(FieldError::new(field, "must be PHYSICAL or VIRTUAL")),
+        Err(_) => Err(FieldError::new(field, format!("unknown entity kind {k}"))),
+    }
+}
+
+/// Parses a metric.
+pub fn metric(field: &str, m: i32) -> Result<Metric, FieldError> {
+    if m == 0 {
+        return Err(FieldError::new(field, "must be set"));
+    }
+    u8::try_from(m)
+        .ok()
+        .and_then(Metric::from_code)
+        .ok_or_else(|| FieldError::new(field, format!("unknown metric {m}")))
+}
+
+/// Validates one sample against the topology; `intern` maps ids to shared strings.
+pub fn sample(
+    s: &pb::Sample,
+    topo: &Topology,
+    limits: &SampleLimits,
+    intern: &mut impl FnMut(&str) -> Arc<str>,
+) -> Result<Sample, FieldError> {
+    let kind = entity_kind("entity_kind", s.entity_kind)?;
+    let metric = metric("metric", s.metric)?;
+    if s.entity_id.is_empty() {
+        return Err(FieldError::new("entity_id", "must not be empty"));
+    }
+    let known = match kind {
+        EntityKind::Physical => topo.physical.contains_key(s.entity_id.as_str()),
+        EntityKind::Virtual => topo.virtual_nodes.contains_key(s.entity_id.as_str()),
+    };
+    if !known {
+        return Err(FieldError::new("entity_id", format!("unknown {} node {:?}", kind.name(), s.entity_id)));
+    }
+    if metric.virtual_only() && kind == EntityKind::Physical {
+        return Err(FieldError::new("metric", format!("{} is only defined for virtual nodes", metric.name())));
+    }
+    if metric.needs_location() {
+        if s.location.is_empty() {
+            return Err(FieldError::new("location", format!("is required for {}", metric.name())));
+        }
+        short_text("location", &s.location)?;
+    } else if !s.location.is_empty() {
+        return Err(FieldError::new("location", format!("must be empty for {}", metric.name())));
+    }
+    if s.timestamp_ms > limits.now_ms + limits.max_future_skew_ms {
+        return Err(FieldError::new(
+            "timestamp_ms",
+            format!(
+                "{} is {} ms in the future; at most {} ms of clock skew is allowed",
+                s.timestamp_ms,
+                s.timestamp_ms - limits.now_ms,
+                limits.max_future_skew_ms
+            ),
+        ));
+    }
+    if s.timestamp_ms < limits.oldest_ms {
+        return Err(FieldError::new(
+            "timestamp_ms",
+            format!("{} is older than the retention window (oldest accepted: {})", s.timestamp_ms, limits.oldest_ms),
+        ));
+    }
+    let value = finite_nonneg("value", s.value)?;
+    Ok(Sample {
+        kind,
+        entity: intern(&s.entity_id),
+        metric,
+        location: intern(&s.location),
+        ts_ms: s.timestamp_ms,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo() -> Topology {
+        let mut t = Topology::default();
+        let p = physical_nodes(&[pb::PhysicalNode {
+            id: "p1".into(),
+            capacity: Some(pb::Resources { cpu_cores: 4.0, memory_bytes: 1, network_bytes_per_sec: 1 }),
+            ..Default::default()
+        }])
+        .unwrap();
+        t.physical.insert(p[0].id.clone(), p[0].clone());
+        t
+    }
+
+    #[test]
+    fn physical_node_errors_name_the_field() {
+        let bad = |n: pb::PhysicalNode| physical_nodes(&[n]).unwrap_err();
+        let ok = pb::PhysicalNode {
+            id: "p".into(),
+            capacity: Some(pb::Resources { cpu_cores: 1.0, ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(bad(pb::PhysicalNode { id: "".into(), ..ok.clone() }).field, "nodes[0].id");
+        let e = bad(pb::PhysicalNode {
+            capacity: Some(pb::Resources { cpu_cores: f64::NAN, ..Default::default() }),
+            ..ok.clone()
+        });
+        assert_eq!(e.to_string(), "nodes[0].capacity.cpu_cores: is NaN");
+        let e = bad(pb::PhysicalNode { capacity: None, ..ok.clone() });
+        assert_eq!(e.field, "nodes[0].capacity");
+        let e = physical_nodes(&[ok.clone(), ok.clone()]).unwrap_err();
+        assert_eq!(e.field, "nodes[1].id");
+        assert!(physical_nodes(&[]).is_err());
+    }
+
+    #[test]
+    fn samples_are_checked() {
+        let t = topo();
+        let limits = SampleLimits { now_ms: 1_000_000, max_future_skew_ms: 1000, oldest_ms: 0 };
+        let mut intern = |s: &str| Arc::<str>::from(s);
+        let good = pb::Sample {
+            entity_kind: pb::EntityKind::Physical as i32,
+            entity_id: "p1".into(),
+            metric: pb::Metric::CpuUsage as i32,
+            timestamp_ms: 1_000_000,
+            value: 1.5,
+            location: String::new(),
+        };
+        assert!(sample(&good, &t, &limits, &mut intern).is_ok());
+        let check = |s: pb::Sample, field: &str, needle: &str| {
+            let e = sample(&s, &t, &limits, &mut |x: &str| Arc::<str>::from(x)).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains(needle), "{e}");
+        };
+        check(pb::Sample { value: f64::NAN, ..good.clone() }, "value", "NaN");
+        check(pb::Sample { value: f64::INFINITY, ..good.clone() }, "value", "infinite");
+        check(pb::Sample { value: -1.0, ..good.clone() }, "value", "negative");
+        check(pb::Sample { entity_id: "nope".into(), ..good.clone() }, "entity_id", "unknown physical node");
+        check(pb::Sample { entity_id: "".into(), ..good.clone() }, "entity_id", "empty");
+        check(pb::Sample { timestamp_ms: 1_002_000, ..good.clone() }, "timestamp_ms", "future");
+        check(pb::Sample { timestamp_ms: -5, ..good.clone() }, "timestamp_ms", "retention");
+        check(pb::Sample { metric: 0, ..good.clone() }, "metric", "must be set");
+        check(pb::Sample { metric: 99, ..good.clone() }, "metric", "unknown metric");
+        check(pb::Sample { entity_kind: 0, ..good.clone() }, "entity_kind", "PHYSICAL or VIRTUAL");
+        check(
+            pb::Sample { metric: pb::Metric::LatencyMs as i32, ..good.clone() },
+            "metric",
+            "only defined for virtual",
+        );
+        check(pb::Sample { location: "x".into(), ..good.clone() }, "location", "must be empty");
+    }
+}
