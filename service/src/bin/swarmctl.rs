@@ -1,1 +1,28 @@
-fn main() {}
+//! `swarmctl`: command-line client of swarmd. `main` parses flags,
+//! dispatches, and maps errors to exit codes (2: bad input, 3: server
+//! unreachable, 1: other failures).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use swarm_service::ctl::{Cli, run};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("swarmctl: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`swarmctl ... | head`) is not a failure.
+        Err(swarm_service::ctl::CtlError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swarmctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

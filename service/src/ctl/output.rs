@@ -1,0 +1,302 @@
+//! Rendering of command results as tables for people or JSON for scripts.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use swarm_proto::v1 as pb;
+
+use super::{CtlError, IngestSummary};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CtlError> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<String>| -> String {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(header.iter().map(|h| h.to_string()).collect()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.clone()))?;
+    }
+    Ok(())
+}
+
+fn json(v: &serde_json::Value) -> Result<(), CtlError> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).map_err(std::io::Error::other)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1}", b as f64 / (1u64 << 30) as f64)
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::PhysicalNodeState::try_from(s) {
+        Ok(pb::PhysicalNodeState::Draining) => "draining",
+        Ok(pb::PhysicalNodeState::Removed) => "removed",
+        _ => "active",
+    }
+}
+
+/// `nodes list`.
+pub fn physical_nodes(out: Output, nodes: &[pb::PhysicalNode], vnodes: &[pb::VirtualNode]) -> Result<(), CtlError> {
+    let mut count: HashMap<&str, (usize, f64)> = HashMap::new();
+    for v in vnodes {
+        let e = count.entry(v.placement.as_str()).or_default();
+        e.0 += 1;
+        e.1 += v.requested.as_ref().map_or(0.0, |r| r.cpu_cores);
+    }
+    if out == Output::Json {
+        let rows: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let c = n.capacity.clone().unwrap_or_default();
+                let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
+                serde_json::json!({
+                    "id": n.id, "state": state_name(n.state), "cpu_cores": c.cpu_cores,
+                    "memory_bytes": c.memory_bytes, "network_bytes_per_sec": c.network_bytes_per_sec,
+                    "labels": n.labels, "virtual_nodes": vn, "requested_cpu_cores": req,
+                })
+            })
+            .collect();
+        return json(&serde_json::Value::Array(rows));
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let c = n.capacity.clone().unwrap_or_default();
+            let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
+            vec![
+                n.id.clone(),
+                state_name(n.state).into(),
+                n.labels.get("zone").cloned().unwrap_or_default(),
+                n.labels.get("rack").cloned().unwrap_or_default(),
+                format!("{}", c.cpu_cores),
+                gib(c.memory_bytes),
+                vn.to_string(),
+                format!("{req}"),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "ZONE", "RACK", "CORES", "MEM_GIB", "VNODES", "REQ_CORES"], &rows)
+}
+
+/// `nodes list --virtual`.
+pub fn virtual_nodes(out: Output, nodes: &[pb::VirtualNode]) -> Result<(), CtlError> {
+    if out == Output::Json {
+        let rows: Vec<_> = nodes
+            .iter()
+            .map(|v| {
+                let r = v.requested.clone().unwrap_or_default();
+                let c = v.constraints.clone().unwrap_or_default();
+                serde_json::json!({
+                    "id": v.id, "placement": v.placement, "cpu_cores": r.cpu_cores, "memory_bytes": r.memory_bytes,
+                    "state_size_bytes": v.state_size_bytes, "group": v.group,
+                    "pinned_node": c.pinned_node, "anti_affinity_group": c.anti_affinity_group,
+                })
+            })
+            .collect();
+        return json(&serde_json::Value::Array(rows));
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|v| {
+            let r = v.requested.clone().unwrap_or_default();
+            vec![
+                v.id.clone(),
+                if v.placement.is_empty() { "-".into() } else { v.placement.clone() },
+                format!("{}", r.cpu_cores),
+                gib(r.memory_bytes),
+                gib(v.state_size_bytes),
+                v.group.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "ON", "CORES", "MEM_GIB", "STATE_GIB", "GROUP"], &rows)
+}
+
+fn decision_json(d: &pb::Decision) -> serde_json::Value {
+    serde_json::json!({
+        "sequence": d.sequence, "round_id": d.round_id, "decided_at_ms": d.decided_at_ms,
+        "virtual_node_id": d.virtual_node_id, "from_node_id": d.from_node_id, "to_node_id": d.to_node_id,
+        "from_score": d.from_score.as_ref().map(|s| s.score), "to_score": d.to_score.as_ref().map(|s| s.score),
+        "gain": d.gain, "kind": kind_name(d.kind), "reason": d.reason,
+    })
+}
+
+fn kind_name(k: i32) -> &'static str {
+    match pb::DecisionKind::try_from(k) {
+        Ok(pb::DecisionKind::MicroMigration) => "micro-migration",
+        Ok(pb::DecisionKind::Evacuation) => "evacuation",
+        Ok(pb::DecisionKind::Predictive) => "predictive",
+        _ => "unspecified",
+    }
+}
+
+/// `round`.
+pub fn round(out: Output, r: &pb::RunRoundResponse) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::json!({
+            "round_id": r.round_id, "dry_run": r.dry_run, "virtual_nodes_evaluated": r.virtual_nodes_evaluated,
+            "skipped_cooldown": r.skipped_cooldown, "skipped_budget": r.skipped_budget, "duration_ms": r.duration_ms,
+            "decisions": r.decisions.iter().map(decision_json).collect::<Vec<_>>(),
+        }));
+    }
+    println!(
+        "round {}{}: {} decision(s); {} virtual nodes evaluated, {} in cooldown, {} over budget ({:.1} ms)",
+        r.round_id,
+        if r.dry_run { " (dry run)" } else { "" },
+        r.decisions.len(),
+        r.virtual_nodes_evaluated,
+        r.skipped_cooldown,
+        r.skipped_budget,
+        r.duration_ms
+    );
+    decisions(out, &r.decisions)
+}
+
+/// A list of decisions.
+pub fn decisions(out: Output, ds: &[pb::Decision]) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::Value::Array(ds.iter().map(decision_json).collect()));
+    }
+    let rows: Vec<Vec<String>> = ds
+        .iter()
+        .map(|d| {
+            vec![
+                d.sequence.to_string(),
+                d.virtual_node_id.clone(),
+                format!("{} -> {}", d.from_node_id, d.to_node_id),
+                format!("{:+.2}", d.gain),
+                kind_name(d.kind).into(),
+                d.reason.clone(),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "REASON"], &rows)
+}
+
+/// One decision as it arrives on a watch: a line for people, a JSON object per line for scripts.
+pub fn decision_line(out: Output, d: &pb::Decision) -> Result<(), CtlError> {
+    let mut o = std::io::stdout().lock();
+    if out == Output::Json {
+        writeln!(o, "{}", decision_json(d))?;
+    } else {
+        writeln!(
+            o,
+            "#{} round {}: move {} {} -> {} (gain {:+.2}, {}): {}",
+            d.sequence,
+            d.round_id,
+            d.virtual_node_id,
+            d.from_node_id,
+            d.to_node_id,
+            d.gain,
+            kind_name(d.kind),
+            d.reason
+        )?;
+    }
+    o.flush()?;
+    Ok(())
+}
+
+fn comp(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// `affinity VNODE`: physical nodes ranked best first.
+pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError> {
+    let Some(row) = r.rows.first() else {
+        return Err(CtlError::Input("the server returned no row".into()));
+    };
+    let mut ranked: Vec<(&String, &pb::AffinityScore)> = r.physical_node_ids.iter().zip(&row.scores).collect();
+    ranked.sort_by(|a, b| {
+        b.1.feasible.cmp(&a.1.feasible).then(b.1.score.total_cmp(&a.1.score)).then_with(|| a.0.cmp(b.0))
+    });
+    if out == Output::Json {
+        let rows: Vec<_> = ranked
+            .iter()
+            .map(|(id, s)| {
+                let c = s.components.clone().unwrap_or_default();
+                serde_json::json!({
+                    "physical_node_id": id, "current": **id == row.current_node_id, "score": s.score,
+                    "feasible": s.feasible, "infeasible_reason": s.infeasible_reason,
+                    "components": {
+                        "cpu_headroom": c.cpu_headroom, "memory_headroom": c.memory_headroom,
+                        "network_headroom": c.network_headroom, "current_load": c.current_load,
+                        "history": c.history, "locality": c.locality, "forecast_headroom": c.forecast_headroom,
+                    },
+                })
+            })
+            .collect();
+        return json(&serde_json::json!({
+            "virtual_node_id": row.virtual_node_id, "current_node_id": row.current_node_id,
+            "weights": r.weights, "ranking": rows,
+        }));
+    }
+    println!(
+        "{} runs on {}",
+        row.virtual_node_id,
+        if row.current_node_id.is_empty() { "nothing (unplaced)" } else { &row.current_node_id }
+    );
+    let rows: Vec<Vec<String>> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, (id, s))| {
+            let c = s.components.clone().unwrap_or_default();
+            vec![
+                (i + 1).to_string(),
+                format!("{}{}", id, if **id == row.current_node_id { " *" } else { "" }),
+                format!("{:.3}", s.score),
+                comp(c.cpu_headroom),
+                comp(c.memory_headroom),
+                comp(c.network_headroom),
+                comp(c.current_load),
+                if s.feasible { "yes".into() } else { format!("no: {}", s.infeasible_reason) },
+            ]
+        })
+        .collect();
+    table(&["RANK", "NODE", "SCORE", "CPU_HR", "MEM_HR", "NET_HR", "LOAD", "FEASIBLE"], &rows)?;
+    println!("(* = current placement; components in [0,1], higher is better)");
+    Ok(())
+}
+
+/// `ingest-csv`.
+pub fn ingest_summary(out: Output, s: &IngestSummary) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::to_value(s).map_err(std::io::Error::other)?);
+    }
+    println!(
+        "{}: {} rows ({} bad), {} samples sent: {} accepted, {} rejected; {} virtual nodes registered; {:.1}s ({:.0} samples/s)",
+        s.file,
+        s.rows,
+        s.bad_rows,
+        s.samples_sent,
+        s.accepted,
+        s.rejected,
+        s.registered,
+        s.seconds,
+        s.samples_sent as f64 / s.seconds.max(1e-9)
+    );
+    for (line, reason) in &s.bad_row_examples {
+        println!("  bad row at line {line}: {reason}");
+    }
+    for r in &s.rejection_examples {
+        println!("  rejected: {r}");
+    }
+    Ok(())
+}

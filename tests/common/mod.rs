@@ -1,0 +1,194 @@
+//! Test harness: runs the real `swarmd` binary on an ephemeral loopback port
+//! with a temporary data directory, and talks real gRPC to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use swarm_proto::v1 as pb;
+use tonic::transport::Channel;
+
+pub const SWARMD: &str = env!("CARGO_BIN_EXE_swarmd");
+pub const SWARMCTL: &str = env!("CARGO_BIN_EXE_swarmctl");
+
+/// A running swarmd.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts swarmd with a fresh data directory and extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut s = Server::start_in(&dir, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts swarmd on an existing data directory.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(dir, &extra);
+        Server { child: Some(child), addr, data_dir: dir.to_owned(), extra, _tmp: None }
+    }
+
+    /// `http://ADDR`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A gRPC channel to it.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint()).unwrap().connect().await.expect("connect to swarmd")
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL swarmd");
+            c.wait().expect("reap swarmd");
+        }
+    }
+
+    /// SIGKILL, then start again on the same data directory (new port).
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// SIGTERM and wait; returns the exit status success.
+    pub fn terminate(&mut self) -> bool {
+        let c = self.child.take().expect("running");
+        let pid = c.id();
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill -TERM");
+        assert!(status.success());
+        let mut c = c;
+        c.wait().expect("wait").success()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
+    let mut child = Command::new(SWARMD)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("SWARM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn swarmd");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let line = lines.next().expect("swarmd exited before listening").expect("read stdout");
+        if let Some(a) = line.strip_prefix("swarmd listening on ") {
+            break a.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "swarmd did not start");
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub fn physical(id: &str, cores: f64) -> pb::PhysicalNode {
+    pb::PhysicalNode {
+        id: id.into(),
+        capacity: Some(pb::Resources {
+            cpu_cores: cores,
+            memory_bytes: 64 << 30,
+            network_bytes_per_sec: 1_250_000_000,
+        }),
+        labels: [("zone".to_string(), "z1".to_string()), ("rack".to_string(), "r1".to_string())].into(),
+        state: pb::PhysicalNodeState::Active as i32,
+    }
+}
+
+pub fn virt(id: &str, cores: f64) -> pb::VirtualNode {
+    pb::VirtualNode {
+        id: id.into(),
+        requested: Some(pb::Resources { cpu_cores: cores, memory_bytes: 1 << 30, network_bytes_per_sec: 0 }),
+        state_size_bytes: 1 << 30,
+        ..Default::default()
+    }
+}
+
+pub fn sample(kind: pb::EntityKind, id: &str, metric: pb::Metric, ts: i64, value: f64) -> pb::Sample {
+    pb::Sample {
+        entity_kind: kind as i32,
+        entity_id: id.into(),
+        metric: metric as i32,
+        timestamp_ms: ts,
+        value,
+        location: String::new(),
+    }
+}
+
+/// Registers `phys` physical nodes of 16 cores and `per` 2-core virtual
+/// nodes on each; returns the virtual ids per physical node.
+pub async fn register_cluster(ch: Channel, phys: usize, per: &[usize]) -> Vec<Vec<String>> {
+    let mut t = pb::topology_client::TopologyClient::new(ch);
+    let nodes = (0..phys).map(|i| physical(&format!("p{i}"), 16.0)).collect();
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes }).await.unwrap();
+    let mut ids = Vec::new();
+    let mut vnodes = Vec::new();
+    let mut placements = Vec::new();
+    for (p, &n) in per.iter().enumerate() {
+        let mut on = Vec::new();
+        for k in 0..n {
+            let id = format!("v{p}-{k}");
+            vnodes.push(virt(&id, 2.0));
+            placements.push(pb::PlacementAssignment { virtual_node_id: id.clone(), physical_node_id: format!("p{p}") });
+            on.push(id);
+        }
+        ids.push(on);
+    }
+    t.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vnodes }).await.unwrap();
+    t.set_placements(pb::SetPlacementsRequest { placements }).await.unwrap();
+    ids
+}
+
+/// Streams `batches` in one Ingest call.
+pub async fn ingest(ch: Channel, batches: Vec<Vec<pb::Sample>>) -> Result<pb::IngestResponse, tonic::Status> {
+    let mut m = pb::metrics_client::MetricsClient::new(ch).max_encoding_message_size(64 << 20);
+    let stream = tokio_stream::iter(batches.into_iter().map(|samples| pb::IngestBatch { samples }));
+    m.ingest(stream).await.map(|r| r.into_inner())
+}
+
+/// Path of the shared datasets: `SWARM_DATASETS`, else `../shared/datasets`
+/// beside the repository. `None` (skip) when absent, unless
+/// `SWARM_REQUIRE_DATASETS=1`, which makes absence a failure.
+pub fn datasets() -> Option<PathBuf> {
+    let dir = std::env::var_os("SWARM_DATASETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("SWARM_REQUIRE_DATASETS").as_deref() == Ok("1") {
+        panic!("SWARM_REQUIRE_DATASETS=1 but the datasets are not at {}; set SWARM_DATASETS", dir.display());
+    }
+    eprintln!("SKIPPED: datasets not found at {} (set SWARM_DATASETS)", dir.display());
+    None
+}
