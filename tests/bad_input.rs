@@ -1,0 +1,177 @@
+//! End to end: every kind of bad input gets the right status code, a message
+//! naming the field, and changes nothing.
+
+mod common;
+
+use common::*;
+use swarm_proto::v1 as pb;
+use tonic::Code;
+
+fn start_small_batches() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("swarm.toml");
+    std::fs::write(&cfg, "max_batch_samples = 1000\nround_interval = \"1h\"\n").unwrap();
+    (Server::start(&["--config", cfg.to_str().unwrap()]), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_input_is_validated_all_or_nothing() {
+    let (server, _d) = start_small_batches();
+    let ch = server.channel().await;
+    let mut t = pb::topology_client::TopologyClient::new(ch.clone());
+    let mut bad = physical("p-bad", 4.0);
+    bad.capacity.as_mut().unwrap().cpu_cores = f64::NAN;
+    let e = t
+        .upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![physical("p-ok", 4.0), bad] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "nodes[1].capacity.cpu_cores: is NaN");
+    let mut neg = physical("p-neg", 4.0);
+    neg.capacity.as_mut().unwrap().cpu_cores = -2.0;
+    let e = t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![neg] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("cpu_cores: is negative"), "{}", e.message());
+    let e =
+        t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![physical("", 4.0)] }).await.unwrap_err();
+    assert_eq!(e.message(), "nodes[0].id: id must not be empty");
+    let listed = t.list_physical_nodes(pb::ListPhysicalNodesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.nodes.is_empty(), "a rejected request writes nothing: {listed:?}");
+
+    register_cluster(ch.clone(), 2, &[1, 0]).await;
+    let e = t
+        .upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vec![virt("v-new", 1.0), virt("bad id", 1.0)] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("nodes[1].id: "), "{}", e.message());
+    let mut pinned = virt("v-pin", 1.0);
+    pinned.constraints = Some(pb::Constraints { pinned_node: "p-missing".into(), anti_affinity_group: String::new() });
+    let e = t.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vec![pinned] }).await.unwrap_err();
+    assert!(e.message().contains("constraints.pinned_node: unknown physical node p-missing"), "{}", e.message());
+    let e = t
+        .set_placements(pb::SetPlacementsRequest {
+            placements: vec![pb::PlacementAssignment { virtual_node_id: "v0-0".into(), physical_node_id: "p9".into() }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "placements[0].physical_node_id: unknown physical node p9");
+    let e = t.remove_physical_node(pb::RemovePhysicalNodeRequest { id: "p7".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = t.remove_physical_node(pb::RemovePhysicalNodeRequest { id: "p0".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("still runs 1 virtual node"), "{}", e.message());
+    t.remove_physical_node(pb::RemovePhysicalNodeRequest { id: "p1".into() }).await.unwrap();
+    let listed = t.list_physical_nodes(pb::ListPhysicalNodesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), vec!["p0"]);
+    let vn = t.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(vn.nodes.len(), 1, "no virtual node was created by the failed calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_are_validated_per_sample_and_batches_are_bounded() {
+    let (server, _d) = start_small_batches();
+    let ch = server.channel().await;
+    register_cluster(ch.clone(), 1, &[1]).await;
+    let now = now_ms();
+    let good = |ts: i64, v: f64| sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, ts, v);
+    let mut empty_id = good(now, 1.0);
+    empty_id.entity_id.clear();
+    let mut unknown = good(now, 1.0);
+    unknown.entity_id = "p42".into();
+    let mut latency_on_physical = good(now, 1.0);
+    latency_on_physical.metric = pb::Metric::LatencyMs as i32;
+    let mut access_without_location =
+        sample(pb::EntityKind::Virtual, "v0-0", pb::Metric::DataAccessBytesPerSec, now, 5.0);
+    access_without_location.location.clear();
+    let batch = vec![
+        good(now - 3000, 1.0),
+        good(now - 2000, f64::NAN),
+        good(now - 2000, f64::INFINITY),
+        good(now - 2000, -1.0),
+        unknown,
+        empty_id,
+        good(now + 3_600_000, 1.0),
+        latency_on_physical,
+        access_without_location,
+        good(now - 1000, 2.0),
+    ];
+    let r = ingest(ch.clone(), vec![batch]).await.unwrap();
+    assert_eq!((r.accepted, r.rejected), (2, 8));
+    let fields: Vec<(u32, &str)> = r.rejections.iter().map(|x| (x.sample_index, x.field.as_str())).collect();
+    assert_eq!(
+        fields,
+        vec![
+            (1, "value"),
+            (2, "value"),
+            (3, "value"),
+            (4, "entity_id"),
+            (5, "entity_id"),
+            (6, "timestamp_ms"),
+            (7, "metric"),
+            (8, "location")
+        ]
+    );
+    assert!(r.rejections[0].reason.contains("NaN"));
+    assert!(r.rejections[3].reason.contains("unknown physical node \"p42\""));
+    assert!(r.rejections[5].reason.contains("future"));
+
+    // Out of order and duplicates: accepted, de-duplicated, last write wins.
+    let r = ingest(ch.clone(), vec![vec![good(now - 500, 5.0), good(now - 900, 6.0)], vec![good(now - 500, 7.0)]])
+        .await
+        .unwrap();
+    assert_eq!((r.accepted, r.rejected), (3, 0));
+    let mut m = pb::metrics_client::MetricsClient::new(ch.clone());
+    let q = |from_ms: i64| pb::QuerySeriesRequest {
+        entity_kind: pb::EntityKind::Physical as i32,
+        entity_id: "p0".into(),
+        metric: pb::Metric::CpuUsage as i32,
+        from_ms,
+        ..Default::default()
+    };
+    let pts = m.query_series(q(0)).await.unwrap().into_inner().points;
+    let got: Vec<(i64, f64)> = pts.iter().map(|p| (p.timestamp_ms, p.value)).collect();
+    assert_eq!(got, vec![(now - 3000, 1.0), (now - 1000, 2.0), (now - 900, 6.0), (now - 500, 7.0)]);
+
+    // A batch over the limit fails the stream with INVALID_ARGUMENT and stores nothing of it.
+    let big: Vec<pb::Sample> = (0..1001).map(|k| good(now - 100_000 + k, 9.0)).collect();
+    let e = ingest(ch.clone(), vec![big]).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("has 1001 samples; the limit is 1000"), "{}", e.message());
+    assert_eq!(m.query_series(q(0)).await.unwrap().into_inner().points.len(), 4);
+
+    let mut bad_q = q(0);
+    bad_q.entity_id = "ghost".into();
+    assert_eq!(m.query_series(bad_q).await.unwrap_err().code(), Code::NotFound);
+    let mut bad_q = q(10);
+    bad_q.to_ms = 5;
+    assert_eq!(m.query_series(bad_q).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // Declared but not yet implemented: UNIMPLEMENTED with a message, not a fake answer.
+    let mut p = pb::placement_client::PlacementClient::new(ch.clone());
+    let e = p.get_forecast(pb::GetForecastRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(e.message().contains("GetForecast"));
+    let mut mig = pb::migrations_client::MigrationsClient::new(ch.clone());
+    assert_eq!(
+        mig.list_migrations(pb::ListMigrationsRequest::default()).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
+    let e = p.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 1 }).await;
+    assert!(e.is_ok(), "resuming from 1 on an empty log waits for decision 1");
+}
+
+#[test]
+fn cli_errors_say_what_to_do() {
+    let out = std::process::Command::new(SWARMCTL)
+        .args(["--server", "http://127.0.0.1:9", "nodes", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server not reachable at http://127.0.0.1:9") && err.contains("Is swarmd running?"), "{err}");
+    let out = std::process::Command::new(SWARMD).args(["--retention", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+}
