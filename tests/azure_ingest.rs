@@ -28,18 +28,7 @@ async fn azure_trace_ingests_completely() {
     assert_eq!(s["rejected"], 0);
 
     let ch = server.channel().await;
-    let mut m = pb::metrics_client::MetricsClient::new(ch.clone());
-    let pts = m
-        .query_series(pb::QuerySeriesRequest {
-            entity_kind: pb::EntityKind::Virtual as i32,
-            entity_id: "1633748".into(),
-            metric: pb::Metric::CpuPeak as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .points;
+    let pts = query(ch.clone(), pb::EntityKind::Virtual, "1633748", pb::Metric::CpuPeak).await;
     assert_eq!(pts.len(), 8004);
     // First row of the file: 0,1633748,71.8890,44.4591 -> 71.889 % of 4 cores.
     assert!((pts[0].value - 0.718890 * 4.0).abs() < 1e-9, "{:?}", pts[0]);
@@ -53,17 +42,7 @@ async fn azure_trace_ingests_completely() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let again = m
-        .query_series(pb::QuerySeriesRequest {
-            entity_kind: pb::EntityKind::Virtual as i32,
-            entity_id: "1633748".into(),
-            metric: pb::Metric::CpuPeak as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .points;
+    let again = query(ch, pb::EntityKind::Virtual, "1633748", pb::Metric::CpuPeak).await;
     assert_eq!(again, pts);
 }
 

@@ -6,18 +6,8 @@ mod common;
 use common::*;
 use swarm_proto::v1 as pb;
 
-async fn query(ch: tonic::transport::Channel, id: &str, kind: pb::EntityKind) -> Vec<pb::Point> {
-    let mut m = pb::metrics_client::MetricsClient::new(ch);
-    m.query_series(pb::QuerySeriesRequest {
-        entity_kind: kind as i32,
-        entity_id: id.into(),
-        metric: pb::Metric::CpuUsage as i32,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .points
+async fn cpu(ch: tonic::transport::Channel, id: &str, kind: pb::EntityKind) -> Vec<pb::Point> {
+    query(ch, kind, id, pb::Metric::CpuUsage).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +31,7 @@ async fn sigkill_loses_nothing_acknowledged() {
         let r = ingest(ch.clone(), vec![batch]).await.unwrap();
         assert_eq!(r.rejected, 0);
     }
-    let before = query(ch.clone(), "p0", pb::EntityKind::Physical).await;
+    let before = cpu(ch.clone(), "p0", pb::EntityKind::Physical).await;
     assert_eq!(before.len(), 10_000);
     let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
     let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
@@ -62,11 +52,11 @@ async fn sigkill_loses_nothing_acknowledged() {
 
     server.kill_and_restart();
     let ch = server.channel().await;
-    let after = query(ch.clone(), "p0", pb::EntityKind::Physical).await;
+    let after = cpu(ch.clone(), "p0", pb::EntityKind::Physical).await;
     assert_eq!(after, before, "every acknowledged sample survives SIGKILL");
     let mut total = 0;
     for v in ids.iter().flatten() {
-        total += query(ch.clone(), v, pb::EntityKind::Virtual).await.len() as u64;
+        total += cpu(ch.clone(), v, pb::EntityKind::Virtual).await.len() as u64;
     }
     assert_eq!(total + after.len() as u64, expected);
     let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
@@ -98,13 +88,13 @@ async fn sigkill_loses_nothing_acknowledged() {
     drop((ch, placement, topo));
     server.kill_and_restart();
     let ch = server.channel().await;
-    assert_eq!(query(ch.clone(), "p1", pb::EntityKind::Physical).await.len(), 500);
+    assert_eq!(cpu(ch.clone(), "p1", pb::EntityKind::Physical).await.len(), 500);
     drop(ch);
     assert!(server.terminate(), "SIGTERM exits cleanly");
     let server = Server::start_in(&server.data_dir.clone(), &[]);
     let ch = server.channel().await;
-    assert_eq!(query(ch.clone(), "p1", pb::EntityKind::Physical).await.len(), 500);
-    assert_eq!(query(ch, "p0", pb::EntityKind::Physical).await.len(), 10_000);
+    assert_eq!(cpu(ch.clone(), "p1", pb::EntityKind::Physical).await.len(), 500);
+    assert_eq!(cpu(ch, "p0", pb::EntityKind::Physical).await.len(), 10_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,20 +122,8 @@ async fn torn_wal_tail_is_cut_and_corrupt_store_is_refused() {
     std::fs::write(last, data).unwrap();
     server.kill_and_restart();
     let ch = server.channel().await;
-    let mut m = pb::metrics_client::MetricsClient::new(ch.clone());
-    let pts = m
-        .query_series(pb::QuerySeriesRequest {
-            entity_kind: pb::EntityKind::Physical as i32,
-            entity_id: "p0".into(),
-            metric: pb::Metric::CpuUsage as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .points;
-    assert_eq!(pts.len(), 100);
-    drop((ch, m));
+    assert_eq!(cpu(ch.clone(), "p0", pb::EntityKind::Physical).await.len(), 100);
+    drop(ch);
     server.kill();
 
     // A damaged metadata store: swarmd refuses to start and says which file.

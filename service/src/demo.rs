@@ -258,6 +258,17 @@ async fn apply_decisions(channel: Channel, delay: Duration) {
     }
 }
 
+/// Adjusts the configuration for the demo's accelerated time: rounds every
+/// 10 s (unless given), usage averaged over 30 s, a 60 s cooldown.
+pub fn tune_config(cfg: &mut crate::config::Config, round_interval_given: bool) {
+    if !round_interval_given {
+        cfg.round_interval = Duration::from_secs(10);
+    }
+    cfg.usage_window = Duration::from_secs(30);
+    cfg.controller.cooldown_ms = 60_000;
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,14 +308,4 @@ mod tests {
         };
         assert!(mean(0) > 1.5 * mean(1));
     }
-}
-
-/// Adjusts the configuration for the demo's accelerated time: rounds every
-/// 10 s (unless given), usage averaged over 30 s, a 60 s cooldown.
-pub fn tune_config(cfg: &mut crate::config::Config, round_interval_given: bool) {
-    if !round_interval_given {
-        cfg.round_interval = Duration::from_secs(10);
-    }
-    cfg.usage_window = Duration::from_secs(30);
-    cfg.controller.cooldown_ms = 60_000;
 }

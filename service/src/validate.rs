@@ -86,19 +86,35 @@ fn count(field: &str, n: usize) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Validates physical nodes for an upsert.
-pub fn physical_nodes(nodes: &[pb::PhysicalNode]) -> Result<Vec<PhysicalNode>, FieldError> {
+/// Validates the count and ids of `nodes` (non-empty, within the limit, each
+/// id valid and unique in the request), then maps each through `f`.
+fn each_node<T, R>(
+    nodes: &[T],
+    id_of: impl Fn(&T) -> &str,
+    mut f: impl FnMut(&dyn Fn(&str) -> String, NodeId, &T) -> Result<R, FieldError>,
+) -> Result<Vec<R>, FieldError> {
     count("nodes", nodes.len())?;
     let mut seen = std::collections::HashSet::new();
     nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let f = |s: &str| format!("nodes[{i}].{s}");
-            let node_id = id(&f("id"), &n.id)?;
+            let field = |s: &str| format!("nodes[{i}].{s}");
+            let node_id = id(&field("id"), id_of(n))?;
             if !seen.insert(node_id.clone()) {
-                return Err(FieldError::new(f("id"), format!("{node_id} appears twice in the request")));
+                return Err(FieldError::new(field("id"), format!("{node_id} appears twice in the request")));
             }
+            f(&field, node_id, n)
+        })
+        .collect()
+}
+
+/// Validates physical nodes for an upsert.
+pub fn physical_nodes(nodes: &[pb::PhysicalNode]) -> Result<Vec<PhysicalNode>, FieldError> {
+    each_node(
+        nodes,
+        |n| &n.id,
+        |f, node_id, n| {
             if n.labels.len() > MAX_LABELS {
                 return Err(FieldError::new(
                     f("labels"),
@@ -128,23 +144,16 @@ pub fn physical_nodes(nodes: &[pb::PhysicalNode]) -> Result<Vec<PhysicalNode>, F
                 labels,
                 state,
             })
-        })
-        .collect()
+        },
+    )
 }
 
 /// Validates virtual nodes for an upsert; placements are kept from `topo`.
 pub fn virtual_nodes(nodes: &[pb::VirtualNode], topo: &Topology) -> Result<Vec<VirtualNode>, FieldError> {
-    count("nodes", nodes.len())?;
-    let mut seen = std::collections::HashSet::new();
-    nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let f = |s: &str| format!("nodes[{i}].{s}");
-            let node_id = id(&f("id"), &n.id)?;
-            if !seen.insert(node_id.clone()) {
-                return Err(FieldError::new(f("id"), format!("{node_id} appears twice in the request")));
-            }
+    each_node(
+        nodes,
+        |n| &n.id,
+        |f, node_id, n| {
             let c = n.constraints.clone().unwrap_or_default();
             let pinned = if c.pinned_node.is_empty() {
                 None
@@ -164,8 +173,8 @@ pub fn virtual_nodes(nodes: &[pb::VirtualNode], topo: &Topology) -> Result<Vec<V
                 placement: topo.virtual_nodes.get(&node_id).and_then(|v| v.placement.clone()),
                 id: node_id,
             })
-        })
-        .collect()
+        },
+    )
 }
 
 /// Validates placements; returns (virtual, physical-or-none) pairs.

@@ -192,3 +192,18 @@ pub fn datasets() -> Option<PathBuf> {
     eprintln!("SKIPPED: datasets not found at {} (set SWARM_DATASETS)", dir.display());
     None
 }
+
+/// All points of one series.
+pub async fn query(ch: Channel, kind: pb::EntityKind, id: &str, metric: pb::Metric) -> Vec<pb::Point> {
+    let mut m = pb::metrics_client::MetricsClient::new(ch);
+    m.query_series(pb::QuerySeriesRequest {
+        entity_kind: kind as i32,
+        entity_id: id.into(),
+        metric: metric as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("QuerySeries")
+    .into_inner()
+    .points
+}

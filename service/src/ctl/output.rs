@@ -65,7 +65,7 @@ pub fn physical_nodes(out: Output, nodes: &[pb::PhysicalNode], vnodes: &[pb::Vir
         let rows: Vec<_> = nodes
             .iter()
             .map(|n| {
-                let c = n.capacity.clone().unwrap_or_default();
+                let c = n.capacity.unwrap_or_default();
                 let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
                 serde_json::json!({
                     "id": n.id, "state": state_name(n.state), "cpu_cores": c.cpu_cores,
@@ -79,7 +79,7 @@ pub fn physical_nodes(out: Output, nodes: &[pb::PhysicalNode], vnodes: &[pb::Vir
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
-            let c = n.capacity.clone().unwrap_or_default();
+            let c = n.capacity.unwrap_or_default();
             let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
             vec![
                 n.id.clone(),
@@ -102,7 +102,7 @@ pub fn virtual_nodes(out: Output, nodes: &[pb::VirtualNode]) -> Result<(), CtlEr
         let rows: Vec<_> = nodes
             .iter()
             .map(|v| {
-                let r = v.requested.clone().unwrap_or_default();
+                let r = v.requested.unwrap_or_default();
                 let c = v.constraints.clone().unwrap_or_default();
                 serde_json::json!({
                     "id": v.id, "placement": v.placement, "cpu_cores": r.cpu_cores, "memory_bytes": r.memory_bytes,
@@ -116,7 +116,7 @@ pub fn virtual_nodes(out: Output, nodes: &[pb::VirtualNode]) -> Result<(), CtlEr
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|v| {
-            let r = v.requested.clone().unwrap_or_default();
+            let r = v.requested.unwrap_or_default();
             vec![
                 v.id.clone(),
                 if v.placement.is_empty() { "-".into() } else { v.placement.clone() },
@@ -231,7 +231,7 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
         let rows: Vec<_> = ranked
             .iter()
             .map(|(id, s)| {
-                let c = s.components.clone().unwrap_or_default();
+                let c = s.components.unwrap_or_default();
                 serde_json::json!({
                     "physical_node_id": id, "current": **id == row.current_node_id, "score": s.score,
                     "feasible": s.feasible, "infeasible_reason": s.infeasible_reason,
@@ -257,7 +257,7 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
         .iter()
         .enumerate()
         .map(|(i, (id, s))| {
-            let c = s.components.clone().unwrap_or_default();
+            let c = s.components.unwrap_or_default();
             vec![
                 (i + 1).to_string(),
                 format!("{}{}", id, if **id == row.current_node_id { " *" } else { "" }),

@@ -115,7 +115,6 @@ impl pb::metrics_server::Metrics for MetricsSvc {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::QuerySeriesResponse {
             points: points.into_iter().map(|(timestamp_ms, value)| pb::Point { timestamp_ms, value }).collect(),

@@ -437,8 +437,7 @@ mod tests {
     #[test]
     fn weights_are_validated() {
         assert!(Weights::default().validate().is_ok());
-        let mut w = Weights::default();
-        w.cpu_headroom = f64::NAN;
+        let w = Weights { cpu_headroom: f64::NAN, ..Default::default() };
         assert!(w.validate().unwrap_err().contains("cpu_headroom"));
         let zero = Weights {
             cpu_headroom: 0.0,

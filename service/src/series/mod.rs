@@ -177,15 +177,10 @@ impl SeriesStore {
         done.await.map_err(|_| SeriesError::Unavailable("the writer stopped".into()))?.map_err(SeriesError::Unavailable)
     }
 
-    /// Runs `f` on the frames after merging pending rows and applying
-    /// retention. Blocking: call from `spawn_blocking` in async code.
-    pub fn read<R>(&self, f: impl FnOnce(&Frames) -> R) -> Result<R, SeriesError> {
-        let pending = self.frames.read().expect("frames lock").has_pending();
-        if pending {
-            let cutoff = self.cutoff_ms();
-            self.frames.write().expect("frames lock").compact_all(cutoff)?;
-        }
-        Ok(f(&self.frames.read().expect("frames lock")))
+    /// Runs `f` on the frames under a read lock (reads never merge buffers,
+    /// so they do not wait on a sort). Call from `spawn_blocking` in async code.
+    pub fn read<R>(&self, f: impl FnOnce(&Frames) -> R) -> R {
+        f(&self.frames.read().expect("frames lock"))
     }
 
     /// Oldest timestamp still retained, ms.

@@ -50,28 +50,33 @@ impl EmbeddedStore {
     }
 }
 
+/// Every JSON record of a node table.
+fn load_table<T: serde::de::DeserializeOwned>(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    what: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    let t = tryio!("open", tx.open_table(table));
+    let mut out = Vec::new();
+    for row in tryio!("scan", t.iter()) {
+        let (k, v) = tryio!("scan", row);
+        out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+            what,
+            key: k.value().to_owned(),
+            reason: e.to_string(),
+        })?);
+    }
+    Ok(out)
+}
+
 impl MetaStore for EmbeddedStore {
     fn load(&self) -> Result<Loaded, StoreError> {
         let tx = tryio!("begin", self.db.begin_read());
         let mut out = Loaded::default();
-        let t = tryio!("open", tx.open_table(PHYSICAL));
-        for row in tryio!("scan", t.iter()) {
-            let (k, v) = tryio!("scan", row);
-            let n: PhysicalNode = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                what: "physical node",
-                key: k.value().to_owned(),
-                reason: e.to_string(),
-            })?;
+        for n in load_table::<PhysicalNode>(&tx, PHYSICAL, "physical node")? {
             out.topology.physical.insert(n.id.clone(), n);
         }
-        let t = tryio!("open", tx.open_table(VIRTUAL));
-        for row in tryio!("scan", t.iter()) {
-            let (k, v) = tryio!("scan", row);
-            let n: VirtualNode = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                what: "virtual node",
-                key: k.value().to_owned(),
-                reason: e.to_string(),
-            })?;
+        for n in load_table::<VirtualNode>(&tx, VIRTUAL, "virtual node")? {
             out.topology.virtual_nodes.insert(n.id.clone(), n);
         }
         let t = tryio!("open", tx.open_table(DECISIONS));

@@ -1,0 +1,41 @@
+//! `swarmd --demo`: the generated cluster produces decisions within seconds,
+//! and the stand-in orchestrator carries them out.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use swarm_proto::v1 as pb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_produces_decisions_that_get_applied() {
+    let server = Server::start(&["--demo", "--round-interval", "3s"]);
+    let ch = server.channel().await;
+    let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
+    let mut watch =
+        placement.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 1 }).await.unwrap().into_inner();
+    let d = tokio::time::timeout(Duration::from_secs(60), watch.message())
+        .await
+        .expect("a decision within a minute")
+        .unwrap()
+        .expect("stream open");
+    assert_eq!(d.sequence, 1);
+    assert_ne!(d.from_node_id, d.to_node_id);
+    assert!(d.gain > 0.1, "{d:?}");
+    // The demo's orchestrator applies it after a short delay.
+    let mut topo = pb::topology_client::TopologyClient::new(ch);
+    let mut applied = false;
+    for _ in 0..50 {
+        let vs = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
+        assert_eq!(vs.len(), 200);
+        let phys = topo.list_physical_nodes(pb::ListPhysicalNodesRequest::default()).await.unwrap().into_inner().nodes;
+        assert_eq!(phys.len(), 20);
+        if vs.iter().any(|v| v.id == d.virtual_node_id && v.placement == d.to_node_id) {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(applied, "decision {} was not carried out", d.sequence);
+}
