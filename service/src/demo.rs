@@ -268,7 +268,6 @@ pub fn tune_config(cfg: &mut crate::config::Config, round_interval_given: bool) 
     cfg.controller.cooldown_ms = 60_000;
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
