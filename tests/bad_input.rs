@@ -174,4 +174,16 @@ fn cli_errors_say_what_to_do() {
     let out = std::process::Command::new(SWARMD).args(["--retention", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+    // A model artifact that does not load stops the start with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.json");
+    std::fs::write(&model, "{\"format_version\": 7}").unwrap();
+    let out = std::process::Command::new(SWARMD)
+        .args(["--listen", "127.0.0.1:0", "--model", model.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("format version 7"), "{err}");
 }

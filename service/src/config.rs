@@ -51,6 +51,8 @@ pub struct Config {
     pub controller: ControllerConfig,
     /// Start the demo cluster and load generator.
     pub demo: bool,
+    /// Forecasting model artifact; `None` means the bundled default.
+    pub model: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             fsync: true,
             controller: ControllerConfig::default(),
             demo: false,
+            model: None,
         }
     }
 }
@@ -84,6 +87,7 @@ struct FileConfig {
     round_interval: Option<String>,
     usage_window: Option<String>,
     fsync: Option<bool>,
+    model: Option<PathBuf>,
     controller: Option<FileController>,
 }
 
@@ -120,6 +124,8 @@ pub struct Overrides {
     pub no_fsync: bool,
     /// `--demo` given.
     pub demo: bool,
+    /// `--model`.
+    pub model: Option<PathBuf>,
 }
 
 /// Configuration errors.
@@ -185,6 +191,9 @@ impl Config {
         if o.demo {
             c.demo = true;
         }
+        if let Some(m) = &o.model {
+            c.model = Some(m.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -225,6 +234,9 @@ impl Config {
         }
         if let Some(v) = f.fsync {
             self.fsync = v;
+        }
+        if let Some(v) = f.model {
+            self.model = Some(v);
         }
         if let Some(ctl) = f.controller {
             if let Some(v) = ctl.gain_threshold {

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use swarm_models::Artifact;
 use swarm_proto::v1 as pb;
 use tokio::sync::{Mutex, watch};
 
@@ -65,6 +66,9 @@ pub enum OpenError {
     /// Series store.
     #[error(transparent)]
     Series(#[from] crate::series::SeriesError),
+    /// The forecasting model.
+    #[error(transparent)]
+    Model(#[from] swarm_models::ArtifactError),
 }
 
 struct Inner {
@@ -78,6 +82,7 @@ struct Inner {
     round: Mutex<()>,
     series: SeriesStore,
     decisions: DecisionLog,
+    model: Arc<Artifact>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -100,9 +105,18 @@ pub struct StartReport {
     pub last_decision: u64,
 }
 
+/// Loads the configured model artifact, or the bundled default.
+fn load_model(path: Option<&Path>) -> Result<Artifact, swarm_models::ArtifactError> {
+    match path {
+        Some(p) => Artifact::load(p),
+        None => Artifact::from_json(swarm_models::DEFAULT_ARTIFACT, "bundled models/default.json"),
+    }
+}
+
 impl Swarm {
     /// Opens (or creates) the state under `cfg.data_dir`.
     pub fn open(cfg: Config, clock: SharedClock) -> Result<(Swarm, StartReport), OpenError> {
+        let model = Arc::new(load_model(cfg.model.as_deref())?);
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|source| OpenError::DataDir { path: dir.display().to_string(), source })?;
@@ -128,6 +142,7 @@ impl Swarm {
             round: Mutex::new(()),
             series,
             decisions,
+            model,
             shutdown,
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
@@ -151,6 +166,11 @@ impl Swarm {
     /// The series store.
     pub fn series(&self) -> &SeriesStore {
         &self.inner.series
+    }
+
+    /// The forecasting model loaded at start.
+    pub fn model(&self) -> &Artifact {
+        &self.inner.model
     }
 
     /// The decision log.

@@ -52,6 +52,9 @@ struct Args {
     /// Start with a generated demo cluster, load generator and stand-in orchestrator.
     #[arg(long)]
     demo: bool,
+    /// Forecasting model artifact (from swarm-train) [default: the bundled models/default.json].
+    #[arg(long, env = "SWARM_MODEL")]
+    model: Option<PathBuf>,
 }
 
 impl Args {
@@ -67,6 +70,7 @@ impl Args {
             max_future_skew: self.max_future_skew,
             no_fsync: self.no_fsync,
             demo: self.demo,
+            model: self.model.clone(),
         }
     }
 }
@@ -132,6 +136,20 @@ async fn run(cfg: Config) -> Result<(), String> {
         torn_bytes_cut = report.series.truncated_bytes,
         last_decision = report.last_decision,
         "swarmd ready"
+    );
+    let model = swarm.model();
+    let mase = model
+        .evaluation
+        .as_ref()
+        .and_then(|e| e["models"]["swarm"]["h1-12"]["mase"].as_f64())
+        .map(|m| format!("{m:.3}"))
+        .unwrap_or_else(|| "not evaluated".into());
+    tracing::info!(
+        metric = %model.metric,
+        horizons = ?model.horizons,
+        mase_h1_12 = %mase,
+        trained_on = %model.training.dataset,
+        "forecasting model loaded"
     );
     // The address line is machine-readable for scripts and tests that bind port 0.
     println!("swarmd listening on {addr}");

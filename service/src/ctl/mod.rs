@@ -2,10 +2,8 @@
 //! command is a function from its arguments and a connection to a result;
 //! the binary maps [`CtlError`] to exit codes.
 
-pub mod csv;
 mod output;
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,8 +11,8 @@ use clap::{Parser, Subcommand};
 use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
-use self::csv::{AzureOptions, BadRow, CsvFormat};
 pub use self::output::Output;
+use swarm_datasets::import::{self as importer, Format};
 
 /// Swarm control: inspect the cluster, ingest metrics, run rounds, watch decisions.
 #[derive(Parser, Debug)]
@@ -45,7 +43,7 @@ pub enum Command {
         #[command(subcommand)]
         action: NodesAction,
     },
-    /// Stream a CSV file of samples into swarmd.
+    /// Stream a trace file (CSV or Parquet) of samples into swarmd.
     IngestCsv(IngestCsvArgs),
     /// Run a controller round now.
     Round {
@@ -103,22 +101,30 @@ pub enum DecisionsAction {
 /// `ingest-csv` arguments.
 #[derive(clap::Args, Debug)]
 pub struct IngestCsvArgs {
-    /// The CSV file.
+    /// The file: Azure V1 VM CPU readings, Alibaba 2018 machine usage, or
+    /// Swarm's long CSV (`timestamp,entity,metric,value`, ms) or Parquet.
     pub file: PathBuf,
-    /// File format.
-    #[arg(long, value_enum, default_value_t = CsvFormat::Auto)]
-    pub format: CsvFormat,
+    /// File format: auto, azure-v1, alibaba, long-csv or parquet.
+    #[arg(long, default_value = "auto")]
+    pub format: importer::FormatChoice,
     /// Samples per batch.
     #[arg(long, default_value_t = 20_000)]
     pub batch: usize,
-    /// Register unknown entities of the file as virtual nodes first.
+    /// Register unknown entities of the file first (as virtual nodes; as
+    /// physical nodes for Alibaba machine traces).
     #[arg(long)]
     pub register: bool,
-    /// Azure: cores of each VM (CPU percent × cores = cores used); also the
-    /// requested cores of registered VMs.
+    /// Azure: cores of each VM (CPU percent × cores / 100 = cores used); also
+    /// the requested cores of registered VMs.
     #[arg(long, default_value_t = 1.0)]
     pub vm_cores: f64,
-    /// Azure: epoch ms of trace time 0 [default: so that the trace ends now].
+    /// Alibaba: cores of each machine.
+    #[arg(long, default_value_t = 96.0)]
+    pub machine_cores: f64,
+    /// Alibaba: memory of each machine, bytes.
+    #[arg(long, default_value_t = 512 << 30)]
+    pub machine_memory_bytes: u64,
+    /// Traces with relative time: epoch ms of trace time 0 [default: so that the trace ends now].
     #[arg(long)]
     pub start_ms: Option<i64>,
     /// No progress bar.
@@ -165,8 +171,8 @@ impl CtlError {
     }
 }
 
-impl From<csv::CsvError> for CtlError {
-    fn from(e: csv::CsvError) -> Self {
+impl From<importer::ImportError> for CtlError {
+    fn from(e: importer::ImportError) -> Self {
         CtlError::Input(e.to_string())
     }
 }
@@ -250,12 +256,18 @@ async fn affinity(ch: Channel, out: Output, vnode: String) -> Result<(), CtlErro
 pub struct IngestSummary {
     /// File.
     pub file: String,
+    /// Format read.
+    pub format: String,
     /// Data rows read.
     pub rows: u64,
     /// Rows that could not be parsed.
     pub bad_rows: u64,
-    /// The first few bad rows.
+    /// The first few bad rows (line, reason).
     pub bad_row_examples: Vec<(u64, String)>,
+    /// Values dropped by a format rule.
+    pub bad_values: u64,
+    /// Values of metrics Swarm has no counterpart for (e.g. Alibaba `mkpi`).
+    pub skipped_values: u64,
     /// Samples sent.
     pub samples_sent: u64,
     /// Accepted by the server.
@@ -264,104 +276,145 @@ pub struct IngestSummary {
     pub rejected: u64,
     /// The first few rejection reasons.
     pub rejection_examples: Vec<String>,
-    /// Virtual nodes registered first.
+    /// Nodes registered first.
     pub registered: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+}
+
+/// How a source metric becomes a Swarm metric: (metric, multiplier).
+fn swarm_metric(format: Format, source: &str, a: &IngestCsvArgs) -> Option<(pb::Metric, f64)> {
+    let m =
+        |name: &str| crate::series::Metric::from_name(name).and_then(|m| pb::Metric::try_from(m.code() as i32).ok());
+    match format {
+        Format::AzureV1 => match source {
+            "avg_cpu" => Some((pb::Metric::CpuUsage, a.vm_cores / 100.0)),
+            "max_cpu" => Some((pb::Metric::CpuPeak, a.vm_cores / 100.0)),
+            _ => None,
+        },
+        Format::Alibaba => match source {
+            "cpu_util_percent" => Some((pb::Metric::CpuUsage, a.machine_cores / 100.0)),
+            "mem_util_percent" => Some((pb::Metric::MemoryBytes, a.machine_memory_bytes as f64 / 100.0)),
+            _ => None,
+        },
+        Format::LongCsv | Format::Parquet => m(source).map(|m| (m, 1.0)),
+    }
 }
 
 async fn ingest_csv(ch: Channel, out: Output, a: IngestCsvArgs) -> Result<(), CtlError> {
     if a.batch == 0 {
         return Err(CtlError::Input("--batch must be at least 1".into()));
     }
-    if !(a.vm_cores.is_finite() && a.vm_cores > 0.0) {
-        return Err(CtlError::Input("--vm-cores must be a number > 0".into()));
+    for (flag, v) in [("--vm-cores", a.vm_cores), ("--machine-cores", a.machine_cores)] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(CtlError::Input(format!("{flag} must be a number > 0")));
+        }
     }
     let started = std::time::Instant::now();
     let path = a.file.clone();
-    let format = a.format;
-    let (layout, survey) = tokio::task::spawn_blocking(move || csv::survey(&path, format))
+    let format = a.format.0;
+    let imported = tokio::task::spawn_blocking(move || importer::import(&path, format))
         .await
         .map_err(|e| CtlError::Input(e.to_string()))??;
-    let mut summary = IngestSummary { file: a.file.display().to_string(), ..Default::default() };
-    if a.register {
-        summary.registered = register(ch.clone(), &survey.entities, a.vm_cores).await?;
+    let format = imported.format;
+    let frame = &imported.frame;
+    let col = |n: &str| frame.column(n).map_err(|e| CtlError::Input(e.to_string()));
+    let ts: Vec<i64> =
+        col("timestamp")?.i64().map_err(|e| CtlError::Input(e.to_string()))?.into_no_null_iter().collect();
+    let ents = col("entity")?.str().map_err(|e| CtlError::Input(e.to_string()))?.clone();
+    let metrics = col("metric")?.str().map_err(|e| CtlError::Input(e.to_string()))?.clone();
+    let vals: Vec<f64> = col("value")?.f64().map_err(|e| CtlError::Input(e.to_string()))?.into_no_null_iter().collect();
+    let mut summary = IngestSummary {
+        file: a.file.display().to_string(),
+        format: format.name().to_owned(),
+        rows: imported.rows,
+        bad_rows: imported.bad_rows,
+        bad_row_examples: imported.bad_examples.iter().map(|b| (b.line, b.reason.clone())).collect(),
+        bad_values: imported.bad_values,
+        ..Default::default()
+    };
+    let physical_trace = format == Format::Alibaba;
+    let mut entities: Vec<String> = Vec::new();
+    {
+        let mut seen = std::collections::HashSet::new();
+        for e in ents.iter().flatten() {
+            if seen.insert(e) {
+                entities.push(e.to_owned());
+            }
+        }
     }
-    // Azure trace time 0 maps so that the last reading lands at "now" (rounded to the 5-minute grid).
-    let start_ms = a.start_ms.unwrap_or_else(|| {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        let end = now - now.rem_euclid(300_000);
-        end - (survey.max_ts * 1000.0) as i64
-    });
-    let azure = AzureOptions { vm_cores: a.vm_cores, start_ms };
+    if a.register {
+        summary.registered = register(ch.clone(), &entities, physical_trace, &a).await?;
+    }
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
+    let physical_ids: std::collections::HashSet<String> = topo
+        .list_physical_nodes(pb::ListPhysicalNodesRequest::default())
+        .await?
+        .into_inner()
+        .nodes
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    // Public traces carry time relative to their start: shift them so they end now (5-minute grid).
+    let relative = matches!(format, Format::AzureV1 | Format::Alibaba);
+    let offset = if relative {
+        a.start_ms.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+                as i64;
+            let end = now - now.rem_euclid(300_000);
+            end - ts.iter().copied().max().unwrap_or(0)
+        })
+    } else {
+        0
+    };
     let bar = if a.quiet || out == Output::Json {
         indicatif::ProgressBar::hidden()
     } else {
-        let b = indicatif::ProgressBar::new(survey.rows);
+        let b = indicatif::ProgressBar::new(frame.height() as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} rows ({per_sec}, eta {eta})",
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} values ({per_sec}, eta {eta})",
             )
             .expect("valid template"),
         );
         b
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestBatch>(8);
-    let path = a.file.clone();
-    let batch = a.batch;
-    let pbar = bar.clone();
-    // Parse on a blocking thread while the stream sends.
-    let reader = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<BadRow>, u64), CtlError> {
-        let io = |e| CtlError::Input(format!("cannot read {}: {e}", path.display()));
-        let file = std::fs::File::open(&path).map_err(io)?;
-        let mut lines = std::io::BufReader::with_capacity(1 << 20, file).lines();
-        let mut lineno = 0u64;
-        if layout.has_header() {
-            lines.next();
-            lineno = 1;
-        }
-        let (mut rows, mut bad, mut sent) = (0u64, 0u64, 0u64);
-        let mut examples = Vec::new();
-        let mut buf = Vec::with_capacity(batch);
-        for line in lines {
-            let line = line.map_err(io)?;
-            lineno += 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            rows += 1;
-            if let Err(reason) = layout.parse(&line, &azure, &mut buf) {
-                bad += 1;
-                if examples.len() < 5 {
-                    examples.push(BadRow { line: lineno, reason });
-                }
-            }
-            if buf.len() >= batch {
-                sent += buf.len() as u64;
-                let b = pb::IngestBatch { samples: std::mem::replace(&mut buf, Vec::with_capacity(batch)) };
-                if tx.blocking_send(b).is_err() {
-                    break; // the stream failed; its error is reported below
-                }
-                pbar.set_position(rows);
-            }
-        }
-        if !buf.is_empty() {
-            sent += buf.len() as u64;
-            let _ = tx.blocking_send(pb::IngestBatch { samples: buf });
-        }
-        pbar.set_position(rows);
-        Ok((rows, bad, examples, sent))
-    });
     let mut client = pb::metrics_client::MetricsClient::new(ch).max_encoding_message_size(64 << 20);
-    let resp = client.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
-    let (rows, bad, examples, sent) = reader.await.map_err(|e| CtlError::Input(e.to_string()))??;
+    let call = tokio::spawn(async move { client.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    let mut buf = Vec::with_capacity(a.batch);
+    for (i, (e, m)) in ents.iter().zip(metrics.iter()).enumerate() {
+        let (Some(e), Some(m)) = (e, m) else { continue };
+        let Some((metric, scale)) = swarm_metric(format, m, &a) else {
+            summary.skipped_values += 1;
+            continue;
+        };
+        let kind =
+            if physical_trace || physical_ids.contains(e) { pb::EntityKind::Physical } else { pb::EntityKind::Virtual };
+        buf.push(pb::Sample {
+            entity_kind: kind as i32,
+            entity_id: e.to_owned(),
+            metric: metric as i32,
+            timestamp_ms: ts[i] + offset,
+            value: vals[i] * scale,
+            location: String::new(),
+        });
+        if buf.len() >= a.batch {
+            summary.samples_sent += buf.len() as u64;
+            let batch = pb::IngestBatch { samples: std::mem::replace(&mut buf, Vec::with_capacity(a.batch)) };
+            if tx.send(batch).await.is_err() {
+                break; // the call failed; its error is reported below
+            }
+            bar.set_position(i as u64);
+        }
+    }
+    if !buf.is_empty() {
+        summary.samples_sent += buf.len() as u64;
+        let _ = tx.send(pb::IngestBatch { samples: buf }).await;
+    }
+    drop(tx);
+    let resp = call.await.map_err(|e| CtlError::Input(e.to_string()))??.into_inner();
     bar.finish_and_clear();
-    let resp = resp?.into_inner();
-    summary.rows = rows;
-    summary.bad_rows = bad;
-    summary.bad_row_examples = examples.into_iter().map(|b| (b.line, b.reason)).collect();
-    summary.samples_sent = sent;
     summary.accepted = resp.accepted;
     summary.rejected = resp.rejected;
     summary.rejection_examples = resp
@@ -374,30 +427,53 @@ async fn ingest_csv(ch: Channel, out: Output, a: IngestCsvArgs) -> Result<(), Ct
     output::ingest_summary(out, &summary)
 }
 
-async fn register(ch: Channel, entities: &[String], cores: f64) -> Result<u64, CtlError> {
+async fn register(ch: Channel, entities: &[String], physical: bool, a: &IngestCsvArgs) -> Result<u64, CtlError> {
     let mut c = pb::topology_client::TopologyClient::new(ch);
-    let known: std::collections::HashSet<String> = c
-        .list_virtual_nodes(pb::ListVirtualNodesRequest::default())
-        .await?
-        .into_inner()
-        .nodes
-        .into_iter()
-        .map(|v| v.id)
-        .collect();
-    let new: Vec<pb::VirtualNode> = entities
-        .iter()
-        .filter(|e| !known.contains(*e))
-        .map(|e| pb::VirtualNode {
-            id: e.clone(),
-            requested: Some(pb::Resources { cpu_cores: cores, ..Default::default() }),
-            ..Default::default()
-        })
-        .collect();
+    let known: std::collections::HashSet<String> = if physical {
+        c.list_physical_nodes(pb::ListPhysicalNodesRequest { include_removed: true })
+            .await?
+            .into_inner()
+            .nodes
+            .into_iter()
+            .map(|v| v.id)
+            .collect()
+    } else {
+        c.list_virtual_nodes(pb::ListVirtualNodesRequest::default())
+            .await?
+            .into_inner()
+            .nodes
+            .into_iter()
+            .map(|v| v.id)
+            .collect()
+    };
+    let new: Vec<&String> = entities.iter().filter(|e| !known.contains(*e)).collect();
     let mut created = 0;
     for chunk in new.chunks(crate::validate::MAX_NODES_PER_CALL) {
-        created +=
-            c.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: chunk.to_vec() }).await?.into_inner().created
-                as u64;
+        created += if physical {
+            let nodes = chunk
+                .iter()
+                .map(|e| pb::PhysicalNode {
+                    id: (*e).clone(),
+                    capacity: Some(pb::Resources {
+                        cpu_cores: a.machine_cores,
+                        memory_bytes: a.machine_memory_bytes,
+                        network_bytes_per_sec: 0,
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            c.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes }).await?.into_inner().created
+        } else {
+            let nodes = chunk
+                .iter()
+                .map(|e| pb::VirtualNode {
+                    id: (*e).clone(),
+                    requested: Some(pb::Resources { cpu_cores: a.vm_cores, ..Default::default() }),
+                    ..Default::default()
+                })
+                .collect();
+            c.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes }).await?.into_inner().created
+        } as u64;
     }
     Ok(created)
 }

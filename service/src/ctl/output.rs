@@ -281,10 +281,13 @@ pub fn ingest_summary(out: Output, s: &IngestSummary) -> Result<(), CtlError> {
         return json(&serde_json::to_value(s).map_err(std::io::Error::other)?);
     }
     println!(
-        "{}: {} rows ({} bad), {} samples sent: {} accepted, {} rejected; {} virtual nodes registered; {:.1}s ({:.0} samples/s)",
+        "{} ({}): {} rows ({} bad, {} bad values, {} values without a Swarm metric), {} samples sent: {} accepted, {} rejected; {} nodes registered; {:.1}s ({:.0} samples/s)",
         s.file,
+        s.format,
         s.rows,
         s.bad_rows,
+        s.bad_values,
+        s.skipped_values,
         s.samples_sent,
         s.accepted,
         s.rejected,

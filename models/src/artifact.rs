@@ -1,0 +1,298 @@
+//! The model artifact: a versioned, self-describing JSON file.
+//!
+//! It carries everything needed to reproduce a forecast and to judge it:
+//! the feature spec and feature names, the horizons, the model, the interval
+//! calibration, a summary of the training data, the command that produced
+//! it, and the metrics of its own evaluation. Loading checks the format
+//! version *first*, so an artifact of another version fails with a message
+//! naming the versions this build reads, not with a confusing field error.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{FeatureSpec, Prepared, SeriesRef};
+use crate::model::Model;
+
+/// The artifact format this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The artifact formats this build reads.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+
+/// Prediction-interval calibration: split-conformal quantiles of the scaled
+/// residuals (target − prediction) per horizon, from data the model was not
+/// fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intervals {
+    /// Nominal coverage of [lower, upper], e.g. 0.9.
+    pub coverage: f64,
+    /// Per horizon (artifact order): the lower residual quantile.
+    pub lower: Vec<f64>,
+    /// Per horizon: the upper residual quantile.
+    pub upper: Vec<f64>,
+}
+
+/// What the model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSummary {
+    /// The dataset path as given.
+    pub dataset: String,
+    /// Its format.
+    pub format: String,
+    /// Series used.
+    pub series: usize,
+    /// Training rows (origins) per horizon.
+    pub rows: usize,
+    /// Sampling interval of the series, ms.
+    pub interval_ms: i64,
+    /// Span of training data (relative or epoch ms, as in the dataset).
+    pub from_ms: i64,
+    /// End of training data.
+    pub to_ms: i64,
+}
+
+/// A trained forecasting model and its description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Format version; see [`SUPPORTED_VERSIONS`].
+    pub format_version: u32,
+    /// The exact command that produced this file.
+    pub produced_by: String,
+    /// The metric it forecasts (source name, e.g. `avg_cpu`).
+    pub metric: String,
+    /// Feature pipeline.
+    pub features: FeatureSpec,
+    /// Names of the features, in model order (checked against `features`).
+    pub feature_names: Vec<String>,
+    /// Horizons in steps, one model head each.
+    pub horizons: Vec<usize>,
+    /// The model.
+    pub model: Model,
+    /// Interval calibration.
+    pub intervals: Intervals,
+    /// Training data summary.
+    pub training: TrainingSummary,
+    /// The metrics of its own evaluation (the backtest report), if evaluated.
+    pub evaluation: Option<serde_json::Value>,
+}
+
+/// Errors loading an artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// IO.
+    #[error("cannot read model artifact {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not an artifact.
+    #[error("model artifact {path} is not valid: {message}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Another version.
+    #[error(
+        "model artifact {path} has format version {found}; this build reads version(s) {supported:?}. Retrain it with this build's swarm-train"
+    )]
+    Version {
+        /// File.
+        path: String,
+        /// Version in the file.
+        found: u32,
+        /// Versions this build reads.
+        supported: &'static [u32],
+    },
+}
+
+/// One forecast step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ForecastPoint {
+    /// Steps ahead.
+    pub horizon: usize,
+    /// Time forecast for, ms.
+    pub timestamp_ms: i64,
+    /// Point forecast.
+    pub mean: f64,
+    /// Lower interval bound.
+    pub lower: f64,
+    /// Upper interval bound.
+    pub upper: f64,
+}
+
+impl Artifact {
+    /// Parses an artifact, checking the version before anything else.
+    pub fn from_json(text: &str, path: &str) -> Result<Artifact, ArtifactError> {
+        let invalid = |message: String| ArtifactError::Invalid { path: path.to_owned(), message };
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let found = raw
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| invalid("no format_version field; is this a Swarm model artifact?".into()))?;
+        if !SUPPORTED_VERSIONS.contains(&(found as u32)) {
+            return Err(ArtifactError::Version {
+                path: path.to_owned(),
+                found: found as u32,
+                supported: SUPPORTED_VERSIONS,
+            });
+        }
+        let a: Artifact = serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))?;
+        a.validate().map_err(invalid)?;
+        Ok(a)
+    }
+
+    /// Reads an artifact file.
+    pub fn load(path: &Path) -> Result<Artifact, ArtifactError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ArtifactError::Io { path: path.display().to_string(), source })?;
+        Artifact::from_json(&text, &path.display().to_string())
+    }
+
+    /// Writes the artifact as compact JSON (tree ensembles are large),
+    /// atomically (temporary file + rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string(self).map_err(std::io::Error::other)? + "\n")?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Checks internal consistency.
+    pub fn validate(&self) -> Result<(), String> {
+        self.features.validate()?;
+        if self.feature_names != self.features.names() {
+            return Err("feature_names do not match the feature spec (written by another pipeline?)".into());
+        }
+        let n = self.horizons.len();
+        if n == 0 || self.model.heads() != n || self.intervals.lower.len() != n || self.intervals.upper.len() != n {
+            return Err(format!(
+                "{} horizons but {} model heads and {}/{} interval quantiles",
+                n,
+                self.model.heads(),
+                self.intervals.lower.len(),
+                self.intervals.upper.len()
+            ));
+        }
+        for (i, &h) in self.horizons.iter().enumerate() {
+            if self.model.horizon(i) != h {
+                return Err(format!("model head {i} is for horizon {}, expected {h}", self.model.horizon(i)));
+            }
+        }
+        self.model.validate(self.feature_names.len())
+    }
+
+    /// Forecasts every horizon from origin `t` of a prepared series; `None`
+    /// when the history needed is missing.
+    pub fn forecast_at(&self, p: &Prepared, t: usize) -> Option<Vec<ForecastPoint>> {
+        let scale = self.features.scale(p, t)?;
+        let s = p.series();
+        let mut row = Vec::with_capacity(self.feature_names.len());
+        let mut out = Vec::with_capacity(self.horizons.len());
+        for (i, &h) in self.horizons.iter().enumerate() {
+            if !self.features.row(p, t, h, scale, &mut row) {
+                return None;
+            }
+            let pred = self.model.predict(i, &row);
+            // Usage is never negative: clamp, then keep the bounds around the point.
+            let mean = (pred * scale).max(0.0);
+            let lower = ((pred + self.intervals.lower[i]) * scale).max(0.0).min(mean);
+            let upper = ((pred + self.intervals.upper[i]) * scale).max(mean);
+            out.push(ForecastPoint {
+                horizon: h,
+                timestamp_ms: s.start_ms + (t + h) as i64 * s.interval_ms,
+                mean,
+                lower,
+                upper,
+            });
+        }
+        Some(out)
+    }
+
+    /// Forecasts from the last point of `series`.
+    pub fn forecast(&self, series: SeriesRef) -> Option<Vec<ForecastPoint>> {
+        let t = series.values.len().checked_sub(1)?;
+        self.forecast_at(&Prepared::new(series), t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LinearHead;
+
+    fn tiny() -> Artifact {
+        let features = FeatureSpec {
+            lags: vec![1],
+            seasons_ms: vec![],
+            rolling: vec![],
+            time_of_day: false,
+            day_of_week: false,
+            scale_window: 4,
+        };
+        Artifact {
+            format_version: FORMAT_VERSION,
+            produced_by: "test".into(),
+            metric: "avg_cpu".into(),
+            feature_names: features.names(),
+            features,
+            horizons: vec![1, 2],
+            model: Model::Linear {
+                heads: vec![
+                    LinearHead { horizon: 1, intercept: 0.0, coefficients: vec![1.0] },
+                    LinearHead { horizon: 2, intercept: 0.5, coefficients: vec![1.0] },
+                ],
+            },
+            intervals: Intervals { coverage: 0.9, lower: vec![-0.1, -0.2], upper: vec![0.1, 0.2] },
+            training: TrainingSummary {
+                dataset: "x".into(),
+                format: "long-csv".into(),
+                series: 1,
+                rows: 1,
+                interval_ms: 300_000,
+                from_ms: 0,
+                to_ms: 1,
+            },
+            evaluation: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_forecast() {
+        let a = tiny();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        a.save(&p).unwrap();
+        let b = Artifact::load(&p).unwrap();
+        assert_eq!(a, b);
+        let v = [2.0, 2.0, 2.0, 2.0];
+        let f = b.forecast(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 }).unwrap();
+        assert_eq!(f.len(), 2);
+        // scale = 2; lag_1 = 1.0 scaled; h1 = 1.0 * 2 = 2.0; h2 = 1.5 * 2 = 3.0.
+        assert_eq!((f[0].mean, f[1].mean), (2.0, 3.0));
+        assert!((f[0].lower - 1.8).abs() < 1e-12 && (f[1].upper - 3.4).abs() < 1e-12);
+        assert_eq!(f[1].timestamp_ms, 5 * 300_000);
+    }
+
+    #[test]
+    fn other_versions_and_damage_are_refused_clearly() {
+        let mut v = serde_json::to_value(tiny()).unwrap();
+        v["format_version"] = 2.into();
+        let e = Artifact::from_json(&v.to_string(), "m.json").unwrap_err().to_string();
+        assert!(e.contains("format version 2") && e.contains("[1]"), "{e}");
+        let e = Artifact::from_json("{}", "m.json").unwrap_err().to_string();
+        assert!(e.contains("no format_version"), "{e}");
+        let mut bad = tiny();
+        bad.horizons = vec![1];
+        let e = Artifact::from_json(&serde_json::to_string(&bad).unwrap(), "m.json").unwrap_err().to_string();
+        assert!(e.contains("horizons"), "{e}");
+        let mut bad = tiny();
+        bad.feature_names = vec!["other".into()];
+        assert!(Artifact::from_json(&serde_json::to_string(&bad).unwrap(), "m.json").is_err());
+    }
+}

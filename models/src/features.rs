@@ -1,0 +1,294 @@
+//! The feature pipeline.
+//!
+//! A forecast is made at an *origin* `t` (index of the last observed point of
+//! a regular series) for a horizon `h` (steps ahead). Its features use only
+//! points `..= t`; the target is the point `t + h`. Every value is divided by
+//! the series' scale at the origin (mean absolute value of the last
+//! `scale_window` points), so one pooled model serves series of any size;
+//! predictions are multiplied back.
+//!
+//! Features, in order (see [`FeatureSpec::names`]):
+//! - `lag_k`: the value `k - 1` steps before the origin (`lag_1` is the last value);
+//! - `season_S`: the value one season `S` (wall-clock, e.g. 1 day) before
+//!   the *target* time; seasons are given in milliseconds and converted by
+//!   the series' sampling interval, so the same spec serves 1-minute and
+//!   5-minute series;
+//! - `mean_w`, `std_w`: rolling mean and standard deviation of the last `w` points;
+//! - `tod_sin`, `tod_cos`, `dow_sin`, `dow_cos`: time of day and day of week
+//!   of the target time (UTC; trace-relative time counts from midnight of day 0).
+//!
+//! A window that touches a missing (NaN) point yields no row: nothing is imputed here.
+
+use serde::{Deserialize, Serialize};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// What features to compute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Lags in steps (1 = the last value).
+    pub lags: Vec<usize>,
+    /// Seasons in wall-clock milliseconds (e.g. 86400000 for one day).
+    pub seasons_ms: Vec<i64>,
+    /// Rolling windows in steps.
+    pub rolling: Vec<usize>,
+    /// Add time-of-day encodings.
+    pub time_of_day: bool,
+    /// Add day-of-week encodings.
+    pub day_of_week: bool,
+    /// Points in the per-series scale.
+    pub scale_window: usize,
+}
+
+impl Default for FeatureSpec {
+    fn default() -> Self {
+        FeatureSpec {
+            lags: vec![1, 2, 3, 4, 5, 6, 8, 10, 12],
+            seasons_ms: vec![DAY_MS, 7 * DAY_MS],
+            rolling: vec![6, 12, 48, 288],
+            time_of_day: true,
+            day_of_week: false,
+            scale_window: 288,
+        }
+    }
+}
+
+/// A series view the pipeline reads: values on a regular grid.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesRef<'a> {
+    /// Values; NaN marks a missing point.
+    pub values: &'a [f64],
+    /// Timestamp of `values[0]`, ms.
+    pub start_ms: i64,
+    /// Sampling interval, ms.
+    pub interval_ms: i64,
+}
+
+/// Prefix sums that make rolling statistics O(1) per origin.
+#[derive(Debug, Clone)]
+pub struct Prepared<'a> {
+    s: SeriesRef<'a>,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    sum_abs: Vec<f64>,
+    nan: Vec<u32>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Prepares a series.
+    pub fn new(s: SeriesRef<'a>) -> Self {
+        let n = s.values.len();
+        let (mut sum, mut sum_sq, mut sum_abs, mut nan) =
+            (vec![0.0; n + 1], vec![0.0; n + 1], vec![0.0; n + 1], vec![0u32; n + 1]);
+        for (i, &v) in s.values.iter().enumerate() {
+            let ok = !v.is_nan();
+            let x = if ok { v } else { 0.0 };
+            sum[i + 1] = sum[i] + x;
+            sum_sq[i + 1] = sum_sq[i] + x * x;
+            sum_abs[i + 1] = sum_abs[i] + x.abs();
+            nan[i + 1] = nan[i] + (!ok) as u32;
+        }
+        Prepared { s, sum, sum_sq, sum_abs, nan }
+    }
+
+    /// The series.
+    pub fn series(&self) -> SeriesRef<'a> {
+        self.s
+    }
+
+    fn window_ok(&self, from: usize, to_incl: usize) -> bool {
+        self.nan[to_incl + 1] == self.nan[from]
+    }
+}
+
+impl FeatureSpec {
+    /// Feature names, in order.
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.lags.iter().map(|l| format!("lag_{l}")).collect();
+        n.extend(self.seasons_ms.iter().map(|s| format!("season_{}h", s / 3_600_000)));
+        for w in &self.rolling {
+            n.push(format!("mean_{w}"));
+            n.push(format!("std_{w}"));
+        }
+        if self.time_of_day {
+            n.extend(["tod_sin".into(), "tod_cos".into()]);
+        }
+        if self.day_of_week {
+            n.extend(["dow_sin".into(), "dow_cos".into()]);
+        }
+        n
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.names().len()
+    }
+
+    /// Whether the spec has no features.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks the spec is usable.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lags.iter().chain(&self.rolling).any(|&x| x == 0) {
+            return Err("lags and rolling windows must be >= 1".into());
+        }
+        if self.seasons_ms.iter().any(|&s| s <= 0) {
+            return Err("seasons must be > 0 ms".into());
+        }
+        if self.scale_window == 0 {
+            return Err("scale_window must be >= 1".into());
+        }
+        if self.is_empty() {
+            return Err("the spec has no features".into());
+        }
+        Ok(())
+    }
+
+    /// Points of history an origin needs (before seasonal lags).
+    pub fn min_history(&self) -> usize {
+        self.lags.iter().chain(&self.rolling).copied().chain([self.scale_window]).max().unwrap_or(1)
+    }
+
+    /// Per-series scale at origin `t`: mean |value| of the last
+    /// `scale_window` points (fewer at the start), floored so a flat-zero
+    /// series does not divide by zero. `None` when the window has a gap.
+    pub fn scale(&self, p: &Prepared, t: usize) -> Option<f64> {
+        let w = self.scale_window.min(t + 1);
+        let from = t + 1 - w;
+        if !p.window_ok(from, t) {
+            return None;
+        }
+        Some(((p.sum_abs[t + 1] - p.sum_abs[from]) / w as f64).max(1e-3))
+    }
+
+    /// Writes the features for origin `t` and horizon `h` (scaled by
+    /// `scale`) into `out`; `false` when some input is missing.
+    pub fn row(&self, p: &Prepared, t: usize, h: usize, scale: f64, out: &mut Vec<f64>) -> bool {
+        out.clear();
+        let v = p.s.values;
+        if t >= v.len() || t + 1 < self.min_history() {
+            return false;
+        }
+        for &l in &self.lags {
+            let x = v[t + 1 - l];
+            if x.is_nan() {
+                return false;
+            }
+            out.push(x / scale);
+        }
+        for &s in &self.seasons_ms {
+            let steps = (s / p.s.interval_ms.max(1)) as usize;
+            // The target's value one season earlier must be observed already.
+            if steps < h || t + h < steps {
+                return false;
+            }
+            let x = v[t + h - steps];
+            if x.is_nan() {
+                return false;
+            }
+            out.push(x / scale);
+        }
+        for &w in &self.rolling {
+            let from = t + 1 - w;
+            if !p.window_ok(from, t) {
+                return false;
+            }
+            let n = w as f64;
+            let mean = (p.sum[t + 1] - p.sum[from]) / n;
+            let var = ((p.sum_sq[t + 1] - p.sum_sq[from]) / n - mean * mean).max(0.0);
+            out.push(mean / scale);
+            out.push(var.sqrt() / scale);
+        }
+        let target_ms = p.s.start_ms + (t + h) as i64 * p.s.interval_ms;
+        if self.time_of_day {
+            let a = std::f64::consts::TAU * target_ms.rem_euclid(DAY_MS) as f64 / DAY_MS as f64;
+            out.extend([a.sin(), a.cos()]);
+        }
+        if self.day_of_week {
+            let a = std::f64::consts::TAU * (target_ms.div_euclid(DAY_MS).rem_euclid(7)) as f64 / 7.0;
+            out.extend([a.sin(), a.cos()]);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn series(n: usize) -> Vec<f64> {
+        (0..n).map(|i| 10.0 + (i as f64 * 0.1).sin() * 3.0 + (i % 7) as f64).collect()
+    }
+
+    #[test]
+    fn features_are_what_the_names_say() {
+        let spec = FeatureSpec { scale_window: 12, ..FeatureSpec::default() };
+        let v = series(3000);
+        let s = SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 };
+        let p = Prepared::new(s);
+        let t = 2500;
+        let h = 3;
+        let scale = spec.scale(&p, t).unwrap();
+        let want_scale = v[t - 11..=t].iter().map(|x| x.abs()).sum::<f64>() / 12.0;
+        assert!((scale - want_scale).abs() < 1e-9);
+        let mut row = Vec::new();
+        assert!(spec.row(&p, t, h, scale, &mut row));
+        let names = spec.names();
+        assert_eq!(row.len(), names.len());
+        let get = |n: &str| row[names.iter().position(|x| x == n).unwrap()];
+        assert!((get("lag_1") - v[t] / scale).abs() < 1e-12);
+        assert!((get("lag_12") - v[t - 11] / scale).abs() < 1e-12);
+        assert!((get("season_24h") - v[t + h - 288] / scale).abs() < 1e-12);
+        assert!((get("season_168h") - v[t + h - 2016] / scale).abs() < 1e-12);
+        let m48 = v[t - 47..=t].iter().sum::<f64>() / 48.0;
+        assert!((get("mean_48") - m48 / scale).abs() < 1e-9);
+        // A gap in the window: no row.
+        let mut g = v.clone();
+        g[t - 3] = f64::NAN;
+        let pg = Prepared::new(SeriesRef { values: &g, ..s });
+        assert!(!spec.row(&pg, t, h, scale, &mut row));
+        // Too little history for the weekly season: no row.
+        assert!(!spec.row(&p, 1000, h, scale, &mut row));
+    }
+
+    #[test]
+    fn seasons_follow_the_sampling_interval() {
+        let spec = FeatureSpec {
+            seasons_ms: vec![DAY_MS],
+            rolling: vec![],
+            lags: vec![1],
+            scale_window: 1,
+            ..Default::default()
+        };
+        let v = series(2000);
+        // One-minute data: one day is 1440 steps.
+        let p = Prepared::new(SeriesRef { values: &v, start_ms: 0, interval_ms: 60_000 });
+        let mut row = Vec::new();
+        assert!(spec.row(&p, 1500, 1, 1.0, &mut row));
+        assert_eq!(row[1], v[1501 - 1440]);
+    }
+
+    proptest! {
+        /// Serving computes features from a prefix of the series (what it
+        /// has seen so far); training from the whole series. Same origin,
+        /// same features.
+        #[test]
+        fn prefix_and_full_series_agree(t in 2100usize..2900, h in 1usize..13, cut_extra in 0usize..50) {
+            let spec = FeatureSpec::default();
+            let v = series(3000);
+            let full = Prepared::new(SeriesRef { values: &v, start_ms: 1_000, interval_ms: 300_000 });
+            let prefix = &v[..(t + 1 + cut_extra).min(v.len())];
+            let part = Prepared::new(SeriesRef { values: prefix, start_ms: 1_000, interval_ms: 300_000 });
+            let (sa, sb) = (spec.scale(&full, t).unwrap(), spec.scale(&part, t).unwrap());
+            prop_assert_eq!(sa, sb);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            prop_assert!(spec.row(&full, t, h, sa, &mut a));
+            prop_assert!(spec.row(&part, t, h, sb, &mut b));
+            prop_assert_eq!(a, b);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The fitting pipeline: calibrate prediction intervals split-conformally on
+//! data the calibration model never saw, then fit the final model on
+//! everything up to the training end.
+
+use swarm_datasets::regular::Series;
+use swarm_models::artifact::Intervals;
+use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
+use swarm_models::model::{LinearHead, Model, TreeHead};
+
+use crate::design::{self, Span};
+use crate::gbt::{self, GbtParams};
+use crate::linear::{self, LinearError};
+
+/// Which learner fits the heads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Learner {
+    /// Median (absolute-loss) linear regression.
+    Linear {
+        /// Reweighting steps.
+        iterations: usize,
+    },
+    /// Absolute-loss gradient-boosted trees.
+    Trees(GbtParams),
+}
+
+/// Options of a fit.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Features.
+    pub spec: FeatureSpec,
+    /// Horizons, steps.
+    pub horizons: Vec<usize>,
+    /// Use every `stride`-th origin at least (the rows overlap heavily; this keeps fits fast).
+    pub stride: usize,
+    /// Widen the stride until a horizon has at most about this many rows.
+    pub max_rows: usize,
+    /// The learner.
+    pub learner: Learner,
+    /// Points at the end of the training data held out to calibrate intervals.
+    pub calibration: usize,
+    /// Nominal interval coverage.
+    pub coverage: f64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            spec: FeatureSpec::default(),
+            horizons: (1..=12).collect(),
+            stride: 3,
+            max_rows: 100_000,
+            learner: Learner::Trees(GbtParams::default()),
+            calibration: 576,
+            coverage: 0.9,
+        }
+    }
+}
+
+/// A fitted model with its calibration.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    /// The model.
+    pub model: Model,
+    /// Interval calibration.
+    pub intervals: Intervals,
+    /// Training rows per horizon (first horizon).
+    pub rows: usize,
+}
+
+/// Prepares series for the feature pipeline.
+pub fn prepare(series: &[Series]) -> Vec<Prepared<'_>> {
+    series
+        .iter()
+        .map(|s| Prepared::new(SeriesRef { values: &s.values, start_ms: s.start_ms, interval_ms: s.interval_ms }))
+        .collect()
+}
+
+fn spans(prepared: &[Prepared], train_end: &[usize], first: usize) -> Vec<Span> {
+    prepared.iter().zip(train_end).map(|(_, &end)| Span { from: first, to: end, target_end: end }).collect()
+}
+
+fn heads(designs: &[design::Design], horizons: &[usize], learner: Learner) -> Result<Model, LinearError> {
+    // Horizons are independent: fit them on all cores, a few at a time.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let jobs: Vec<(usize, &design::Design, usize)> =
+        designs.iter().zip(horizons).enumerate().map(|(i, (d, &h))| (i, d, h)).collect();
+    let mut linear: Vec<Option<Result<LinearHead, LinearError>>> = (0..jobs.len()).map(|_| None).collect();
+    let mut trees: Vec<Option<TreeHead>> = (0..jobs.len()).map(|_| None).collect();
+    for chunk in jobs.chunks(threads) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|&(i, d, h)| {
+                    scope.spawn(move || match learner {
+                        Learner::Linear { iterations } => (
+                            i,
+                            Some(linear::fit_median(d, iterations).map(|f| LinearHead {
+                                horizon: h,
+                                intercept: f.intercept,
+                                coefficients: f.coefficients,
+                            })),
+                            None,
+                        ),
+                        Learner::Trees(p) => (i, None, Some(gbt::fit_lad(d, h, &p))),
+                    })
+                })
+                .collect();
+            for handle in handles {
+                let (i, l, t) = handle.join().expect("fit thread");
+                linear[i] = l;
+                trees[i] = t;
+            }
+        });
+    }
+    Ok(match learner {
+        Learner::Linear { .. } => Model::Linear {
+            heads: linear.into_iter().map(|h| h.expect("every head fitted")).collect::<Result<_, _>>()?,
+        },
+        Learner::Trees(_) => Model::Trees { heads: trees.into_iter().map(|h| h.expect("every head fitted")).collect() },
+    })
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = (q * (sorted.len() - 1) as f64).clamp(0.0, (sorted.len() - 1) as f64);
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Fits on every series up to `train_end[i]` (exclusive).
+pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fitted, LinearError> {
+    let prepared = prepare(series);
+    let first = o.spec.min_history().saturating_sub(1);
+    let origins: usize = train_end.iter().map(|&e| e.saturating_sub(first)).sum();
+    let stride = o.stride.max(origins.div_ceil(o.max_rows.max(1)));
+    // 1. Calibration model: fitted without the last `calibration` points.
+    let cal_end: Vec<usize> = train_end.iter().map(|&e| e.saturating_sub(o.calibration)).collect();
+    let cal_designs = design::build(&o.spec, &prepared, &spans(&prepared, &cal_end, first), &o.horizons, stride);
+    let cal_model = heads(&cal_designs, &o.horizons, o.learner)?;
+    // Residuals on the held-out points, every origin.
+    let held: Vec<Span> = cal_end
+        .iter()
+        .zip(train_end)
+        .map(|(&from, &end)| Span { from: from.saturating_sub(1).max(first), to: end, target_end: end })
+        .collect();
+    let held_designs = design::build(&o.spec, &prepared, &held, &o.horizons, 1);
+    let alpha = (1.0 - o.coverage) / 2.0;
+    let (mut lower, mut upper) = (Vec::new(), Vec::new());
+    for (i, d) in held_designs.iter().enumerate() {
+        let mut r: Vec<f64> = (0..d.rows()).map(|k| d.y[k] - cal_model.predict(i, d.row(k))).collect();
+        r.sort_by(f64::total_cmp);
+        lower.push(quantile(&r, alpha));
+        upper.push(quantile(&r, 1.0 - alpha));
+    }
+    // 2. Final model on everything up to the training end.
+    let designs = design::build(&o.spec, &prepared, &spans(&prepared, train_end, first), &o.horizons, stride);
+    let rows = designs.first().map_or(0, |d| d.rows());
+    let model = heads(&designs, &o.horizons, o.learner)?;
+    Ok(Fitted { model, intervals: Intervals { coverage: o.coverage, lower, upper }, rows })
+}
