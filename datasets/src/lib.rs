@@ -19,4 +19,22 @@ pub mod import;
 pub mod regular;
 pub mod synth;
 
+/// Where the shared public traces live: `$SWARM_DATASETS`, else
+/// `../shared/datasets` beside the repository (given the repository root).
+/// `None` means "skip", unless `SWARM_REQUIRE_DATASETS=1`, which turns a
+/// missing directory into a panic, so CI cannot pass by skipping.
+pub fn shared_datasets(repo_root: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("SWARM_DATASETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root.join("../shared/datasets"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("SWARM_REQUIRE_DATASETS").as_deref() == Ok("1") {
+        panic!("SWARM_REQUIRE_DATASETS=1 but the datasets are not at {}; set SWARM_DATASETS", dir.display());
+    }
+    eprintln!("SKIPPED: datasets not found at {} (set SWARM_DATASETS)", dir.display());
+    None
+}
+
 pub use import::{BadRow, Format, ImportError, Imported, import};

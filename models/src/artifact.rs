@@ -214,6 +214,46 @@ impl Artifact {
         Some(out)
     }
 
+    /// The naive forecast (every horizon repeats the last value) as an
+    /// artifact with fixed ±`band`-scale intervals: a reference model for
+    /// tests and sanity checks of the pipeline.
+    pub fn naive(horizons: &[usize], band: f64) -> Artifact {
+        let features = FeatureSpec {
+            lags: vec![1],
+            seasons_ms: vec![],
+            rolling: vec![],
+            time_of_day: false,
+            day_of_week: false,
+            scale_window: 1,
+        };
+        let n = horizons.len();
+        Artifact {
+            format_version: FORMAT_VERSION,
+            produced_by: "Artifact::naive".into(),
+            metric: String::new(),
+            feature_names: features.names(),
+            features,
+            horizons: horizons.to_vec(),
+            model: Model::Linear {
+                heads: horizons
+                    .iter()
+                    .map(|&h| crate::model::LinearHead { horizon: h, intercept: 0.0, coefficients: vec![1.0] })
+                    .collect(),
+            },
+            intervals: Intervals { coverage: 0.9, lower: vec![-band; n], upper: vec![band; n] },
+            training: TrainingSummary {
+                dataset: String::new(),
+                format: String::new(),
+                series: 0,
+                rows: 0,
+                interval_ms: 300_000,
+                from_ms: 0,
+                to_ms: 0,
+            },
+            evaluation: None,
+        }
+    }
+
     /// Forecasts from the last point of `series`.
     pub fn forecast(&self, series: SeriesRef) -> Option<Vec<ForecastPoint>> {
         let t = series.values.len().checked_sub(1)?;

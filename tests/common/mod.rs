@@ -176,21 +176,9 @@ pub async fn ingest(ch: Channel, batches: Vec<Vec<pb::Sample>>) -> Result<pb::In
     m.ingest(stream).await.map(|r| r.into_inner())
 }
 
-/// Path of the shared datasets: `SWARM_DATASETS`, else `../shared/datasets`
-/// beside the repository. `None` (skip) when absent, unless
-/// `SWARM_REQUIRE_DATASETS=1`, which makes absence a failure.
+/// The shared datasets (see `swarm_datasets::shared_datasets`).
 pub fn datasets() -> Option<PathBuf> {
-    let dir = std::env::var_os("SWARM_DATASETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("SWARM_REQUIRE_DATASETS").as_deref() == Ok("1") {
-        panic!("SWARM_REQUIRE_DATASETS=1 but the datasets are not at {}; set SWARM_DATASETS", dir.display());
-    }
-    eprintln!("SKIPPED: datasets not found at {} (set SWARM_DATASETS)", dir.display());
-    None
+    swarm_datasets::shared_datasets(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// All points of one series.

@@ -214,42 +214,8 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swarm_models::artifact::{FORMAT_VERSION, Intervals, TrainingSummary};
-    use swarm_models::features::FeatureSpec;
-    use swarm_models::model::{LinearHead, Model};
-
-    /// An artifact that is exactly the naive forecast (lag_1 with weight 1).
     fn naive_artifact() -> Artifact {
-        let features = FeatureSpec {
-            lags: vec![1],
-            seasons_ms: vec![],
-            rolling: vec![],
-            time_of_day: false,
-            day_of_week: false,
-            scale_window: 1,
-        };
-        Artifact {
-            format_version: FORMAT_VERSION,
-            produced_by: "test".into(),
-            metric: "x".into(),
-            feature_names: features.names(),
-            features,
-            horizons: (1..=12).collect(),
-            model: Model::Linear {
-                heads: (1..=12).map(|h| LinearHead { horizon: h, intercept: 0.0, coefficients: vec![1.0] }).collect(),
-            },
-            intervals: Intervals { coverage: 0.9, lower: vec![-1.0; 12], upper: vec![1.0; 12] },
-            training: TrainingSummary {
-                dataset: "x".into(),
-                format: "x".into(),
-                series: 1,
-                rows: 0,
-                interval_ms: 300_000,
-                from_ms: 0,
-                to_ms: 0,
-            },
-            evaluation: None,
-        }
+        Artifact::naive(&(1..=12).collect::<Vec<_>>(), 1.0)
     }
 
     #[test]

@@ -12,17 +12,7 @@ use swarm_training::data;
 use swarm_training::fit::{self, FitOptions};
 
 fn datasets() -> Option<PathBuf> {
-    let dir = std::env::var_os("SWARM_DATASETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("SWARM_REQUIRE_DATASETS").as_deref() == Ok("1") {
-        panic!("SWARM_REQUIRE_DATASETS=1 but the datasets are not at {}", dir.display());
-    }
-    eprintln!("SKIPPED: datasets not found at {}", dir.display());
-    None
+    swarm_datasets::shared_datasets(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 fn azure(d: &Path) -> PathBuf {
