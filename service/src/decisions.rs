@@ -51,9 +51,9 @@ impl DecisionLog {
     /// restore cooldowns (decisions older than `cooldown_ms` do not matter).
     pub fn open(store: Arc<dyn MetaStore>, loaded: &Loaded, now_ms: i64, cooldown_ms: i64) -> Result<Self, StoreError> {
         let mut last_decided = HashMap::new();
-        let mut from = loaded.first_decision_seq.max(1);
+        let first = loaded.first_decision_seq.max(1);
         // Walk back in pages from the end until decisions are older than the cooldown.
-        let mut start = loaded.last_decision_seq.saturating_sub(PAGE as u64 - 1).max(from);
+        let mut start = loaded.last_decision_seq.saturating_sub(PAGE as u64 - 1).max(first);
         loop {
             let page = store.read_decisions(start, PAGE)?;
             let mut oldest_in_page = i64::MAX;
@@ -64,12 +64,10 @@ impl DecisionLog {
                     *e = (*e).max(d.decided_at_ms);
                 }
             }
-            if start <= from || page.is_empty() || oldest_in_page < now_ms - cooldown_ms {
+            if start <= first || page.is_empty() || oldest_in_page < now_ms - cooldown_ms {
                 break;
             }
-            let next = start.saturating_sub(PAGE as u64).max(from);
-            from = from.min(next);
-            start = next;
+            start = start.saturating_sub(PAGE as u64).max(first);
         }
         let (tx, _) = broadcast::channel(BROADCAST_BUFFER);
         Ok(DecisionLog {
