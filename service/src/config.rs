@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::placement::affinity::Weights;
-use crate::placement::controller::ControllerConfig;
+use crate::placement::controller::{Automation, ControllerConfig};
+use crate::placement::cost::CostModel;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -98,7 +99,12 @@ struct FileController {
     max_decisions_per_round: Option<usize>,
     cooldown: Option<String>,
     max_cpu_utilization: Option<f64>,
+    overload_threshold: Option<f64>,
+    max_in_flight_per_node: Option<u32>,
+    horizon_steps: Option<usize>,
+    automation: Option<Automation>,
     weights: Option<Weights>,
+    cost: Option<CostModel>,
 }
 
 /// Values from flags or environment; `None` means "not given".
@@ -126,6 +132,8 @@ pub struct Overrides {
     pub demo: bool,
     /// `--model`.
     pub model: Option<PathBuf>,
+    /// `--automation`.
+    pub automation: Option<Automation>,
 }
 
 /// Configuration errors.
@@ -194,6 +202,9 @@ impl Config {
         if let Some(m) = &o.model {
             c.model = Some(m.clone());
         }
+        if let Some(a) = o.automation {
+            c.controller.automation = a;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -251,8 +262,23 @@ impl Config {
             if let Some(v) = ctl.max_cpu_utilization {
                 self.controller.max_cpu_utilization = v;
             }
+            if let Some(v) = ctl.overload_threshold {
+                self.controller.overload_threshold = v;
+            }
+            if let Some(v) = ctl.max_in_flight_per_node {
+                self.controller.max_in_flight_per_node = v;
+            }
+            if let Some(v) = ctl.horizon_steps {
+                self.controller.horizon_steps = v;
+            }
+            if let Some(v) = ctl.automation {
+                self.controller.automation = v;
+            }
             if let Some(v) = ctl.weights {
                 self.controller.weights = v;
+            }
+            if let Some(v) = ctl.cost {
+                self.controller.cost = v;
             }
         }
         Ok(())

@@ -68,12 +68,13 @@ pub fn weights(w: &Weights) -> std::collections::HashMap<String, f64> {
     w.named().into_iter().map(|(n, w)| (n.to_owned(), w)).collect()
 }
 
-/// A proposal to an (unsequenced) decision.
+/// A proposal to an (unsequenced) decision; `step_ms` turns forecast steps into time.
 pub fn decision(
     p: &Proposal,
     view: &crate::placement::affinity::ClusterView,
     round_id: u64,
     now_ms: i64,
+    step_ms: i64,
 ) -> pb::Decision {
     pb::Decision {
         sequence: 0,
@@ -89,8 +90,15 @@ pub fn decision(
         kind: match p.kind {
             ProposalKind::MicroMigration => pb::DecisionKind::MicroMigration,
             ProposalKind::Evacuation => pb::DecisionKind::Evacuation,
+            ProposalKind::Predictive => pb::DecisionKind::Predictive,
+            ProposalKind::Overload => pb::DecisionKind::Overload,
         } as i32,
-        cost: None,
-        expected_overload_at_ms: 0,
+        cost: Some(pb::MigrationCost {
+            transfer_seconds: p.cost.transfer_seconds,
+            overhead_seconds: p.cost.overhead_seconds,
+            benefit: p.cost.benefit,
+            cost: p.cost.cost,
+        }),
+        expected_overload_at_ms: p.expected_overload_step.map(|h| now_ms + h as i64 * step_ms).unwrap_or(0),
     }
 }

@@ -173,6 +173,11 @@ impl Swarm {
         &self.inner.model
     }
 
+    /// Length of one forecast step: the model's sampling interval.
+    pub fn step_ms(&self) -> i64 {
+        self.inner.model.training.interval_ms.max(1)
+    }
+
     /// The decision log.
     pub fn decisions(&self) -> &DecisionLog {
         &self.inner.decisions
@@ -396,7 +401,7 @@ impl Swarm {
                     current_node_id: v.placement.map(|p| view.phys[p].id.to_string()).unwrap_or_default(),
                     scores: col_idx
                         .iter()
-                        .map(|&pi| convert::score(&affinity::score(v, pi, &view.phys[pi], w, &limits)))
+                        .map(|&pi| convert::score(&affinity::score(&view, vi, pi, w, &limits)))
                         .collect(),
                 }
             })
@@ -418,10 +423,13 @@ impl Swarm {
         let log = self.inner.decisions.clone();
         let cfg = self.inner.cfg.controller;
         let round_id = log.next_round_id();
+        let step_ms = self.step_ms();
         let (outcome, decisions) = tokio::task::spawn_blocking(move || {
-            let outcome = controller::run_round(&view, now, &log.last_decided(), &cfg);
+            let last = log.last_decided();
+            let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
+            let outcome = controller::run_round(&view, input, &cfg);
             let ds: Vec<pb::Decision> =
-                outcome.proposals.iter().map(|p| convert::decision(p, &view, round_id, now)).collect();
+                outcome.proposals.iter().map(|p| convert::decision(p, &view, round_id, now, step_ms)).collect();
             (outcome, ds)
         })
         .await

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use swarm_service::clock::SystemClock;
 use swarm_service::config::{Config, LogFormat, Overrides, parse_duration};
+use swarm_service::placement::controller::Automation;
 use swarm_service::state::Swarm;
 
 /// Swarm placement server: ingests metrics, scores affinity, proposes migrations.
@@ -55,6 +56,17 @@ struct Args {
     /// Forecasting model artifact (from swarm-train) [default: the bundled models/default.json].
     #[arg(long, env = "SWARM_MODEL")]
     model: Option<PathBuf>,
+    /// `recommend`: publish decisions only; `apply`: also record them as the new placements [default: recommend].
+    #[arg(long, env = "SWARM_AUTOMATION", value_parser = parse_automation)]
+    automation: Option<Automation>,
+}
+
+fn parse_automation(s: &str) -> Result<Automation, String> {
+    match s {
+        "recommend" => Ok(Automation::Recommend),
+        "apply" => Ok(Automation::Apply),
+        _ => Err(format!("{s:?} is not an automation level; use recommend or apply")),
+    }
 }
 
 impl Args {
@@ -71,6 +83,7 @@ impl Args {
             no_fsync: self.no_fsync,
             demo: self.demo,
             model: self.model.clone(),
+            automation: self.automation,
         }
     }
 }

@@ -1,35 +1,75 @@
-//! One controller round: pure function from a [`ClusterView`] and the time
-//! to a list of proposed moves. No IO; the caller persists and publishes.
+//! One controller round: a pure function from a [`ClusterView`] and the time
+//! to a list of proposed moves. No IO; the caller persists, publishes and —
+//! at automation level `apply` — carries them out.
 //!
-//! The round is greedy with lazy re-evaluation: every virtual node's best
-//! feasible target is computed; candidates are taken best gain first, but a
-//! candidate is re-scored against the loads left by the moves already taken
-//! before it is accepted, so two virtual nodes never both "fill" the same
-//! free capacity in one round.
+//! A round has two phases:
+//! 1. **Relief.** Draining nodes are emptied. A node is *at risk* when its
+//!    CPU forecast upper bound crosses `overload_threshold` at a step a move
+//!    can still influence (from the second step on: during the first, a
+//!    migration loads both ends). For each node at risk, worst first, the
+//!    round moves off the smallest virtual node whose departure alone brings
+//!    the forecast back under the threshold (else the one that lowers it
+//!    most), to its best feasible target, while the move pays and the node
+//!    stays at risk. A move made while the node is fine *now* is
+//!    [`ProposalKind::Predictive`] and records when the overload was expected.
+//! 2. **Micro-migrations.** Every other virtual node moves to its best
+//!    target when the affinity gain beats `gain_threshold` (hysteresis) and
+//!    the cost function says it pays; best net benefit first, with lazy
+//!    re-evaluation so two moves never fill the same free capacity.
+//!
+//! Anti-flapping: a virtual node decided within `cooldown_ms` is left alone
+//! (draining overrides), one with a migration in flight is never touched, a
+//! round makes at most `max_decisions_per_round` moves, and a physical node
+//! takes part in at most `max_in_flight_per_node` migrations at a time.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::affinity::{ClusterView, Limits, Score, Weights, score};
+use super::affinity::{Limits, Score, Weights, score};
+use super::cost::{CostEstimate, CostModel};
+use super::search::TargetIndex;
+use super::view::ClusterView;
 use crate::domain::{NodeId, PhysicalState};
+
+/// What the controller may do on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Automation {
+    /// Publish decisions only; an orchestrator or operator acts on them.
+    Recommend,
+    /// Also record the moves as the new placements.
+    Apply,
+}
 
 /// Tuning of the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
-    /// A move is proposed only when the target's affinity beats the current
-    /// node's by more than this (hysteresis against flapping). [0, 1].
+    /// A micro-migration needs the target's affinity to beat the current
+    /// node's by more than this (hysteresis against flapping). [0, 1];
+    /// 1 turns micro-migrations off.
     pub gain_threshold: f64,
     /// At most this many decisions per round.
     pub max_decisions_per_round: usize,
     /// A virtual node gets no new decision for this long after one, ms.
     pub cooldown_ms: i64,
-    /// A move may not push a node's CPU utilisation above this. (0, 1].
+    /// A move may not push a target's CPU utilisation, now or at its
+    /// forecast upper bound within the horizon, above this. (0, 1].
     pub max_cpu_utilization: f64,
+    /// A node whose forecast upper bound passes this is at risk. (0, 1].
+    pub overload_threshold: f64,
+    /// Migrations a physical node takes part in at once (either end).
+    pub max_in_flight_per_node: u32,
+    /// Forecast steps the controller looks ahead.
+    pub horizon_steps: usize,
     /// Component weights.
     pub weights: Weights,
+    /// The cost function.
+    pub cost: CostModel,
+    /// Recommend or apply.
+    pub automation: Automation,
 }
 
 impl Default for ControllerConfig {
@@ -38,8 +78,13 @@ impl Default for ControllerConfig {
             gain_threshold: 0.1,
             max_decisions_per_round: 20,
             cooldown_ms: 30 * 60 * 1000,
-            max_cpu_utilization: 0.9,
+            max_cpu_utilization: 0.8,
+            overload_threshold: 0.9,
+            max_in_flight_per_node: 2,
+            horizon_steps: 6,
             weights: Weights::default(),
+            cost: CostModel::default(),
+            automation: Automation::Recommend,
         }
     }
 }
@@ -50,12 +95,23 @@ impl ControllerConfig {
         if !(0.0..=1.0).contains(&self.gain_threshold) {
             return Err(format!("gain_threshold must be in [0, 1], got {}", self.gain_threshold));
         }
-        if !(self.max_cpu_utilization > 0.0 && self.max_cpu_utilization <= 1.0) {
-            return Err(format!("max_cpu_utilization must be in (0, 1], got {}", self.max_cpu_utilization));
+        for (n, v) in
+            [("max_cpu_utilization", self.max_cpu_utilization), ("overload_threshold", self.overload_threshold)]
+        {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(format!("{n} must be in (0, 1], got {v}"));
+            }
         }
         if self.cooldown_ms < 0 {
             return Err("cooldown must not be negative".into());
         }
+        if self.max_in_flight_per_node == 0 {
+            return Err("max_in_flight_per_node must be at least 1".into());
+        }
+        if self.horizon_steps > 288 {
+            return Err(format!("horizon_steps must be at most 288, got {}", self.horizon_steps));
+        }
+        self.cost.validate()?;
         self.weights.validate()
     }
 
@@ -68,10 +124,14 @@ impl ControllerConfig {
 /// Why a move was proposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProposalKind {
-    /// Affinity gain above the threshold.
+    /// Affinity gain above the threshold, and it pays.
     MicroMigration,
     /// The current node is draining.
     Evacuation,
+    /// The node is fine now but its forecast crosses the overload threshold.
+    Predictive,
+    /// The node is over the threshold now and its forecast stays there.
+    Overload,
 }
 
 /// A proposed move.
@@ -89,6 +149,12 @@ pub struct Proposal {
     pub to_score: Score,
     /// Why.
     pub kind: ProposalKind,
+    /// The cost function's numbers.
+    pub cost: CostEstimate,
+    /// For relief moves: steps ahead (1 = next) the overload was expected.
+    pub expected_overload_step: Option<usize>,
+    /// For relief moves: the source's forecast peak utilisation before.
+    pub source_peak: Option<f64>,
     /// For humans.
     pub reason: String,
 }
@@ -111,6 +177,334 @@ pub struct RoundOutcome {
     pub skipped_cooldown: usize,
     /// Would have moved but the round's budget was spent.
     pub skipped_budget: usize,
+    /// Physical nodes at risk of overload at the start of the round.
+    pub at_risk: usize,
+    /// (virtual, physical) pairs scored.
+    pub pairs_scored: u64,
+}
+
+/// The time a round runs at and what it remembers of earlier rounds.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundInput<'a> {
+    /// Now, ms.
+    pub now_ms: i64,
+    /// Length of one forecast step, ms.
+    pub step_ms: i64,
+    /// Time of each virtual node's latest decision (for the cooldown).
+    pub last_decided: &'a HashMap<NodeId, i64>,
+}
+
+/// A node's overload risk: first step (0-based) over the threshold, and the peak.
+#[derive(Debug, Clone, Copy)]
+struct Risk {
+    first: usize,
+    peak: f64,
+}
+
+/// The first forecast step a move can still change: during step 0 a
+/// migration loads both ends.
+const SETTLE: usize = 1;
+
+fn util_at(view: &ClusterView, pi: usize, h: usize, m: f64, var: f64) -> f64 {
+    let p = &view.phys[pi];
+    if view.horizon == 0 {
+        (p.load.cpu_cores - m).max(0.0) / p.capacity.cpu_cores
+    } else {
+        p.fc_upper_at(h, m, var) / p.capacity.cpu_cores
+    }
+}
+
+fn risk(view: &ClusterView, pi: usize, thr: f64) -> Option<Risk> {
+    let steps = if view.horizon == 0 { 0..1 } else { SETTLE.min(view.horizon - 1)..view.horizon };
+    let mut out: Option<Risk> = None;
+    for h in steps {
+        let u = util_at(view, pi, h, 0.0, 0.0);
+        if u > thr {
+            match &mut out {
+                None => out = Some(Risk { first: h, peak: u }),
+                Some(r) => r.peak = r.peak.max(u),
+            }
+        }
+    }
+    out
+}
+
+/// Steps a migration of `seconds` keeps loading its source (at least 1).
+pub fn migration_steps(seconds: f64, step_ms: i64) -> usize {
+    let step_s = (step_ms as f64 / 1000.0).max(1e-9);
+    ((seconds / step_s).ceil() as usize).max(1)
+}
+
+/// Effect on source `pi` of virtual node `vi` leaving after `mig` steps:
+/// (peak utilisation after over the settle window, overload relief in
+/// utilisation-steps).
+fn relief(view: &ClusterView, pi: usize, vi: usize, mig: usize, thr: f64) -> (f64, f64) {
+    let v = &view.virt[vi];
+    if view.horizon == 0 {
+        let after = util_at(view, pi, 0, v.demand.cpu_cores, 0.0);
+        let before = util_at(view, pi, 0, 0.0, 0.0);
+        return (after, (before - thr).max(0.0) - (after - thr).max(0.0));
+    }
+    let (mut peak, mut total) = (0.0f64, 0.0);
+    for h in SETTLE.min(view.horizon - 1)..view.horizon {
+        let before = util_at(view, pi, h, 0.0, 0.0);
+        let after = if h >= mig {
+            let (m, var) = v.fc_at(h);
+            util_at(view, pi, h, -m, -var)
+        } else {
+            before
+        };
+        peak = peak.max(after);
+        total += (before - thr).max(0.0) - (after - thr).max(0.0);
+    }
+    (peak, total)
+}
+
+/// How a round finds targets: both give identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// Branch and bound over [`TargetIndex`].
+    Pruned,
+    /// Score every pair (the reference the pruned search is tested against).
+    Exhaustive,
+}
+
+struct Round<'a> {
+    search: Search,
+    view: ClusterView,
+    cfg: &'a ControllerConfig,
+    input: RoundInput<'a>,
+    index: TargetIndex,
+    on_node: Vec<Vec<usize>>,
+    moved: Vec<bool>,
+    out: RoundOutcome,
+}
+
+impl Round<'_> {
+    fn cooling(&self, vi: usize) -> bool {
+        let v = &self.view.virt[vi];
+        self.input.last_decided.get(&v.id).is_some_and(|t| self.input.now_ms - t < self.cfg.cooldown_ms)
+    }
+
+    fn horizon_seconds(&self) -> f64 {
+        self.cfg.horizon_steps.max(1) as f64 * self.input.step_ms as f64 / 1000.0
+    }
+
+    fn best(&self, vi: usize, floor: f64) -> Option<(usize, Score)> {
+        let (w, limits) = (&self.cfg.weights, self.cfg.limits());
+        match self.search {
+            Search::Pruned => self.index.best(&self.view, vi, w, &limits, floor),
+            Search::Exhaustive => {
+                let n = self.view.phys.len() as u64;
+                self.index.scored.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                super::search::best_exhaustive(&self.view, vi, w, &limits).filter(|(_, s)| s.score > floor)
+            }
+        }
+    }
+
+    fn node_free(&self, pi: usize) -> bool {
+        self.view.phys[pi].in_flight < self.cfg.max_in_flight_per_node
+    }
+
+    fn take(&mut self, prop: Proposal) {
+        let (vi, from, to) = (prop.virt, prop.from, prop.to);
+        self.view.apply_move(vi, to);
+        self.index.mark_dirty(from);
+        self.on_node[from].retain(|&x| x != vi);
+        self.on_node[to].push(vi);
+        self.moved[vi] = true;
+        self.out.proposals.push(prop);
+    }
+
+    fn budget_left(&self) -> bool {
+        self.out.proposals.len() < self.cfg.max_decisions_per_round
+    }
+
+    /// Phase 1 for one source node. Returns false once the budget is spent.
+    fn relieve(&mut self, pi: usize) -> bool {
+        let thr = self.cfg.overload_threshold;
+        let draining = self.view.phys[pi].state == PhysicalState::Draining;
+        let w = self.cfg.weights;
+        let limits = self.cfg.limits();
+        let step_s = self.input.step_ms as f64 / 1000.0;
+        loop {
+            let r = risk(&self.view, pi, thr);
+            if !draining && r.is_none() {
+                return true;
+            }
+            if !self.node_free(pi) {
+                return true;
+            }
+            struct Cand {
+                vi: usize,
+                to: usize,
+                to_score: Score,
+                after: f64,
+                relief: f64,
+                cost: CostEstimate,
+                size: f64,
+            }
+            let mut best: Option<Cand> = None;
+            let mut candidates = self.on_node[pi].clone();
+            if draining {
+                // Biggest first, while there is the most room.
+                candidates.sort_by(|&a, &b| {
+                    self.view.virt[b].peak_demand().total_cmp(&self.view.virt[a].peak_demand()).then(a.cmp(&b))
+                });
+            }
+            for vi in candidates {
+                let v = &self.view.virt[vi];
+                if self.moved[vi] || v.migrating || (!draining && (v.pinned.is_some() || self.cooling(vi))) {
+                    continue;
+                }
+                let Some((to, to_score)) = self.best(vi, f64::NEG_INFINITY) else {
+                    continue;
+                };
+                if !self.node_free(to) {
+                    continue;
+                }
+                let from_score = score(&self.view, vi, pi, &w, &limits);
+                let dist = self.view.node_distance(pi, to);
+                let transfer = self.cfg.cost.transfer_seconds(v.state_size_bytes, dist);
+                let mig = migration_steps(
+                    transfer + self.cfg.cost.startup_seconds + self.cfg.cost.shutdown_seconds,
+                    self.input.step_ms,
+                );
+                let (after, rel) = relief(&self.view, pi, vi, mig, thr);
+                let gain = to_score.score - from_score.score;
+                let cost = self.cfg.cost.estimate(v.state_size_bytes, dist, gain, self.horizon_seconds(), rel, step_s);
+                if !draining && (rel <= 0.0 || cost.net() <= self.cfg.cost.min_net_benefit) {
+                    continue;
+                }
+                let c = Cand { vi, to, to_score, after, relief: rel, cost, size: v.peak_demand() };
+                if draining {
+                    best = Some(c);
+                    break;
+                }
+                let fixes = |c: &Cand| c.after <= thr;
+                let better = match &best {
+                    None => true,
+                    Some(b) => match (fixes(&c), fixes(b)) {
+                        (true, false) => true,
+                        (false, true) => false,
+                        (true, true) => c.size < b.size,
+                        (false, false) => c.relief > b.relief,
+                    },
+                };
+                if better {
+                    best = Some(c);
+                }
+            }
+            let Some(c) = best else { return true };
+            if !self.budget_left() {
+                self.out.skipped_budget += 1;
+                return false;
+            }
+            let from_score = score(&self.view, c.vi, pi, &w, &limits);
+            let p = &self.view.phys[pi];
+            let now_util = p.cpu_util();
+            let to_id = self.view.phys[c.to].id.clone();
+            let (kind, reason) = if draining {
+                (
+                    ProposalKind::Evacuation,
+                    format!(
+                        "{} is draining; {} would be at {:.0}% CPU (affinity {:.2}); move takes {:.0} s",
+                        p.id,
+                        to_id,
+                        c.to_score.projected_cpu_util * 100.0,
+                        c.to_score.score,
+                        c.cost.duration_seconds()
+                    ),
+                )
+            } else {
+                let r = r.expect("at risk");
+                let predictive = now_util <= thr;
+                let when = (r.first + 1) as i64 * self.input.step_ms / 60_000;
+                let outlook = if self.view.horizon == 0 {
+                    "no forecast".to_string()
+                } else {
+                    format!("forecast upper bound {:.0}% in {when} min", r.peak * 100.0)
+                };
+                let reason = format!(
+                    "{} {} {:.0}% CPU now, {outlook} (threshold {:.0}%); moving {} ({:.2} cores at peak) to {} (forecast peak {:.0}%) brings it to {:.0}%; benefit {:.0} > cost {:.0} affinity-s (transfer {:.1} s + overhead {:.0} s)",
+                    p.id,
+                    if predictive { "is at" } else { "is overloaded at" },
+                    now_util * 100.0,
+                    thr * 100.0,
+                    self.view.virt[c.vi].id,
+                    c.size,
+                    to_id,
+                    c.to_score.forecast_peak.map(|x| x.0).unwrap_or(c.to_score.projected_cpu_util) * 100.0,
+                    c.after * 100.0,
+                    c.cost.benefit,
+                    c.cost.cost,
+                    c.cost.transfer_seconds,
+                    c.cost.overhead_seconds,
+                );
+                (if predictive { ProposalKind::Predictive } else { ProposalKind::Overload }, reason)
+            };
+            let r = r.map(|r| (r.first + 1, r.peak));
+            self.take(Proposal {
+                virt: c.vi,
+                from: pi,
+                to: c.to,
+                from_score,
+                to_score: c.to_score,
+                kind,
+                cost: c.cost,
+                expected_overload_step: r.map(|x| x.0),
+                source_peak: r.map(|x| x.1),
+                reason,
+            });
+        }
+    }
+
+    /// Phase 2 evaluation of one virtual node.
+    fn micro(&self, vi: usize) -> Option<(f64, Proposal)> {
+        let v = &self.view.virt[vi];
+        let from = v.placement?;
+        let w = &self.cfg.weights;
+        let limits = self.cfg.limits();
+        let from_score = score(&self.view, vi, from, w, &limits);
+        let (to, to_score) = self.best(vi, from_score.score + self.cfg.gain_threshold)?;
+        let gain = to_score.score - from_score.score;
+        let dist = self.view.node_distance(from, to);
+        let step_s = self.input.step_ms as f64 / 1000.0;
+        let cost = self.cfg.cost.estimate(v.state_size_bytes, dist, gain, self.horizon_seconds(), 0.0, step_s);
+        if cost.net() <= self.cfg.cost.min_net_benefit {
+            return None;
+        }
+        let p = &self.view.phys[from];
+        let reason = format!(
+            "{} at {:.0}% CPU (affinity {:.2}); {} would be at {:.0}% CPU (affinity {:.2}); gain {:.2} > threshold {:.2}; benefit {:.0} > cost {:.0} affinity-s ({}, transfer {:.1} s + overhead {:.0} s)",
+            p.id,
+            p.cpu_util() * 100.0,
+            from_score.score,
+            self.view.phys[to].id,
+            to_score.projected_cpu_util * 100.0,
+            to_score.score,
+            gain,
+            self.cfg.gain_threshold,
+            cost.benefit,
+            cost.cost,
+            dist.name(),
+            cost.transfer_seconds,
+            cost.overhead_seconds,
+        );
+        let prop = Proposal {
+            virt: vi,
+            from,
+            to,
+            from_score,
+            to_score,
+            kind: ProposalKind::MicroMigration,
+            cost,
+            expected_overload_step: None,
+            source_peak: None,
+            reason,
+        };
+        Some((cost.net(), prop))
+    }
 }
 
 struct Candidate {
@@ -136,132 +530,123 @@ impl Ord for Candidate {
     }
 }
 
-/// Best feasible target for virtual node `vi` other than where it runs.
-pub fn best_target(view: &ClusterView, vi: usize, cfg: &ControllerConfig) -> Option<(usize, Score)> {
-    let v = &view.virt[vi];
-    let limits = cfg.limits();
-    let mut best: Option<(usize, Score)> = None;
-    for (pi, p) in view.phys.iter().enumerate() {
-        if Some(pi) == v.placement {
-            continue;
-        }
-        let s = score(v, pi, p, &cfg.weights, &limits);
-        if s.infeasible.is_some() {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(_, b)| s.score > b.score) {
-            best = Some((pi, s));
-        }
-    }
-    best
-}
-
-/// Evaluates one virtual node: `Some((priority, proposal))` when it should move.
-fn evaluate(view: &ClusterView, vi: usize, cfg: &ControllerConfig) -> Option<(f64, Proposal)> {
-    let v = &view.virt[vi];
-    let from = v.placement?;
-    let p = &view.phys[from];
-    let from_score = score(v, from, p, &cfg.weights, &cfg.limits());
-    let (to, to_score) = best_target(view, vi, cfg)?;
-    let gain = to_score.score - from_score.score;
-    let to_id = &view.phys[to].id;
-    if p.state == PhysicalState::Draining {
-        let reason = format!(
-            "{} is draining; {} would be at {:.0}% CPU (affinity {:.2})",
-            p.id,
-            to_id,
-            to_score.projected_cpu_util * 100.0,
-            to_score.score
-        );
-        // Evacuations go before any optimisation.
-        let prop = Proposal { virt: vi, from, to, from_score, to_score, kind: ProposalKind::Evacuation, reason };
-        return Some((f64::MAX, prop));
-    }
-    if gain <= cfg.gain_threshold {
-        return None;
-    }
-    let reason = format!(
-        "{} at {:.0}% CPU (affinity {:.2}); {} would be at {:.0}% CPU (affinity {:.2}); gain {:.2} > threshold {:.2}",
-        p.id,
-        p.load.cpu_cores / p.capacity.cpu_cores.max(f64::MIN_POSITIVE) * 100.0,
-        from_score.score,
-        to_id,
-        to_score.projected_cpu_util * 100.0,
-        to_score.score,
-        gain,
-        cfg.gain_threshold
-    );
-    let prop = Proposal { virt: vi, from, to, from_score, to_score, kind: ProposalKind::MicroMigration, reason };
-    Some((gain, prop))
-}
-
-/// Moves virtual node `vi` to `to` in the view (updates loads and groups).
+/// Moves virtual node `vi` to `to` in the view.
 pub fn apply_move(view: &mut ClusterView, vi: usize, to: usize) {
-    let v = view.virt[vi].clone();
-    if let Some(from) = v.placement {
-        let p = &mut view.phys[from];
-        p.load = p.load.minus(v.demand);
-        if let Some(g) = &v.anti_affinity_group
-            && let Some(c) = p.groups.get_mut(g)
-        {
-            *c = c.saturating_sub(1);
-        }
-    }
-    let p = &mut view.phys[to];
-    p.load = p.load.plus(v.demand);
-    if let Some(g) = &v.anti_affinity_group {
-        *p.groups.entry(g.clone()).or_default() += 1;
-    }
-    view.virt[vi].placement = Some(to);
+    view.apply_move(vi, to);
 }
 
-/// Runs one round. `last_decided` maps virtual node ids to the time of their
-/// latest decision (for the cooldown).
-pub fn run_round(
+/// Best feasible target of `vi` other than where it runs (exhaustive; for
+/// inspection, not rounds).
+pub fn best_target(view: &ClusterView, vi: usize, cfg: &ControllerConfig) -> Option<(usize, Score)> {
+    super::search::best_exhaustive(view, vi, &cfg.weights, &cfg.limits())
+}
+
+/// Runs one round over `view` (which it does not modify).
+pub fn run_round(view: &ClusterView, input: RoundInput<'_>, cfg: &ControllerConfig) -> RoundOutcome {
+    run_round_with(view, input, cfg, Search::Pruned)
+}
+
+/// [`run_round`] with a chosen search.
+pub fn run_round_with(
     view: &ClusterView,
-    now_ms: i64,
-    last_decided: &HashMap<NodeId, i64>,
+    input: RoundInput<'_>,
     cfg: &ControllerConfig,
+    search: Search,
 ) -> RoundOutcome {
-    let mut out = RoundOutcome::default();
-    let mut view = view.clone();
-    let mut heap = BinaryHeap::new();
+    let index = TargetIndex::build(view, &cfg.weights);
+    let mut on_node = vec![Vec::new(); view.phys.len()];
     for (vi, v) in view.virt.iter().enumerate() {
-        let Some(at) = v.placement else { continue };
-        let draining = view.phys[at].state == PhysicalState::Draining;
-        if v.pinned.is_some() && !draining {
-            continue;
-        }
-        out.evaluated += 1;
-        if let Some(t) = last_decided.get(&v.id)
-            && now_ms - t < cfg.cooldown_ms
-            && !draining
-        {
-            out.skipped_cooldown += 1;
-            continue;
-        }
-        if let Some((priority, _)) = evaluate(&view, vi, cfg) {
-            heap.push(Candidate { priority, virt: vi });
+        if let Some(p) = v.placement {
+            on_node[p].push(vi);
         }
     }
-    while let Some(c) = heap.pop() {
-        // Re-score against the loads left by the moves already taken.
-        let Some((priority, prop)) = evaluate(&view, c.virt, cfg) else { continue };
-        if let Some(next) = heap.peek()
-            && priority < c.priority
-            && priority < next.priority
-        {
-            heap.push(Candidate { priority, virt: c.virt });
-            continue;
+    let mut r = Round {
+        search,
+        view: view.clone(),
+        cfg,
+        input,
+        index,
+        on_node,
+        moved: vec![false; view.virt.len()],
+        out: RoundOutcome::default(),
+    };
+    // Phase 1: draining nodes, then nodes at risk, worst first.
+    let mut sources: Vec<(f64, usize)> = Vec::new();
+    for pi in 0..view.phys.len() {
+        if view.phys[pi].state == PhysicalState::Draining {
+            sources.push((f64::INFINITY, pi));
+        } else if let Some(k) = risk(view, pi, cfg.overload_threshold) {
+            sources.push((k.peak, pi));
+            r.out.at_risk += 1;
         }
-        if out.proposals.len() >= cfg.max_decisions_per_round {
-            out.skipped_budget += 1 + heap.len();
+    }
+    sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut budget = true;
+    for &(_, pi) in &sources {
+        if !r.relieve(pi) {
+            budget = false;
             break;
         }
-        apply_move(&mut view, prop.virt, prop.to);
-        out.proposals.push(prop);
     }
-    out
+    // Phase 2: micro-migrations of everything else.
+    let eligible: Vec<usize> = (0..view.virt.len())
+        .filter(|&vi| {
+            let v = &r.view.virt[vi];
+            v.placement.is_some() && v.pinned.is_none() && !v.migrating && !r.moved[vi]
+        })
+        .collect();
+    r.out.evaluated = eligible.len();
+    let eligible: Vec<usize> = eligible
+        .into_iter()
+        .filter(|&vi| {
+            let c = r.cooling(vi);
+            r.out.skipped_cooldown += c as usize;
+            !c
+        })
+        .collect();
+    if budget && cfg.gain_threshold < 1.0 {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+        let chunk = eligible.len().div_ceil(threads).max(1);
+        let firsts: Vec<Candidate> = std::thread::scope(|s| {
+            let handles: Vec<_> = eligible
+                .chunks(chunk)
+                .map(|part| {
+                    let r = &r;
+                    s.spawn(move || {
+                        part.iter()
+                            .filter_map(|&vi| r.micro(vi).map(|(priority, _)| Candidate { priority, virt: vi }))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("round worker panicked")).collect()
+        });
+        let mut heap: BinaryHeap<Candidate> = firsts.into();
+        while let Some(c) = heap.pop() {
+            if r.moved[c.virt] {
+                continue;
+            }
+            // Re-evaluate against the loads left by the moves already taken.
+            let Some((priority, prop)) = r.micro(c.virt) else { continue };
+            if let Some(next) = heap.peek()
+                && priority < c.priority
+                && priority < next.priority
+            {
+                heap.push(Candidate { priority, virt: c.virt });
+                continue;
+            }
+            if !r.node_free(prop.from) || !r.node_free(prop.to) {
+                continue;
+            }
+            if !r.budget_left() {
+                r.out.skipped_budget += 1 + heap.len();
+                break;
+            }
+            r.take(prop);
+        }
+    }
+    r.out.pairs_scored = r.index.scored.load(std::sync::atomic::Ordering::Relaxed);
+    r.out
 }
 
 #[cfg(test)]
@@ -269,6 +654,12 @@ mod tests {
     use super::*;
     use crate::domain::{PhysicalNode, Resources, Topology, VirtualNode};
     use crate::placement::affinity::ObservedUsage;
+    use crate::placement::synthetic::{SyntheticParams, synthetic_view};
+    use crate::placement::view::{CpuForecast, ViewInputs};
+
+    fn round(view: &ClusterView, now: i64, last: &HashMap<NodeId, i64>, cfg: &ControllerConfig) -> RoundOutcome {
+        run_round(view, RoundInput { now_ms: now, step_ms: 300_000, last_decided: last }, cfg)
+    }
 
     fn id(s: &str) -> NodeId {
         NodeId::parse(s).unwrap()
@@ -311,7 +702,7 @@ mod tests {
             &[("a", 3.0, "hot"), ("b", 3.0, "hot"), ("c", 3.0, "hot"), ("d", 0.5, "cold")],
         );
         let view = ClusterView::build(&t, &ObservedUsage::default());
-        let out = run_round(&view, 0, &HashMap::new(), &ControllerConfig::default());
+        let out = round(&view, 0, &HashMap::new(), &ControllerConfig::default());
         assert!(!out.proposals.is_empty());
         // After the moves, no node above the 90% limit and loads are balanced-ish.
         let mut v = view.clone();
@@ -324,7 +715,7 @@ mod tests {
             assert!(p.load.cpu_cores <= 9.0 + 1e-9, "{} overfilled: {}", p.id, p.load.cpu_cores);
         }
         // Once balanced, a second round proposes nothing (hysteresis).
-        let again = run_round(&v, 0, &HashMap::new(), &ControllerConfig::default());
+        let again = round(&v, 0, &HashMap::new(), &ControllerConfig::default());
         assert!(again.proposals.is_empty(), "{:?}", again.proposals.iter().map(|p| &p.reason).collect::<Vec<_>>());
     }
 
@@ -343,21 +734,99 @@ mod tests {
         );
         let view = ClusterView::build(&big, &ObservedUsage::default());
         let cfg = ControllerConfig { max_decisions_per_round: 1, ..Default::default() };
-        let out = run_round(&view, 0, &HashMap::new(), &cfg);
+        let out = round(&view, 0, &HashMap::new(), &cfg);
         assert_eq!(out.proposals.len(), 1);
         assert!(out.skipped_budget >= 1, "the others still want to move");
         let t = topo(&[("hot", 10.0), ("cold", 10.0)], &[("a", 3.0, "hot"), ("b", 3.0, "hot"), ("c", 3.0, "hot")]);
         let view = ClusterView::build(&t, &ObservedUsage::default());
         let cooling: HashMap<_, _> = [(id("a"), 0), (id("b"), 0), (id("c"), 0)].into();
-        let out = run_round(&view, 1000, &cooling, &ControllerConfig::default());
+        let out = round(&view, 1000, &cooling, &ControllerConfig::default());
         assert!(out.proposals.is_empty());
         assert_eq!(out.skipped_cooldown, 3);
         let mut t2 = t.clone();
         t2.physical.get_mut("hot").unwrap().state = PhysicalState::Draining;
         let view = ClusterView::build(&t2, &ObservedUsage::default());
-        let out = run_round(&view, 1000, &cooling, &ControllerConfig::default());
-        // Draining overrides the cooldown; only capacity limits what moves (3 x 3 cores > 9).
+        let roomy = ControllerConfig { max_cpu_utilization: 0.9, max_in_flight_per_node: 5, ..Default::default() };
+        let out = round(&view, 1000, &cooling, &roomy);
+        // Draining overrides the cooldown; only capacity limits what moves (3 x 3 cores fit in 9).
         assert_eq!(out.proposals.len(), 3);
         assert!(out.proposals.iter().all(|p| p.kind == ProposalKind::Evacuation));
+        // The per-node concurrency limit (default 2) holds even for evacuations.
+        let out = round(&view, 1000, &cooling, &ControllerConfig { max_cpu_utilization: 0.9, ..Default::default() });
+        assert_eq!(out.proposals.len(), 2);
+    }
+
+    fn with_forecasts(t: &Topology, horizon: usize, f: &[(&str, Vec<f64>, Vec<f64>)]) -> ClusterView {
+        let mut inp = ViewInputs { horizon, ..Default::default() };
+        for (v, m, u) in f {
+            inp.forecasts.insert(v.to_string(), CpuForecast { mean: m.clone(), upper: u.clone() });
+        }
+        ClusterView::build_with(t, &inp)
+    }
+
+    #[test]
+    fn forecast_overload_moves_load_off_before_it_happens() {
+        // "hot" is at 6/10 cores now, fine; b is forecast to climb to 6 cores at step 3.
+        let t = topo(&[("hot", 10.0), ("cold", 10.0)], &[("a", 1.0, "hot"), ("b", 3.0, "hot"), ("c", 2.0, "hot")]);
+        let cfg = ControllerConfig { gain_threshold: 1.0, ..Default::default() };
+        let rising = (3.0, vec![3.0, 4.0, 6.0, 6.0], vec![3.2, 4.3, 6.5, 6.5]);
+        let view = with_forecasts(&t, 4, &[("b", rising.1.clone(), rising.2.clone())]);
+        let out = round(&view, 0, &HashMap::new(), &cfg);
+        assert_eq!(out.at_risk, 1);
+        assert_eq!(out.proposals.len(), 1, "{:?}", out.proposals.iter().map(|p| &p.reason).collect::<Vec<_>>());
+        let p = &out.proposals[0];
+        assert_eq!(p.kind, ProposalKind::Predictive);
+        assert_eq!(p.expected_overload_step, Some(3), "9.5 cores expected at step 3");
+        // Moving "a" (1 core) leaves 8.5 > 9? no: 1 + 2 + 6.5 = 9.5 - 1 = 8.5 <= 9: the smallest fix wins.
+        assert_eq!(view.virt[p.virt].id.as_str(), "a");
+        assert!(p.reason.contains("forecast upper bound 95%"), "{}", p.reason);
+        assert!(p.cost.benefit > p.cost.cost);
+        // The same node with a forecast that stays flat: nothing to do.
+        let calm = with_forecasts(&t, 4, &[("b", vec![3.0; 4], vec![3.2; 4])]);
+        assert!(round(&calm, 0, &HashMap::new(), &cfg).proposals.is_empty());
+        // Over the threshold now but forecast to fall back: no move either.
+        let t2 = topo(&[("hot", 10.0), ("cold", 10.0)], &[("a", 1.0, "hot"), ("b", 7.0, "hot"), ("c", 2.0, "hot")]);
+        let falling = with_forecasts(&t2, 4, &[("b", vec![4.0; 4], vec![4.5; 4])]);
+        assert_eq!(falling.phys[falling.phys_index["hot"]].cpu_util(), 1.0);
+        assert!(round(&falling, 0, &HashMap::new(), &cfg).proposals.is_empty());
+    }
+
+    #[test]
+    fn cost_and_concurrency_limits() {
+        let mut t = topo(&[("hot", 10.0), ("cold", 10.0)], &[("a", 3.0, "hot"), ("b", 3.0, "hot"), ("c", 3.0, "hot")]);
+        // 1 TiB over a remote link takes hours: the gain does not pay for it.
+        for v in t.virtual_nodes.values_mut() {
+            v.state_size_bytes = 1 << 40;
+        }
+        let view = ClusterView::build(&t, &ObservedUsage::default());
+        let out = round(&view, 0, &HashMap::new(), &ControllerConfig::default());
+        assert!(out.proposals.is_empty(), "{:?}", out.proposals.iter().map(|p| &p.reason).collect::<Vec<_>>());
+        // Small state, but at most one migration per node at a time.
+        for v in t.virtual_nodes.values_mut() {
+            v.state_size_bytes = 1 << 20;
+        }
+        let view = ClusterView::build(&t, &ObservedUsage::default());
+        let cfg = ControllerConfig { max_in_flight_per_node: 1, ..Default::default() };
+        let out = round(&view, 0, &HashMap::new(), &cfg);
+        assert_eq!(out.proposals.len(), 1);
+        // 1 MiB over a remote (unlabelled) link: 1 MiB / 125 MB/s + 20 ms.
+        assert!((out.proposals[0].cost.transfer_seconds - (1048576.0 / 1.25e8 + 0.02)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn pruned_round_equals_exhaustive_round_at_10k_by_1k() {
+        let view =
+            synthetic_view(&SyntheticParams { virt: 10_000, phys: 1_000, zones: 4, seed: 7, ..Default::default() });
+        let cfg = ControllerConfig { max_decisions_per_round: 200, ..Default::default() };
+        let last = HashMap::new();
+        let input = RoundInput { now_ms: 0, step_ms: 300_000, last_decided: &last };
+        let a = run_round_with(&view, input, &cfg, Search::Pruned);
+        let b = run_round_with(&view, input, &cfg, Search::Exhaustive);
+        let key = |o: &RoundOutcome| o.proposals.iter().map(|p| (p.virt, p.from, p.to, p.kind)).collect::<Vec<_>>();
+        assert!(a.proposals.len() > 20, "the instance must exercise the round: {}", a.proposals.len());
+        assert_eq!(key(&a), key(&b));
+        assert!(a.proposals.iter().any(|p| p.kind == ProposalKind::Evacuation));
+        assert!(a.proposals.iter().any(|p| p.kind == ProposalKind::MicroMigration));
+        assert!(a.pairs_scored * 10 < b.pairs_scored, "pruning scored {} pairs of {}", a.pairs_scored, b.pairs_scored);
     }
 }

@@ -1,5 +1,11 @@
-//! Placement math: affinity and controller rounds. Pure: no IO, no tokio, no
-//! clock reads — `swarmd` and the replay simulator call exactly this code.
+//! Placement math: the cluster view, affinity, the cost function, the pruned
+//! target search and controller rounds. Pure: no IO, no tokio, no clock reads
+//! — `swarmd` and the replay simulator call exactly this code.
 
 pub mod affinity;
 pub mod controller;
+pub mod cost;
+pub mod descheduler;
+pub mod search;
+pub mod synthetic;
+pub mod view;
