@@ -190,11 +190,17 @@ impl Artifact {
     /// Forecasts every horizon from origin `t` of a prepared series; `None`
     /// when the history needed is missing.
     pub fn forecast_at(&self, p: &Prepared, t: usize) -> Option<Vec<ForecastPoint>> {
+        self.forecast_at_upto(p, t, usize::MAX)
+    }
+
+    /// [`Artifact::forecast_at`] for the horizons up to `max_horizon` only
+    /// (the controller looks less far ahead than some models reach).
+    pub fn forecast_at_upto(&self, p: &Prepared, t: usize, max_horizon: usize) -> Option<Vec<ForecastPoint>> {
         let scale = self.features.scale(p, t)?;
         let s = p.series();
         let mut row = Vec::with_capacity(self.feature_names.len());
         let mut out = Vec::with_capacity(self.horizons.len());
-        for (i, &h) in self.horizons.iter().enumerate() {
+        for (i, &h) in self.horizons.iter().enumerate().filter(|(_, h)| **h <= max_horizon) {
             if !self.features.row(p, t, h, scale, &mut row) {
                 return None;
             }

@@ -14,6 +14,7 @@
 //!   around the pure code;
 //! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
 //! - [`config`]: file/env/flag configuration; [`clock`]: injectable time;
+//! - [`replay`]: the trace-replay simulator (same placement code, virtual time);
 //! - [`demo`]: the demo cluster and its load generator;
 //! - [`ctl`]: the `swarmctl` commands.
 
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod domain;
 pub mod grpc;
 pub mod placement;
+pub mod replay;
 pub mod series;
 pub mod state;
 pub mod store;

@@ -3,7 +3,7 @@
 //! everything up to the training end.
 
 use swarm_datasets::regular::Series;
-use swarm_models::artifact::Intervals;
+use swarm_models::artifact::{Artifact, FORMAT_VERSION, Intervals, TrainingSummary};
 use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
 use swarm_models::model::{LinearHead, Model, TreeHead};
 
@@ -159,4 +159,43 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
     let rows = designs.first().map_or(0, |d| d.rows());
     let model = heads(&designs, &o.horizons, o.learner)?;
     Ok(Fitted { model, intervals: Intervals { coverage: o.coverage, lower, upper }, rows })
+}
+
+/// Where a model's training data came from, for its artifact.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// The exact command (or procedure) that produced the model.
+    pub produced_by: String,
+    /// The metric forecast.
+    pub metric: String,
+    /// The dataset path.
+    pub dataset: String,
+    /// Its format name.
+    pub format: String,
+}
+
+/// Packs a fit into a self-describing artifact (`ends` as given to [`fit`]).
+pub fn to_artifact(fitted: Fitted, options: &FitOptions, series: &[Series], ends: &[usize], p: Provenance) -> Artifact {
+    let first = series.iter().map(|s| s.start_ms).min().unwrap_or(0);
+    let last = series.iter().zip(ends).map(|(s, &e)| s.ts(e.saturating_sub(1))).max().unwrap_or(0);
+    Artifact {
+        format_version: FORMAT_VERSION,
+        produced_by: p.produced_by,
+        metric: p.metric,
+        feature_names: options.spec.names(),
+        features: options.spec.clone(),
+        horizons: options.horizons.clone(),
+        model: fitted.model,
+        intervals: fitted.intervals,
+        training: TrainingSummary {
+            dataset: p.dataset,
+            format: p.format,
+            series: series.len(),
+            rows: fitted.rows,
+            interval_ms: series.first().map_or(0, |s| s.interval_ms),
+            from_ms: first,
+            to_ms: last,
+        },
+        evaluation: None,
+    }
 }

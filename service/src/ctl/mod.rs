@@ -3,6 +3,7 @@
 //! the binary maps [`CtlError`] to exit codes.
 
 mod output;
+pub mod replay;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use swarm_datasets::import::{self as importer, Format};
     name = "swarmctl",
     version,
     about,
-    after_help = "Examples:\n  swarmctl nodes list\n  swarmctl ingest-csv ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --register\n  swarmctl round --dry-run\n  swarmctl decisions watch --from 1\n  swarmctl affinity v000 --output json"
+    after_help = "Examples:\n  swarmctl nodes list\n  swarmctl ingest-csv ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --register\n  swarmctl round --dry-run\n  swarmctl decisions watch --from 1\n  swarmctl affinity v000 --output json\n  swarmctl replay --trace ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --report replay.md"
 )]
 pub struct Cli {
     /// Address of swarmd.
@@ -62,6 +63,9 @@ pub enum Command {
         /// The virtual node.
         vnode: String,
     },
+    /// Replay a trace in virtual time through the controller and compare
+    /// policies (none, reactive, proactive, oracle). Runs locally; needs no server.
+    Replay(replay::ReplayArgs),
 }
 
 /// `nodes` subcommands.
@@ -190,6 +194,12 @@ pub async fn connect(server: &str) -> Result<Channel, CtlError> {
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    if let Command::Replay(args) = cli.command {
+        let report = tokio::task::spawn_blocking(move || replay::replay(args))
+            .await
+            .map_err(|e| CtlError::Input(format!("replay failed: {e}")))??;
+        return output::replay(cli.output, &report);
+    }
     let channel = connect(&cli.server).await?;
     let out = cli.output;
     match cli.command {
@@ -203,6 +213,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             decisions_list(channel, out, from, limit).await
         }
         Command::Affinity { vnode } => affinity(channel, out, vnode).await,
+        Command::Replay(_) => unreachable!("handled before connecting"),
     }
 }
 

@@ -136,6 +136,11 @@ fn decision_json(d: &pb::Decision) -> serde_json::Value {
         "virtual_node_id": d.virtual_node_id, "from_node_id": d.from_node_id, "to_node_id": d.to_node_id,
         "from_score": d.from_score.as_ref().map(|s| s.score), "to_score": d.to_score.as_ref().map(|s| s.score),
         "gain": d.gain, "kind": kind_name(d.kind), "reason": d.reason,
+        "cost": d.cost.as_ref().map(|c| serde_json::json!({
+            "transfer_seconds": c.transfer_seconds, "overhead_seconds": c.overhead_seconds,
+            "benefit": c.benefit, "cost": c.cost,
+        })),
+        "expected_overload_at_ms": (d.expected_overload_at_ms != 0).then_some(d.expected_overload_at_ms),
     })
 }
 
@@ -144,6 +149,7 @@ fn kind_name(k: i32) -> &'static str {
         Ok(pb::DecisionKind::MicroMigration) => "micro-migration",
         Ok(pb::DecisionKind::Evacuation) => "evacuation",
         Ok(pb::DecisionKind::Predictive) => "predictive",
+        Ok(pb::DecisionKind::Overload) => "overload",
         _ => "unspecified",
     }
 }
@@ -300,6 +306,16 @@ pub fn ingest_summary(out: Output, s: &IngestSummary) -> Result<(), CtlError> {
     }
     for r in &s.rejection_examples {
         println!("  rejected: {r}");
+    }
+    Ok(())
+}
+
+/// `replay`: the Markdown table for people, the report for scripts.
+pub fn replay(out: Output, r: &crate::replay::report::Report) -> Result<(), CtlError> {
+    let mut w = std::io::stdout().lock();
+    match out {
+        Output::Table => write!(w, "{}", r.to_markdown())?,
+        Output::Json => write!(w, "{}", r.to_json())?,
     }
     Ok(())
 }

@@ -64,6 +64,13 @@ pub struct ControllerConfig {
     pub max_in_flight_per_node: u32,
     /// Forecast steps the controller looks ahead.
     pub horizon_steps: usize,
+    /// Treat a node over the threshold *now* as at risk too (the load now
+    /// is the best single guess of the next step), besides its forecast.
+    pub act_on_current_overload: bool,
+    /// Correlation assumed between forecast errors of co-located virtual
+    /// nodes when their upper bounds are combined (see
+    /// [`super::view::ViewInputs::spread_correlation`]).
+    pub spread_correlation: f64,
     /// Component weights.
     pub weights: Weights,
     /// The cost function.
@@ -82,6 +89,8 @@ impl Default for ControllerConfig {
             overload_threshold: 0.9,
             max_in_flight_per_node: 2,
             horizon_steps: 6,
+            act_on_current_overload: true,
+            spread_correlation: 0.3,
             weights: Weights::default(),
             cost: CostModel::default(),
             automation: Automation::Recommend,
@@ -107,6 +116,9 @@ impl ControllerConfig {
         }
         if self.max_in_flight_per_node == 0 {
             return Err("max_in_flight_per_node must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.spread_correlation) {
+            return Err(format!("spread_correlation must be in [0, 1], got {}", self.spread_correlation));
         }
         if self.horizon_steps > 288 {
             return Err(format!("horizon_steps must be at most 288, got {}", self.horizon_steps));
@@ -205,23 +217,51 @@ struct Risk {
 /// migration loads both ends.
 const SETTLE: usize = 1;
 
-fn util_at(view: &ClusterView, pi: usize, h: usize, m: f64, var: f64) -> f64 {
+/// A point the round judges overload at: the load now, or a forecast step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Point {
+    Now,
+    Step(usize),
+}
+
+/// The points a node's risk is judged at: forecast steps a move can still
+/// influence, plus the load now when `act_on_current_overload` is set (or
+/// when there is no forecast at all).
+fn points(view: &ClusterView, cfg: &ControllerConfig) -> Vec<Point> {
+    let mut out = Vec::new();
+    if view.horizon == 0 || cfg.act_on_current_overload {
+        out.push(Point::Now);
+    }
+    if view.horizon > 0 {
+        out.extend((SETTLE.min(view.horizon - 1)..view.horizon).map(Point::Step));
+    }
+    out
+}
+
+/// Utilisation of `pi` at `pt`, with virtual node `v` gone from it.
+fn util_at(view: &ClusterView, pi: usize, pt: Point, gone: Option<&super::view::VirtView>) -> f64 {
     let p = &view.phys[pi];
-    if view.horizon == 0 {
-        (p.load.cpu_cores - m).max(0.0) / p.capacity.cpu_cores
-    } else {
-        p.fc_upper_at(h, m, var) / p.capacity.cpu_cores
+    match pt {
+        Point::Now => (p.load.cpu_cores - gone.map_or(0.0, |v| v.demand.cpu_cores)).max(0.0) / p.capacity.cpu_cores,
+        Point::Step(h) => {
+            let (m, s) = gone.map_or((0.0, 0.0), |v| v.fc_at(h));
+            p.fc_upper_at(h, if gone.is_some() { -1.0 } else { 0.0 }, m, s) / p.capacity.cpu_cores
+        }
     }
 }
 
-fn risk(view: &ClusterView, pi: usize, thr: f64) -> Option<Risk> {
-    let steps = if view.horizon == 0 { 0..1 } else { SETTLE.min(view.horizon - 1)..view.horizon };
+fn risk(view: &ClusterView, pi: usize, cfg: &ControllerConfig) -> Option<Risk> {
+    let thr = cfg.overload_threshold;
     let mut out: Option<Risk> = None;
-    for h in steps {
-        let u = util_at(view, pi, h, 0.0, 0.0);
+    for pt in points(view, cfg) {
+        let u = util_at(view, pi, pt, None);
         if u > thr {
+            let first = match pt {
+                Point::Now => 0,
+                Point::Step(h) => h + 1,
+            };
             match &mut out {
-                None => out = Some(Risk { first: h, peak: u }),
+                None => out = Some(Risk { first, peak: u }),
                 Some(r) => r.peak = r.peak.max(u),
             }
         }
@@ -236,24 +276,19 @@ pub fn migration_steps(seconds: f64, step_ms: i64) -> usize {
 }
 
 /// Effect on source `pi` of virtual node `vi` leaving after `mig` steps:
-/// (peak utilisation after over the settle window, overload relief in
-/// utilisation-steps).
-fn relief(view: &ClusterView, pi: usize, vi: usize, mig: usize, thr: f64) -> (f64, f64) {
+/// (peak utilisation after, overload relief in utilisation-steps). The load
+/// now counts as if it persisted into the step after the move.
+fn relief(view: &ClusterView, pi: usize, vi: usize, mig: usize, cfg: &ControllerConfig) -> (f64, f64) {
     let v = &view.virt[vi];
-    if view.horizon == 0 {
-        let after = util_at(view, pi, 0, v.demand.cpu_cores, 0.0);
-        let before = util_at(view, pi, 0, 0.0, 0.0);
-        return (after, (before - thr).max(0.0) - (after - thr).max(0.0));
-    }
+    let thr = cfg.overload_threshold;
     let (mut peak, mut total) = (0.0f64, 0.0);
-    for h in SETTLE.min(view.horizon - 1)..view.horizon {
-        let before = util_at(view, pi, h, 0.0, 0.0);
-        let after = if h >= mig {
-            let (m, var) = v.fc_at(h);
-            util_at(view, pi, h, -m, -var)
-        } else {
-            before
+    for pt in points(view, cfg) {
+        let before = util_at(view, pi, pt, None);
+        let moved = match pt {
+            Point::Now => true,
+            Point::Step(h) => h >= mig,
         };
+        let after = if moved { util_at(view, pi, pt, Some(v)) } else { before };
         peak = peak.max(after);
         total += (before - thr).max(0.0) - (after - thr).max(0.0);
     }
@@ -328,7 +363,7 @@ impl Round<'_> {
         let limits = self.cfg.limits();
         let step_s = self.input.step_ms as f64 / 1000.0;
         loop {
-            let r = risk(&self.view, pi, thr);
+            let r = risk(&self.view, pi, self.cfg);
             if !draining && r.is_none() {
                 return true;
             }
@@ -370,7 +405,7 @@ impl Round<'_> {
                     transfer + self.cfg.cost.startup_seconds + self.cfg.cost.shutdown_seconds,
                     self.input.step_ms,
                 );
-                let (after, rel) = relief(&self.view, pi, vi, mig, thr);
+                let (after, rel) = relief(&self.view, pi, vi, mig, self.cfg);
                 let gain = to_score.score - from_score.score;
                 let cost = self.cfg.cost.estimate(v.state_size_bytes, dist, gain, self.horizon_seconds(), rel, step_s);
                 if !draining && (rel <= 0.0 || cost.net() <= self.cfg.cost.min_net_benefit) {
@@ -419,7 +454,7 @@ impl Round<'_> {
             } else {
                 let r = r.expect("at risk");
                 let predictive = now_util <= thr;
-                let when = (r.first + 1) as i64 * self.input.step_ms / 60_000;
+                let when = r.first as i64 * self.input.step_ms / 60_000;
                 let outlook = if self.view.horizon == 0 {
                     "no forecast".to_string()
                 } else {
@@ -443,7 +478,7 @@ impl Round<'_> {
                 );
                 (if predictive { ProposalKind::Predictive } else { ProposalKind::Overload }, reason)
             };
-            let r = r.map(|r| (r.first + 1, r.peak));
+            let r = r.map(|r| (r.first, r.peak));
             self.take(Proposal {
                 virt: c.vi,
                 from: pi,
@@ -575,7 +610,7 @@ pub fn run_round_with(
     for pi in 0..view.phys.len() {
         if view.phys[pi].state == PhysicalState::Draining {
             sources.push((f64::INFINITY, pi));
-        } else if let Some(k) = risk(view, pi, cfg.overload_threshold) {
+        } else if let Some(k) = risk(view, pi, cfg) {
             sources.push((k.peak, pi));
             r.out.at_risk += 1;
         }
@@ -784,11 +819,18 @@ mod tests {
         // The same node with a forecast that stays flat: nothing to do.
         let calm = with_forecasts(&t, 4, &[("b", vec![3.0; 4], vec![3.2; 4])]);
         assert!(round(&calm, 0, &HashMap::new(), &cfg).proposals.is_empty());
-        // Over the threshold now but forecast to fall back: no move either.
+        // Over the threshold now but forecast to fall back: trusting the
+        // forecast alone, no move either.
         let t2 = topo(&[("hot", 10.0), ("cold", 10.0)], &[("a", 1.0, "hot"), ("b", 7.0, "hot"), ("c", 2.0, "hot")]);
         let falling = with_forecasts(&t2, 4, &[("b", vec![4.0; 4], vec![4.5; 4])]);
         assert_eq!(falling.phys[falling.phys_index["hot"]].cpu_util(), 1.0);
-        assert!(round(&falling, 0, &HashMap::new(), &cfg).proposals.is_empty());
+        let trust_forecast = ControllerConfig { act_on_current_overload: false, ..cfg };
+        assert!(round(&falling, 0, &HashMap::new(), &trust_forecast).proposals.is_empty());
+        // By default the load now counts too: the node is relieved, as an overload.
+        let out = round(&falling, 0, &HashMap::new(), &cfg);
+        assert_eq!(out.proposals.len(), 1);
+        assert_eq!(out.proposals[0].kind, ProposalKind::Overload);
+        assert_eq!(out.proposals[0].expected_overload_step, Some(0));
     }
 
     #[test]

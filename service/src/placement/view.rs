@@ -29,9 +29,8 @@ impl CpuForecast {
         CpuForecast { mean: vec![cores; horizon], upper: vec![cores; horizon] }
     }
 
-    fn var(&self, h: usize) -> f64 {
-        let s = (self.upper[h] - self.mean[h]).max(0.0);
-        s * s
+    fn spread(&self, h: usize) -> f64 {
+        (self.upper[h] - self.mean[h]).max(0.0)
     }
 }
 
@@ -103,8 +102,12 @@ pub struct PhysView {
     pub rack: Option<u32>,
     /// Sum of forecast means per step (placed virtual nodes only).
     pub fc_mean: Vec<f64>,
-    /// Sum of squared forecast spreads per step.
-    pub fc_var: Vec<f64>,
+    /// Sum of squared forecast spreads (`upper - mean`) per step.
+    pub fc_s2: Vec<f64>,
+    /// Sum of forecast spreads per step.
+    pub fc_s1: Vec<f64>,
+    /// Assumed correlation of the members' forecast errors (see [`ViewInputs::spread_correlation`]).
+    pub rho: f64,
     /// Load per step that is not a placed virtual node's: unattributed
     /// overhead plus migrations still leaving the node.
     pub fc_extra: Vec<f64>,
@@ -115,12 +118,16 @@ pub struct PhysView {
 }
 
 impl PhysView {
-    /// Forecast CPU (upper bound) at step `h` (0-based) with `delta` added
-    /// to the placed set: `(mean, var)` of the virtual node joining (+1),
-    /// leaving (-1) or nothing (0).
+    /// Forecast CPU (upper bound) at step `h` (0-based) with a virtual node
+    /// of forecast `(mean, spread)` joining (`sign` 1), leaving (-1) or
+    /// neither (0). The members' spreads combine as
+    /// `sqrt((1 - rho) * sum(s^2) + rho * sum(s)^2)`: in quadrature when
+    /// independent (rho = 0), added up when perfectly correlated (rho = 1).
     #[inline]
-    pub fn fc_upper_at(&self, h: usize, add_mean: f64, add_var: f64) -> f64 {
-        self.fc_mean[h] + add_mean + self.fc_extra[h] + (self.fc_var[h] + add_var).max(0.0).sqrt()
+    pub fn fc_upper_at(&self, h: usize, sign: f64, mean: f64, spread: f64) -> f64 {
+        let s2 = (self.fc_s2[h] + sign * spread * spread).max(0.0);
+        let s1 = (self.fc_s1[h] + sign * spread).max(0.0);
+        self.fc_mean[h] + sign * mean + self.fc_extra[h] + ((1.0 - self.rho) * s2 + self.rho * s1 * s1).sqrt()
     }
 
     /// Highest forecast utilisation over the horizon and the (0-based) step
@@ -129,8 +136,8 @@ impl PhysView {
     pub fn fc_peak(&self, v: Option<&VirtView>, sign: f64) -> Option<(f64, usize)> {
         let mut best: Option<(f64, usize)> = None;
         for h in 0..self.fc_mean.len() {
-            let (m, var) = v.map(|v| v.fc_at(h)).unwrap_or((0.0, 0.0));
-            let u = self.fc_upper_at(h, sign * m, sign * var) / self.capacity.cpu_cores;
+            let (m, sp) = v.map(|v| v.fc_at(h)).unwrap_or((0.0, 0.0));
+            let u = self.fc_upper_at(h, sign, m, sp) / self.capacity.cpu_cores;
             if best.is_none_or(|(b, _)| u > b) {
                 best = Some((u, h));
             }
@@ -171,12 +178,12 @@ pub struct VirtView {
 }
 
 impl VirtView {
-    /// (mean, squared spread) of its forecast at step `h`; its current
-    /// demand with no spread when it has none.
+    /// (mean, spread) of its forecast at step `h`; its current demand with
+    /// no spread when it has none.
     #[inline]
     pub fn fc_at(&self, h: usize) -> (f64, f64) {
         match &self.forecast {
-            Some(f) => (f.mean[h], f.var(h)),
+            Some(f) => (f.mean[h], f.spread(h)),
             None => (self.demand.cpu_cores, 0.0),
         }
     }
@@ -190,7 +197,9 @@ impl VirtView {
 }
 
 /// A migration still running: `virt` has been placed on its target, but
-/// still loads `from` for `remaining_steps` more steps (0 = only now).
+/// still loads `from` now and for `remaining_steps` more steps. With 0 it
+/// ends with the current step: it loads the source now but no longer
+/// counts as in flight.
 #[derive(Debug, Clone)]
 pub struct InFlight {
     /// Virtual node id.
@@ -237,6 +246,11 @@ pub struct ViewInputs {
     pub data_access: HashMap<String, Vec<(String, f64)>>,
     /// Migrations in flight.
     pub in_flight: Vec<InFlight>,
+    /// Assumed correlation (0..=1) of forecast errors of virtual nodes on
+    /// one physical node, used to combine their upper bounds (0: they add
+    /// in quadrature, 1: they add up). Co-located workloads peak together
+    /// more often than independence suggests.
+    pub spread_correlation: f64,
 }
 
 /// Everything the placement math needs, detached from storage.
@@ -304,7 +318,9 @@ impl ClusterView {
                 zone,
                 rack,
                 fc_mean: vec![0.0; h],
-                fc_var: vec![0.0; h],
+                fc_s2: vec![0.0; h],
+                fc_s1: vec![0.0; h],
+                rho: inp.spread_correlation.clamp(0.0, 1.0),
                 fc_extra: vec![0.0; h],
                 history_prior: NEUTRAL_HISTORY,
                 in_flight: 0,
@@ -332,7 +348,8 @@ impl ClusterView {
             }
         }
         history_by_virt.values_mut().for_each(|h| h.sort_by_key(|x| x.0));
-        let migrating: HashMap<&str, &InFlight> = inp.in_flight.iter().map(|m| (m.virt.as_str(), m)).collect();
+        let migrating: HashMap<&str, &InFlight> =
+            inp.in_flight.iter().filter(|m| m.remaining_steps > 0).map(|m| (m.virt.as_str(), m)).collect();
         let mut virt = Vec::with_capacity(topo.virtual_nodes.len());
         for v in topo.virtual_nodes.values() {
             let obs = inp.usage.virtual_nodes.get(v.id.as_str()).copied().unwrap_or_default();
@@ -371,9 +388,10 @@ impl ClusterView {
                 *p.groups.entry(g.clone()).or_default() += 1;
             }
             for k in 0..h {
-                let (m, var) = v.fc_at(k);
+                let (m, sp) = v.fc_at(k);
                 p.fc_mean[k] += m;
-                p.fc_var[k] += var;
+                p.fc_s2[k] += sp * sp;
+                p.fc_s1[k] += sp;
             }
         }
         // Migrations still leaving a node load it now and for their remaining steps.
@@ -388,12 +406,14 @@ impl ClusterView {
             }
             let p = &mut phys[from];
             p.load = p.load.plus(v.demand);
-            p.in_flight += 1;
             for k in 0..h.min(m.remaining_steps) {
                 p.fc_extra[k] += v.fc_at(k).0;
             }
-            if let Some(to) = v.placement {
-                phys[to].in_flight += 1;
+            if m.remaining_steps > 0 {
+                p.in_flight += 1;
+                if let Some(to) = v.placement {
+                    phys[to].in_flight += 1;
+                }
             }
         }
         for p in &mut phys {
@@ -464,9 +484,10 @@ impl ClusterView {
             let p = &mut self.phys[from];
             p.load = p.load.minus(v.demand);
             for k in 0..h {
-                let (m, var) = v.fc_at(k);
+                let (m, sp) = v.fc_at(k);
                 p.fc_mean[k] = (p.fc_mean[k] - m).max(0.0);
-                p.fc_var[k] = (p.fc_var[k] - var).max(0.0);
+                p.fc_s2[k] = (p.fc_s2[k] - sp * sp).max(0.0);
+                p.fc_s1[k] = (p.fc_s1[k] - sp).max(0.0);
             }
             if let Some(g) = &v.anti_affinity_group
                 && let Some(c) = p.groups.get_mut(g)
@@ -478,9 +499,10 @@ impl ClusterView {
         let p = &mut self.phys[to];
         p.load = p.load.plus(v.demand);
         for k in 0..h {
-            let (m, var) = v.fc_at(k);
+            let (m, sp) = v.fc_at(k);
             p.fc_mean[k] += m;
-            p.fc_var[k] += var;
+            p.fc_s2[k] += sp * sp;
+            p.fc_s1[k] += sp;
         }
         if let Some(g) = &v.anti_affinity_group {
             *p.groups.entry(g.clone()).or_default() += 1;

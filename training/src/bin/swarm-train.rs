@@ -10,8 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use swarm_datasets::import::FormatChoice;
-use swarm_models::artifact::{Artifact, FORMAT_VERSION, TrainingSummary};
-use swarm_models::features::FeatureSpec;
+use swarm_models::artifact::Artifact;
 use swarm_training::backtest::{self, Protocol, Report};
 use swarm_training::data::{self, Loaded};
 use swarm_training::fit::{self, FitOptions, Learner};
@@ -208,28 +207,18 @@ fn fit_before_window(
             started.elapsed().as_secs_f64()
         );
     }
-    let first = loaded.series.iter().map(|s| s.start_ms).min().unwrap_or(0);
-    let last = loaded.series.iter().zip(&ends).map(|(s, &e)| s.ts(e.saturating_sub(1))).max().unwrap_or(0);
-    Ok(Artifact {
-        format_version: FORMAT_VERSION,
-        produced_by: command_line(),
-        metric: loaded.metric.clone(),
-        feature_names: options.spec.names(),
-        features: FeatureSpec::clone(&options.spec),
-        horizons: horizons.to_vec(),
-        model: fitted.model,
-        intervals: fitted.intervals,
-        training: TrainingSummary {
+    Ok(fit::to_artifact(
+        fitted,
+        &options,
+        &loaded.series,
+        &ends,
+        fit::Provenance {
+            produced_by: command_line(),
+            metric: loaded.metric.clone(),
             dataset: loaded.path.clone(),
             format: loaded.format.name().into(),
-            series: loaded.series.len(),
-            rows: fitted.rows,
-            interval_ms: loaded.series[0].interval_ms,
-            from_ms: first,
-            to_ms: last,
         },
-        evaluation: None,
-    })
+    ))
 }
 
 fn print_summary(report: &Report, title: &str) {

@@ -1,0 +1,15 @@
+//! The trace-replay simulator behind `swarmctl replay`: a real trace in
+//! virtual time through the same placement code `swarmd` runs, with
+//! policies side by side.
+//!
+//! - [`scenario`]: hosts, VM sizes and the initial packing (seeded rule, or
+//!   a JSON file shared with other tools);
+//! - [`forecasts`]: the trace aligned to one grid, demand in cores, and the
+//!   proactive policy's forecasts (cross-fitted models by default);
+//! - [`engine`]: the replay loop and what each policy did;
+//! - [`report`]: JSON and Markdown reports.
+
+pub mod engine;
+pub mod forecasts;
+pub mod report;
+pub mod scenario;
