@@ -35,7 +35,7 @@ async fn shutdown_drains_in_flight_calls() {
     topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![physical("p0", 8.0)] }).await.unwrap();
 
     // The injected clock decides what is too old or too far in the future.
-    let old = sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, T0 - 8 * 86_400_000, 1.0);
+    let old = sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, T0 - 16 * 86_400_000, 1.0);
     let future = sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, T0 + 600_000, 1.0);
     let r = common::ingest(ch.clone(), vec![vec![old, future]]).await.unwrap();
     assert_eq!(r.rejected, 2);

@@ -147,6 +147,14 @@ impl FeatureSpec {
         Ok(())
     }
 
+    /// Points of history a forecast at any horizon needs on a grid of
+    /// `interval_ms`: [`FeatureSpec::min_history`], or one full season for
+    /// the seasonal lags (taken at the target time), whichever is longer.
+    pub fn history_needed(&self, interval_ms: i64) -> usize {
+        let season = self.seasons_ms.iter().map(|s| (s / interval_ms.max(1)) as usize).max().unwrap_or(0);
+        self.min_history().max(season)
+    }
+
     /// Points of history an origin needs (before seasonal lags).
     pub fn min_history(&self) -> usize {
         self.lags.iter().chain(&self.rolling).copied().chain([self.scale_window]).max().unwrap_or(1)

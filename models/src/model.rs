@@ -71,6 +71,14 @@ fn eval_tree(nodes: &[TreeNode], x: &[f64]) -> f64 {
 }
 
 impl Model {
+    /// `linear` or `trees`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Model::Linear { .. } => "linear",
+            Model::Trees { .. } => "trees",
+        }
+    }
+
     /// Number of heads.
     pub fn heads(&self) -> usize {
         match self {

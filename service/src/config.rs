@@ -62,7 +62,8 @@ impl Default for Config {
             listen: "127.0.0.1:50051".parse().expect("valid"),
             data_dir: PathBuf::from("./swarm-data"),
             log_format: LogFormat::Text,
-            retention: Duration::from_secs(7 * 24 * 3600),
+            // The bundled model's weekly seasonal lag needs 7 days of history.
+            retention: Duration::from_secs(15 * 24 * 3600),
             max_future_skew: Duration::from_secs(300),
             max_batch_samples: 100_000,
             round_interval: Duration::from_secs(300),

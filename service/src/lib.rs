@@ -10,6 +10,8 @@
 //! - [`store`]: the narrow interface to durable metadata and its embedded
 //!   (redb) implementation;
 //! - [`decisions`]: the sequenced, resumable decision log;
+//! - [`forecast`]: raw samples → the model's grid → forecasts (serving);
+//! - [`history`]: decayed performance of virtual nodes per physical node;
 //! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
 //!   around the pure code;
 //! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
@@ -27,7 +29,9 @@ pub mod ctl;
 pub mod decisions;
 pub mod demo;
 pub mod domain;
+pub mod forecast;
 pub mod grpc;
+pub mod history;
 pub mod placement;
 pub mod replay;
 pub mod series;

@@ -19,8 +19,11 @@ use crate::config::Config;
 use crate::convert;
 use crate::decisions::DecisionLog;
 use crate::domain::{NodeId, PhysicalState, Topology};
+use crate::forecast::{self, Aggregate, ForecastError};
+use crate::history::PerfTable;
 use crate::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
-use crate::placement::controller;
+use crate::placement::controller::{self, Automation};
+use crate::placement::view::{CpuForecast, ViewInputs};
 use crate::series::{EntityKind, Metric, OpenReport, SeriesConfig, SeriesStore};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{MetaStore, TopologyChange};
@@ -83,6 +86,8 @@ struct Inner {
     series: SeriesStore,
     decisions: DecisionLog,
     model: Arc<Artifact>,
+    /// Historical performance, persisted after each round that changes it.
+    history: std::sync::Mutex<PerfTable>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -143,6 +148,9 @@ impl Swarm {
             series,
             decisions,
             model,
+            history: std::sync::Mutex::new(PerfTable {
+                pairs: loaded.performance.iter().map(|(v, p, perf)| ((v.clone(), p.clone()), *perf)).collect(),
+            }),
             shutdown,
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
@@ -348,11 +356,172 @@ impl Swarm {
         .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
-    /// The current cluster as the placement math sees it.
+    /// Steps the controller forecasts: its horizon when the model covers
+    /// every step up to it, else 0 (forecasting off, said once at start-up).
+    pub fn forecast_horizon(&self) -> usize {
+        let h = self.inner.cfg.controller.horizon_steps;
+        if (1..=h).all(|k| self.inner.model.horizons.contains(&k)) { h } else { 0 }
+    }
+
+    /// CPU forecasts (cores, `horizon` steps) of every virtual node whose
+    /// history the model can use: from its peak series where reported (peaks
+    /// are what overload), else its usage series.
+    async fn cpu_forecasts(&self, horizon: usize) -> Result<HashMap<String, CpuForecast>, ApiError> {
+        if horizon == 0 {
+            return Ok(HashMap::new());
+        }
+        let series = self.inner.series.clone();
+        let model = self.inner.model.clone();
+        let now = self.now_ms();
+        let step = self.step_ms();
+        let from = now - (model.features.history_needed(step) as i64 + 2) * step;
+        tokio::task::spawn_blocking(move || {
+            series.read(|f| -> Result<HashMap<String, CpuForecast>, polars::error::PolarsError> {
+                let peaks = f.recent(EntityKind::Virtual, Metric::CpuPeak, from)?;
+                let usage = f.recent(EntityKind::Virtual, Metric::CpuUsage, from)?;
+                let mut out = HashMap::new();
+                for (id, pts) in usage
+                    .iter()
+                    .map(|(k, v)| (k, (v, Aggregate::Mean)))
+                    .chain(peaks.iter().map(|(k, v)| (k, (v, Aggregate::Max))))
+                {
+                    let (pts, agg) = pts;
+                    if let Ok(f) = forecast::forecast(&model, pts, now, horizon, agg) {
+                        out.insert(
+                            id.clone(),
+                            CpuForecast {
+                                mean: f.iter().map(|p| p.mean).collect(),
+                                upper: f.iter().map(|p| p.upper).collect(),
+                            },
+                        );
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Data read per virtual node over the usage window: (location, bytes/s).
+    async fn data_access(&self) -> Result<HashMap<String, Vec<(String, f64)>>, ApiError> {
+        let series = self.inner.series.clone();
+        let from = self.now_ms() - self.inner.cfg.usage_window.as_millis() as i64;
+        tokio::task::spawn_blocking(move || {
+            series.read(|f| f.window_mean_located(EntityKind::Virtual, Metric::DataAccess, from))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Folds the window's latency and throughput of every virtual node into
+    /// the performance history of the node it runs on, and persists it.
+    async fn observe_performance(&self) -> Result<(), ApiError> {
+        let series = self.inner.series.clone();
+        let from = self.now_ms() - self.inner.cfg.usage_window.as_millis() as i64;
+        let (lat, tput) = tokio::task::spawn_blocking(move || {
+            series.read(|f| -> Result<_, polars::error::PolarsError> {
+                Ok((
+                    f.window_mean(EntityKind::Virtual, Metric::LatencyMs, from)?,
+                    f.window_mean(EntityKind::Virtual, Metric::ThroughputRps, from)?,
+                ))
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if lat.is_empty() && tput.is_empty() {
+            return Ok(());
+        }
+        let topo = self.topology();
+        let now = self.now_ms();
+        let records: Vec<_> = {
+            let mut h = self.inner.history.lock().expect("history lock");
+            topo.virtual_nodes
+                .values()
+                .filter_map(|v| {
+                    let p = v.placement.as_ref()?;
+                    let (l, t) = (lat.get(v.id.as_str()).copied(), tput.get(v.id.as_str()).copied());
+                    if l.is_none() && t.is_none() {
+                        return None;
+                    }
+                    Some((v.id.to_string(), p.to_string(), h.observe(v.id.as_str(), p.as_str(), l, t, now)))
+                })
+                .collect()
+        };
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.put_performance(&records))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
+    /// The current cluster as the placement math sees it: observed usage,
+    /// CPU forecasts, performance history and data locations.
     pub async fn cluster_view(&self) -> Result<ClusterView, ApiError> {
         let topo = self.topology();
-        let usage = self.observed_usage().await?;
-        Ok(ClusterView::build(&topo, &usage))
+        let horizon = self.forecast_horizon();
+        let history = self.inner.history.lock().expect("history lock").normalized();
+        let inputs = ViewInputs {
+            usage: self.observed_usage().await?,
+            horizon,
+            forecasts: self.cpu_forecasts(horizon).await?,
+            history,
+            data_access: self.data_access().await?,
+            in_flight: Vec::new(),
+            spread_correlation: self.inner.cfg.controller.spread_correlation,
+        };
+        tokio::task::spawn_blocking(move || ClusterView::build_with(&topo, &inputs))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Forecast of one series with the loaded model.
+    pub async fn forecast(
+        &self,
+        kind: EntityKind,
+        entity: String,
+        metric: Metric,
+        horizon: usize,
+    ) -> Result<Vec<swarm_models::ForecastPoint>, ApiError> {
+        let model = self.inner.model.clone();
+        let max = model.horizons.iter().copied().max().unwrap_or(0);
+        if horizon == 0 || horizon > max {
+            return Err(FieldError::new(
+                "horizon_steps",
+                format!("must be 1..={max} (the model's horizons, {} s each), got {horizon}", self.step_ms() / 1000),
+            )
+            .into());
+        }
+        let topo = self.topology();
+        let known = match kind {
+            EntityKind::Physical => topo.physical.contains_key(entity.as_str()),
+            EntityKind::Virtual => topo.virtual_nodes.contains_key(entity.as_str()),
+        };
+        if !known {
+            return Err(ApiError::NotFound(format!("entity_id: unknown {} node {entity:?}", kind.name())));
+        }
+        if metric == Metric::DataAccess {
+            return Err(FieldError::new("metric", "data access is per location and is not forecast").into());
+        }
+        let series = self.inner.series.clone();
+        let now = self.now_ms();
+        let from = now - (model.features.history_needed(self.step_ms()) as i64 + 2) * self.step_ms();
+        let points = tokio::task::spawn_blocking(move || {
+            series.read(|f| f.query(kind, metric, &entity, "", from, i64::MAX, 1_000_000))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .0;
+        let agg = if metric == Metric::CpuPeak { Aggregate::Max } else { Aggregate::Mean };
+        forecast::forecast(&model, &points, now, horizon, agg).map_err(|e| match e {
+            ForecastError::NotEnoughHistory { .. } | ForecastError::Stale { .. } => {
+                ApiError::FailedPrecondition(format!("cannot forecast this series: {e}"))
+            }
+        })
     }
 
     /// Affinity matrix for the given rows and columns (empty: all, capped).
@@ -418,6 +587,9 @@ impl Swarm {
     pub async fn run_round(&self, dry_run: bool) -> Result<pb::RunRoundResponse, ApiError> {
         let _guard = self.inner.round.lock().await;
         let started = Instant::now();
+        if !dry_run {
+            self.observe_performance().await?;
+        }
         let view = self.cluster_view().await?;
         let now = self.now_ms();
         let log = self.inner.decisions.clone();
@@ -443,6 +615,16 @@ impl Swarm {
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?
         };
+        if !dry_run && self.inner.cfg.controller.automation == Automation::Apply && !decisions.is_empty() {
+            let moves = decisions
+                .iter()
+                .map(|d| pb::PlacementAssignment {
+                    virtual_node_id: d.virtual_node_id.clone(),
+                    physical_node_id: d.to_node_id.clone(),
+                })
+                .collect();
+            self.set_placements(moves).await?;
+        }
         let resp = pb::RunRoundResponse {
             round_id,
             decisions,

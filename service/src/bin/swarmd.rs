@@ -35,7 +35,7 @@ struct Args {
     /// Log format [default: text].
     #[arg(long, env = "SWARM_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
-    /// How long samples are kept, e.g. 7d [default: 7d].
+    /// How long samples are kept, e.g. 7d [default: 15d; the bundled model needs 7 days of history].
     #[arg(long, env = "SWARM_RETENTION", value_parser = parse_duration)]
     retention: Option<Duration>,
     /// Time between controller rounds, e.g. 5m [default: 5m; 10s with --demo].
@@ -162,8 +162,17 @@ async fn run(cfg: Config) -> Result<(), String> {
         horizons = ?model.horizons,
         mase_h1_12 = %mase,
         trained_on = %model.training.dataset,
+        history_needed = model.features.history_needed(model.training.interval_ms),
+        controller_horizon = swarm.forecast_horizon(),
         "forecasting model loaded"
     );
+    if swarm.forecast_horizon() == 0 {
+        tracing::warn!(
+            wanted = swarm.config().controller.horizon_steps,
+            horizons = ?model.horizons,
+            "the model does not cover every step of the controller's horizon: rounds run without forecasts"
+        );
+    }
     // The address line is machine-readable for scripts and tests that bind port 0.
     println!("swarmd listening on {addr}");
     tokio::spawn(swarm.clone().run_round_timer());

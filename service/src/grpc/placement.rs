@@ -7,6 +7,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::state::Swarm;
+use crate::validate;
 
 pub struct PlacementSvc(pub Swarm);
 
@@ -54,11 +55,25 @@ impl pb::placement_server::Placement for PlacementSvc {
 
     async fn get_forecast(
         &self,
-        _: Request<pb::GetForecastRequest>,
+        req: Request<pb::GetForecastRequest>,
     ) -> Result<Response<pb::GetForecastResponse>, Status> {
-        Err(Status::unimplemented(
-            "GetForecast is declared in swarm.v1 but this server version has no forecasting model yet; \
-             use Metrics.QuerySeries for history",
-        ))
+        let r = req.into_inner();
+        let kind = validate::entity_kind("entity_kind", r.entity_kind)?;
+        let metric = validate::metric("metric", r.metric)?;
+        let points = self.0.forecast(kind, r.entity_id, metric, r.horizon_steps as usize).await?;
+        let m = self.0.model();
+        Ok(Response::new(pb::GetForecastResponse {
+            points: points
+                .iter()
+                .map(|p| pb::ForecastPoint {
+                    timestamp_ms: p.timestamp_ms,
+                    mean: p.mean,
+                    lower: p.lower,
+                    upper: p.upper,
+                })
+                .collect(),
+            interval_coverage: m.intervals.coverage,
+            model: format!("{} model of {} ({})", m.model.kind_name(), m.metric, m.produced_by),
+        }))
     }
 }

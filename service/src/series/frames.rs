@@ -176,6 +176,54 @@ impl Frames {
     /// Mean value per entity over samples with `ts >= from_ms` (summed over
     /// locations for located metrics).
     pub fn window_mean(&self, kind: EntityKind, metric: Metric, from_ms: i64) -> PolarsResult<HashMap<String, f64>> {
+        let mut out: HashMap<String, f64> = HashMap::new();
+        for (entity, per_loc) in self.window_mean_located(kind, metric, from_ms)? {
+            *out.entry(entity).or_default() += per_loc.iter().map(|(_, v)| v).sum::<f64>();
+        }
+        Ok(out)
+    }
+
+    /// Every series' points with `ts >= from_ms` in one pass over the frame
+    /// (a round needs them for every virtual node; one query each would scan
+    /// the frame once per node): entity → points, oldest first. Located
+    /// series are left out.
+    pub fn recent(
+        &self,
+        kind: EntityKind,
+        metric: Metric,
+        from_ms: i64,
+    ) -> PolarsResult<HashMap<String, Vec<(i64, f64)>>> {
+        let mut out: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+        let Some(f) = self.frames.get(&(kind, metric)) else {
+            return Ok(out);
+        };
+        let (mut sid, mut ts, mut value) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..f.hot_len() {
+            if f.hot_ts[i] >= from_ms {
+                sid.push(f.hot_sid[i]);
+                ts.push(f.hot_ts[i]);
+                value.push(f.hot_value[i]);
+            }
+        }
+        let recent = f.sealed.clone().lazy().filter(col("ts").gt_eq(lit(from_ms)));
+        let df = sort_dedup(concat([recent, frame_of(&sid, &ts, &value)?.lazy()], UnionArgs::default())?).collect()?;
+        let sids = df.column("sid")?.u32()?;
+        for (s, (t, v)) in sids.into_no_null_iter().zip(points(&df)?) {
+            let (entity, location) = &f.names[s as usize];
+            if location.is_empty() {
+                out.entry(entity.to_string()).or_default().push((t, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mean value per (entity, location) over samples with `ts >= from_ms`.
+    pub fn window_mean_located(
+        &self,
+        kind: EntityKind,
+        metric: Metric,
+        from_ms: i64,
+    ) -> PolarsResult<HashMap<String, Vec<(String, f64)>>> {
         let Some(f) = self.frames.get(&(kind, metric)) else {
             return Ok(HashMap::new());
         };
@@ -192,11 +240,11 @@ impl Frames {
         let df = sort_dedup(both).group_by([col("sid")]).agg([col("value").mean()]).collect()?;
         let sids = df.column("sid")?.u32()?;
         let vals = df.column("value")?.f64()?;
-        let mut out: HashMap<String, f64> = HashMap::new();
+        let mut out: HashMap<String, Vec<(String, f64)>> = HashMap::new();
         for (s, v) in sids.iter().zip(vals.iter()) {
             let (Some(s), Some(v)) = (s, v) else { continue };
-            let (entity, _) = &f.names[s as usize];
-            *out.entry(entity.to_string()).or_default() += v;
+            let (entity, location) = &f.names[s as usize];
+            out.entry(entity.to_string()).or_default().push((location.to_string(), v));
         }
         Ok(out)
     }

@@ -9,11 +9,14 @@ use swarm_proto::v1 as pb;
 
 use super::{Loaded, MetaStore, StoreError, TopologyChange};
 use crate::domain::{PhysicalNode, VirtualNode};
+use crate::history::Perf;
 
 const PHYSICAL: TableDefinition<&str, &[u8]> = TableDefinition::new("physical_nodes");
 const VIRTUAL: TableDefinition<&str, &[u8]> = TableDefinition::new("virtual_nodes");
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Key: virtual id, NUL, physical id (ids never contain NUL: they are validated printable).
+const PERFORMANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("performance");
 const LAST_ROUND: &str = "last_round_id";
 
 /// The embedded store.
@@ -44,6 +47,7 @@ impl EmbeddedStore {
             tryio!("create table", tx.open_table(VIRTUAL));
             tryio!("create table", tx.open_table(DECISIONS));
             tryio!("create table", tx.open_table(META));
+            tryio!("create table", tx.open_table(PERFORMANCE));
         }
         tryio!("commit", tx.commit());
         Ok(EmbeddedStore { db })
@@ -90,6 +94,16 @@ impl MetaStore for EmbeddedStore {
         if let Some(v) = tryio!("get", t.get(LAST_ROUND)) {
             out.last_round_id = v.value();
         }
+        let t = tryio!("open", tx.open_table(PERFORMANCE));
+        for row in tryio!("scan", t.iter()) {
+            let (k, v) = tryio!("scan", row);
+            let key = k.value();
+            let corrupt =
+                |reason: String| StoreError::Corrupt { what: "performance", key: key.replace('\0', "/"), reason };
+            let (virt, phys) = key.split_once('\0').ok_or_else(|| corrupt("key has no separator".into()))?;
+            let perf: Perf = serde_json::from_slice(v.value()).map_err(|e| corrupt(e.to_string()))?;
+            out.performance.push((virt.to_owned(), phys.to_owned(), perf));
+        }
         Ok(out)
     }
 
@@ -127,6 +141,19 @@ impl MetaStore for EmbeddedStore {
             }
             let mut m = tryio!("open", tx.open_table(META));
             tryio!("insert", m.insert(LAST_ROUND, round_id));
+        }
+        tryio!("commit", tx.commit());
+        Ok(())
+    }
+
+    fn put_performance(&self, records: &[(String, String, Perf)]) -> Result<(), StoreError> {
+        let tx = tryio!("begin", self.db.begin_write());
+        {
+            let mut t = tryio!("open", tx.open_table(PERFORMANCE));
+            for (v, p, perf) in records {
+                let bytes = serde_json::to_vec(perf).expect("records serialize");
+                tryio!("insert", t.insert(format!("{v}\0{p}").as_str(), bytes.as_slice()));
+            }
         }
         tryio!("commit", tx.commit());
         Ok(())

@@ -1,4 +1,5 @@
-//! Durable metadata: topology, placements and the decision log.
+//! Durable metadata: topology, placements, the decision log and the
+//! historical performance of virtual nodes on physical nodes.
 //!
 //! Everything outside this module talks to [`MetaStore`], a deliberately
 //! narrow interface, so that a replicated backend (etcd with leases, for
@@ -10,6 +11,7 @@ pub mod embedded;
 use swarm_proto::v1 as pb;
 
 use crate::domain::{NodeId, PhysicalNode, Topology, VirtualNode};
+use crate::history::Perf;
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub struct Loaded {
     pub first_decision_seq: u64,
     /// Id of the newest persisted round, 0 when none.
     pub last_round_id: u64,
+    /// Historical performance per (virtual id, physical id).
+    pub performance: Vec<(String, String, Perf)>,
 }
 
 /// The narrow interface to durable metadata. Every method is one atomic transaction.
@@ -77,4 +81,6 @@ pub trait MetaStore: Send + Sync + 'static {
     fn append_decisions(&self, round_id: u64, decisions: &[pb::Decision]) -> Result<(), StoreError>;
     /// Reads up to `limit` decisions with sequence >= `from_seq`, in order.
     fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError>;
+    /// Stores performance records (virtual id, physical id, record).
+    fn put_performance(&self, records: &[(String, String, Perf)]) -> Result<(), StoreError>;
 }

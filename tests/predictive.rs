@@ -1,0 +1,161 @@
+//! End to end: swarmd forecasts every virtual node with the loaded model and
+//! moves load off a node *before* its forecast overload, at automation level
+//! `apply`; GetForecast serves the same forecasts.
+//!
+//! The model is a seasonal-naive artifact (tomorrow repeats today), written
+//! by the test, so the expected forecast is exact and the test checks the
+//! pipeline — samples → grid → model → view → decision — not model quality
+//! (the training tests do that).
+
+mod common;
+
+use common::*;
+use swarm_models::Artifact;
+use swarm_models::features::FeatureSpec;
+use swarm_models::model::{LinearHead, Model};
+use swarm_proto::v1 as pb;
+
+const STEP: i64 = 300_000;
+const DAY: i64 = 86_400_000;
+
+fn seasonal_naive() -> Artifact {
+    let mut a = Artifact::naive(&[1, 2, 3, 4, 5, 6], 0.05);
+    a.features = FeatureSpec {
+        lags: vec![1],
+        seasons_ms: vec![DAY],
+        rolling: vec![],
+        time_of_day: false,
+        day_of_week: false,
+        scale_window: 12,
+    };
+    a.feature_names = a.features.names();
+    a.model = Model::Linear {
+        heads: (1..=6).map(|h| LinearHead { horizon: h, intercept: 0.0, coefficients: vec![0.0, 1.0] }).collect(),
+    };
+    a.produced_by = "tests/predictive.rs seasonal naive".into();
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecast_overload_is_relieved_ahead_and_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    seasonal_naive().save(&model).unwrap();
+    let cfg = dir.path().join("swarm.toml");
+    std::fs::write(&cfg, "round_interval = \"1h\"\n[controller]\nhorizon_steps = 6\n").unwrap();
+    let server = Server::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--automation",
+        "apply",
+    ]);
+    let ch = server.channel().await;
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
+    topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest {
+        nodes: vec![physical("p0", 16.0), physical("p1", 16.0)],
+    })
+    .await
+    .unwrap();
+    let vnodes = vec![virt("steady", 8.0), virt("spiky", 8.0), virt("idle", 2.0), virt("fresh", 1.0)];
+    topo.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vnodes }).await.unwrap();
+    let on = [("steady", "p0"), ("spiky", "p0"), ("idle", "p1"), ("fresh", "p1")];
+    let placements = on
+        .iter()
+        .map(|(v, p)| pb::PlacementAssignment { virtual_node_id: v.to_string(), physical_node_id: p.to_string() })
+        .collect();
+    topo.set_placements(pb::SetPlacementsRequest { placements }).await.unwrap();
+
+    // Two days of 5-minute samples ending now. "spiky" jumps from 2 to 8
+    // cores every day from 15 to 75 minutes after the time of day it is now:
+    // p0 is at 9/16 cores now and will be at 15/16 (94 %) in 15 minutes.
+    let now = now_ms();
+    let spike = |ts: i64| {
+        let since = (ts - now).rem_euclid(DAY);
+        (15 * 60_000..75 * 60_000).contains(&since)
+    };
+    let mut samples = Vec::new();
+    for k in 0..576i64 {
+        let ts = now - (575 - k) * STEP;
+        for (v, cores) in [("steady", 7.0), ("spiky", if spike(ts) { 8.0 } else { 2.0 }), ("idle", 1.0)] {
+            for m in [pb::Metric::CpuUsage, pb::Metric::CpuPeak] {
+                samples.push(sample(pb::EntityKind::Virtual, v, m, ts, cores));
+            }
+        }
+    }
+    samples.push(sample(pb::EntityKind::Virtual, "fresh", pb::Metric::CpuPeak, now, 0.5));
+    let r = ingest(ch.clone(), vec![samples]).await.unwrap();
+    assert_eq!(r.rejected, 0);
+
+    let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
+    // GetForecast: the model's view of "spiky".
+    let f = placement
+        .get_forecast(pb::GetForecastRequest {
+            entity_kind: pb::EntityKind::Virtual as i32,
+            entity_id: "spiky".into(),
+            metric: pb::Metric::CpuPeak as i32,
+            horizon_steps: 6,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let means: Vec<f64> = f.points.iter().map(|p| p.mean).collect();
+    assert_eq!(means.len(), 6);
+    assert!(means[0] < 2.5 && means[1] < 2.5 && means[2..].iter().all(|m| (m - 8.0).abs() < 0.5), "{means:?}");
+    assert!(f.points.iter().all(|p| p.lower <= p.mean && p.mean <= p.upper));
+    let last_ts = now;
+    assert_eq!(f.points[0].timestamp_ms, last_ts + STEP);
+    assert_eq!(f.interval_coverage, 0.9);
+    assert!(f.model.contains("seasonal naive"), "{}", f.model);
+    // Bad requests say what is wrong, with the right code.
+    let ask = |id: &str, h: u32| pb::GetForecastRequest {
+        entity_kind: pb::EntityKind::Virtual as i32,
+        entity_id: id.into(),
+        metric: pb::Metric::CpuPeak as i32,
+        horizon_steps: h,
+    };
+    let e = placement.get_forecast(ask("nope", 3)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = placement.get_forecast(ask("spiky", 0)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("horizon_steps") && e.message().contains("1..=6"), "{}", e.message());
+    let e = placement.get_forecast(ask("spiky", 7)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = placement.get_forecast(ask("fresh", 3)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("needs 288 points"), "{}", e.message());
+
+    // Affinity shows the forecast component.
+    let aff = placement
+        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec!["steady".into()], physical_node_ids: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    for s in &aff.rows[0].scores {
+        assert!(s.components.as_ref().unwrap().forecast_headroom.is_some(), "{s:?}");
+    }
+
+    // The round moves load off p0 now, ahead of the overload in 15 minutes.
+    let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    // (Micro-migrations may follow in the same round; the relief comes first.)
+    let d = &round.decisions[0];
+    let predictive = round.decisions.iter().filter(|d| d.kind == pb::DecisionKind::Predictive as i32).count();
+    assert_eq!(predictive, 1, "{:?}", round.decisions);
+    assert_eq!(d.kind, pb::DecisionKind::Predictive as i32, "{}", d.reason);
+    assert_eq!((d.from_node_id.as_str(), d.to_node_id.as_str()), ("p0", "p1"));
+    assert!(
+        (d.expected_overload_at_ms - (d.decided_at_ms + 3 * STEP)).abs() <= 1,
+        "overload expected 15 minutes ahead: {d:?}"
+    );
+    assert!(d.reason.contains("in 15 min"), "{}", d.reason);
+    let cost = d.cost.as_ref().unwrap();
+    assert!(cost.benefit > cost.cost && cost.transfer_seconds > 0.0);
+    // Automation level `apply`: the move is the new placement.
+    let vs = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
+    let moved = vs.iter().find(|v| v.id == d.virtual_node_id).unwrap();
+    assert_eq!(moved.placement, "p1");
+    // And the next round leaves things be: p0 is no longer at risk.
+    let again = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert!(again.decisions.iter().all(|d| d.kind != pb::DecisionKind::Predictive as i32), "{:?}", again.decisions);
+}
