@@ -231,9 +231,14 @@ pub fn locality(view: &ClusterView, v: &VirtView, pi: usize) -> Option<f64> {
 
 /// What the node-level part of a score can be at most, for pruning: the
 /// components with the virtual node's own demand left out (which can only
-/// raise headroom), history at the node's prior, and locality at `locality`.
+/// raise headroom), history at the node's prior, and locality at `locality`
+/// (-infinity for nodes that are not active: they are never targets).
 pub fn node_bound(view: &ClusterView, pi: usize, w: &Weights, locality: Option<f64>) -> f64 {
     let p = &view.phys[pi];
+    if p.state != PhysicalState::Active {
+        // Never a feasible target: nothing to bound.
+        return f64::NEG_INFINITY;
+    }
     let cap = p.capacity;
     let fc = if view.horizon > 0 { p.fc_peak(None, 0.0) } else { None };
     Components {

@@ -306,6 +306,9 @@ pub enum Search {
 
 struct Round<'a> {
     search: Search,
+    /// Moves taken so far, and per node the move that last changed it.
+    moves: u64,
+    touched: Vec<u64>,
     view: ClusterView,
     cfg: &'a ControllerConfig,
     input: RoundInput<'a>,
@@ -316,6 +319,37 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
+    /// The candidate's proposal if it is still exactly what a fresh
+    /// evaluation would return: its source and target are unchanged since,
+    /// and no node whose load fell since beats the target. (Every other
+    /// node's score can only have fallen.)
+    fn still_valid(&self, c: &Candidate) -> bool {
+        let p = &c.prop;
+        if self.touched[p.from] > c.moves_seen || self.touched[p.to] > c.moves_seen {
+            return false;
+        }
+        let (w, limits) = (&self.cfg.weights, self.cfg.limits());
+        let has_data = !self.view.virt[c.virt].data.is_empty();
+        !self.index.dirty_since(c.dirty_seen).iter().any(|&pi| {
+            // The node's fresh bound settles most of them without scoring.
+            if self.index.fresh_bound(pi, has_data) < p.to_score.score {
+                return false;
+            }
+            let s = score(&self.view, c.virt, pi, w, &limits);
+            s.infeasible.is_none() && (s.score > p.to_score.score || (s.score == p.to_score.score && pi < p.to))
+        })
+    }
+
+    fn candidate(&self, vi: usize) -> Option<Candidate> {
+        self.micro(vi).map(|(priority, prop)| Candidate {
+            priority,
+            virt: vi,
+            prop: Box::new(prop),
+            moves_seen: self.moves,
+            dirty_seen: self.index.dirty_count(),
+        })
+    }
+
     fn cooling(&self, vi: usize) -> bool {
         let v = &self.view.virt[vi];
         self.input.last_decided.get(&v.id).is_some_and(|t| self.input.now_ms - t < self.cfg.cooldown_ms)
@@ -344,7 +378,10 @@ impl Round<'_> {
     fn take(&mut self, prop: Proposal) {
         let (vi, from, to) = (prop.virt, prop.from, prop.to);
         self.view.apply_move(vi, to);
-        self.index.mark_dirty(from);
+        self.index.mark_dirty(&self.view, &self.cfg.weights, from);
+        self.moves += 1;
+        self.touched[from] = self.moves;
+        self.touched[to] = self.moves;
         self.on_node[from].retain(|&x| x != vi);
         self.on_node[to].push(vi);
         self.moved[vi] = true;
@@ -542,9 +579,14 @@ impl Round<'_> {
     }
 }
 
+/// A micro-migration waiting in the round's queue, with the proposal as
+/// evaluated after `moves_seen` moves and `dirty_seen` dirty marks.
 struct Candidate {
     priority: f64,
     virt: usize,
+    prop: Box<Proposal>,
+    moves_seen: u64,
+    dirty_seen: usize,
 }
 
 impl PartialEq for Candidate {
@@ -597,6 +639,8 @@ pub fn run_round_with(
     }
     let mut r = Round {
         search,
+        moves: 0,
+        touched: vec![0; view.phys.len()],
         view: view.clone(),
         cfg,
         input,
@@ -647,11 +691,7 @@ pub fn run_round_with(
                 .chunks(chunk)
                 .map(|part| {
                     let r = &r;
-                    s.spawn(move || {
-                        part.iter()
-                            .filter_map(|&vi| r.micro(vi).map(|(priority, _)| Candidate { priority, virt: vi }))
-                            .collect::<Vec<_>>()
-                    })
+                    s.spawn(move || part.iter().filter_map(|&vi| r.candidate(vi)).collect::<Vec<_>>())
                 })
                 .collect();
             handles.into_iter().flat_map(|h| h.join().expect("round worker panicked")).collect()
@@ -661,15 +701,22 @@ pub fn run_round_with(
             if r.moved[c.virt] {
                 continue;
             }
-            // Re-evaluate against the loads left by the moves already taken.
-            let Some((priority, prop)) = r.micro(c.virt) else { continue };
-            if let Some(next) = heap.peek()
-                && priority < c.priority
-                && priority < next.priority
-            {
-                heap.push(Candidate { priority, virt: c.virt });
-                continue;
-            }
+            // Re-evaluate against the loads left by the moves already taken
+            // (cheaply, when nothing it depends on changed).
+            let (priority, prop) = if r.still_valid(&c) {
+                (c.priority, *c.prop)
+            } else {
+                let Some(fresh) = r.candidate(c.virt) else { continue };
+                if let Some(next) = heap.peek()
+                    && fresh.priority < c.priority
+                    && fresh.priority < next.priority
+                {
+                    heap.push(fresh);
+                    continue;
+                }
+                (fresh.priority, *fresh.prop)
+            };
+            let _ = priority;
             if !r.node_free(prop.from) || !r.node_free(prop.to) {
                 continue;
             }

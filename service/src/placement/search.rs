@@ -15,6 +15,12 @@
 //! - nodes whose load fell during the round (sources of moves already taken),
 //!   whose precomputed bound may now be too low.
 //!
+//! Bounds are kept per hardware class (nodes of equal capacities): within a
+//! class, a *feasible* target's score is at least a known amount below its
+//! node-level bound — the virtual node's demand over the class's capacity,
+//! in each headroom component that feasibility keeps off its clamp — which
+//! makes the scan stop after a few nodes even for large virtual nodes.
+//!
 //! Ties go to the lowest node index, as in the exhaustive loop, so both give
 //! identical results (a test checks it on random clusters).
 
@@ -37,18 +43,38 @@ pub fn best_exhaustive(view: &ClusterView, vi: usize, w: &Weights, limits: &Limi
     best
 }
 
-/// Node orderings by score upper bound, built once per round.
+/// Nodes of one hardware class (same CPU, memory and network capacity):
+/// within a class, a feasible target's score is at least a known amount
+/// below its node-level bound, so bounds can be tightened per virtual node.
 #[derive(Debug)]
-pub struct TargetIndex {
+struct Class {
+    cpu: f64,
+    mem: f64,
+    /// Sum of the weights of the components present, without and with locality.
+    den_plain: f64,
+    den_local: f64,
     /// (bound, node) for virtual nodes that read no data, best first.
     no_data: Vec<(f64, usize)>,
     /// For those that do, with locality 0 (nodes outside their data zones).
     remote: Vec<(f64, usize)>,
     /// Per zone id (the last entry: nodes without a zone), locality bounded by 1.
     by_zone: Vec<Vec<(f64, usize)>>,
-    /// Nodes whose load fell since the bounds were computed.
-    dirty: Vec<usize>,
-    is_dirty: Vec<bool>,
+}
+
+/// Node orderings by score upper bound, built once per round.
+#[derive(Debug)]
+pub struct TargetIndex {
+    classes: Vec<Class>,
+    /// Nodes whose load fell since the bounds were computed, with fresh
+    /// bounds (without and with locality at 1), best first.
+    dirty_plain: Vec<(f64, usize)>,
+    dirty_local: Vec<(f64, usize)>,
+    /// Nodes marked dirty, in order (see [`TargetIndex::dirty_since`]).
+    dirty_log: Vec<usize>,
+    /// Class of every node.
+    class_of: Vec<usize>,
+    /// Fresh bounds of dirty nodes (without, with locality); +infinity otherwise.
+    fresh: Vec<(f64, f64)>,
     /// Pairs scored by the last searches (for benchmarks and tests).
     pub scored: std::sync::atomic::AtomicU64,
 }
@@ -60,25 +86,93 @@ fn sorted(mut v: Vec<(f64, usize)>) -> Vec<(f64, usize)> {
 
 impl TargetIndex {
     /// Computes the bounds and orderings for `view`.
+    #[allow(clippy::needless_range_loop)] // `pi` is the node's index in several tables
     pub fn build(view: &ClusterView, w: &Weights) -> TargetIndex {
         let n = view.phys.len();
-        let no_data = sorted((0..n).map(|pi| (node_bound(view, pi, w, None), pi)).collect());
-        let remote = sorted((0..n).map(|pi| (node_bound(view, pi, w, Some(0.0)), pi)).collect());
-        let mut by_zone = vec![Vec::new(); view.zones.len() + 1];
+        let mut keys: Vec<(u64, u64, u64)> = Vec::new();
+        let mut classes: Vec<Class> = Vec::new();
+        let mut class_of = vec![0usize; n];
         for pi in 0..n {
+            let cap = view.phys[pi].capacity;
+            let key = (cap.cpu_cores.to_bits(), cap.memory_bytes.to_bits(), cap.network_bps.to_bits());
+            let c = match keys.iter().position(|k| *k == key) {
+                Some(c) => c,
+                None => {
+                    keys.push(key);
+                    let present = |on: bool, w: f64| if on { w } else { 0.0 };
+                    let den_plain = present(cap.cpu_cores > 0.0, w.cpu_headroom)
+                        + present(cap.memory_bytes > 0.0, w.memory_headroom)
+                        + present(cap.network_bps > 0.0, w.network_headroom)
+                        + present(cap.cpu_cores > 0.0, w.current_load)
+                        + w.history
+                        + present(view.horizon > 0 && cap.cpu_cores > 0.0, w.forecast_headroom);
+                    classes.push(Class {
+                        cpu: cap.cpu_cores,
+                        mem: cap.memory_bytes,
+                        den_plain,
+                        den_local: den_plain + w.locality,
+                        no_data: Vec::new(),
+                        remote: Vec::new(),
+                        by_zone: vec![Vec::new(); view.zones.len() + 1],
+                    });
+                    classes.len() - 1
+                }
+            };
+            class_of[pi] = c;
+            let cl = &mut classes[c];
+            cl.no_data.push((node_bound(view, pi, w, None), pi));
+            cl.remote.push((node_bound(view, pi, w, Some(0.0)), pi));
             let z = view.phys[pi].zone.map(|z| z as usize).unwrap_or(view.zones.len());
-            by_zone[z].push((node_bound(view, pi, w, Some(1.0)), pi));
+            cl.by_zone[z].push((node_bound(view, pi, w, Some(1.0)), pi));
         }
-        let by_zone = by_zone.into_iter().map(sorted).collect();
-        TargetIndex { no_data, remote, by_zone, dirty: Vec::new(), is_dirty: vec![false; n], scored: 0.into() }
+        for cl in &mut classes {
+            cl.no_data = sorted(std::mem::take(&mut cl.no_data));
+            cl.remote = sorted(std::mem::take(&mut cl.remote));
+            cl.by_zone = std::mem::take(&mut cl.by_zone).into_iter().map(sorted).collect();
+        }
+        TargetIndex {
+            classes,
+            dirty_plain: Vec::new(),
+            dirty_local: Vec::new(),
+            dirty_log: Vec::new(),
+            class_of,
+            fresh: vec![(f64::INFINITY, f64::INFINITY); n],
+            scored: 0.into(),
+        }
     }
 
-    /// Notes that node `pi`'s load fell (its bound may be stale).
-    pub fn mark_dirty(&mut self, pi: usize) {
-        if !self.is_dirty[pi] {
-            self.is_dirty[pi] = true;
-            self.dirty.push(pi);
+    /// Notes that node `pi`'s load fell in `view` (its precomputed bound
+    /// may be too low): its fresh bounds are kept in a short sorted list
+    /// that every search scans too.
+    pub fn mark_dirty(&mut self, view: &ClusterView, w: &Weights, pi: usize) {
+        let mut fresh = [0.0; 2];
+        for (k, (list, loc)) in
+            [(&mut self.dirty_plain, None), (&mut self.dirty_local, Some(1.0))].into_iter().enumerate()
+        {
+            list.retain(|&(_, x)| x != pi);
+            let b = node_bound(view, pi, w, loc);
+            let at = list.partition_point(|&(ob, ox)| ob > b || (ob == b && ox < pi));
+            list.insert(at, (b, pi));
+            fresh[k] = b;
         }
+        self.fresh[pi] = (fresh[0], fresh[1]);
+        self.dirty_log.push(pi);
+    }
+
+    /// A dirty node's fresh bound (locality at 1 when `local`); +infinity
+    /// for a node that is not dirty (no fresh bound known).
+    pub fn fresh_bound(&self, pi: usize, local: bool) -> f64 {
+        if local { self.fresh[pi].1 } else { self.fresh[pi].0 }
+    }
+
+    /// How many times a node was marked dirty so far (a position in the log).
+    pub fn dirty_count(&self) -> usize {
+        self.dirty_log.len()
+    }
+
+    /// Nodes marked dirty after position `since` of the log.
+    pub fn dirty_since(&self, since: usize) -> &[usize] {
+        &self.dirty_log[since.min(self.dirty_log.len())..]
     }
 
     /// Best feasible target of `vi` (other than where it runs) whose score
@@ -112,38 +206,78 @@ impl TargetIndex {
                 *best = Some((pi, s));
             }
         };
-        // Explicit: own history, and nodes whose bounds are stale.
+        // Explicit: own history.
         for &(pi, _) in &v.history {
             consider(pi, &mut best);
         }
-        for &pi in &self.dirty {
-            consider(pi, &mut best);
-        }
+        // What a feasible target of a class loses at least, because the
+        // virtual node's own demand is added: feasibility keeps the CPU,
+        // memory and forecast headrooms away from their clamp at 0, so they
+        // fall by exactly demand / capacity (the forecast one by at least
+        // its smallest step). A hair less, for floating-point rounding.
+        let min_fc = (0..view.horizon).map(|h| v.fc_at(h).0).fold(f64::INFINITY, f64::min);
+        let reduction = |cl: &Class, den: f64| -> f64 {
+            if den <= 0.0 {
+                return 0.0;
+            }
+            let mut r = 0.0;
+            if cl.cpu > 0.0 {
+                r += w.cpu_headroom * v.demand.cpu_cores / cl.cpu;
+                if view.horizon > 0 {
+                    r += w.forecast_headroom * min_fc.max(0.0) / cl.cpu;
+                }
+            }
+            if cl.mem > 0.0 {
+                r += w.memory_headroom * v.demand.memory_bytes / cl.mem;
+            }
+            (r / den * (1.0 - 1e-9) - 1e-12).max(0.0)
+        };
         let stop = |bound: f64, best: &Option<(usize, Score)>| {
             bound <= floor || best.as_ref().is_some_and(|(_, b)| bound < b.score)
         };
-        if v.data.is_empty() {
-            for &(bound, pi) in &self.no_data {
-                if stop(bound, &best) {
+        // Nodes whose load fell during the round, by their fresh bounds.
+        type Den = fn(&Class) -> f64;
+        let (dirty, den_of): (&[(f64, usize)], Den) =
+            if v.data.is_empty() { (&self.dirty_plain, |c| c.den_plain) } else { (&self.dirty_local, |c| c.den_local) };
+        if !dirty.is_empty() {
+            let min_red = self.classes.iter().map(|c| reduction(c, den_of(c))).fold(f64::INFINITY, f64::min);
+            for &(bound, pi) in dirty {
+                if stop(bound - min_red, &best) {
                     break;
                 }
-                consider(pi, &mut best);
+                if bound - reduction(&self.classes[self.class_of[pi]], den_of(&self.classes[self.class_of[pi]]))
+                    >= best.as_ref().map_or(f64::NEG_INFINITY, |(_, b)| b.score)
+                {
+                    consider(pi, &mut best);
+                }
             }
-        } else {
-            let nz = self.by_zone.len() - 1;
-            let mut zones: Vec<usize> = v.data.iter().map(|(d, _)| d.zone.map(|z| z as usize).unwrap_or(nz)).collect();
-            zones.sort_unstable();
-            zones.dedup();
+        }
+        let nz = view.zones.len();
+        let mut zones: Vec<usize> = v.data.iter().map(|(d, _)| d.zone.map(|z| z as usize).unwrap_or(nz)).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        for cl in &self.classes {
+            if v.data.is_empty() {
+                let red = reduction(cl, cl.den_plain);
+                for &(bound, pi) in &cl.no_data {
+                    if stop(bound - red, &best) {
+                        break;
+                    }
+                    consider(pi, &mut best);
+                }
+                continue;
+            }
+            let red = reduction(cl, cl.den_local);
             for &z in &zones {
-                for &(bound, pi) in &self.by_zone[z] {
-                    if stop(bound, &best) {
+                for &(bound, pi) in &cl.by_zone[z] {
+                    if stop(bound - red, &best) {
                         break;
                     }
                     consider(pi, &mut best);
                 }
             }
-            for &(bound, pi) in &self.remote {
-                if stop(bound, &best) {
+            for &(bound, pi) in &cl.remote {
+                if stop(bound - red, &best) {
                     break;
                 }
                 let z = view.phys[pi].zone.map(|z| z as usize).unwrap_or(nz);
@@ -170,9 +304,13 @@ mod tests {
         for seed in 0..6 {
             let view = synthetic_view(&SyntheticParams { virt: 600, phys: 80, seed, ..Default::default() });
             let mut index = TargetIndex::build(&view, &w);
+            let mut view = view;
             if seed % 2 == 1 {
                 // A stale bound must not hide a node whose load fell.
-                index.mark_dirty(3);
+                let vi = view.virt.iter().position(|v| v.placement == Some(3)).unwrap();
+                let to = (0..view.phys.len()).find(|&p| p != 3).unwrap();
+                view.apply_move(vi, to);
+                index.mark_dirty(&view, &w, 3);
             }
             for vi in 0..view.virt.len() {
                 let a = best_exhaustive(&view, vi, &w, &limits);
