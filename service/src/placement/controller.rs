@@ -546,23 +546,6 @@ impl Round<'_> {
         if cost.net() <= self.cfg.cost.min_net_benefit {
             return None;
         }
-        let p = &self.view.phys[from];
-        let reason = format!(
-            "{} at {:.0}% CPU (affinity {:.2}); {} would be at {:.0}% CPU (affinity {:.2}); gain {:.2} > threshold {:.2}; benefit {:.0} > cost {:.0} affinity-s ({}, transfer {:.1} s + overhead {:.0} s)",
-            p.id,
-            p.cpu_util() * 100.0,
-            from_score.score,
-            self.view.phys[to].id,
-            to_score.projected_cpu_util * 100.0,
-            to_score.score,
-            gain,
-            self.cfg.gain_threshold,
-            cost.benefit,
-            cost.cost,
-            dist.name(),
-            cost.transfer_seconds,
-            cost.overhead_seconds,
-        );
         let prop = Proposal {
             virt: vi,
             from,
@@ -573,9 +556,32 @@ impl Round<'_> {
             cost,
             expected_overload_step: None,
             source_peak: None,
-            reason,
+            // Written when the move is taken: most candidates never are.
+            reason: String::new(),
         };
         Some((cost.net(), prop))
+    }
+
+    /// The sentence of a micro-migration, from the state it was evaluated in
+    /// (which is the state now: it is written just before the move is taken).
+    fn micro_reason(&self, prop: &Proposal) -> String {
+        let p = &self.view.phys[prop.from];
+        format!(
+            "{} at {:.0}% CPU (affinity {:.2}); {} would be at {:.0}% CPU (affinity {:.2}); gain {:.2} > threshold {:.2}; benefit {:.0} > cost {:.0} affinity-s ({}, transfer {:.1} s + overhead {:.0} s)",
+            p.id,
+            p.cpu_util() * 100.0,
+            prop.from_score.score,
+            self.view.phys[prop.to].id,
+            prop.to_score.projected_cpu_util * 100.0,
+            prop.to_score.score,
+            prop.gain(),
+            self.cfg.gain_threshold,
+            prop.cost.benefit,
+            prop.cost.cost,
+            self.view.node_distance(prop.from, prop.to).name(),
+            prop.cost.transfer_seconds,
+            prop.cost.overhead_seconds,
+        )
     }
 }
 
@@ -724,6 +730,8 @@ pub fn run_round_with(
                 r.out.skipped_budget += 1 + heap.len();
                 break;
             }
+            let mut prop = prop;
+            prop.reason = r.micro_reason(&prop);
             r.take(prop);
         }
     }

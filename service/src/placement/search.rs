@@ -193,6 +193,12 @@ impl TargetIndex {
             if Some(pi) == v.placement {
                 return;
             }
+            // The cheap part of feasibility first (the same test `score`
+            // makes): no CPU room now means infeasible, whatever the score.
+            let p = &view.phys[pi];
+            if v.demand.cpu_cores > p.capacity.cpu_cores * limits.max_cpu_utilization - p.load.cpu_cores {
+                return;
+            }
             scored += 1;
             let s = score(view, vi, pi, w, limits);
             if s.infeasible.is_some() || s.score <= floor {
@@ -206,6 +212,14 @@ impl TargetIndex {
                 *best = Some((pi, s));
             }
         };
+        // A pinned virtual node can only go to its pin: every other node is infeasible.
+        if let Some(pin) = &v.pinned {
+            if let Some(&pi) = view.phys_index.get(pin) {
+                consider(pi, &mut best);
+            }
+            self.scored.fetch_add(scored, std::sync::atomic::Ordering::Relaxed);
+            return best;
+        }
         // Explicit: own history.
         for &(pi, _) in &v.history {
             consider(pi, &mut best);
