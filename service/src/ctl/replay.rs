@@ -62,6 +62,9 @@ pub struct ReplayArgs {
     /// Swarm's limit on a target's utilisation, now and forecast, 0..1 [default: the controller's].
     #[arg(long)]
     pub max_cpu_utilization: Option<f64>,
+    /// Swarm acts on a host whose forecast upper bound passes this, 0..1 [default: the overload threshold, 0.9].
+    #[arg(long)]
+    pub risk_threshold: Option<f64>,
     /// Correlation assumed between co-located VMs' forecast errors, 0..1 [default: the replay's].
     #[arg(long)]
     pub spread_correlation: Option<f64>,
@@ -140,6 +143,9 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     params.controller.horizon_steps = a.horizon;
     if let Some(g) = a.gain_threshold {
         params.controller.gain_threshold = g;
+    }
+    if let Some(r) = a.risk_threshold {
+        params.controller.overload_threshold = r;
     }
     if let Some(r) = a.spread_correlation {
         params.controller.spread_correlation = r;
