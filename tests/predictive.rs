@@ -159,3 +159,70 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
     let again = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
     assert!(again.decisions.iter().all(|d| d.kind != pb::DecisionKind::Predictive as i32), "{:?}", again.decisions);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_locality_reach_affinity_and_history_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &["--round-interval", "1h"]);
+    let ch = server.channel().await;
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
+    let mut p0 = physical("p0", 16.0);
+    p0.labels.insert("class".into(), "fast".into());
+    let mut p1 = physical("p1", 16.0);
+    p1.labels.insert("class".into(), "slow".into());
+    let mut p2 = physical("p2", 16.0);
+    p2.labels.insert("zone".into(), "z2".into());
+    topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p0, p1, p2] }).await.unwrap();
+    topo.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vec![virt("web", 1.0), virt("reader", 1.0)] })
+        .await
+        .unwrap();
+    let placements = ["web", "reader"]
+        .iter()
+        .map(|v| pb::PlacementAssignment { virtual_node_id: v.to_string(), physical_node_id: "p0".into() })
+        .collect();
+    topo.set_placements(pb::SetPlacementsRequest { placements }).await.unwrap();
+    let now = now_ms();
+    let mut samples = vec![
+        sample(pb::EntityKind::Virtual, "web", pb::Metric::LatencyMs, now - 60_000, 40.0),
+        sample(pb::EntityKind::Virtual, "web", pb::Metric::ThroughputRps, now - 60_000, 900.0),
+    ];
+    // "reader" reads 3 MB/s held on p2 (zone z2) and 1 MB/s from zone z1.
+    let mut read = |loc: &str, rate: f64| {
+        let mut s = sample(pb::EntityKind::Virtual, "reader", pb::Metric::DataAccessBytesPerSec, now - 30_000, rate);
+        s.location = loc.into();
+        samples.push(s);
+    };
+    read("p2", 3e6);
+    read("z1", 1e6);
+    assert_eq!(ingest(ch.clone(), vec![samples]).await.unwrap().rejected, 0);
+    let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
+    // A round folds the window's latency/throughput into the history of where "web" runs.
+    placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap();
+
+    async fn components(ch: tonic::transport::Channel, v: &str) -> Vec<(String, pb::AffinityComponents)> {
+        let mut placement = pb::placement_client::PlacementClient::new(ch);
+        let r = placement
+            .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec![v.into()], physical_node_ids: vec![] })
+            .await
+            .unwrap()
+            .into_inner();
+        r.physical_node_ids.into_iter().zip(r.rows[0].scores.iter().map(|s| s.components.unwrap())).collect()
+    }
+    let of = |c: &[(String, pb::AffinityComponents)], p: &str| c.iter().find(|(id, _)| id == p).unwrap().1;
+    let web = components(ch.clone(), "web").await;
+    assert_eq!(of(&web, "p0").history, Some(1.0), "its best (only) node");
+    assert_eq!(of(&web, "p1").history, Some(0.5), "another hardware class: the neutral prior");
+    let reader = components(ch.clone(), "reader").await;
+    // p2 holds 3/4 of the reads (1.0) and is remote for the rest; p0 and p1
+    // are in z1: the zone-level 1/4 at 0.5, the p2 part remote.
+    assert_eq!(of(&reader, "p2").locality, Some(0.75));
+    assert_eq!(of(&reader, "p0").locality, Some(0.125));
+    assert_eq!(of(&web, "p0").locality, None, "web reads nothing");
+
+    // The history is durable: after SIGKILL and restart it is still there.
+    server.kill_and_restart();
+    let ch = server.channel().await;
+    let web = components(ch.clone(), "web").await;
+    assert_eq!(of(&web, "p0").history, Some(1.0));
+    assert_eq!(of(&web, "p1").history, Some(0.5));
+}

@@ -330,43 +330,9 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::domain::{PhysicalNode, Topology, VirtualNode};
     use crate::placement::view::{CpuForecast, ViewInputs};
 
-    fn id(s: &str) -> NodeId {
-        NodeId::parse(s).unwrap()
-    }
-
-    /// Physical nodes (id, cores, zone, rack) and virtual nodes (id, cores, host).
-    fn topo(phys: &[(&str, f64, &str, &str)], virt: &[(&str, f64, &str)]) -> Topology {
-        let mut t = Topology::default();
-        for (p, cpu, z, r) in phys {
-            t.physical.insert(
-                id(p),
-                PhysicalNode {
-                    id: id(p),
-                    capacity: Resources { cpu_cores: *cpu, memory_bytes: 0.0, network_bps: 0.0 },
-                    labels: [("zone".to_string(), z.to_string()), ("rack".to_string(), r.to_string())].into(),
-                    state: PhysicalState::Active,
-                },
-            );
-        }
-        for (v, cpu, at) in virt {
-            t.virtual_nodes.insert(
-                id(v),
-                VirtualNode {
-                    id: id(v),
-                    requested: Resources { cpu_cores: *cpu, ..Default::default() },
-                    state_size_bytes: 0,
-                    group: None,
-                    pinned: None,
-                    anti_affinity_group: None,
-                    placement: (!at.is_empty()).then(|| id(at)),
-                },
-            );
-        }
-        t
-    }
+    use crate::placement::testing::{id, topology as topo};
 
     const L: Limits = Limits { max_cpu_utilization: 0.9 };
 

@@ -742,47 +742,20 @@ pub fn run_round_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{PhysicalNode, Resources, Topology, VirtualNode};
+    use crate::domain::Topology;
     use crate::placement::affinity::ObservedUsage;
     use crate::placement::synthetic::{SyntheticParams, synthetic_view};
+    use crate::placement::testing::{id, topology};
     use crate::placement::view::{CpuForecast, ViewInputs};
 
     fn round(view: &ClusterView, now: i64, last: &HashMap<NodeId, i64>, cfg: &ControllerConfig) -> RoundOutcome {
         run_round(view, RoundInput { now_ms: now, step_ms: 300_000, last_decided: last }, cfg)
     }
 
-    fn id(s: &str) -> NodeId {
-        NodeId::parse(s).unwrap()
-    }
-
+    /// Unlabelled physical nodes `(id, cores)` and placed virtual nodes.
     fn topo(phys: &[(&str, f64)], virt: &[(&str, f64, &str)]) -> Topology {
-        let mut t = Topology::default();
-        for (p, cpu) in phys {
-            t.physical.insert(
-                id(p),
-                PhysicalNode {
-                    id: id(p),
-                    capacity: Resources { cpu_cores: *cpu, memory_bytes: 0.0, network_bps: 0.0 },
-                    labels: Default::default(),
-                    state: PhysicalState::Active,
-                },
-            );
-        }
-        for (v, cpu, at) in virt {
-            t.virtual_nodes.insert(
-                id(v),
-                VirtualNode {
-                    id: id(v),
-                    requested: Resources { cpu_cores: *cpu, ..Default::default() },
-                    state_size_bytes: 0,
-                    group: None,
-                    pinned: None,
-                    anti_affinity_group: None,
-                    placement: Some(id(at)),
-                },
-            );
-        }
-        t
+        let phys: Vec<(&str, f64, &str, &str)> = phys.iter().map(|&(p, c)| (p, c, "", "")).collect();
+        topology(&phys, virt)
     }
 
     #[test]

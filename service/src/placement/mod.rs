@@ -8,4 +8,6 @@ pub mod cost;
 pub mod descheduler;
 pub mod search;
 pub mod synthetic;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod view;

@@ -74,6 +74,20 @@ impl MetricFrame {
         self.hot_ts.len()
     }
 
+    /// Every row (sealed and buffered, not yet de-duplicated) with `ts >= from_ms`.
+    fn since(&self, from_ms: i64) -> PolarsResult<LazyFrame> {
+        let (mut sid, mut ts, mut value) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..self.hot_len() {
+            if self.hot_ts[i] >= from_ms {
+                sid.push(self.hot_sid[i]);
+                ts.push(self.hot_ts[i]);
+                value.push(self.hot_value[i]);
+            }
+        }
+        let recent = self.sealed.clone().lazy().filter(col("ts").gt_eq(lit(from_ms)));
+        concat([recent, frame_of(&sid, &ts, &value)?.lazy()], UnionArgs::default())
+    }
+
     fn sid(&mut self, entity: &Arc<str>, location: &Arc<str>) -> u32 {
         if let Some(&id) = self.ids.get(&(entity.clone(), location.clone())) {
             return id;
@@ -197,16 +211,7 @@ impl Frames {
         let Some(f) = self.frames.get(&(kind, metric)) else {
             return Ok(out);
         };
-        let (mut sid, mut ts, mut value) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..f.hot_len() {
-            if f.hot_ts[i] >= from_ms {
-                sid.push(f.hot_sid[i]);
-                ts.push(f.hot_ts[i]);
-                value.push(f.hot_value[i]);
-            }
-        }
-        let recent = f.sealed.clone().lazy().filter(col("ts").gt_eq(lit(from_ms)));
-        let df = sort_dedup(concat([recent, frame_of(&sid, &ts, &value)?.lazy()], UnionArgs::default())?).collect()?;
+        let df = sort_dedup(f.since(from_ms)?).collect()?;
         let sids = df.column("sid")?.u32()?;
         for (s, (t, v)) in sids.into_no_null_iter().zip(points(&df)?) {
             let (entity, location) = &f.names[s as usize];
@@ -227,17 +232,7 @@ impl Frames {
         let Some(f) = self.frames.get(&(kind, metric)) else {
             return Ok(HashMap::new());
         };
-        let (mut sid, mut ts, mut value) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..f.hot_len() {
-            if f.hot_ts[i] >= from_ms {
-                sid.push(f.hot_sid[i]);
-                ts.push(f.hot_ts[i]);
-                value.push(f.hot_value[i]);
-            }
-        }
-        let recent = f.sealed.clone().lazy().filter(col("ts").gt_eq(lit(from_ms)));
-        let both = concat([recent, frame_of(&sid, &ts, &value)?.lazy()], UnionArgs::default())?;
-        let df = sort_dedup(both).group_by([col("sid")]).agg([col("value").mean()]).collect()?;
+        let df = sort_dedup(f.since(from_ms)?).group_by([col("sid")]).agg([col("value").mean()]).collect()?;
         let sids = df.column("sid")?.u32()?;
         let vals = df.column("value")?.f64()?;
         let mut out: HashMap<String, Vec<(String, f64)>> = HashMap::new();
