@@ -12,6 +12,7 @@
 //! - [`decisions`]: the sequenced, resumable decision log;
 //! - [`forecast`]: raw samples → the model's grid → forecasts (serving);
 //! - [`history`]: decayed performance of virtual nodes per physical node;
+//! - [`migration`]: the pure state machine of a shadowed migration;
 //! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
 //!   around the pure code;
 //! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
@@ -32,6 +33,7 @@ pub mod domain;
 pub mod forecast;
 pub mod grpc;
 pub mod history;
+pub mod migration;
 pub mod placement;
 pub mod replay;
 pub mod series;
