@@ -21,7 +21,7 @@ use swarm_datasets::import::{self as importer, Format};
     name = "swarmctl",
     version,
     about,
-    after_help = "Examples:\n  swarmctl nodes list\n  swarmctl ingest-csv ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --register\n  swarmctl round --dry-run\n  swarmctl decisions watch --from 1\n  swarmctl affinity v000 --output json\n  swarmctl replay --trace ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --report replay.md"
+    after_help = "Examples:\n  swarmctl nodes list\n  swarmctl ingest-csv ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --register\n  swarmctl round --dry-run\n  swarmctl decisions watch --from 1\n  swarmctl affinity v000 --output json\n  swarmctl forecast v000 --horizon 12\n  swarmctl replay --trace ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --report replay.md"
 )]
 pub struct Cli {
     /// Address of swarmd.
@@ -62,6 +62,20 @@ pub enum Command {
     Affinity {
         /// The virtual node.
         vnode: String,
+    },
+    /// A node's forecast from the server's model, with its interval.
+    Forecast {
+        /// The node.
+        node: String,
+        /// The node is physical (default: virtual).
+        #[arg(long)]
+        physical: bool,
+        /// Metric: cpu-peak (what overloads), cpu, memory, network-rx, network-tx, latency, throughput.
+        #[arg(long, default_value = "cpu-peak")]
+        metric: String,
+        /// Steps ahead (each the model's interval, 5 minutes for the bundled model).
+        #[arg(long, default_value_t = 6)]
+        horizon: u32,
     },
     /// Replay a trace in virtual time through the controller and compare
     /// policies (none, reactive, proactive, oracle). Runs locally; needs no server.
@@ -213,6 +227,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             decisions_list(channel, out, from, limit).await
         }
         Command::Affinity { vnode } => affinity(channel, out, vnode).await,
+        Command::Forecast { node, physical, metric, horizon } => {
+            forecast(channel, out, node, physical, &metric, horizon).await
+        }
         Command::Replay(_) => unreachable!("handled before connecting"),
     }
 }
@@ -260,6 +277,42 @@ async fn affinity(ch: Channel, out: Output, vnode: String) -> Result<(), CtlErro
         .await?
         .into_inner();
     output::affinity(out, &r)
+}
+
+async fn forecast(
+    ch: Channel,
+    out: Output,
+    node: String,
+    physical: bool,
+    metric: &str,
+    horizon: u32,
+) -> Result<(), CtlError> {
+    let metric = match metric {
+        "cpu-peak" => pb::Metric::CpuPeak,
+        "cpu" => pb::Metric::CpuUsage,
+        "memory" => pb::Metric::MemoryBytes,
+        "network-rx" => pb::Metric::NetworkRxBytesPerSec,
+        "network-tx" => pb::Metric::NetworkTxBytesPerSec,
+        "latency" => pb::Metric::LatencyMs,
+        "throughput" => pb::Metric::ThroughputRps,
+        m => {
+            return Err(CtlError::Input(format!(
+                "--metric {m:?} is not forecast; use cpu-peak, cpu, memory, network-rx, network-tx, latency or throughput"
+            )));
+        }
+    };
+    let kind = if physical { pb::EntityKind::Physical } else { pb::EntityKind::Virtual };
+    let mut c = pb::placement_client::PlacementClient::new(ch);
+    let r = c
+        .get_forecast(pb::GetForecastRequest {
+            entity_kind: kind as i32,
+            entity_id: node.clone(),
+            metric: metric as i32,
+            horizon_steps: horizon,
+        })
+        .await?
+        .into_inner();
+    output::forecast(out, &node, &r)
 }
 
 /// Summary of an import.

@@ -319,3 +319,35 @@ pub fn replay(out: Output, r: &crate::replay::report::Report) -> Result<(), CtlE
     }
     Ok(())
 }
+
+/// `forecast`.
+pub fn forecast(out: Output, node: &str, r: &pb::GetForecastResponse) -> Result<(), CtlError> {
+    if out == Output::Json {
+        let points: Vec<_> = r
+            .points
+            .iter()
+            .map(|p| serde_json::json!({"timestamp_ms": p.timestamp_ms, "mean": p.mean, "lower": p.lower, "upper": p.upper}))
+            .collect();
+        return json(&serde_json::json!({
+            "node": node, "model": r.model, "interval_coverage": r.interval_coverage, "points": points,
+        }));
+    }
+    let rows: Vec<Vec<String>> = r
+        .points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            vec![
+                format!("+{}", i + 1),
+                p.timestamp_ms.to_string(),
+                format!("{:.3}", p.lower),
+                format!("{:.3}", p.mean),
+                format!("{:.3}", p.upper),
+            ]
+        })
+        .collect();
+    table(&["STEP", "TIMESTAMP_MS", "LOWER", "MEAN", "UPPER"], &rows)?;
+    let mut w = std::io::stdout().lock();
+    writeln!(w, "{:.0} % interval; model: {}", r.interval_coverage * 100.0, r.model)?;
+    Ok(())
+}
