@@ -270,42 +270,28 @@ impl Artifact {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LinearHead;
 
+    /// The naive artifact with a wider scale window, an offset second head
+    /// and asymmetric intervals, so the tests see each of them applied.
     fn tiny() -> Artifact {
-        let features = FeatureSpec {
-            lags: vec![1],
-            seasons_ms: vec![],
-            rolling: vec![],
-            time_of_day: false,
-            day_of_week: false,
-            scale_window: 4,
-        };
-        Artifact {
-            format_version: FORMAT_VERSION,
-            produced_by: "test".into(),
-            metric: "avg_cpu".into(),
-            feature_names: features.names(),
-            features,
-            horizons: vec![1, 2],
-            model: Model::Linear {
-                heads: vec![
-                    LinearHead { horizon: 1, intercept: 0.0, coefficients: vec![1.0] },
-                    LinearHead { horizon: 2, intercept: 0.5, coefficients: vec![1.0] },
-                ],
-            },
-            intervals: Intervals { coverage: 0.9, lower: vec![-0.1, -0.2], upper: vec![0.1, 0.2] },
-            training: TrainingSummary {
-                dataset: "x".into(),
-                format: "long-csv".into(),
-                series: 1,
-                rows: 1,
-                interval_ms: 300_000,
-                from_ms: 0,
-                to_ms: 1,
-            },
-            evaluation: None,
+        let mut a = Artifact::naive(&[1, 2], 0.1);
+        a.produced_by = "test".into();
+        a.metric = "avg_cpu".into();
+        a.features.scale_window = 4;
+        if let Model::Linear { heads } = &mut a.model {
+            heads[1].intercept = 0.5;
         }
+        a.intervals = Intervals { coverage: 0.9, lower: vec![-0.1, -0.2], upper: vec![0.1, 0.2] };
+        a.training = TrainingSummary {
+            dataset: "x".into(),
+            format: "long-csv".into(),
+            series: 1,
+            rows: 1,
+            interval_ms: 300_000,
+            from_ms: 0,
+            to_ms: 1,
+        };
+        a
     }
 
     #[test]

@@ -97,6 +97,13 @@ pub fn regular(points: &[(i64, f64)], step_ms: i64, n: usize, agg: Aggregate) ->
     (out, start)
 }
 
+/// The oldest sample time [`forecast`] can use at `now_ms` (the history the
+/// model needs, plus two steps of slack for a late newest sample).
+pub fn history_start_ms(model: &Artifact, now_ms: i64) -> i64 {
+    let step = model.training.interval_ms.max(1);
+    now_ms - (model.features.history_needed(step) as i64 + 2) * step
+}
+
 /// Forecasts `points` with `model` for horizons up to `max_horizon`, given
 /// the time now (the newest sample must be within two steps of it).
 pub fn forecast(

@@ -373,8 +373,7 @@ impl Swarm {
         let series = self.inner.series.clone();
         let model = self.inner.model.clone();
         let now = self.now_ms();
-        let step = self.step_ms();
-        let from = now - (model.features.history_needed(step) as i64 + 2) * step;
+        let from = forecast::history_start_ms(&model, now);
         tokio::task::spawn_blocking(move || {
             series.read(|f| -> Result<HashMap<String, CpuForecast>, polars::error::PolarsError> {
                 let peaks = f.recent(EntityKind::Virtual, Metric::CpuPeak, from)?;
@@ -508,7 +507,7 @@ impl Swarm {
         }
         let series = self.inner.series.clone();
         let now = self.now_ms();
-        let from = now - (model.features.history_needed(self.step_ms()) as i64 + 2) * self.step_ms();
+        let from = forecast::history_start_ms(&model, now);
         let points = tokio::task::spawn_blocking(move || {
             series.read(|f| f.query(kind, metric, &entity, "", from, i64::MAX, 1_000_000))
         })

@@ -314,7 +314,6 @@ struct Round<'a> {
     input: RoundInput<'a>,
     index: TargetIndex,
     on_node: Vec<Vec<usize>>,
-    moved: Vec<bool>,
     out: RoundOutcome,
 }
 
@@ -384,7 +383,6 @@ impl Round<'_> {
         self.touched[to] = self.moves;
         self.on_node[from].retain(|&x| x != vi);
         self.on_node[to].push(vi);
-        self.moved[vi] = true;
         self.out.proposals.push(prop);
     }
 
@@ -415,6 +413,7 @@ impl Round<'_> {
                 relief: f64,
                 cost: CostEstimate,
                 size: f64,
+                from_score: Score,
             }
             let mut best: Option<Cand> = None;
             let mut candidates = self.on_node[pi].clone();
@@ -426,7 +425,7 @@ impl Round<'_> {
             }
             for vi in candidates {
                 let v = &self.view.virt[vi];
-                if self.moved[vi] || v.migrating || (!draining && (v.pinned.is_some() || self.cooling(vi))) {
+                if v.migrating || (!draining && (v.pinned.is_some() || self.cooling(vi))) {
                     continue;
                 }
                 let Some((to, to_score)) = self.best(vi, f64::NEG_INFINITY) else {
@@ -448,7 +447,7 @@ impl Round<'_> {
                 if !draining && (rel <= 0.0 || cost.net() <= self.cfg.cost.min_net_benefit) {
                     continue;
                 }
-                let c = Cand { vi, to, to_score, after, relief: rel, cost, size: v.peak_demand() };
+                let c = Cand { vi, to, to_score, after, relief: rel, cost, size: v.peak_demand(), from_score };
                 if draining {
                     best = Some(c);
                     break;
@@ -472,7 +471,6 @@ impl Round<'_> {
                 self.out.skipped_budget += 1;
                 return false;
             }
-            let from_score = score(&self.view, c.vi, pi, &w, &limits);
             let p = &self.view.phys[pi];
             let now_util = p.cpu_util();
             let to_id = self.view.phys[c.to].id.clone();
@@ -520,7 +518,7 @@ impl Round<'_> {
                 virt: c.vi,
                 from: pi,
                 to: c.to,
-                from_score,
+                from_score: c.from_score,
                 to_score: c.to_score,
                 kind,
                 cost: c.cost,
@@ -613,17 +611,6 @@ impl Ord for Candidate {
     }
 }
 
-/// Moves virtual node `vi` to `to` in the view.
-pub fn apply_move(view: &mut ClusterView, vi: usize, to: usize) {
-    view.apply_move(vi, to);
-}
-
-/// Best feasible target of `vi` other than where it runs (exhaustive; for
-/// inspection, not rounds).
-pub fn best_target(view: &ClusterView, vi: usize, cfg: &ControllerConfig) -> Option<(usize, Score)> {
-    super::search::best_exhaustive(view, vi, &cfg.weights, &cfg.limits())
-}
-
 /// Runs one round over `view` (which it does not modify).
 pub fn run_round(view: &ClusterView, input: RoundInput<'_>, cfg: &ControllerConfig) -> RoundOutcome {
     run_round_with(view, input, cfg, Search::Pruned)
@@ -652,7 +639,6 @@ pub fn run_round_with(
         input,
         index,
         on_node,
-        moved: vec![false; view.virt.len()],
         out: RoundOutcome::default(),
     };
     // Phase 1: draining nodes, then nodes at risk, worst first.
@@ -677,7 +663,7 @@ pub fn run_round_with(
     let eligible: Vec<usize> = (0..view.virt.len())
         .filter(|&vi| {
             let v = &r.view.virt[vi];
-            v.placement.is_some() && v.pinned.is_none() && !v.migrating && !r.moved[vi]
+            v.placement.is_some() && v.pinned.is_none() && !v.migrating
         })
         .collect();
     r.out.evaluated = eligible.len();
@@ -704,7 +690,8 @@ pub fn run_round_with(
         });
         let mut heap: BinaryHeap<Candidate> = firsts.into();
         while let Some(c) = heap.pop() {
-            if r.moved[c.virt] {
+            // Moved earlier in this round (`apply_move` marks it migrating).
+            if r.view.virt[c.virt].migrating {
                 continue;
             }
             // Re-evaluate against the loads left by the moves already taken
@@ -772,7 +759,7 @@ mod tests {
         for p in &out.proposals {
             assert_eq!(view.phys[p.to].id.as_str(), "cold");
             assert!(p.gain() > 0.1);
-            apply_move(&mut v, p.virt, p.to);
+            v.apply_move(p.virt, p.to);
         }
         for p in &v.phys {
             assert!(p.load.cpu_cores <= 9.0 + 1e-9, "{} overfilled: {}", p.id, p.load.cpu_cores);
