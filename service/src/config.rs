@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::migration::machine::Policy;
 use crate::placement::affinity::Weights;
 use crate::placement::controller::{Automation, ControllerConfig};
 use crate::placement::cost::CostModel;
@@ -54,6 +55,26 @@ pub struct Config {
     pub demo: bool,
     /// Forecasting model artifact; `None` means the bundled default.
     pub model: Option<PathBuf>,
+    /// Migration protocol tuning.
+    pub migration: MigrationConfig,
+}
+
+/// Migration protocol tuning: health tolerances, timeouts, reservations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MigrationConfig {
+    /// Tolerances, verification window and per-phase timeouts.
+    pub policy: Policy,
+    /// Requested CPU on a node may reach this multiple of its cores when a
+    /// migration reserves room there (memory is never overcommitted).
+    pub cpu_overcommit: f64,
+    /// How often timeouts are checked.
+    pub tick: Duration,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig { policy: Policy::default(), cpu_overcommit: 1.0, tick: Duration::from_secs(1) }
+    }
 }
 
 impl Default for Config {
@@ -72,6 +93,7 @@ impl Default for Config {
             controller: ControllerConfig::default(),
             demo: false,
             model: None,
+            migration: MigrationConfig::default(),
         }
     }
 }
@@ -91,6 +113,21 @@ struct FileConfig {
     fsync: Option<bool>,
     model: Option<PathBuf>,
     controller: Option<FileController>,
+    migration: Option<FileMigration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMigration {
+    max_latency_ratio: Option<f64>,
+    max_error_rate: Option<f64>,
+    max_lag: Option<String>,
+    verify_window: Option<String>,
+    accept_timeout: Option<String>,
+    phase_timeout: Option<String>,
+    shadow_timeout: Option<String>,
+    cpu_overcommit: Option<f64>,
+    tick: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +319,39 @@ impl Config {
                 self.controller.cost = v;
             }
         }
+        if let Some(m) = f.migration {
+            let ms = |key: &str, v: &Option<String>| -> Result<Option<i64>, ConfigError> {
+                Ok(dur(key, v)?.map(|d| d.as_millis() as i64))
+            };
+            let p = &mut self.migration.policy;
+            if let Some(v) = m.max_latency_ratio {
+                p.max_latency_ratio = v;
+            }
+            if let Some(v) = m.max_error_rate {
+                p.max_error_rate = v;
+            }
+            if let Some(v) = ms("migration.max_lag", &m.max_lag)? {
+                p.max_lag_ms = v as f64;
+            }
+            if let Some(v) = ms("migration.verify_window", &m.verify_window)? {
+                p.verify_window_ms = v;
+            }
+            if let Some(v) = ms("migration.accept_timeout", &m.accept_timeout)? {
+                p.accept_timeout_ms = v;
+            }
+            if let Some(v) = ms("migration.phase_timeout", &m.phase_timeout)? {
+                p.phase_timeout_ms = v;
+            }
+            if let Some(v) = ms("migration.shadow_timeout", &m.shadow_timeout)? {
+                p.shadow_timeout_ms = v;
+            }
+            if let Some(v) = m.cpu_overcommit {
+                self.migration.cpu_overcommit = v;
+            }
+            if let Some(v) = dur("migration.tick", &m.tick)? {
+                self.migration.tick = v;
+            }
+        }
         Ok(())
     }
 
@@ -292,6 +362,29 @@ impl Config {
         }
         if self.retention < Duration::from_secs(60) {
             return Err(ConfigError::Invalid("retention must be at least 1m".into()));
+        }
+        let m = &self.migration;
+        let p = &m.policy;
+        if !(p.max_latency_ratio.is_finite() && p.max_latency_ratio >= 1.0) {
+            return Err(ConfigError::Invalid("migration.max_latency_ratio must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&p.max_error_rate) {
+            return Err(ConfigError::Invalid("migration.max_error_rate must be in 0..=1".into()));
+        }
+        if [p.accept_timeout_ms, p.phase_timeout_ms, p.shadow_timeout_ms].iter().any(|&t| t < 100) {
+            return Err(ConfigError::Invalid("migration timeouts must be at least 100ms".into()));
+        }
+        if p.verify_window_ms >= p.shadow_timeout_ms {
+            return Err(ConfigError::Invalid(
+                "migration.verify_window must be shorter than migration.shadow_timeout (else no shadow can be verified)"
+                    .into(),
+            ));
+        }
+        if !(m.cpu_overcommit.is_finite() && m.cpu_overcommit >= 1.0) {
+            return Err(ConfigError::Invalid("migration.cpu_overcommit must be at least 1".into()));
+        }
+        if m.tick < Duration::from_millis(10) || m.tick > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid("migration.tick must be in 10ms..=60s".into()));
         }
         if self.max_batch_samples == 0 || self.max_batch_samples > 1_000_000 {
             return Err(ConfigError::Invalid("max_batch_samples must be in 1..=1000000".into()));

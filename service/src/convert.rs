@@ -102,3 +102,85 @@ pub fn decision(
         expected_overload_at_ms: p.expected_overload_step.map(|h| now_ms + h as i64 * step_ms).unwrap_or(0),
     }
 }
+
+/// A migration phase to the wire.
+pub fn phase(p: crate::migration::machine::Phase) -> pb::MigrationPhase {
+    use crate::migration::machine::Phase::*;
+    match p {
+        Proposed => pb::MigrationPhase::Proposed,
+        Accepted => pb::MigrationPhase::Accepted,
+        ShadowStarting => pb::MigrationPhase::ShadowStarting,
+        Shadowing => pb::MigrationPhase::Shadowing,
+        Verified => pb::MigrationPhase::Verified,
+        CuttingOver => pb::MigrationPhase::CuttingOver,
+        Completed => pb::MigrationPhase::Completed,
+        Rejected => pb::MigrationPhase::Rejected,
+        TimedOut => pb::MigrationPhase::TimedOut,
+        ShadowUnhealthy => pb::MigrationPhase::ShadowUnhealthy,
+        RolledBack => pb::MigrationPhase::RolledBack,
+        Aborted => pb::MigrationPhase::Aborted,
+    }
+}
+
+/// A wire phase to the domain; `None` for unspecified or unknown values.
+pub fn phase_from_wire(p: i32) -> Option<crate::migration::machine::Phase> {
+    use crate::migration::machine::Phase::*;
+    Some(match pb::MigrationPhase::try_from(p).ok()? {
+        pb::MigrationPhase::Unspecified => return None,
+        pb::MigrationPhase::Proposed => Proposed,
+        pb::MigrationPhase::Accepted => Accepted,
+        pb::MigrationPhase::ShadowStarting => ShadowStarting,
+        pb::MigrationPhase::Shadowing => Shadowing,
+        pb::MigrationPhase::Verified => Verified,
+        pb::MigrationPhase::CuttingOver => CuttingOver,
+        pb::MigrationPhase::Completed => Completed,
+        pb::MigrationPhase::Rejected => Rejected,
+        pb::MigrationPhase::TimedOut => TimedOut,
+        pb::MigrationPhase::ShadowUnhealthy => ShadowUnhealthy,
+        pb::MigrationPhase::RolledBack => RolledBack,
+        pb::MigrationPhase::Aborted => Aborted,
+    })
+}
+
+/// An instruction to the wire.
+pub fn instruction(i: crate::migration::machine::Instruction) -> pb::Instruction {
+    use crate::migration::machine::Instruction::*;
+    match i {
+        // Not accepted yet: the orchestrator has nothing to do.
+        Wait => pb::Instruction::Unspecified,
+        StartShadow => pb::Instruction::StartShadow,
+        KeepShadowing => pb::Instruction::KeepShadowing,
+        CutOver => pb::Instruction::CutOver,
+        RollBack => pb::Instruction::RollBack,
+        Done => pb::Instruction::Done,
+    }
+}
+
+/// A migration to the wire, with or without its history.
+pub fn migration(m: &crate::migration::machine::Migration, with_history: bool) -> pb::Migration {
+    pb::Migration {
+        id: m.id.clone(),
+        decision_sequence: m.decision_sequence,
+        virtual_node_id: m.virt.clone(),
+        from_node_id: m.from.clone(),
+        to_node_id: m.to.clone(),
+        phase: phase(m.phase) as i32,
+        epoch: m.epoch,
+        history: if with_history {
+            m.history
+                .iter()
+                .map(|t| pb::MigrationTransition {
+                    phase: phase(t.phase) as i32,
+                    at_ms: t.at_ms,
+                    cause: t.cause.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        orchestrator_id: m.owner.clone().unwrap_or_default(),
+        instruction: instruction(m.instruction()) as i32,
+        phase_since_ms: m.phase_since_ms(),
+        reserves_target: m.reserves_target(),
+    }
+}

@@ -11,6 +11,8 @@ use swarm_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::domain::NodeId;
+use crate::migration::book::migration_id;
+use crate::migration::machine::Migration;
 use crate::store::{Loaded, MetaStore, StoreError};
 
 /// Decisions kept in the live broadcast buffer; a slower watcher falls back to the store.
@@ -97,19 +99,38 @@ impl DecisionLog {
         self.state.lock().expect("log lock").last_decided.clone()
     }
 
-    /// Assigns sequences, persists (atomically with the round id) and
-    /// publishes the decisions of one round. Blocking (store IO).
+    /// Assigns sequences, persists (atomically with the round id and, when
+    /// `propose`, one proposed migration per decision) and publishes the
+    /// decisions of one round. Blocking (store IO).
     pub fn commit_round(
         &self,
         round_id: u64,
         mut decisions: Vec<pb::Decision>,
-    ) -> Result<Vec<pb::Decision>, StoreError> {
+        propose: bool,
+    ) -> Result<(Vec<pb::Decision>, Vec<Migration>), StoreError> {
         let mut st = self.state.lock().expect("log lock");
         for (i, d) in decisions.iter_mut().enumerate() {
             d.sequence = st.last_seq + 1 + i as u64;
             d.round_id = round_id;
         }
-        self.store.append_decisions(round_id, &decisions)?;
+        let migrations: Vec<Migration> = if propose {
+            decisions
+                .iter()
+                .map(|d| {
+                    Migration::propose(
+                        migration_id(d.sequence),
+                        d.sequence,
+                        d.virtual_node_id.clone(),
+                        d.from_node_id.clone(),
+                        d.to_node_id.clone(),
+                        d.decided_at_ms,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.store.append_decisions(round_id, &decisions, &migrations)?;
         st.last_round = round_id;
         if let Some(last) = decisions.last() {
             st.last_seq = last.sequence;
@@ -124,7 +145,7 @@ impl DecisionLog {
             // No receivers is fine: the store has it.
             let _ = self.tx.send(Arc::new(d.clone()));
         }
-        Ok(decisions)
+        Ok((decisions, migrations))
     }
 
     /// Reads a page of the log. Blocking.

@@ -148,6 +148,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         series_rows = report.series.rows,
         torn_bytes_cut = report.series.truncated_bytes,
         last_decision = report.last_decision,
+        live_migrations = report.live_migrations,
         "swarmd ready"
     );
     let model = swarm.model();
@@ -176,6 +177,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     // The address line is machine-readable for scripts and tests that bind port 0.
     println!("swarmd listening on {addr}");
     tokio::spawn(swarm.clone().run_round_timer());
+    tokio::spawn(swarm.clone().run_migration_timer());
     if demo {
         let endpoint = format!("http://{addr}");
         println!(

@@ -4,6 +4,7 @@
 //! call [`crate::state`] and map its errors to status codes here, in one place.
 
 mod metrics;
+mod migrations;
 mod placement;
 mod stubs;
 mod topology;
@@ -72,7 +73,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(pb::placement_server::PlacementServer::new(placement::PlacementSvc(swarm.clone())))
-        .add_service(pb::migrations_server::MigrationsServer::new(stubs::MigrationsSvc))
+        .add_service(pb::migrations_server::MigrationsServer::new(migrations::MigrationsSvc(swarm.clone())))
         .add_service(pb::reconfiguration_server::ReconfigurationServer::new(stubs::ReconfigurationSvc))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await;

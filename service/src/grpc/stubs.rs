@@ -4,7 +4,6 @@
 use swarm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-pub struct MigrationsSvc;
 pub struct ReconfigurationSvc;
 
 fn later(what: &str) -> Status {
@@ -12,46 +11,6 @@ fn later(what: &str) -> Status {
         "{what} is declared in swarm.v1 but not implemented by this server version yet; \
          decisions are available on Placement.WatchDecisions"
     ))
-}
-
-#[tonic::async_trait]
-impl pb::migrations_server::Migrations for MigrationsSvc {
-    async fn accept_migration(
-        &self,
-        _: Request<pb::AcceptMigrationRequest>,
-    ) -> Result<Response<pb::AcceptMigrationResponse>, Status> {
-        Err(later("Migrations.AcceptMigration"))
-    }
-    async fn reject_migration(
-        &self,
-        _: Request<pb::RejectMigrationRequest>,
-    ) -> Result<Response<pb::RejectMigrationResponse>, Status> {
-        Err(later("Migrations.RejectMigration"))
-    }
-    async fn report_progress(
-        &self,
-        _: Request<pb::ReportProgressRequest>,
-    ) -> Result<Response<pb::ReportProgressResponse>, Status> {
-        Err(later("Migrations.ReportProgress"))
-    }
-    async fn list_migrations(
-        &self,
-        _: Request<pb::ListMigrationsRequest>,
-    ) -> Result<Response<pb::ListMigrationsResponse>, Status> {
-        Err(later("Migrations.ListMigrations"))
-    }
-    async fn get_migration(
-        &self,
-        _: Request<pb::GetMigrationRequest>,
-    ) -> Result<Response<pb::GetMigrationResponse>, Status> {
-        Err(later("Migrations.GetMigration"))
-    }
-    async fn abort_migration(
-        &self,
-        _: Request<pb::AbortMigrationRequest>,
-    ) -> Result<Response<pb::AbortMigrationResponse>, Status> {
-        Err(later("Migrations.AbortMigration"))
-    }
 }
 
 #[tonic::async_trait]

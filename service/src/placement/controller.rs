@@ -37,9 +37,12 @@ use crate::domain::{NodeId, PhysicalState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Automation {
-    /// Publish decisions only; an orchestrator or operator acts on them.
+    /// Publish decisions, each with a proposed migration that an
+    /// orchestrator carries out through the migration protocol (shadow,
+    /// verify, cut over); the placement changes at the cutover.
     Recommend,
-    /// Also record the moves as the new placements.
+    /// Record the moves as the new placements at once, with no migration
+    /// protocol (for clusters where the placement record is the actuation).
     Apply,
 }
 

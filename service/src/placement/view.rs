@@ -206,6 +206,10 @@ pub struct InFlight {
     pub virt: String,
     /// Source physical node id.
     pub from: String,
+    /// Target physical node id, when the topology still places the virtual
+    /// node on `from` (a migration not yet committed): the view places it
+    /// here, which reserves the target's room.
+    pub to: Option<String>,
     /// Steps after now the source still carries it.
     pub remaining_steps: usize,
 }
@@ -358,7 +362,10 @@ impl ClusterView {
                 memory_bytes: obs.memory_bytes.unwrap_or(v.requested.memory_bytes),
                 network_bps: obs.network_bps.unwrap_or(v.requested.network_bps),
             };
-            let placement = v.placement.as_ref().and_then(|p| phys_index.get(p).copied());
+            let placement = match migrating.get(v.id.as_str()).and_then(|m| m.to.as_deref()) {
+                Some(to) => phys_index.get(to).copied(),
+                None => v.placement.as_ref().and_then(|p| phys_index.get(p).copied()),
+            };
             let forecast =
                 inp.forecasts.get(v.id.as_str()).filter(|f| f.mean.len() == h && f.upper.len() == h).cloned();
             let history = history_by_virt.remove(v.id.as_str()).unwrap_or_default();

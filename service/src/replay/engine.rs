@@ -266,6 +266,7 @@ pub fn simulate(
             .map(|&(vm, from, until)| InFlight {
                 virt: scenario.vms[vm].id.clone(),
                 from: hosts[from].id.clone(),
+                to: None,
                 remaining_steps: until - t,
             })
             .collect();

@@ -10,6 +10,7 @@ use swarm_proto::v1 as pb;
 use super::{Loaded, MetaStore, StoreError, TopologyChange};
 use crate::domain::{PhysicalNode, VirtualNode};
 use crate::history::Perf;
+use crate::migration::machine::Migration;
 
 const PHYSICAL: TableDefinition<&str, &[u8]> = TableDefinition::new("physical_nodes");
 const VIRTUAL: TableDefinition<&str, &[u8]> = TableDefinition::new("virtual_nodes");
@@ -17,6 +18,8 @@ const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions")
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Key: virtual id, NUL, physical id (ids never contain NUL: they are validated printable).
 const PERFORMANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("performance");
+/// Key: the decision sequence the migration carries out (one migration per decision).
+const MIGRATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("migrations");
 const LAST_ROUND: &str = "last_round_id";
 
 /// The embedded store.
@@ -48,6 +51,7 @@ impl EmbeddedStore {
             tryio!("create table", tx.open_table(DECISIONS));
             tryio!("create table", tx.open_table(META));
             tryio!("create table", tx.open_table(PERFORMANCE));
+            tryio!("create table", tx.open_table(MIGRATIONS));
         }
         tryio!("commit", tx.commit());
         Ok(EmbeddedStore { db })
@@ -71,6 +75,36 @@ fn load_table<T: serde::de::DeserializeOwned>(
         })?);
     }
     Ok(out)
+}
+
+fn write_topology(tx: &redb::WriteTransaction, changes: &[TopologyChange]) -> Result<(), StoreError> {
+    let mut p = tryio!("open", tx.open_table(PHYSICAL));
+    let mut v = tryio!("open", tx.open_table(VIRTUAL));
+    for c in changes {
+        match c {
+            TopologyChange::PutPhysical(n) => {
+                let bytes = serde_json::to_vec(n).expect("nodes serialize");
+                tryio!("insert", p.insert(n.id.as_str(), bytes.as_slice()));
+            }
+            TopologyChange::PutVirtual(n) => {
+                let bytes = serde_json::to_vec(n).expect("nodes serialize");
+                tryio!("insert", v.insert(n.id.as_str(), bytes.as_slice()));
+            }
+            TopologyChange::DeleteVirtual(id) => {
+                tryio!("remove", v.remove(id.as_str()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_migrations(tx: &redb::WriteTransaction, migrations: &[Migration]) -> Result<(), StoreError> {
+    let mut t = tryio!("open", tx.open_table(MIGRATIONS));
+    for m in migrations {
+        let bytes = serde_json::to_vec(m).expect("migrations serialize");
+        tryio!("insert", t.insert(m.decision_sequence, bytes.as_slice()));
+    }
+    Ok(())
 }
 
 impl MetaStore for EmbeddedStore {
@@ -104,35 +138,31 @@ impl MetaStore for EmbeddedStore {
             let perf: Perf = serde_json::from_slice(v.value()).map_err(|e| corrupt(e.to_string()))?;
             out.performance.push((virt.to_owned(), phys.to_owned(), perf));
         }
+        let t = tryio!("open", tx.open_table(MIGRATIONS));
+        for row in tryio!("scan", t.iter()) {
+            let (k, v) = tryio!("scan", row);
+            out.migrations.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                what: "migration",
+                key: k.value().to_string(),
+                reason: e.to_string(),
+            })?);
+        }
         Ok(out)
     }
 
     fn apply(&self, changes: &[TopologyChange]) -> Result<(), StoreError> {
         let tx = tryio!("begin", self.db.begin_write());
-        {
-            let mut p = tryio!("open", tx.open_table(PHYSICAL));
-            let mut v = tryio!("open", tx.open_table(VIRTUAL));
-            for c in changes {
-                match c {
-                    TopologyChange::PutPhysical(n) => {
-                        let bytes = serde_json::to_vec(n).expect("nodes serialize");
-                        tryio!("insert", p.insert(n.id.as_str(), bytes.as_slice()));
-                    }
-                    TopologyChange::PutVirtual(n) => {
-                        let bytes = serde_json::to_vec(n).expect("nodes serialize");
-                        tryio!("insert", v.insert(n.id.as_str(), bytes.as_slice()));
-                    }
-                    TopologyChange::DeleteVirtual(id) => {
-                        tryio!("remove", v.remove(id.as_str()));
-                    }
-                }
-            }
-        }
+        write_topology(&tx, changes)?;
         tryio!("commit", tx.commit());
         Ok(())
     }
 
-    fn append_decisions(&self, round_id: u64, decisions: &[pb::Decision]) -> Result<(), StoreError> {
+    fn append_decisions(
+        &self,
+        round_id: u64,
+        decisions: &[pb::Decision],
+        migrations: &[Migration],
+    ) -> Result<(), StoreError> {
         let tx = tryio!("begin", self.db.begin_write());
         {
             let mut t = tryio!("open", tx.open_table(DECISIONS));
@@ -142,6 +172,15 @@ impl MetaStore for EmbeddedStore {
             let mut m = tryio!("open", tx.open_table(META));
             tryio!("insert", m.insert(LAST_ROUND, round_id));
         }
+        write_migrations(&tx, migrations)?;
+        tryio!("commit", tx.commit());
+        Ok(())
+    }
+
+    fn put_migrations(&self, migrations: &[Migration], changes: &[TopologyChange]) -> Result<(), StoreError> {
+        let tx = tryio!("begin", self.db.begin_write());
+        write_migrations(&tx, migrations)?;
+        write_topology(&tx, changes)?;
         tryio!("commit", tx.commit());
         Ok(())
     }
@@ -198,7 +237,7 @@ mod tests {
             })])
             .unwrap();
             let d = |seq| pb::Decision { sequence: seq, virtual_node_id: format!("v{seq}"), ..Default::default() };
-            s.append_decisions(7, &[d(1), d(2), d(3)]).unwrap();
+            s.append_decisions(7, &[d(1), d(2), d(3)], &[]).unwrap();
         }
         let s = EmbeddedStore::open(&path).unwrap();
         let l = s.load().unwrap();

@@ -12,6 +12,7 @@ use swarm_proto::v1 as pb;
 
 use crate::domain::{NodeId, PhysicalNode, Topology, VirtualNode};
 use crate::history::Perf;
+use crate::migration::machine::Migration;
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,8 @@ pub struct Loaded {
     pub last_round_id: u64,
     /// Historical performance per (virtual id, physical id).
     pub performance: Vec<(String, String, Perf)>,
+    /// Every migration, live or finished.
+    pub migrations: Vec<Migration>,
 }
 
 /// The narrow interface to durable metadata. Every method is one atomic transaction.
@@ -77,8 +80,17 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Applies topology changes atomically.
     fn apply(&self, changes: &[TopologyChange]) -> Result<(), StoreError>;
     /// Appends the decisions of round `round_id` (sequences already assigned,
-    /// contiguous after the last stored one) atomically with the round counter.
-    fn append_decisions(&self, round_id: u64, decisions: &[pb::Decision]) -> Result<(), StoreError>;
+    /// contiguous after the last stored one) atomically with the round
+    /// counter and the migrations proposed for them.
+    fn append_decisions(
+        &self,
+        round_id: u64,
+        decisions: &[pb::Decision],
+        migrations: &[Migration],
+    ) -> Result<(), StoreError>;
+    /// Writes migrations together with the topology changes they commit
+    /// (a cutover moves the placement in the same transaction).
+    fn put_migrations(&self, migrations: &[Migration], changes: &[TopologyChange]) -> Result<(), StoreError>;
     /// Reads up to `limit` decisions with sequence >= `from_seq`, in order.
     fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError>;
     /// Stores performance records (virtual id, physical id, record).

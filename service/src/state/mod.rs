@@ -21,6 +21,8 @@ use crate::decisions::DecisionLog;
 use crate::domain::{NodeId, PhysicalState, Topology};
 use crate::forecast::{self, Aggregate, ForecastError};
 use crate::history::PerfTable;
+use crate::migration::book::Book;
+use crate::migration::machine::Migration;
 use crate::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
 use crate::placement::controller::{self, Automation};
 use crate::placement::view::{CpuForecast, ViewInputs};
@@ -28,6 +30,10 @@ use crate::series::{EntityKind, Metric, OpenReport, SeriesConfig, SeriesStore};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{MetaStore, TopologyChange};
 use crate::validate::{self, FieldError};
+
+mod migrations;
+
+pub use migrations::{REPORTABLE, health as validate_health};
 
 /// Errors of service operations; the gRPC layer maps each to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,17 @@ pub enum OpenError {
     /// The forecasting model.
     #[error(transparent)]
     Model(#[from] swarm_models::ArtifactError),
+    /// Stored migrations break an invariant.
+    #[error(transparent)]
+    Migrations(#[from] crate::migration::book::TwoLive),
+}
+
+/// What one metadata write changes: topology and migration records, in one
+/// transaction.
+struct Write<R> {
+    changes: Vec<TopologyChange>,
+    migrations: Vec<Migration>,
+    result: R,
 }
 
 struct Inner {
@@ -88,6 +105,8 @@ struct Inner {
     model: Arc<Artifact>,
     /// Historical performance, persisted after each round that changes it.
     history: std::sync::Mutex<PerfTable>,
+    /// Every migration; changed only inside [`Swarm::write`].
+    migrations: std::sync::Mutex<Book>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -108,6 +127,8 @@ pub struct StartReport {
     pub virtual_nodes: usize,
     /// Newest decision sequence.
     pub last_decision: u64,
+    /// Migrations still in progress (they resume).
+    pub live_migrations: usize,
 }
 
 /// Loads the configured model artifact, or the bundled default.
@@ -126,8 +147,9 @@ impl Swarm {
         std::fs::create_dir_all(&dir)
             .map_err(|source| OpenError::DataDir { path: dir.display().to_string(), source })?;
         let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(&dir.join("meta.redb"))?);
-        let loaded = store.load()?;
+        let mut loaded = store.load()?;
         let decisions = DecisionLog::open(store.clone(), &loaded, clock.now_ms(), cfg.controller.cooldown_ms)?;
+        let book = Book::new(std::mem::take(&mut loaded.migrations))?;
         let series_cfg =
             SeriesConfig { retention_ms: cfg.retention.as_millis() as i64, fsync: cfg.fsync, ..Default::default() };
         let (series, series_report) = SeriesStore::open(&series_dir(&dir), series_cfg, clock.clone())?;
@@ -136,6 +158,7 @@ impl Swarm {
             physical_nodes: loaded.topology.physical.len(),
             virtual_nodes: loaded.topology.virtual_nodes.len(),
             last_decision: loaded.last_decision_seq,
+            live_migrations: book.live().count(),
         };
         let (shutdown, _) = watch::channel(false);
         let inner = Inner {
@@ -151,6 +174,7 @@ impl Swarm {
             history: std::sync::Mutex::new(PerfTable {
                 pairs: loaded.performance.iter().map(|(v, p, perf)| ((v.clone(), p.clone()), *perf)).collect(),
             }),
+            migrations: std::sync::Mutex::new(book),
             shutdown,
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
@@ -212,43 +236,73 @@ impl Swarm {
         &self,
         f: impl FnOnce(&Topology) -> Result<(Vec<TopologyChange>, R), ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        let _guard = self.inner.mutate.lock().await;
-        let current = self.topology();
-        let (changes, result) = f(&current)?;
-        if changes.is_empty() {
-            return Ok(result);
-        }
-        let store = self.inner.store.clone();
-        let persisted = changes.clone();
-        tokio::task::spawn_blocking(move || store.apply(&persisted))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        let mut next = (*current).clone();
-        for c in changes {
-            match c {
-                TopologyChange::PutPhysical(n) => {
-                    next.physical.insert(n.id.clone(), n);
-                }
-                TopologyChange::PutVirtual(n) => {
-                    next.virtual_nodes.insert(n.id.clone(), n);
-                }
-                TopologyChange::DeleteVirtual(id) => {
-                    next.virtual_nodes.remove(&id);
-                }
-            }
-        }
-        *self.inner.topology.write().expect("topology lock") = Arc::new(next);
-        Ok(result)
+        self.write(move |t, _| f(t).map(|(changes, result)| Write { changes, migrations: Vec::new(), result })).await
     }
 
-    /// Adds or replaces physical nodes; returns (created, updated).
+    /// Applies a change to topology and migrations computed from both (under
+    /// one lock, so store order equals memory order): persisted in one
+    /// transaction, then made visible. Every metadata write goes through here.
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Topology, &Book) -> Result<Write<R>, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let _guard = self.inner.mutate.lock().await;
+        let current = self.topology();
+        let w = {
+            let book = self.inner.migrations.lock().expect("migrations lock");
+            f(&current, &book)?
+        };
+        if w.changes.is_empty() && w.migrations.is_empty() {
+            return Ok(w.result);
+        }
+        let store = self.inner.store.clone();
+        let (changes, migrations) = (w.changes, w.migrations);
+        let (changes, migrations) = tokio::task::spawn_blocking(move || {
+            store.put_migrations(&migrations, &changes).map(|()| (changes, migrations))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if !changes.is_empty() {
+            let mut next = (*current).clone();
+            for c in changes {
+                match c {
+                    TopologyChange::PutPhysical(n) => {
+                        next.physical.insert(n.id.clone(), n);
+                    }
+                    TopologyChange::PutVirtual(n) => {
+                        next.virtual_nodes.insert(n.id.clone(), n);
+                    }
+                    TopologyChange::DeleteVirtual(id) => {
+                        next.virtual_nodes.remove(&id);
+                    }
+                }
+            }
+            *self.inner.topology.write().expect("topology lock") = Arc::new(next);
+        }
+        let mut book = self.inner.migrations.lock().expect("migrations lock");
+        for m in migrations {
+            book.insert(m);
+        }
+        Ok(w.result)
+    }
+
+    /// Adds or replaces physical nodes; returns (created, updated). Live
+    /// migrations towards a node that stops being active are aborted (a
+    /// draining node receives no new virtual nodes).
     pub async fn upsert_physical(&self, nodes: Vec<pb::PhysicalNode>) -> Result<(u32, u32), ApiError> {
         let nodes = validate::physical_nodes(&nodes)?;
-        self.mutate(move |t| {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
+        self.write(move |t, book| {
             let created = nodes.iter().filter(|n| !t.physical.contains_key(&n.id)).count() as u32;
             let updated = nodes.len() as u32 - created;
-            Ok((nodes.into_iter().map(TopologyChange::PutPhysical).collect(), (created, updated)))
+            let mut after = t.clone();
+            for n in &nodes {
+                after.physical.insert(n.id.clone(), n.clone());
+            }
+            let migrations = migrations::abort_towards(book, &after, now, &policy);
+            let changes = nodes.into_iter().map(TopologyChange::PutPhysical).collect();
+            Ok(Write { changes, migrations, result: (created, updated) })
         })
         .await
     }
@@ -256,7 +310,8 @@ impl Swarm {
     /// Marks a physical node removed; refused while it hosts virtual nodes.
     pub async fn remove_physical(&self, id: String) -> Result<(), ApiError> {
         let id = NodeId::parse(&id).map_err(|r| FieldError::new("id", format!("id {r}")))?;
-        self.mutate(move |t| {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
+        self.write(move |t, book| {
             let Some(n) = t.physical.get(&id) else {
                 return Err(ApiError::NotFound(format!("unknown physical node {id}")));
             };
@@ -270,7 +325,10 @@ impl Swarm {
             }
             let mut n = n.clone();
             n.state = PhysicalState::Removed;
-            Ok((vec![TopologyChange::PutPhysical(n)], ()))
+            let mut after = t.clone();
+            after.physical.insert(n.id.clone(), n.clone());
+            let migrations = migrations::abort_towards(book, &after, now, &policy);
+            Ok(Write { changes: vec![TopologyChange::PutPhysical(n)], migrations, result: () })
         })
         .await
     }
@@ -286,23 +344,33 @@ impl Swarm {
         .await
     }
 
-    /// Removes a virtual node.
+    /// Removes a virtual node (refused while an orchestrator is moving it).
     pub async fn remove_virtual(&self, id: String) -> Result<(), ApiError> {
         let id = NodeId::parse(&id).map_err(|r| FieldError::new("id", format!("id {r}")))?;
-        self.mutate(move |t| {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
+        self.write(move |t, book| {
             if !t.virtual_nodes.contains_key(&id) {
                 return Err(ApiError::NotFound(format!("unknown virtual node {id}")));
             }
-            Ok((vec![TopologyChange::DeleteVirtual(id)], ()))
+            let migrations = migrations::release(book, id.as_str(), "the virtual node was removed", now, &policy)?;
+            Ok(Write {
+                changes: vec![TopologyChange::DeleteVirtual(id)],
+                migrations: migrations.into_iter().collect(),
+                result: (),
+            })
         })
         .await
     }
 
-    /// Records placements; returns how many changed.
+    /// Records placements; returns how many changed. A virtual node being
+    /// moved by an accepted migration is refused (its placement changes at
+    /// the cutover); a proposed migration of it is superseded.
     pub async fn set_placements(&self, ps: Vec<pb::PlacementAssignment>) -> Result<u32, ApiError> {
-        self.mutate(move |t| {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
+        self.write(move |t, book| {
             let ps = validate::placements(&ps, t)?;
             let mut changes = Vec::new();
+            let mut migrations = Vec::new();
             let mut seen = HashSet::new();
             for (i, (v, p)) in ps.into_iter().enumerate() {
                 if !seen.insert(v.clone()) {
@@ -314,12 +382,21 @@ impl Swarm {
                 }
                 let mut node = t.virtual_nodes[&v].clone();
                 if node.placement != p {
+                    let why = "the placement was set by SetPlacements";
+                    migrations.extend(migrations::release(book, v.as_str(), why, now, &policy).map_err(
+                        |e| match e {
+                            ApiError::FailedPrecondition(m) => {
+                                ApiError::FailedPrecondition(format!("placements[{i}]: {m}"))
+                            }
+                            e => e,
+                        },
+                    )?);
                     node.placement = p;
                     changes.push(TopologyChange::PutVirtual(node));
                 }
             }
             let n = changes.len() as u32;
-            Ok((changes, n))
+            Ok(Write { changes, migrations, result: n })
         })
         .await
     }
@@ -469,7 +546,7 @@ impl Swarm {
             forecasts: self.cpu_forecasts(horizon).await?,
             history,
             data_access: self.data_access().await?,
-            in_flight: Vec::new(),
+            in_flight: self.inner.migrations.lock().expect("migrations lock").in_flight(horizon),
             spread_correlation: self.inner.cfg.controller.spread_correlation,
         };
         tokio::task::spawn_blocking(move || ClusterView::build_with(&topo, &inputs))
@@ -608,11 +685,22 @@ impl Swarm {
         let decisions = if dry_run {
             decisions
         } else {
+            // Decisions and their proposed migrations are written together,
+            // under the write lock, so an orchestrator that sees a decision
+            // can accept its migration.
+            let propose = self.inner.cfg.controller.automation == Automation::Recommend;
             let log = self.inner.decisions.clone();
-            tokio::task::spawn_blocking(move || log.commit_round(round_id, decisions))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+            let _guard = self.inner.mutate.lock().await;
+            let (decisions, migrations) =
+                tokio::task::spawn_blocking(move || log.commit_round(round_id, decisions, propose))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            let mut book = self.inner.migrations.lock().expect("migrations lock");
+            for m in migrations {
+                book.insert(m);
+            }
+            decisions
         };
         if !dry_run && self.inner.cfg.controller.automation == Automation::Apply && !decisions.is_empty() {
             let moves = decisions

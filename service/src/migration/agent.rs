@@ -1,0 +1,1 @@
+//! The reference orchestrator (work in progress).
