@@ -154,11 +154,10 @@ async fn samples_are_validated_per_sample_and_batches_are_bounded() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("entity_kind"), "{}", e.message());
     // Declared but not yet implemented: UNIMPLEMENTED with a message, not a fake answer.
-    let mut mig = pb::migrations_client::MigrationsClient::new(ch.clone());
-    assert_eq!(
-        mig.list_migrations(pb::ListMigrationsRequest::default()).await.unwrap_err().code(),
-        Code::Unimplemented
-    );
+    let mut rc = pb::reconfiguration_client::ReconfigurationClient::new(ch.clone());
+    let e = rc.get_reconfiguration(pb::GetReconfigurationRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(e.message().contains("not implemented by this server version yet"), "{}", e.message());
     let e = p.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 1 }).await;
     assert!(e.is_ok(), "resuming from 1 on an empty log waits for decision 1");
 }

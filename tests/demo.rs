@@ -1,5 +1,6 @@
 //! `swarmd --demo`: the generated cluster produces decisions within seconds,
-//! and the stand-in orchestrator carries them out.
+//! and the reference orchestrator carries them out through the migration
+//! protocol (shadow, verify, cut over).
 
 mod common;
 
@@ -23,8 +24,8 @@ async fn demo_produces_decisions_that_get_applied() {
     assert_eq!(d.sequence, 1);
     assert_ne!(d.from_node_id, d.to_node_id);
     assert!(d.gain > 0.1, "{d:?}");
-    // The demo's orchestrator applies it after a short delay.
-    let mut topo = pb::topology_client::TopologyClient::new(ch);
+    // The demo's orchestrator shadows, verifies and cuts over; then the placement moves.
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
     let mut applied = false;
     for _ in 0..50 {
         let vs = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
@@ -38,4 +39,13 @@ async fn demo_produces_decisions_that_get_applied() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(applied, "decision {} was not carried out", d.sequence);
+    let mut m = pb::migrations_client::MigrationsClient::new(ch);
+    let mig = m.get_migration(pb::GetMigrationRequest { id: format!("m{}", d.sequence) }).await.unwrap().into_inner();
+    let mig = mig.migration.unwrap();
+    assert_eq!(mig.phase, pb::MigrationPhase::Completed as i32);
+    assert_eq!(mig.orchestrator_id, "demo-agent");
+    let seen: Vec<i32> = mig.history.iter().map(|t| t.phase).collect();
+    assert!(
+        seen.contains(&(pb::MigrationPhase::Shadowing as i32)) && seen.contains(&(pb::MigrationPhase::Verified as i32))
+    );
 }

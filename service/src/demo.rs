@@ -1,6 +1,7 @@
 //! `swarmd --demo`: a generated cluster, a load generator in accelerated
-//! time, and a stand-in orchestrator that carries decisions out, all talking
-//! real gRPC to the server they run in.
+//! time, and the reference orchestrator ([`crate::migration::agent`]) that
+//! carries decisions out through the migration protocol, all talking real
+//! gRPC to the server they run in.
 //!
 //! The cluster and its load come from the one synthetic generator,
 //! [`swarm_datasets::synth`]: 20 physical nodes (16 cores; 2 zones, 4 racks)
@@ -16,6 +17,8 @@ use swarm_datasets::synth::{Cluster, SynthParams};
 use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
+use crate::migration::agent::{self, AgentConfig};
+
 /// Parameters of the demo.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoParams {
@@ -25,8 +28,9 @@ pub struct DemoParams {
     pub day_seconds: f64,
     /// Real time between samples.
     pub tick: Duration,
-    /// Real delay before the stand-in orchestrator applies a decision.
-    pub apply_delay: Duration,
+    /// Real time the demo's orchestrator takes to start a shadow (and
+    /// between its health reports).
+    pub shadow_start: Duration,
 }
 
 impl Default for DemoParams {
@@ -35,7 +39,7 @@ impl Default for DemoParams {
             synth: SynthParams { bursts_per_day: 4.0, ..SynthParams::default() },
             day_seconds: 240.0,
             tick: Duration::from_secs(1),
-            apply_delay: Duration::from_secs(2),
+            shadow_start: Duration::from_millis(500),
         }
     }
 }
@@ -105,7 +109,15 @@ pub async fn run(endpoint: String, p: DemoParams) -> Result<(), Box<dyn std::err
         virtual_nodes = cluster.virtual_nodes.len(),
         "demo cluster registered"
     );
-    let orchestrator = tokio::spawn(apply_decisions(channel.clone(), p.apply_delay));
+    // The reference orchestrator carries decisions out through the
+    // migration protocol (shadow, verify, cut over), as in production.
+    let agent_cfg = AgentConfig {
+        orchestrator_id: "demo-agent".into(),
+        shadow_start: p.shadow_start,
+        report_every: p.shadow_start,
+        ..AgentConfig::default()
+    };
+    let orchestrator = tokio::spawn(agent::run(channel.clone(), agent_cfg, std::future::pending()));
     let load = feed_load(channel, cluster, p);
     let r = load.await;
     orchestrator.abort();
@@ -175,40 +187,18 @@ async fn feed_load(
     }
 }
 
-/// A stand-in orchestrator: applies each decision after a delay by
-/// reporting the new placement, as a real orchestrator would after moving it.
-async fn apply_decisions(channel: Channel, delay: Duration) {
-    let mut placement = pb::placement_client::PlacementClient::new(channel.clone());
-    let mut topo = pb::topology_client::TopologyClient::new(channel);
-    let Ok(resp) = placement.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 0 }).await else { return };
-    let mut stream = resp.into_inner();
-    while let Ok(Some(d)) = stream.message().await {
-        tokio::time::sleep(delay).await;
-        let r = topo
-            .set_placements(pb::SetPlacementsRequest {
-                placements: vec![pb::PlacementAssignment {
-                    virtual_node_id: d.virtual_node_id.clone(),
-                    physical_node_id: d.to_node_id.clone(),
-                }],
-            })
-            .await;
-        match r {
-            Ok(_) => {
-                tracing::info!(seq = d.sequence, vnode = %d.virtual_node_id, to = %d.to_node_id, "demo orchestrator moved")
-            }
-            Err(e) => tracing::warn!(error = %e, "demo orchestrator could not apply a decision"),
-        }
-    }
-}
-
 /// Adjusts the configuration for the demo's accelerated time: rounds every
-/// 10 s (unless given), usage averaged over 30 s, a 60 s cooldown.
+/// 10 s (unless given), usage averaged over 30 s, a 60 s cooldown, a 2 s
+/// shadow verification window, and VM-style 2x CPU overcommit (the
+/// generated cluster's requests exceed its cores on the crowded nodes).
 pub fn tune_config(cfg: &mut crate::config::Config, round_interval_given: bool) {
     if !round_interval_given {
         cfg.round_interval = Duration::from_secs(10);
     }
     cfg.usage_window = Duration::from_secs(30);
     cfg.controller.cooldown_ms = 60_000;
+    cfg.migration.policy.verify_window_ms = 2_000;
+    cfg.migration.cpu_overcommit = 2.0;
 }
 
 #[cfg(test)]

@@ -66,6 +66,15 @@ impl Server {
         self.addr = addr;
     }
 
+    /// SIGKILL, then start again on the same data directory and the same
+    /// address, so that clients holding the old endpoint reconnect.
+    pub fn kill_and_restart_same_port(&mut self) {
+        self.kill();
+        let (child, addr) = spawn_on(&self.addr, &self.data_dir, &self.extra);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
     /// SIGTERM and wait; returns the exit status success.
     pub fn terminate(&mut self) -> bool {
         let c = self.child.take().expect("running");
@@ -84,8 +93,12 @@ impl Drop for Server {
 }
 
 fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
+    spawn_on("127.0.0.1:0", dir, extra)
+}
+
+fn spawn_on(listen: &str, dir: &Path, extra: &[String]) -> (Child, String) {
     let mut child = Command::new(SWARMD)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", listen, "--data-dir"])
         .arg(dir)
         .args(extra)
         .env("SWARM_LOG", "warn")

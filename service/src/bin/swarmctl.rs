@@ -9,6 +9,10 @@ use swarm_service::ctl::{Cli, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics (the agent's progress, warnings) go to stderr; results to stdout.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

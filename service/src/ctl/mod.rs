@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 pub use self::output::Output;
 use swarm_datasets::import::{self as importer, Format};
 
+use crate::migration::agent::{self, AgentConfig, Faults};
+
 /// Swarm control: inspect the cluster, ingest metrics, run rounds, watch decisions.
 #[derive(Parser, Debug)]
 #[command(
@@ -80,6 +82,134 @@ pub enum Command {
     /// Replay a trace in virtual time through the controller and compare
     /// policies (none, reactive, proactive, oracle). Runs locally; needs no server.
     Replay(replay::ReplayArgs),
+    /// Migrations carrying decisions out: list, show one with its history, abort.
+    Migrations {
+        /// What to do with migrations.
+        #[command(subcommand)]
+        action: MigrationsAction,
+    },
+    /// Run the reference orchestrator: carry migrations out on a simulated
+    /// cluster (shadow, verify, cut over), with optional fault injection.
+    Agent(AgentArgs),
+}
+
+/// `migrations` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum MigrationsAction {
+    /// List migrations, newest first.
+    List {
+        /// Only live (unfinished) ones.
+        #[arg(long)]
+        live: bool,
+        /// Only those of this virtual node.
+        #[arg(long)]
+        vnode: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One migration with every transition, its time and cause.
+    Show {
+        /// Migration id (m<decision sequence>).
+        id: String,
+    },
+    /// Abort a live migration: the new instance is rolled back, the old one keeps serving.
+    Abort {
+        /// Migration id.
+        id: String,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "aborted with swarmctl")]
+        reason: String,
+    },
+}
+
+/// `agent` arguments.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  swarmctl agent\n  swarmctl agent --id agent-b --drop-reports 0.2 --unhealthy-shadow 0.1 --exit-when-idle 5s"
+)]
+pub struct AgentArgs {
+    /// Orchestrator id; a new id takes over live migrations with a new epoch (default: agent-<pid>).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Most migrations driven at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Time to start a shadow instance.
+    #[arg(long, default_value = "500ms", value_parser = crate::config::parse_duration)]
+    pub shadow_start: Duration,
+    /// Time between health reports while shadowing.
+    #[arg(long, default_value = "500ms", value_parser = crate::config::parse_duration)]
+    pub report_every: Duration,
+    /// Time a cutover takes.
+    #[arg(long, default_value = "200ms", value_parser = crate::config::parse_duration)]
+    pub cutover: Duration,
+    /// Fault: probability that a report is lost (it is re-sent later with the same request id).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_reports: f64,
+    /// Fault: probability that a report is sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_reports: f64,
+    /// Fault: probability that a shadow never comes up (Swarm times it out).
+    #[arg(long, default_value_t = 0.0)]
+    pub stall_shadow: f64,
+    /// Fault: probability that a shadow reports a 20 % error rate (Swarm orders a roll-back).
+    #[arg(long, default_value_t = 0.0)]
+    pub unhealthy_shadow: f64,
+    /// Fault: probability that the agent rejects a migration.
+    #[arg(long, default_value_t = 0.0)]
+    pub reject: f64,
+    /// Fault: die (exit 137, no clean-up) after sending this many reports.
+    #[arg(long)]
+    pub crash_after_reports: Option<u64>,
+    /// Seed of the fault dice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stop once nothing has been in progress for this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub exit_when_idle: Option<Duration>,
+}
+
+impl AgentArgs {
+    /// Resolves the flags into the agent's configuration.
+    pub fn resolve(&self) -> Result<AgentConfig, CtlError> {
+        for (name, p) in [
+            ("--drop-reports", self.drop_reports),
+            ("--duplicate-reports", self.duplicate_reports),
+            ("--stall-shadow", self.stall_shadow),
+            ("--unhealthy-shadow", self.unhealthy_shadow),
+            ("--reject", self.reject),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(CtlError::Input(format!("{name} is a probability in [0, 1], got {p}")));
+            }
+        }
+        if self.drop_reports > 0.95 {
+            return Err(CtlError::Input("--drop-reports above 0.95 would never get a report through".into()));
+        }
+        let mut c = AgentConfig {
+            concurrency: self.concurrency.max(1),
+            shadow_start: self.shadow_start,
+            report_every: self.report_every,
+            cutover: self.cutover,
+            faults: Faults {
+                drop_reports: self.drop_reports,
+                duplicate_reports: self.duplicate_reports,
+                stall_shadow: self.stall_shadow,
+                unhealthy_shadow: self.unhealthy_shadow,
+                reject: self.reject,
+                crash_after_reports: self.crash_after_reports,
+            },
+            seed: self.seed,
+            exit_when_idle: self.exit_when_idle,
+            ..AgentConfig::default()
+        };
+        if let Some(id) = &self.id {
+            crate::domain::NodeId::parse(id).map_err(|r| CtlError::Input(format!("--id {r}")))?;
+            c.orchestrator_id = id.clone();
+        }
+        Ok(c)
+    }
 }
 
 /// `nodes` subcommands.
@@ -231,6 +361,50 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             forecast(channel, out, node, physical, &metric, horizon).await
         }
         Command::Replay(_) => unreachable!("handled before connecting"),
+        Command::Migrations { action } => migrations(channel, out, action).await,
+        Command::Agent(args) => {
+            let cfg = args.resolve()?;
+            tracing::info!(id = %cfg.orchestrator_id, "agent started");
+            let summary = agent::run(channel, cfg, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| match e {
+                agent::AgentError::Rpc(s) => CtlError::Rpc(s),
+                e => CtlError::Input(e.to_string()),
+            })?;
+            output::agent_summary(&summary)
+        }
+    }
+}
+
+async fn migrations(ch: Channel, out: Output, action: MigrationsAction) -> Result<(), CtlError> {
+    let mut c = pb::migrations_client::MigrationsClient::new(ch);
+    match action {
+        MigrationsAction::List { live, vnode, limit } => {
+            let r = c
+                .list_migrations(pb::ListMigrationsRequest {
+                    live_only: live,
+                    virtual_node_id: vnode.unwrap_or_default(),
+                    limit,
+                })
+                .await?
+                .into_inner();
+            output::migrations(out, &r.migrations)
+        }
+        MigrationsAction::Show { id } => {
+            let m = c.get_migration(pb::GetMigrationRequest { id }).await?.into_inner().migration.unwrap_or_default();
+            output::migration(out, &m)
+        }
+        MigrationsAction::Abort { id, reason } => {
+            let m = c
+                .abort_migration(pb::AbortMigrationRequest { id, reason })
+                .await?
+                .into_inner()
+                .migration
+                .unwrap_or_default();
+            output::migration(out, &m)
+        }
     }
 }
 

@@ -351,3 +351,87 @@ pub fn forecast(out: Output, node: &str, r: &pb::GetForecastResponse) -> Result<
     writeln!(w, "{:.0} % interval; model: {}", r.interval_coverage * 100.0, r.model)?;
     Ok(())
 }
+
+fn phase_name(p: i32) -> &'static str {
+    crate::convert::phase_from_wire(p).map_or("unspecified", |p| p.name())
+}
+
+fn instruction_name(i: i32) -> &'static str {
+    match pb::Instruction::try_from(i) {
+        Ok(pb::Instruction::StartShadow) => "start-shadow",
+        Ok(pb::Instruction::KeepShadowing) => "keep-shadowing",
+        Ok(pb::Instruction::CutOver) => "cut-over",
+        Ok(pb::Instruction::RollBack) => "roll-back",
+        Ok(pb::Instruction::Done) => "done",
+        _ => "wait",
+    }
+}
+
+fn migration_json(m: &pb::Migration) -> serde_json::Value {
+    serde_json::json!({
+        "id": m.id, "decision_sequence": m.decision_sequence, "virtual_node_id": m.virtual_node_id,
+        "from_node_id": m.from_node_id, "to_node_id": m.to_node_id, "phase": phase_name(m.phase),
+        "epoch": m.epoch, "orchestrator_id": m.orchestrator_id, "instruction": instruction_name(m.instruction),
+        "phase_since_ms": m.phase_since_ms, "reserves_target": m.reserves_target,
+        "history": m.history.iter().map(|t| serde_json::json!({
+            "phase": phase_name(t.phase), "at_ms": t.at_ms, "cause": t.cause,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `migrations list`.
+pub fn migrations(out: Output, ms: &[pb::Migration]) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::Value::Array(ms.iter().map(migration_json).collect()));
+    }
+    let rows: Vec<Vec<String>> = ms
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.virtual_node_id.clone(),
+                format!("{} -> {}", m.from_node_id, m.to_node_id),
+                phase_name(m.phase).into(),
+                if m.orchestrator_id.is_empty() { "-".into() } else { format!("{}@{}", m.orchestrator_id, m.epoch) },
+                instruction_name(m.instruction).into(),
+            ]
+        })
+        .collect();
+    table(&["ID", "VNODE", "MOVE", "PHASE", "HELD_BY", "NEXT"], &rows)
+}
+
+/// `migrations show` and `abort`.
+pub fn migration(out: Output, m: &pb::Migration) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&migration_json(m));
+    }
+    println!(
+        "{} (decision #{}): move {} {} -> {}; {}{}; next: {}",
+        m.id,
+        m.decision_sequence,
+        m.virtual_node_id,
+        m.from_node_id,
+        m.to_node_id,
+        phase_name(m.phase),
+        if m.orchestrator_id.is_empty() {
+            String::new()
+        } else {
+            format!(", held by {} at epoch {}", m.orchestrator_id, m.epoch)
+        },
+        instruction_name(m.instruction)
+    );
+    let t0 = m.history.first().map_or(0, |t| t.at_ms);
+    let rows: Vec<Vec<String>> = m
+        .history
+        .iter()
+        .map(|t| vec![format!("+{:.1}s", (t.at_ms - t0) as f64 / 1000.0), phase_name(t.phase).into(), t.cause.clone()])
+        .collect();
+    table(&["AT", "PHASE", "CAUSE"], &rows)
+}
+
+/// The agent's summary: one JSON object (for people and scripts alike).
+pub fn agent_summary(s: &crate::migration::agent::Summary) -> Result<(), CtlError> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{}", serde_json::to_string(s).map_err(std::io::Error::other)?)?;
+    Ok(())
+}

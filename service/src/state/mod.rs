@@ -609,6 +609,7 @@ impl Swarm {
             }
         }
         let view = self.cluster_view().await?;
+        let topo = self.topology();
         let vindex: HashMap<&str, usize> = view.virt.iter().enumerate().map(|(i, v)| (v.id.as_str(), i)).collect();
         let row_idx: Vec<usize> = if rows.is_empty() {
             (0..view.virt.len().min(CAP)).collect()
@@ -641,9 +642,12 @@ impl Swarm {
             .iter()
             .map(|&vi| {
                 let v = &view.virt[vi];
+                // The authoritative placement (a migrating node's view
+                // placement is its reserved target).
+                let current = topo.virtual_nodes.get(&v.id).and_then(|n| n.placement.as_ref());
                 pb::AffinityRow {
                     virtual_node_id: v.id.to_string(),
-                    current_node_id: v.placement.map(|p| view.phys[p].id.to_string()).unwrap_or_default(),
+                    current_node_id: current.map(|p| p.to_string()).unwrap_or_default(),
                     scores: col_idx
                         .iter()
                         .map(|&pi| convert::score(&affinity::score(&view, vi, pi, w, &limits)))
