@@ -12,7 +12,8 @@
 //! - [`decisions`]: the sequenced, resumable decision log;
 //! - [`forecast`]: raw samples → the model's grid → forecasts (serving);
 //! - [`history`]: decayed performance of virtual nodes per physical node;
-//! - [`migration`]: the pure state machine of a shadowed migration;
+//! - [`migration`]: the pure state machine of a shadowed migration, the
+//!   book of all migrations (reservations), and the reference orchestrator;
 //! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
 //!   around the pure code;
 //! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
