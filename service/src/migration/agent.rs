@@ -307,15 +307,23 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// The migration as the server has it now.
+    async fn fetch(&mut self, id: String) -> Result<pb::Migration, tonic::Status> {
+        let r = self
+            .retry(|mut c| {
+                let id = id.clone();
+                async move { c.get_migration(pb::GetMigrationRequest { id }).await }
+            })
+            .await?;
+        Ok(r.migration.unwrap_or_default())
+    }
+
     async fn drive(mut self) -> Result<Option<End>, tonic::Status> {
         let f = self.sh.cfg.faults;
         let who = self.sh.cfg.orchestrator_id.clone();
         let seq = self.seq;
-        let current = self
-            .retry(|mut c| async move { c.get_migration(pb::GetMigrationRequest { id: format!("m{seq}") }).await })
-            .await;
-        let current = match current {
-            Ok(r) => r.migration.unwrap_or_default(),
+        let current = match self.fetch(format!("m{seq}")).await {
+            Ok(m) => m,
             // Decided with automation=apply: nothing to carry out.
             Err(s) if s.code() == Code::NotFound => return Ok(None),
             Err(s) => return Err(s),
@@ -358,13 +366,7 @@ impl<'a> Driver<'a> {
                 pb::Instruction::StartShadow if stall => {
                     // The shadow hangs: keep asking until Swarm gives up on it.
                     tokio::time::sleep(self.sh.cfg.report_every).await;
-                    let id = self.id.clone();
-                    let r = self.retry(|mut c| {
-                        let id = id.clone();
-                        async move { c.get_migration(pb::GetMigrationRequest { id }).await }
-                    });
-                    let r = r.await?;
-                    Ok(r.migration.map(|m| m.instruction).unwrap_or_default())
+                    Ok(self.fetch(self.id.clone()).await?.instruction)
                 }
                 pb::Instruction::StartShadow if !started => {
                     tokio::time::sleep(self.sh.cfg.shadow_start).await;
@@ -403,14 +405,7 @@ impl<'a> Driver<'a> {
                     self.report(pb::MigrationPhase::RolledBack, None).await
                 }
                 pb::Instruction::Done => {
-                    let id = self.id.clone();
-                    let r = self
-                        .retry(|mut c| {
-                            let id = id.clone();
-                            async move { c.get_migration(pb::GetMigrationRequest { id }).await }
-                        })
-                        .await?;
-                    let phase = r.migration.map(|m| m.phase).unwrap_or_default();
+                    let phase = self.fetch(self.id.clone()).await?.phase;
                     return Ok(Some(if phase == pb::MigrationPhase::Completed as i32 {
                         End::Completed
                     } else {
