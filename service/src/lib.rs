@@ -18,6 +18,8 @@
 //!   around the pure code;
 //! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
 //! - [`config`]: file/env/flag configuration; [`clock`]: injectable time;
+//! - [`reconfig`]: minimal-movement reconfiguration plans (min-cost flow),
+//!   pure;
 //! - [`replay`]: the trace-replay simulator (same placement code, virtual time);
 //! - [`demo`]: the demo cluster and its load generator;
 //! - [`ctl`]: the `swarmctl` commands.
@@ -36,6 +38,7 @@ pub mod grpc;
 pub mod history;
 pub mod migration;
 pub mod placement;
+pub mod reconfig;
 pub mod replay;
 pub mod series;
 pub mod state;

@@ -1,0 +1,279 @@
+//! The planner for equal-sized virtual nodes (shards, partitions, slots of
+//! one size): a min-cost flow.
+//!
+//! Virtual nodes with only one possible place are placed first: those held
+//! by a live migration (they stay) and pinned ones (they go to their pin).
+//! Every other virtual node is one unit of supply. It can *stay* (an edge
+//! towards its node, cost 0) or *move* (an edge to its group's hub, cost =
+//! its weight), and the hub reaches every node it may go to. A node takes as
+//! many units as fit beside what is already placed; a group spread per node
+//! passes through a per-(group, node) vertex whose capacity is the group's
+//! limit. The cheapest flow that places every unit is the plan with the
+//! fewest moves (or bytes): exact.
+//!
+//! A group spread per rack or zone passes through a per-(group, domain)
+//! vertex instead, shared by its members that stay and those that move in,
+//! which then reaches every node of the domain. That keeps feasibility exact
+//! but lets a member change node inside its domain without paying, so the
+//! flow's cost is a lower bound; the read-back puts members back on their own
+//! node wherever the flow allows, and the plan is proven optimal when its
+//! real cost equals that bound.
+
+use std::collections::HashMap;
+
+use super::flow::Network;
+use super::model::{EPS, Infeasible, Item, Move, Objective, Plan, Problem, Reason};
+
+/// Whether every movable virtual node has the same demand.
+pub fn is_uniform(pb: &Problem) -> Option<[f64; 2]> {
+    let mut it = pb.items.iter().filter(|i| !i.fixed);
+    let first = it.next()?.demand;
+    it.all(|i| i.demand == first).then_some(first)
+}
+
+/// The one place of an item that has no choice: held by a migration, or pinned.
+fn preset(it: &Item) -> Option<usize> {
+    if it.fixed { it.current } else { it.pinned }
+}
+
+const UNBOUNDED: i64 = i64::MAX / 4;
+
+struct Graph {
+    net: Network,
+    sink: usize,
+    /// Node of a node vertex.
+    node_of: HashMap<usize, usize>,
+    /// Per item: its vertex (usize::MAX when preset).
+    item: Vec<usize>,
+}
+
+impl Graph {
+    /// Follows one unit of flow from `v` to a node, consuming it in `rem`;
+    /// goes to `prefer` when the flow allows.
+    fn walk(&self, mut v: usize, prefer: Option<usize>, rem: &mut HashMap<usize, i64>) -> usize {
+        loop {
+            if let Some(&p) = self.node_of.get(&v) {
+                return p;
+            }
+            let mut left = |e: usize| *rem.entry(e).or_insert_with(|| self.net.flow(e));
+            let edges: Vec<usize> = self.net.out_edges(v).collect();
+            let e = edges
+                .iter()
+                .copied()
+                .find(|&e| prefer.is_some_and(|p| self.node_of.get(&self.net.head(e)) == Some(&p)) && left(e) > 0)
+                .or_else(|| edges.iter().copied().find(|&e| left(e) > 0))
+                .expect("flow is conserved: a vertex with inflow has outflow");
+            *rem.get_mut(&e).expect("seen") -= 1;
+            v = self.net.head(e);
+        }
+    }
+}
+
+fn build(pb: &Problem, obj: Objective, size: [f64; 2]) -> Graph {
+    // Room left per node, and per rule and domain, after the preset items.
+    let mut room: Vec<[f64; 2]> = pb.nodes.iter().map(|n| n.cap).collect();
+    let mut taken: HashMap<(usize, u64), i64> = HashMap::new();
+    for it in &pb.items {
+        let Some(p) = preset(it) else { continue };
+        for (d, r) in room[p].iter_mut().enumerate() {
+            *r -= it.demand[d];
+        }
+        if let Some(r) = it.rule
+            && let Some(k) = pb.domain_of(p, pb.rules[r].domain)
+        {
+            *taken.entry((r, k)).or_default() += 1;
+        }
+    }
+    let mut net = Network::new(0);
+    let sink = net.vertex();
+    let mut node = Vec::with_capacity(pb.nodes.len());
+    let mut node_of = HashMap::new();
+    for (p, n) in pb.nodes.iter().enumerate() {
+        let mut units = if n.accepts { pb.items.len() as i64 } else { 0 };
+        for d in 0..2 {
+            if size[d] > 0.0 {
+                units = units.min(((room[p][d] + EPS) / size[d]).floor().max(0.0) as i64);
+            }
+        }
+        let v = net.vertex();
+        net.edge(v, sink, units, 0);
+        node.push(v);
+        node_of.insert(v, p);
+    }
+    let accepting: Vec<usize> = (0..pb.nodes.len()).filter(|&p| pb.nodes[p].accepts).collect();
+    // Where a member of `rule` enters node p: the node itself, its
+    // per-(rule, node) vertex, or its per-(rule, domain) vertex.
+    let mut gate: HashMap<(usize, u64), usize> = HashMap::new();
+    let mut enter = |net: &mut Network, rule: Option<usize>, p: usize| -> usize {
+        let Some(r) = rule else { return node[p] };
+        let Some(k) = pb.domain_of(p, pb.rules[r].domain) else { return node[p] };
+        *gate.entry((r, k)).or_insert_with(|| {
+            let v = net.vertex();
+            let cap = (pb.rules[r].max_per_domain as i64 - taken.get(&(r, k)).copied().unwrap_or(0)).max(0);
+            let w = net.vertex();
+            net.edge(v, w, cap, 0);
+            for &q in &accepting {
+                if pb.domain_of(q, pb.rules[r].domain) == Some(k) {
+                    net.edge(w, node[q], UNBOUNDED, 0);
+                }
+            }
+            v
+        })
+    };
+    let mut hubs: HashMap<Option<usize>, usize> = HashMap::new();
+    let mut item = Vec::with_capacity(pb.items.len());
+    for (i, it) in pb.items.iter().enumerate() {
+        if preset(it).is_some() {
+            item.push(usize::MAX);
+            continue;
+        }
+        let v = net.vertex();
+        if let Ok(cur) = pb.may_stay(i) {
+            let to = enter(&mut net, it.rule, cur);
+            net.edge(v, to, 1, 0);
+        }
+        let h = match hubs.get(&it.rule) {
+            Some(&h) => h,
+            None => {
+                let h = net.vertex();
+                hubs.insert(it.rule, h);
+                let mut seen = std::collections::HashSet::new();
+                for &p in &accepting {
+                    let to = enter(&mut net, it.rule, p);
+                    if seen.insert(to) {
+                        net.edge(h, to, UNBOUNDED, 0);
+                    }
+                }
+                h
+            }
+        };
+        net.edge(v, h, 1, pb.weight(i, obj) as i64);
+        item.push(v);
+    }
+    Graph { net, sink, node_of, item }
+}
+
+/// Solves the flow; returns the assignment, its real cost and the flow's
+/// cost (a lower bound), or the items that found no place.
+fn solve(pb: &Problem, obj: Objective, size: [f64; 2]) -> Result<(Vec<usize>, u64, u64), Vec<usize>> {
+    let mut g = build(pb, obj, size);
+    // Every item on its own: stays are zero-cost paths, taken first (a
+    // zero-cost flow is of minimum cost for its value); then the others
+    // along cheapest paths, which may push a stayer out, paying its weight.
+    let mut flow_cost = 0i64;
+    let mut pending = Vec::new();
+    for (i, &v) in g.item.iter().enumerate() {
+        if v != usize::MAX && pb.may_stay(i).is_ok() {
+            pending.push(i);
+        }
+    }
+    let mut left = Vec::new();
+    let mut order = pending;
+    order.extend((0..pb.items.len()).filter(|&i| g.item[i] != usize::MAX && pb.may_stay(i).is_err()));
+    for i in order {
+        let (sent, cost) = g.net.augment(g.item[i], g.sink, 1);
+        if sent == 0 {
+            left.push(i);
+        }
+        flow_cost += cost;
+    }
+    if !left.is_empty() {
+        return Err(left);
+    }
+    let mut rem = HashMap::new();
+    let mut assignment = vec![usize::MAX; pb.items.len()];
+    for (i, it) in pb.items.iter().enumerate() {
+        if let Some(p) = preset(it) {
+            assignment[i] = p;
+        }
+    }
+    // Stayers first, so that they get their own node back wherever the flow allows.
+    let mut order: Vec<usize> = (0..pb.items.len()).filter(|&i| assignment[i] == usize::MAX).collect();
+    order.sort_by_key(|&i| pb.may_stay(i).is_err());
+    for i in order {
+        assignment[i] = g.walk(g.item[i], pb.items[i].current, &mut rem);
+    }
+    let cost = pb.cost_of(&assignment, obj);
+    Ok((assignment, cost, flow_cost.max(0) as u64))
+}
+
+/// The plan for equal-sized virtual nodes.
+pub fn plan(pb: &Problem, obj: Objective, size: [f64; 2]) -> Result<Plan, Infeasible> {
+    let (assignment, cost, flow_cost) = solve(pb, obj, size).map_err(|left| unplaceable(pb, &left))?;
+    // Pinned items that must move pay outside the flow.
+    let preset_cost: u64 = (0..pb.items.len())
+        .filter(|&i| !pb.items[i].fixed && pb.items[i].pinned.is_some() && pb.items[i].current != pb.items[i].pinned)
+        .map(|i| pb.weight(i, obj))
+        .sum();
+    let lower_bound = flow_cost + preset_cost;
+    Ok(Plan {
+        moves: moves(pb, &assignment, &[]),
+        assignment,
+        cost,
+        lower_bound: lower_bound.min(cost),
+        optimal: cost <= lower_bound,
+        method: "min-cost flow (equal sizes)",
+    })
+}
+
+/// The moves of an assignment, each with its reason.
+pub fn moves(pb: &Problem, assignment: &[usize], forced_spread: &[bool]) -> Vec<Move> {
+    let mut load = vec![[0.0f64; 2]; pb.nodes.len()];
+    let mut per: HashMap<(usize, u64), u32> = HashMap::new();
+    for it in &pb.items {
+        if let Some(c) = it.current {
+            for d in 0..2 {
+                load[c][d] += it.demand[d];
+            }
+            if let Some(r) = it.rule
+                && let Some(k) = pb.domain_of(c, pb.rules[r].domain)
+            {
+                *per.entry((r, k)).or_default() += 1;
+            }
+        }
+    }
+    let reason = |i: usize, it: &Item| -> Reason {
+        match pb.may_stay(i) {
+            Err(r) => r,
+            Ok(_) if forced_spread.get(i).copied().unwrap_or(false) => Reason::Spread,
+            Ok(cur) => {
+                if let Some(r) = it.rule
+                    && let Some(k) = pb.domain_of(cur, pb.rules[r].domain)
+                    && per[&(r, k)] > pb.rules[r].max_per_domain
+                {
+                    return Reason::Spread;
+                }
+                if (0..2).any(|d| load[cur][d] > pb.nodes[cur].cap[d] + 1e-6) {
+                    Reason::Capacity
+                } else {
+                    Reason::MakesRoom
+                }
+            }
+        }
+    };
+    pb.items
+        .iter()
+        .enumerate()
+        .filter(|(i, it)| it.current != Some(assignment[*i]))
+        .map(|(i, it)| Move { item: i, from: it.current, to: assignment[i], reason: reason(i, it) })
+        .collect()
+}
+
+/// Describes virtual nodes that could not be placed.
+pub fn unplaceable(pb: &Problem, left: &[usize]) -> Infeasible {
+    let mut free: Vec<f64> = pb.nodes.iter().map(|n| if n.accepts { n.cap[0] } else { 0.0 }).collect();
+    for it in &pb.items {
+        if let Some(c) = it.current {
+            free[c] -= it.demand[0];
+        }
+    }
+    let free_cpu: f64 = free.iter().map(|f| f.max(0.0)).sum();
+    let largest_cpu = free.iter().copied().fold(0.0, f64::max);
+    let it = &pb.items[left[0]];
+    Infeasible::Unplaceable {
+        count: left.len(),
+        example: format!("{} ({:.2} cores)", it.id, it.demand[0]),
+        free_cpu,
+        largest_cpu,
+    }
+}
