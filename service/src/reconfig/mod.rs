@@ -209,7 +209,8 @@ mod tests {
         };
         let e = plan(&pb, Objective::Moves).unwrap_err().to_string();
         assert!(
-            e.contains("group db has 3 members but at most 1 per zone fit on the 2 zones") && e.contains("short by 1"),
+            e.contains("group db has 3 members to place, but at most 1 per zone leaves room for 2 on the 2 zones")
+                && e.contains("short by 1"),
             "{e}"
         );
     }

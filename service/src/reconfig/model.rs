@@ -172,8 +172,8 @@ pub enum Infeasible {
     },
     /// A group cannot be spread as asked.
     #[error(
-        "group {group} has {members} members but at most {max} per {} fit on the {domains} {}s that accept virtual nodes (room for {}; short by {})",
-        domain.name(), domain.name(), *max as usize * domains, members - *max as usize * domains
+        "group {group} has {members} members to place, but at most {max} per {} leaves room for {room} on the {domains} {}s that accept virtual nodes (short by {})",
+        domain.name(), domain.name(), members - room
     )]
     Spread {
         /// Group.
@@ -182,8 +182,10 @@ pub enum Infeasible {
         domain: Domain,
         /// Max per domain.
         max: u32,
-        /// Members.
+        /// Members to place (not held by migrations).
         members: usize,
+        /// Places left under the rule.
+        room: usize,
         /// Accepting domains.
         domains: usize,
     },
@@ -280,15 +282,21 @@ impl Problem {
     /// Checks what no placement can get around; the message says which
     /// constraint fails and by how much.
     pub fn precheck(&self) -> Result<(), Infeasible> {
+        // Held items stay where they are; the others need room beside them.
+        let mut held = vec![[0.0f64; 2]; self.nodes.len()];
+        for it in self.items.iter().filter(|i| i.fixed) {
+            if let Some(c) = it.current {
+                for d in 0..2 {
+                    held[c][d] += it.demand[d];
+                }
+            }
+        }
         for d in 0..2 {
-            let needed: f64 = self.items.iter().map(|i| i.demand[d]).sum();
-            let available: f64 = self.nodes.iter().filter(|n| n.accepts).map(|n| n.cap[d]).sum::<f64>()
-                + self
-                    .items
-                    .iter()
-                    .filter(|i| i.fixed && i.current.is_some_and(|c| !self.nodes[c].accepts))
-                    .map(|i| i.demand[d])
-                    .sum::<f64>();
+            let needed: f64 = self.items.iter().filter(|i| !i.fixed).map(|i| i.demand[d]).sum();
+            let available: f64 = (0..self.nodes.len())
+                .filter(|&p| self.nodes[p].accepts)
+                .map(|p| (self.nodes[p].cap[d] - held[p][d]).max(0.0))
+                .sum();
             if needed > available + EPS {
                 return Err(Infeasible::Capacity { unit: UNITS[d], needed, available });
             }
@@ -375,19 +383,34 @@ impl Problem {
             }
         }
         for (r, rule) in self.rules.iter().enumerate() {
-            let members = self.items.iter().filter(|i| i.rule == Some(r)).count();
+            // Nodes without the label are not limited by the rule.
+            if (0..self.nodes.len()).any(|p| self.nodes[p].accepts && self.domain_of(p, rule.domain).is_none()) {
+                continue;
+            }
+            let members = self.items.iter().filter(|i| i.rule == Some(r) && !i.fixed).count();
+            let mut fixed: HashMap<u64, usize> = HashMap::new();
+            for it in self.items.iter().filter(|i| i.rule == Some(r) && i.fixed) {
+                if let Some(k) = it.current.and_then(|c| self.domain_of(c, rule.domain)) {
+                    *fixed.entry(k).or_default() += 1;
+                }
+            }
             let mut domains: Vec<u64> = (0..self.nodes.len())
                 .filter(|&p| self.nodes[p].accepts)
                 .filter_map(|p| self.domain_of(p, rule.domain))
                 .collect();
             domains.sort_unstable();
             domains.dedup();
-            if members > rule.max_per_domain as usize * domains.len() {
+            let room: usize = domains
+                .iter()
+                .map(|k| (rule.max_per_domain as usize).saturating_sub(fixed.get(k).copied().unwrap_or(0)))
+                .sum();
+            if members > room {
                 return Err(Infeasible::Spread {
                     group: rule.name.clone(),
                     domain: rule.domain,
                     max: rule.max_per_domain,
                     members,
+                    room,
                     domains: domains.len(),
                 });
             }
