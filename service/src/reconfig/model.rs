@@ -150,6 +150,10 @@ pub struct Plan {
     pub lower_bound: u64,
     /// Whether the plan is proven optimal (cost == lower bound, or exact method).
     pub optimal: bool,
+    /// Virtual nodes moved (placements of new ones not counted).
+    pub moved: usize,
+    /// Bytes moved.
+    pub bytes_moved: u64,
     /// Which method made it.
     pub method: &'static str,
 }
@@ -491,15 +495,46 @@ impl Problem {
     }
 }
 
+impl Plan {
+    /// A plan from an assignment; fills in the moves and their totals.
+    pub fn new(
+        pb: &Problem,
+        assignment: Vec<usize>,
+        obj: Objective,
+        lower_bound: u64,
+        method: &'static str,
+        moves: Vec<Move>,
+    ) -> Plan {
+        let cost = pb.cost_of(&assignment, obj);
+        let moved: Vec<&Move> = moves.iter().filter(|m| m.from.is_some()).collect();
+        Plan {
+            moved: moved.len(),
+            bytes_moved: moved.iter().map(|m| pb.items[m.item].bytes).sum(),
+            moves,
+            assignment,
+            cost,
+            lower_bound: lower_bound.min(cost),
+            optimal: cost <= lower_bound,
+            method,
+        }
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} move(s), cost {} (lower bound {}{}, {})",
-            self.moves.iter().filter(|m| m.from.is_some()).count(),
-            self.cost,
-            self.lower_bound,
-            if self.optimal { ", optimal" } else { "" },
+            "{} move(s), {:.1} GiB, {} ({})",
+            self.moved,
+            self.bytes_moved as f64 / (1u64 << 30) as f64,
+            if self.optimal {
+                "optimal".to_string()
+            } else {
+                format!(
+                    "cost at most {:.1} % above the optimum",
+                    (self.cost - self.lower_bound) as f64 * 100.0 / self.lower_bound.max(1) as f64
+                )
+            },
             self.method
         )
     }

@@ -145,16 +145,8 @@ pub fn plan(pb: &Problem, obj: Objective) -> Result<Plan, Infeasible> {
         queue = next;
     }
     let assignment: Vec<usize> = st.at.iter().map(|a| a.expect("all placed")).collect();
-    let cost = pb.cost_of(&assignment, obj);
-    let lower_bound = lower_bound(pb, obj);
-    Ok(Plan {
-        moves: moves(pb, &assignment, &[]),
-        assignment,
-        cost,
-        lower_bound,
-        optimal: cost == lower_bound,
-        method: "best fit with a lower bound (mixed sizes)",
-    })
+    let moves = moves(pb, &assignment, &[]);
+    Ok(Plan::new(pb, assignment, obj, lower_bound(pb, obj), "best fit with a lower bound (mixed sizes)", moves))
 }
 
 /// Places `i` on the node where moving the cheapest others off makes room;
