@@ -153,11 +153,11 @@ async fn samples_are_validated_per_sample_and_batches_are_bounded() {
     let e = p.get_forecast(pb::GetForecastRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("entity_kind"), "{}", e.message());
-    // Declared but not yet implemented: UNIMPLEMENTED with a message, not a fake answer.
+    // Unknown ids are NOT_FOUND and say which.
     let mut rc = pb::reconfiguration_client::ReconfigurationClient::new(ch.clone());
     let e = rc.get_reconfiguration(pb::GetReconfigurationRequest::default()).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("not implemented by this server version yet"), "{}", e.message());
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("unknown reconfiguration"), "{}", e.message());
     let e = p.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 1 }).await;
     assert!(e.is_ok(), "resuming from 1 on an empty log waits for decision 1");
 }

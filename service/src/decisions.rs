@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::domain::NodeId;
 use crate::migration::book::migration_id;
 use crate::migration::machine::Migration;
+use crate::reconfig::record::Origin;
 use crate::store::{Loaded, MetaStore, StoreError};
 
 /// Decisions kept in the live broadcast buffer; a slower watcher falls back to the store.
@@ -100,35 +101,41 @@ impl DecisionLog {
     }
 
     /// Assigns sequences, persists (atomically with the round id and, when
-    /// `propose`, one proposed migration per decision) and publishes the
-    /// decisions of one round. Blocking (store IO).
+    /// `propose` is given, one proposed migration per decision, tagged with
+    /// the matching origin) and publishes the decisions of one round.
+    /// Blocking (store IO).
     pub fn commit_round(
         &self,
         round_id: u64,
         mut decisions: Vec<pb::Decision>,
-        propose: bool,
+        propose: Option<Vec<Option<Origin>>>,
     ) -> Result<(Vec<pb::Decision>, Vec<Migration>), StoreError> {
         let mut st = self.state.lock().expect("log lock");
         for (i, d) in decisions.iter_mut().enumerate() {
             d.sequence = st.last_seq + 1 + i as u64;
             d.round_id = round_id;
         }
-        let migrations: Vec<Migration> = if propose {
-            decisions
+        let migrations: Vec<Migration> = match propose {
+            Some(origins) => decisions
                 .iter()
-                .map(|d| {
-                    Migration::propose(
+                .zip(origins.into_iter().chain(std::iter::repeat(None)))
+                .map(|(d, origin)| {
+                    let mut m = Migration::propose(
                         migration_id(d.sequence),
                         d.sequence,
                         d.virtual_node_id.clone(),
                         d.from_node_id.clone(),
                         d.to_node_id.clone(),
                         d.decided_at_ms,
-                    )
+                    );
+                    if let Some(o) = origin {
+                        m.history[0].cause = format!("move {} of reconfiguration {}", o.index + 1, o.reconfiguration);
+                        m.origin = Some(o);
+                    }
+                    m
                 })
-                .collect()
-        } else {
-            Vec::new()
+                .collect(),
+            None => Vec::new(),
         };
         self.store.append_decisions(round_id, &decisions, &migrations)?;
         st.last_round = round_id;

@@ -3,6 +3,7 @@
 //! the binary maps [`CtlError`] to exit codes.
 
 mod output;
+pub mod reconfigure;
 pub mod replay;
 
 use std::path::PathBuf;
@@ -91,6 +92,13 @@ pub enum Command {
     /// Run the reference orchestrator: carry migrations out on a simulated
     /// cluster (shadow, verify, cut over), with optional fault injection.
     Agent(AgentArgs),
+    /// Plan and apply configuration changes with minimal movement (nodes
+    /// joining, draining or leaving; group spreading rules).
+    Reconfigure {
+        /// What to do.
+        #[command(subcommand)]
+        action: reconfigure::ReconfigureAction,
+    },
 }
 
 /// `migrations` subcommands.
@@ -362,6 +370,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Replay(_) => unreachable!("handled before connecting"),
         Command::Migrations { action } => migrations(channel, out, action).await,
+        Command::Reconfigure { action } => reconfigure::run(channel, out, action).await,
         Command::Agent(args) => {
             let cfg = args.resolve()?;
             tracing::info!(id = %cfg.orchestrator_id, "agent started");

@@ -16,7 +16,8 @@ pub enum Output {
     Json,
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CtlError> {
+/// Aligned columns.
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CtlError> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -150,6 +151,7 @@ fn kind_name(k: i32) -> &'static str {
         Ok(pb::DecisionKind::Evacuation) => "evacuation",
         Ok(pb::DecisionKind::Predictive) => "predictive",
         Ok(pb::DecisionKind::Overload) => "overload",
+        Ok(pb::DecisionKind::Reconfiguration) => "reconfiguration",
         _ => "unspecified",
     }
 }

@@ -6,7 +6,7 @@
 mod metrics;
 mod migrations;
 mod placement;
-mod stubs;
+mod reconfiguration;
 mod topology;
 
 use std::future::Future;
@@ -74,7 +74,10 @@ pub async fn serve(
         )
         .add_service(pb::placement_server::PlacementServer::new(placement::PlacementSvc(swarm.clone())))
         .add_service(pb::migrations_server::MigrationsServer::new(migrations::MigrationsSvc(swarm.clone())))
-        .add_service(pb::reconfiguration_server::ReconfigurationServer::new(stubs::ReconfigurationSvc))
+        .add_service(
+            pb::reconfiguration_server::ReconfigurationServer::new(reconfiguration::ReconfigurationSvc(swarm.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await;
     swarm.close().await;

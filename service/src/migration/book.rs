@@ -88,6 +88,25 @@ impl Book {
         seqs.into_iter().filter_map(|s| self.by_seq.get(&s))
     }
 
+    /// When each virtual node's latest finished migration ended, ms.
+    pub fn last_ended(&self) -> HashMap<String, i64> {
+        let mut out: HashMap<String, i64> = HashMap::new();
+        for m in self.by_seq.values().filter(|m| !m.is_live()) {
+            let at = m.phase_since_ms();
+            let e = out.entry(m.virt.clone()).or_insert(at);
+            *e = (*e).max(at);
+        }
+        out
+    }
+
+    /// Migrations carrying moves of reconfiguration `id`, by move index.
+    pub fn of_reconfiguration(&self, id: &str) -> HashMap<usize, &Migration> {
+        self.by_seq
+            .values()
+            .filter_map(|m| m.origin.as_ref().filter(|o| o.reconfiguration == id).map(|o| (o.index, m)))
+            .collect()
+    }
+
     /// Number of migrations.
     pub fn len(&self) -> usize {
         self.by_seq.len()

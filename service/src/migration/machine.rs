@@ -329,6 +329,9 @@ pub struct Migration {
     pub history: Vec<Transition>,
     /// Recent request ids (idempotency), newest last.
     pub seen_requests: Vec<String>,
+    /// The applied reconfiguration plan it carries a move of, if any.
+    #[serde(default)]
+    pub origin: Option<crate::reconfig::record::Origin>,
 }
 
 /// Request ids remembered per migration.
@@ -360,6 +363,7 @@ impl Migration {
             healthy_since_ms: None,
             history: vec![Transition { phase: Proposed, at_ms: now_ms, cause: "decided by the controller".into() }],
             seen_requests: Vec::new(),
+            origin: None,
         }
     }
 

@@ -13,7 +13,8 @@
 //!   fit plus a proven lower bound, so each plan says whether it is optimal;
 //! - [`hashing`]: consistent and rendezvous hashing, the baselines the
 //!   planner is compared with; [`compare`]: that comparison;
-//! - [`synthetic`]: large seeded problems for benchmarks.
+//! - [`synthetic`]: large seeded problems for benchmarks;
+//! - [`record`]: group policies and applied plans as the store keeps them.
 
 // Loops over the two resource dimensions index several arrays at once.
 #![allow(clippy::needless_range_loop)]
@@ -22,6 +23,7 @@ pub mod compare;
 pub mod flow;
 pub mod hashing;
 pub mod model;
+pub mod record;
 pub mod sized;
 pub mod synthetic;
 pub mod unit;

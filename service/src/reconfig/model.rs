@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// What a spreading rule counts members per.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Domain {
     /// Physical node.
     Node,

@@ -121,7 +121,7 @@ impl Swarm {
             }
             let r = result(&m, &applied);
             let migrations = if m != *current { vec![m] } else { Vec::new() };
-            Ok(Write { changes, migrations, result: r })
+            Ok(Write::new(changes, migrations, r))
         })
         .await
     }
@@ -250,7 +250,7 @@ impl Swarm {
                 tracing::warn!(migration = %m.id, virt = %m.virt, phase = m.phase.name(),
                     cause = %m.history.last().map(|t| t.cause.as_str()).unwrap_or(""), "migration timed out");
             }
-            Ok(Write { changes: Vec::new(), migrations, result: n })
+            Ok(Write::new(Vec::new(), migrations, n))
         })
         .await
     }

@@ -26,12 +26,14 @@ use crate::migration::machine::Migration;
 use crate::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
 use crate::placement::controller::{self, Automation};
 use crate::placement::view::{CpuForecast, ViewInputs};
+use crate::reconfig::record::{GroupPolicy, Reconfiguration};
 use crate::series::{EntityKind, Metric, OpenReport, SeriesConfig, SeriesStore};
 use crate::store::embedded::EmbeddedStore;
-use crate::store::{MetaStore, TopologyChange};
+use crate::store::{Batch, MetaStore, TopologyChange};
 use crate::validate::{self, FieldError};
 
 mod migrations;
+mod reconfig;
 
 pub use migrations::{REPORTABLE, health as validate_health};
 
@@ -89,6 +91,14 @@ struct Write<R> {
     changes: Vec<TopologyChange>,
     migrations: Vec<Migration>,
     result: R,
+    groups: Vec<(String, Option<GroupPolicy>)>,
+    reconfigs: Vec<Reconfiguration>,
+}
+
+impl<R> Write<R> {
+    fn new(changes: Vec<TopologyChange>, migrations: Vec<Migration>, result: R) -> Self {
+        Write { changes, migrations, result, groups: Vec::new(), reconfigs: Vec::new() }
+    }
 }
 
 struct Inner {
@@ -107,6 +117,15 @@ struct Inner {
     history: std::sync::Mutex<PerfTable>,
     /// Every migration; changed only inside [`Swarm::write`].
     migrations: std::sync::Mutex<Book>,
+    /// Group spreading policies; changed only inside [`Swarm::write`].
+    groups: std::sync::Mutex<std::collections::BTreeMap<String, GroupPolicy>>,
+    /// Applied reconfiguration plans; changed only inside [`Swarm::write`].
+    reconfigs: std::sync::Mutex<std::collections::BTreeMap<String, Reconfiguration>>,
+    /// Plans made and not applied yet (dry runs; memory only).
+    plans: std::sync::Mutex<HashMap<String, reconfig::StoredPlan>>,
+    /// Bumped by every metadata write: a plan is applied only to the
+    /// cluster it was made for.
+    version: std::sync::atomic::AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
@@ -175,6 +194,10 @@ impl Swarm {
                 pairs: loaded.performance.iter().map(|(v, p, perf)| ((v.clone(), p.clone()), *perf)).collect(),
             }),
             migrations: std::sync::Mutex::new(book),
+            groups: std::sync::Mutex::new(loaded.group_policies.into_iter().collect()),
+            reconfigs: std::sync::Mutex::new(loaded.reconfigurations.into_iter().map(|r| (r.id.clone(), r)).collect()),
+            plans: std::sync::Mutex::new(HashMap::new()),
+            version: std::sync::atomic::AtomicU64::new(0),
             shutdown,
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
@@ -236,7 +259,7 @@ impl Swarm {
         &self,
         f: impl FnOnce(&Topology) -> Result<(Vec<TopologyChange>, R), ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        self.write(move |t, _| f(t).map(|(changes, result)| Write { changes, migrations: Vec::new(), result })).await
+        self.write(move |t, _| f(t).map(|(changes, result)| Write::new(changes, Vec::new(), result))).await
     }
 
     /// Applies a change to topology and migrations computed from both (under
@@ -252,17 +275,37 @@ impl Swarm {
             let book = self.inner.migrations.lock().expect("migrations lock");
             f(&current, &book)?
         };
-        if w.changes.is_empty() && w.migrations.is_empty() {
+        if w.changes.is_empty() && w.migrations.is_empty() && w.groups.is_empty() && w.reconfigs.is_empty() {
             return Ok(w.result);
         }
         let store = self.inner.store.clone();
-        let (changes, migrations) = (w.changes, w.migrations);
-        let (changes, migrations) = tokio::task::spawn_blocking(move || {
-            store.put_migrations(&migrations, &changes).map(|()| (changes, migrations))
+        let Write { changes, migrations, result, groups, reconfigs } = w;
+        let (changes, migrations, groups, reconfigs) = tokio::task::spawn_blocking(move || {
+            let batch = Batch {
+                topology: &changes,
+                migrations: &migrations,
+                group_policies: &groups,
+                reconfigurations: &reconfigs,
+            };
+            store.commit(&batch).map(|()| (changes, migrations, groups, reconfigs))
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        self.inner.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        {
+            let mut g = self.inner.groups.lock().expect("groups lock");
+            for (name, p) in groups {
+                match p {
+                    Some(p) => g.insert(name, p),
+                    None => g.remove(&name),
+                };
+            }
+            let mut r = self.inner.reconfigs.lock().expect("reconfigurations lock");
+            for rec in reconfigs {
+                r.insert(rec.id.clone(), rec);
+            }
+        }
         if !changes.is_empty() {
             let mut next = (*current).clone();
             for c in changes {
@@ -284,7 +327,7 @@ impl Swarm {
         for m in migrations {
             book.insert(m);
         }
-        Ok(w.result)
+        Ok(result)
     }
 
     /// Adds or replaces physical nodes; returns (created, updated). Live
@@ -302,7 +345,7 @@ impl Swarm {
             }
             let migrations = migrations::abort_towards(book, &after, now, &policy);
             let changes = nodes.into_iter().map(TopologyChange::PutPhysical).collect();
-            Ok(Write { changes, migrations, result: (created, updated) })
+            Ok(Write::new(changes, migrations, (created, updated)))
         })
         .await
     }
@@ -328,7 +371,7 @@ impl Swarm {
             let mut after = t.clone();
             after.physical.insert(n.id.clone(), n.clone());
             let migrations = migrations::abort_towards(book, &after, now, &policy);
-            Ok(Write { changes: vec![TopologyChange::PutPhysical(n)], migrations, result: () })
+            Ok(Write::new(vec![TopologyChange::PutPhysical(n)], migrations, ()))
         })
         .await
     }
@@ -353,11 +396,7 @@ impl Swarm {
                 return Err(ApiError::NotFound(format!("unknown virtual node {id}")));
             }
             let migrations = migrations::release(book, id.as_str(), "the virtual node was removed", now, &policy)?;
-            Ok(Write {
-                changes: vec![TopologyChange::DeleteVirtual(id)],
-                migrations: migrations.into_iter().collect(),
-                result: (),
-            })
+            Ok(Write::new(vec![TopologyChange::DeleteVirtual(id)], migrations.into_iter().collect(), ()))
         })
         .await
     }
@@ -396,7 +435,7 @@ impl Swarm {
                 }
             }
             let n = changes.len() as u32;
-            Ok(Write { changes, migrations, result: n })
+            Ok(Write::new(changes, migrations, n))
         })
         .await
     }
@@ -676,8 +715,17 @@ impl Swarm {
         let cfg = self.inner.cfg.controller;
         let round_id = log.next_round_id();
         let step_ms = self.step_ms();
+        // Cooldowns run from a migration's end as well as from its decision,
+        // so a move that took long (or a reconfiguration's) is not undone at once.
+        let ended = self.inner.migrations.lock().expect("migrations lock").last_ended();
         let (outcome, decisions) = tokio::task::spawn_blocking(move || {
-            let last = log.last_decided();
+            let mut last = log.last_decided();
+            for (v, at) in ended {
+                if let Ok(id) = NodeId::parse(&v) {
+                    let e = last.entry(id).or_insert(at);
+                    *e = (*e).max(at);
+                }
+            }
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
             let outcome = controller::run_round(&view, input, &cfg);
             let ds: Vec<pb::Decision> =
@@ -689,22 +737,9 @@ impl Swarm {
         let decisions = if dry_run {
             decisions
         } else {
-            // Decisions and their proposed migrations are written together,
-            // under the write lock, so an orchestrator that sees a decision
-            // can accept its migration.
-            let propose = self.inner.cfg.controller.automation == Automation::Recommend;
-            let log = self.inner.decisions.clone();
-            let _guard = self.inner.mutate.lock().await;
-            let (decisions, migrations) =
-                tokio::task::spawn_blocking(move || log.commit_round(round_id, decisions, propose))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?
-                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            let mut book = self.inner.migrations.lock().expect("migrations lock");
-            for m in migrations {
-                book.insert(m);
-            }
-            decisions
+            // Decisions and their proposed migrations are written together.
+            let propose = (self.inner.cfg.controller.automation == Automation::Recommend).then(Vec::new);
+            self.commit_decisions(round_id, decisions, propose).await?
         };
         if !dry_run && self.inner.cfg.controller.automation == Automation::Apply && !decisions.is_empty() {
             let moves = decisions
@@ -734,6 +769,32 @@ impl Swarm {
             "controller round"
         );
         Ok(resp)
+    }
+
+    /// Commits decisions (with their proposed migrations when `propose` is
+    /// given) under the write lock, so an orchestrator that sees a decision
+    /// can accept its migration.
+    async fn commit_decisions(
+        &self,
+        round_id: u64,
+        decisions: Vec<pb::Decision>,
+        propose: Option<Vec<Option<crate::reconfig::record::Origin>>>,
+    ) -> Result<Vec<pb::Decision>, ApiError> {
+        let log = self.inner.decisions.clone();
+        let _guard = self.inner.mutate.lock().await;
+        let (decisions, migrations) =
+            tokio::task::spawn_blocking(move || log.commit_round(round_id, decisions, propose))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if !migrations.is_empty() {
+            self.inner.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut book = self.inner.migrations.lock().expect("migrations lock");
+        for m in migrations {
+            book.insert(m);
+        }
+        Ok(decisions)
     }
 
     /// Runs rounds on the configured interval until shutdown.

@@ -7,7 +7,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use swarm_proto::v1 as pb;
 
-use super::{Loaded, MetaStore, StoreError, TopologyChange};
+use super::{Batch, Loaded, MetaStore, StoreError, TopologyChange};
 use crate::domain::{PhysicalNode, VirtualNode};
 use crate::history::Perf;
 use crate::migration::machine::Migration;
@@ -20,6 +20,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PERFORMANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("performance");
 /// Key: the decision sequence the migration carries out (one migration per decision).
 const MIGRATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("migrations");
+/// Key: group name.
+const GROUP_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("group_policies");
+/// Key: reconfiguration id.
+const RECONFIGURATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("reconfigurations");
 const LAST_ROUND: &str = "last_round_id";
 
 /// The embedded store.
@@ -52,6 +56,8 @@ impl EmbeddedStore {
             tryio!("create table", tx.open_table(META));
             tryio!("create table", tx.open_table(PERFORMANCE));
             tryio!("create table", tx.open_table(MIGRATIONS));
+            tryio!("create table", tx.open_table(GROUP_POLICIES));
+            tryio!("create table", tx.open_table(RECONFIGURATIONS));
         }
         tryio!("commit", tx.commit());
         Ok(EmbeddedStore { db })
@@ -147,6 +153,17 @@ impl MetaStore for EmbeddedStore {
                 reason: e.to_string(),
             })?);
         }
+        let t = tryio!("open", tx.open_table(GROUP_POLICIES));
+        for row in tryio!("scan", t.iter()) {
+            let (k, v) = tryio!("scan", row);
+            let p = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                what: "group policy",
+                key: k.value().to_owned(),
+                reason: e.to_string(),
+            })?;
+            out.group_policies.push((k.value().to_owned(), p));
+        }
+        out.reconfigurations = load_table(&tx, RECONFIGURATIONS, "reconfiguration")?;
         Ok(out)
     }
 
@@ -177,10 +194,29 @@ impl MetaStore for EmbeddedStore {
         Ok(())
     }
 
-    fn put_migrations(&self, migrations: &[Migration], changes: &[TopologyChange]) -> Result<(), StoreError> {
+    fn commit(&self, b: &Batch) -> Result<(), StoreError> {
         let tx = tryio!("begin", self.db.begin_write());
-        write_migrations(&tx, migrations)?;
-        write_topology(&tx, changes)?;
+        write_migrations(&tx, b.migrations)?;
+        write_topology(&tx, b.topology)?;
+        {
+            let mut t = tryio!("open", tx.open_table(GROUP_POLICIES));
+            for (name, p) in b.group_policies {
+                match p {
+                    Some(p) => {
+                        let bytes = serde_json::to_vec(p).expect("policies serialize");
+                        tryio!("insert", t.insert(name.as_str(), bytes.as_slice()));
+                    }
+                    None => {
+                        tryio!("remove", t.remove(name.as_str()));
+                    }
+                }
+            }
+            let mut t = tryio!("open", tx.open_table(RECONFIGURATIONS));
+            for r in b.reconfigurations {
+                let bytes = serde_json::to_vec(r).expect("reconfigurations serialize");
+                tryio!("insert", t.insert(r.id.as_str(), bytes.as_slice()));
+            }
+        }
         tryio!("commit", tx.commit());
         Ok(())
     }

@@ -13,6 +13,7 @@ use swarm_proto::v1 as pb;
 use crate::domain::{NodeId, PhysicalNode, Topology, VirtualNode};
 use crate::history::Perf;
 use crate::migration::machine::Migration;
+use crate::reconfig::record::{GroupPolicy, Reconfiguration};
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,33 @@ pub struct Loaded {
     pub performance: Vec<(String, String, Perf)>,
     /// Every migration, live or finished.
     pub migrations: Vec<Migration>,
+    /// Group spreading policies.
+    pub group_policies: Vec<(String, GroupPolicy)>,
+    /// Applied reconfiguration plans.
+    pub reconfigurations: Vec<Reconfiguration>,
+}
+
+/// Everything one metadata write changes, committed in one transaction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Topology changes.
+    pub topology: &'a [TopologyChange],
+    /// Migrations to insert or replace.
+    pub migrations: &'a [Migration],
+    /// Group policies to set (`None` removes).
+    pub group_policies: &'a [(String, Option<GroupPolicy>)],
+    /// Reconfigurations to insert or replace.
+    pub reconfigurations: &'a [Reconfiguration],
+}
+
+impl Batch<'_> {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.topology.is_empty()
+            && self.migrations.is_empty()
+            && self.group_policies.is_empty()
+            && self.reconfigurations.is_empty()
+    }
 }
 
 /// The narrow interface to durable metadata. Every method is one atomic transaction.
@@ -88,9 +116,10 @@ pub trait MetaStore: Send + Sync + 'static {
         decisions: &[pb::Decision],
         migrations: &[Migration],
     ) -> Result<(), StoreError>;
-    /// Writes migrations together with the topology changes they commit
-    /// (a cutover moves the placement in the same transaction).
-    fn put_migrations(&self, migrations: &[Migration], changes: &[TopologyChange]) -> Result<(), StoreError>;
+    /// Writes a batch in one transaction (a cutover moves the placement
+    /// together with the migration record; an applied plan changes the
+    /// topology together with its record).
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     /// Reads up to `limit` decisions with sequence >= `from_seq`, in order.
     fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError>;
     /// Stores performance records (virtual id, physical id, record).
