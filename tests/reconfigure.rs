@@ -251,3 +251,58 @@ async fn apply_carries_moves_out_through_migrations_and_removes_the_node() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("completed; 3 of 3 moves completed, 0 failed"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_plan_survives_sigkill_and_finishes_after_restart() {
+    let (mut server, _tmp) = start(&[]);
+    let ch = server.channel().await;
+    cluster(ch.clone()).await;
+    let mut rc = Rc::new(ch.clone());
+    // Drain p0 and add a new virtual node; nobody carries migrations out yet.
+    let p = plan(
+        &mut rc,
+        pb::ConfigurationChange {
+            drain_physical_nodes: vec!["p0".into()],
+            upsert_virtual_nodes: vec![virt("new-1", 1.0)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((p.moves.len(), p.placements.len()), (3, 1), "{p:?}");
+    let id = rc.apply(pb::ApplyRequest { plan_id: p.plan_id, max_concurrent: 2 }).await.unwrap().into_inner();
+    let id = id.reconfiguration_id;
+    let get = |mut rc: Rc, id: String| async move {
+        rc.get_reconfiguration(pb::GetReconfigurationRequest { reconfiguration_id: id }).await.unwrap().into_inner()
+    };
+    let s = get(rc.clone(), id.clone()).await;
+    assert_eq!((s.state.as_str(), s.in_flight_moves, s.pending_moves), ("running", 2, 1), "{s:?}");
+    // The new virtual node is placed at once (nothing to move).
+    assert!(!placements(ch.clone()).await["new-1"].is_empty());
+    drop((rc, ch));
+
+    server.kill_and_restart();
+    let ch = server.channel().await;
+    let rc = Rc::new(ch.clone());
+    let after = get(rc.clone(), id.clone()).await;
+    assert_eq!(after, s, "the applied plan and its migrations survive SIGKILL");
+    let agent = Command::new(SWARMCTL)
+        .args(["--server", &server.endpoint(), "agent", "--id", "after-restart", "--report-every", "100ms"])
+        .args(["--shadow-start", "50ms", "--exit-when-idle", "3s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = get(rc.clone(), id.clone()).await;
+        if s.state != "running" {
+            assert_eq!((s.state.as_str(), s.completed_moves), ("completed", 3), "{s:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.wait_with_output().unwrap();
+    let now = placements(ch).await;
+    assert!(["v00", "v01", "v02"].iter().all(|v| now[*v] != "p0" && !now[*v].is_empty()), "{now:?}");
+}
