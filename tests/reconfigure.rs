@@ -183,14 +183,6 @@ async fn apply_carries_moves_out_through_migrations_and_removes_the_node() {
     let (server, _tmp) = start(&[]);
     let ch = server.channel().await;
     cluster(ch.clone()).await;
-    let agent = Command::new(SWARMCTL)
-        .args(["--server", &server.endpoint(), "agent", "--id", "reconf-agent", "--report-every", "100ms"])
-        .args(["--shadow-start", "50ms", "--exit-when-idle", "3s"])
-        .env("SWARM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut rc = Rc::new(ch.clone());
     let p = plan(
         &mut rc,
@@ -205,6 +197,14 @@ async fn apply_carries_moves_out_through_migrations_and_removes_the_node() {
     assert_eq!(p.moves.len(), 3);
     let id = rc.apply(pb::ApplyRequest { plan_id: p.plan_id.clone(), max_concurrent: 2 }).await.unwrap().into_inner();
     let id = id.reconfiguration_id;
+    // The orchestrator starts after Apply (it stops once idle, so it must find work).
+    let agent = Command::new(SWARMCTL)
+        .args(["--server", &server.endpoint(), "agent", "--id", "reconf-agent", "--report-every", "100ms"])
+        .args(["--shadow-start", "50ms", "--exit-when-idle", "3s"])
+        .env("SWARM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Never more than 2 in flight; it finishes.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {

@@ -178,7 +178,6 @@ async fn run(cfg: Config) -> Result<(), String> {
     println!("swarmd listening on {addr}");
     tokio::spawn(swarm.clone().run_round_timer());
     tokio::spawn(swarm.clone().run_migration_timer());
-    tokio::spawn(swarm.clone().run_reconfiguration_timer());
     if demo {
         let endpoint = format!("http://{addr}");
         println!(

@@ -12,15 +12,18 @@ use super::model::{Domain, Item, Node, Problem, Rule};
 pub fn drain_and_join(seed: u64, items: usize, nodes: usize, uniform: bool) -> Problem {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut pb = Problem::default();
-    for p in 0..nodes {
-        let zone = (p % 4) as u32;
-        pb.nodes.push(Node {
-            id: format!("p{p}"),
+    let node = |id: String, k: usize| {
+        let zone = (k % 4) as u32;
+        Node {
+            id,
             cap: [80.0, 512.0 * (1u64 << 30) as f64],
             accepts: true,
             zone: Some(zone),
-            rack: Some(zone * 10 + ((p / 4) % 10) as u32),
-        });
+            rack: Some(zone * 10 + ((k / 4) % 10) as u32),
+        }
+    };
+    for p in 0..nodes {
+        pb.nodes.push(node(format!("p{p}"), p));
     }
     for r in 0..200 {
         pb.rules.push(Rule { name: format!("rs{r}"), domain: Domain::Node, max_per_domain: 1 });
@@ -76,14 +79,7 @@ pub fn drain_and_join(seed: u64, items: usize, nodes: usize, uniform: bool) -> P
         pb.nodes[p * 7 % nodes].accepts = false;
     }
     for j in 0..k {
-        let zone = (j % 4) as u32;
-        pb.nodes.push(Node {
-            id: format!("new{j}"),
-            cap: [80.0, 512.0 * (1u64 << 30) as f64],
-            accepts: true,
-            zone: Some(zone),
-            rack: Some(zone * 10 + (j % 10) as u32),
-        });
+        pb.nodes.push(node(format!("new{j}"), j));
     }
     pb
 }

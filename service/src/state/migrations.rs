@@ -255,7 +255,8 @@ impl Swarm {
         .await
     }
 
-    /// Checks migration timeouts on the configured tick until shutdown.
+    /// On the configured tick until shutdown: checks migration timeouts and
+    /// advances applied reconfiguration plans.
     pub async fn run_migration_timer(self) {
         let mut shutdown = self.shutdown_signal();
         let mut tick = tokio::time::interval(self.inner.cfg.migration.tick);
@@ -265,6 +266,9 @@ impl Swarm {
                 _ = tick.tick() => {
                     if let Err(e) = self.tick_migrations().await {
                         tracing::error!(error = %e, "migration timeout check failed");
+                    }
+                    if let Err(e) = self.run_reconfigurations().await {
+                        tracing::error!(error = %e, "reconfiguration step failed");
                     }
                 }
                 _ = stopped(&mut shutdown) => return,

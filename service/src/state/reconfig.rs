@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use swarm_proto::v1 as pb;
 
-use super::{ApiError, Swarm, Write, migrations::release, stopped};
+use super::{ApiError, Swarm, Write, migrations::release};
 use crate::convert;
 use crate::domain::{NodeId, PhysicalNode, PhysicalState, Topology, VirtualNode};
 use crate::migration::book::Book;
@@ -77,6 +77,17 @@ fn makespan(mut seconds: Vec<f64>, lanes: usize) -> f64 {
         lane[i] += s;
     }
     lane.into_iter().fold(0.0, f64::max)
+}
+
+fn wire_move(m: &PlannedMove) -> pb::PlannedMove {
+    pb::PlannedMove {
+        virtual_node_id: m.virt.clone(),
+        from_node_id: m.from.clone(),
+        to_node_id: m.to.clone(),
+        bytes: m.bytes,
+        reason: m.reason.clone(),
+        estimated_seconds: m.seconds,
+    }
 }
 
 fn domain(d: i32) -> Result<Option<Domain>, FieldError> {
@@ -324,19 +335,11 @@ impl Swarm {
                 }
             }
         }
-        let wire = |m: &PlannedMove| pb::PlannedMove {
-            virtual_node_id: m.virt.clone(),
-            from_node_id: m.from.clone(),
-            to_node_id: m.to.clone(),
-            bytes: m.bytes,
-            reason: m.reason.clone(),
-            estimated_seconds: m.seconds,
-        };
         let plan_id = format!("plan-{}-{}", self.now_ms(), version);
         let expires_ms = self.now_ms() + PLAN_TTL_MS;
         let response = pb::PlanResponse {
             plan_id: plan_id.clone(),
-            moves: moves.iter().map(wire).collect(),
+            moves: moves.iter().map(wire_move).collect(),
             total_bytes: moves.iter().map(|m| m.bytes).sum(),
             estimated_seconds: makespan(moves.iter().map(|m| m.seconds).collect(), DEFAULT_CONCURRENCY as usize),
             placements: placements
@@ -457,14 +460,7 @@ impl Swarm {
                 None => out.pending_moves += 1,
             }
             out.moves.push(pb::ReconfigurationMove {
-                r#move: Some(pb::PlannedMove {
-                    virtual_node_id: m.virt.clone(),
-                    from_node_id: m.from.clone(),
-                    to_node_id: m.to.clone(),
-                    bytes: m.bytes,
-                    reason: m.reason.clone(),
-                    estimated_seconds: m.seconds,
-                }),
+                r#move: Some(wire_move(m)),
                 migration_id: mig.map(|x| x.id.clone()).unwrap_or_default(),
                 phase: mig.map_or(pb::MigrationPhase::Unspecified, |x| convert::phase(x.phase)) as i32,
             });
@@ -584,23 +580,6 @@ impl Swarm {
             Ok(w)
         })
         .await
-    }
-
-    /// Advances reconfigurations on the migration tick until shutdown.
-    pub async fn run_reconfiguration_timer(self) {
-        let mut shutdown = self.shutdown_signal();
-        let mut tick = tokio::time::interval(self.inner.cfg.migration.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = self.run_reconfigurations().await {
-                        tracing::error!(error = %e, "reconfiguration step failed");
-                    }
-                }
-                _ = stopped(&mut shutdown) => return,
-            }
-        }
     }
 }
 
