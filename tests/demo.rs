@@ -11,7 +11,7 @@ use swarm_proto::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_produces_decisions_that_get_applied() {
-    let server = Server::start(&["--demo", "--round-interval", "3s"]);
+    let server = Server::start(&["--demo", "--round-interval", "3s", "--http", "127.0.0.1:0"]);
     let ch = server.channel().await;
     let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
     let mut watch =

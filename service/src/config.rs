@@ -57,6 +57,8 @@ pub struct Config {
     pub model: Option<PathBuf>,
     /// Migration protocol tuning.
     pub migration: MigrationConfig,
+    /// Web dashboard address (off when `None`).
+    pub http: Option<SocketAddr>,
 }
 
 /// Migration protocol tuning: health tolerances, timeouts, reservations.
@@ -94,6 +96,7 @@ impl Default for Config {
             demo: false,
             model: None,
             migration: MigrationConfig::default(),
+            http: None,
         }
     }
 }
@@ -114,6 +117,7 @@ struct FileConfig {
     model: Option<PathBuf>,
     controller: Option<FileController>,
     migration: Option<FileMigration>,
+    http: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +176,8 @@ pub struct Overrides {
     pub model: Option<PathBuf>,
     /// `--automation`.
     pub automation: Option<Automation>,
+    /// `--http`.
+    pub http: Option<SocketAddr>,
 }
 
 /// Configuration errors.
@@ -243,6 +249,9 @@ impl Config {
         if let Some(a) = o.automation {
             c.controller.automation = a;
         }
+        if let Some(h) = o.http {
+            c.http = Some(h);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -286,6 +295,9 @@ impl Config {
         }
         if let Some(v) = f.model {
             self.model = Some(v);
+        }
+        if let Some(v) = f.http {
+            self.http = Some(v);
         }
         if let Some(ctl) = f.controller {
             if let Some(v) = ctl.gain_threshold {

@@ -189,8 +189,9 @@ async fn feed_load(
 
 /// Adjusts the configuration for the demo's accelerated time: rounds every
 /// 10 s (unless given), usage averaged over 30 s, a 60 s cooldown, a 2 s
-/// shadow verification window, and VM-style 2x CPU overcommit (the
-/// generated cluster's requests exceed its cores on the crowded nodes).
+/// shadow verification window, VM-style 2x CPU overcommit (the generated
+/// cluster's requests exceed its cores on the crowded nodes), and the
+/// dashboard on 127.0.0.1:8080 unless an address was given.
 pub fn tune_config(cfg: &mut crate::config::Config, round_interval_given: bool) {
     if !round_interval_given {
         cfg.round_interval = Duration::from_secs(10);
@@ -199,6 +200,9 @@ pub fn tune_config(cfg: &mut crate::config::Config, round_interval_given: bool) 
     cfg.controller.cooldown_ms = 60_000;
     cfg.migration.policy.verify_window_ms = 2_000;
     cfg.migration.cpu_overcommit = 2.0;
+    if cfg.http.is_none() {
+        cfg.http = Some("127.0.0.1:8080".parse().expect("valid address"));
+    }
 }
 
 #[cfg(test)]

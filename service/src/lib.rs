@@ -17,6 +17,7 @@
 //! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
 //!   around the pure code;
 //! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
+//! - [`http`]: the web dashboard (heatmap, forecasts, decisions) and its JSON API;
 //! - [`config`]: file/env/flag configuration; [`clock`]: injectable time;
 //! - [`reconfig`]: minimal-movement reconfiguration plans (min-cost flow),
 //!   pure;
@@ -36,6 +37,7 @@ pub mod domain;
 pub mod forecast;
 pub mod grpc;
 pub mod history;
+pub mod http;
 pub mod migration;
 pub mod placement;
 pub mod reconfig;

@@ -18,6 +18,8 @@ pub const SWARMCTL: &str = env!("CARGO_BIN_EXE_swarmctl");
 pub struct Server {
     child: Option<Child>,
     pub addr: String,
+    /// The dashboard's base URL, when started with --http.
+    pub http: Option<String>,
     pub data_dir: PathBuf,
     extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
@@ -36,8 +38,8 @@ impl Server {
     /// Starts swarmd on an existing data directory.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(dir, &extra);
-        Server { child: Some(child), addr, data_dir: dir.to_owned(), extra, _tmp: None }
+        let (child, addr, http) = spawn(dir, &extra);
+        Server { child: Some(child), addr, http, data_dir: dir.to_owned(), extra, _tmp: None }
     }
 
     /// `http://ADDR`.
@@ -61,18 +63,20 @@ impl Server {
     /// SIGKILL, then start again on the same data directory (new port).
     pub fn kill_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        let (child, addr, http) = spawn(&self.data_dir, &self.extra);
         self.child = Some(child);
         self.addr = addr;
+        self.http = http;
     }
 
     /// SIGKILL, then start again on the same data directory and the same
     /// address, so that clients holding the old endpoint reconnect.
     pub fn kill_and_restart_same_port(&mut self) {
         self.kill();
-        let (child, addr) = spawn_on(&self.addr, &self.data_dir, &self.extra);
+        let (child, addr, http) = spawn_on(&self.addr, &self.data_dir, &self.extra);
         self.child = Some(child);
         self.addr = addr;
+        self.http = http;
     }
 
     /// SIGTERM and wait; returns the exit status success.
@@ -92,11 +96,11 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
+fn spawn(dir: &Path, extra: &[String]) -> (Child, String, Option<String>) {
     spawn_on("127.0.0.1:0", dir, extra)
 }
 
-fn spawn_on(listen: &str, dir: &Path, extra: &[String]) -> (Child, String) {
+fn spawn_on(listen: &str, dir: &Path, extra: &[String]) -> (Child, String, Option<String>) {
     let mut child = Command::new(SWARMD)
         .args(["--listen", listen, "--data-dir"])
         .arg(dir)
@@ -109,8 +113,12 @@ fn spawn_on(listen: &str, dir: &Path, extra: &[String]) -> (Child, String) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut http = None;
     let addr = loop {
         let line = lines.next().expect("swarmd exited before listening").expect("read stdout");
+        if let Some(h) = line.strip_prefix("swarmd dashboard on ") {
+            http = Some(h.trim().trim_end_matches('/').to_owned());
+        }
         if let Some(a) = line.strip_prefix("swarmd listening on ") {
             break a.trim().to_owned();
         }
@@ -118,7 +126,7 @@ fn spawn_on(listen: &str, dir: &Path, extra: &[String]) -> (Child, String) {
     };
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, http)
 }
 
 pub fn now_ms() -> i64 {

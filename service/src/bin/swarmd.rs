@@ -50,12 +50,15 @@ struct Args {
     /// Do not fsync the write-ahead log (acknowledged samples may be lost on power failure).
     #[arg(long, env = "SWARM_NO_FSYNC")]
     no_fsync: bool,
-    /// Start with a generated demo cluster, load generator and stand-in orchestrator.
+    /// Start with a generated demo cluster, load generator and the reference orchestrator (and the dashboard).
     #[arg(long)]
     demo: bool,
     /// Forecasting model artifact (from swarm-train) [default: the bundled models/default.json].
     #[arg(long, env = "SWARM_MODEL")]
     model: Option<PathBuf>,
+    /// Serve the web dashboard (heatmap, forecasts, decisions) on this address [default: off; 127.0.0.1:8080 with --demo].
+    #[arg(long, env = "SWARM_HTTP")]
+    http: Option<SocketAddr>,
     /// `recommend`: publish decisions only; `apply`: also record them as the new placements [default: recommend].
     #[arg(long, env = "SWARM_AUTOMATION", value_parser = parse_automation)]
     automation: Option<Automation>,
@@ -84,6 +87,7 @@ impl Args {
             demo: self.demo,
             model: self.model.clone(),
             automation: self.automation,
+            http: self.http,
         }
     }
 }
@@ -173,6 +177,24 @@ async fn run(cfg: Config) -> Result<(), String> {
             horizons = ?model.horizons,
             "the model does not cover every step of the controller's horizon: rounds run without forecasts"
         );
+    }
+    if let Some(http) = swarm.config().http {
+        let l =
+            tokio::net::TcpListener::bind(http).await.map_err(|e| format!("cannot listen on {http} (--http): {e}"))?;
+        let bound = l.local_addr().map_err(|e| e.to_string())?;
+        if !bound.ip().is_loopback() {
+            tracing::warn!(%bound, "dashboard on a non-loopback address without TLS or authentication");
+        }
+        println!("swarmd dashboard on http://{bound}/");
+        let mut stop = swarm.shutdown_signal();
+        let s = swarm.clone();
+        tokio::spawn(async move {
+            let r =
+                swarm_service::http::serve(l, s, async move { swarm_service::state::stopped(&mut stop).await }).await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "dashboard stopped");
+            }
+        });
     }
     // The address line is machine-readable for scripts and tests that bind port 0.
     println!("swarmd listening on {addr}");

@@ -6,6 +6,7 @@ pub mod affinity;
 pub mod controller;
 pub mod cost;
 pub mod descheduler;
+pub mod heatmap;
 pub mod search;
 pub mod synthetic;
 #[cfg(test)]

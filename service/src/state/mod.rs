@@ -593,6 +593,25 @@ impl Swarm {
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
+    /// Points of one series since `from_ms` (at most 100,000).
+    pub async fn recent_points(
+        &self,
+        kind: EntityKind,
+        metric: Metric,
+        entity: &str,
+        from_ms: i64,
+    ) -> Result<Vec<(i64, f64)>, ApiError> {
+        let series = self.inner.series.clone();
+        let entity = entity.to_owned();
+        tokio::task::spawn_blocking(move || {
+            series.read(|f| f.query(kind, metric, &entity, "", from_ms, i64::MAX, 100_000))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(|(points, _)| points)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
     /// Forecast of one series with the loaded model.
     pub async fn forecast(
         &self,
@@ -700,6 +719,34 @@ impl Swarm {
             weights: convert::weights(w),
             computed_at_ms: self.now_ms(),
         })
+    }
+
+    /// The affinity heatmap: the `top` virtual nodes by potential gain
+    /// against the physical nodes (grouped past `max_columns`), with the
+    /// authoritative placements and live migrations marked.
+    pub async fn heatmap(
+        &self,
+        top: usize,
+        max_columns: usize,
+    ) -> Result<crate::placement::heatmap::Heatmap, ApiError> {
+        use crate::placement::heatmap;
+        let view = self.cluster_view().await?;
+        let topo = self.topology();
+        let placement = topo
+            .virtual_nodes
+            .values()
+            .filter_map(|v| v.placement.as_ref().map(|p| (v.id.to_string(), p.to_string())))
+            .collect();
+        let migrations = {
+            let book = self.inner.migrations.lock().expect("migrations lock");
+            book.live().map(|m| (m.virt.clone(), (m.to.clone(), m.phase.name().to_owned(), m.id.clone()))).collect()
+        };
+        let inp = heatmap::Inputs { top, max_columns, placement, migrations };
+        let w = self.inner.cfg.controller.weights;
+        let limits = self.inner.cfg.controller.limits();
+        tokio::task::spawn_blocking(move || heatmap::build(&view, &w, &limits, &inp))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// Runs one controller round (persisting and publishing unless `dry_run`).

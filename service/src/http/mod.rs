@@ -1,0 +1,232 @@
+//! The operators' web dashboard, served by swarmd (`--http ADDR`): one page
+//! with every asset embedded in the binary (no CDN, works offline) and a
+//! small JSON API it reads, plus server-sent events for live updates.
+//!
+//! Routes: `/` (the page), `/api/heatmap?top=&columns=`,
+//! `/api/affinity?virtual=ID`, `/api/forecast?node=ID&kind=virtual|physical`,
+//! `/api/decisions?limit=`, `/api/migrations?limit=`, `/api/events` (SSE:
+//! a `decision` event per new decision).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use swarm_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::convert;
+use crate::series::{EntityKind, Metric};
+use crate::state::{ApiError, Swarm};
+
+const INDEX: &str = include_str!("index.html");
+
+/// Serves the dashboard on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    swarm: Swarm,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(swarm)).with_graceful_shutdown(shutdown).await
+}
+
+/// The routes.
+pub fn router(swarm: Swarm) -> Router {
+    Router::new()
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
+        .route("/api/heatmap", get(heatmap))
+        .route("/api/affinity", get(affinity))
+        .route("/api/forecast", get(forecast))
+        .route("/api/decisions", get(decisions))
+        .route("/api/migrations", get(migrations))
+        .route("/api/events", get(events))
+        .with_state(swarm)
+}
+
+struct Error(StatusCode, String);
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        let code = match &e {
+            ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::FailedPrecondition(_) | ApiError::OutOfRange(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Error(code, e.to_string())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct HeatmapQ {
+    top: Option<usize>,
+    columns: Option<usize>,
+}
+
+async fn heatmap(State(s): State<Swarm>, Query(q): Query<HeatmapQ>) -> Result<Json<Value>, Error> {
+    let h = s.heatmap(q.top.unwrap_or(40).clamp(1, 500), q.columns.unwrap_or(60).clamp(1, 500)).await?;
+    let topo = s.topology();
+    Ok(Json(json!({
+        "heatmap": h,
+        "physical_nodes": topo.physical.len(),
+        "overload_threshold": s.config().controller.overload_threshold,
+        "now_ms": s.now_ms(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct AffinityQ {
+    r#virtual: String,
+}
+
+fn comps(c: &Option<pb::AffinityComponents>) -> Value {
+    let c = c.unwrap_or_default();
+    json!({
+        "cpu_headroom": c.cpu_headroom, "memory_headroom": c.memory_headroom,
+        "network_headroom": c.network_headroom, "current_load": c.current_load,
+        "history": c.history, "locality": c.locality, "forecast_headroom": c.forecast_headroom,
+    })
+}
+
+async fn affinity(State(s): State<Swarm>, Query(q): Query<AffinityQ>) -> Result<Json<Value>, Error> {
+    let r = s.affinity(vec![q.r#virtual], Vec::new()).await?;
+    let row = r.rows.first().cloned().unwrap_or_default();
+    let cells: Vec<Value> = r
+        .physical_node_ids
+        .iter()
+        .zip(&row.scores)
+        .map(|(p, sc)| {
+            json!({ "physical": p, "score": sc.score, "feasible": sc.feasible,
+                    "reason": sc.infeasible_reason, "components": comps(&sc.components) })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "virtual": row.virtual_node_id, "current": row.current_node_id, "weights": r.weights, "cells": cells }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ForecastQ {
+    node: String,
+    kind: Option<String>,
+}
+
+async fn forecast(State(s): State<Swarm>, Query(q): Query<ForecastQ>) -> Result<Json<Value>, Error> {
+    let physical = q.kind.as_deref() == Some("physical");
+    let topo = s.topology();
+    let (kind, metric, threshold, label) = if physical {
+        let Some(n) = topo.physical.get(q.node.as_str()) else {
+            return Err(ApiError::NotFound(format!("unknown physical node {:?}", q.node)).into());
+        };
+        let t = n.capacity.cpu_cores * s.config().controller.overload_threshold;
+        (EntityKind::Physical, Metric::CpuUsage, t, "overload threshold")
+    } else {
+        let Some(v) = topo.virtual_nodes.get(q.node.as_str()) else {
+            return Err(ApiError::NotFound(format!("unknown virtual node {:?}", q.node)).into());
+        };
+        (EntityKind::Virtual, Metric::CpuPeak, v.requested.cpu_cores, "requested")
+    };
+    let from = s.now_ms() - 6 * 3_600_000;
+    let mut history = s.recent_points(kind, metric, &q.node, from).await?;
+    let mut metric_used = metric;
+    if history.is_empty() && metric == Metric::CpuPeak {
+        history = s.recent_points(kind, Metric::CpuUsage, &q.node, from).await?;
+        metric_used = Metric::CpuUsage;
+    }
+    let h = s.forecast_horizon().max(1);
+    let (points, message) = if physical {
+        // A node's forecast is the sum of its virtual nodes' (the controller's view of it).
+        let view = s.cluster_view().await?;
+        match view.phys_index.get(q.node.as_str()).map(|&i| &view.phys[i]).filter(|_| view.horizon > 0) {
+            Some(p) => (
+                (0..view.horizon)
+                    .map(|k| {
+                        let mean = p.fc_mean[k] + p.fc_extra[k];
+                        json!({ "t": s.now_ms() + (k as i64 + 1) * s.step_ms(), "mean": mean, "lower": mean, "upper": p.fc_upper_at(k, 0.0, 0.0, 0.0) })
+                    })
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            None => (Vec::new(), Some("no forecast: the model needs more history for this node's virtual nodes".to_string())),
+        }
+    } else {
+        match s.forecast(kind, q.node.clone(), metric_used, h).await {
+            Ok(f) => (
+                f.iter()
+                    .map(|p| json!({ "t": p.timestamp_ms, "mean": p.mean, "lower": p.lower, "upper": p.upper }))
+                    .collect(),
+                None,
+            ),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    };
+    Ok(Json(json!({
+        "node": q.node, "kind": if physical { "physical" } else { "virtual" }, "metric": metric_used.name(),
+        "history": history, "forecast": points, "threshold": threshold, "threshold_label": label, "message": message,
+    })))
+}
+
+#[derive(Deserialize)]
+struct LimitQ {
+    limit: Option<u64>,
+}
+
+fn decision_json(d: &pb::Decision) -> Value {
+    json!({
+        "sequence": d.sequence, "decided_at_ms": d.decided_at_ms, "virtual_node_id": d.virtual_node_id,
+        "from": d.from_node_id, "to": d.to_node_id, "gain": d.gain, "reason": d.reason,
+        "kind": pb::DecisionKind::try_from(d.kind).map(|k| k.as_str_name()).unwrap_or("?"),
+    })
+}
+
+async fn decisions(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Result<Json<Value>, Error> {
+    let limit = q.limit.unwrap_or(30).clamp(1, 1000);
+    let log = s.decisions().clone();
+    let from = log.last_sequence().saturating_sub(limit - 1).max(1);
+    let mut ds = tokio::task::spawn_blocking(move || log.list(from, limit as usize))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    ds.reverse();
+    Ok(Json(Value::Array(ds.iter().map(decision_json).collect())))
+}
+
+async fn migrations(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Json<Value> {
+    let ms = s.migrations(false, None, q.limit.unwrap_or(30).clamp(1, 1000) as usize);
+    Json(Value::Array(
+        ms.iter()
+            .map(|m| {
+                let w = convert::migration(m, false);
+                json!({ "id": w.id, "virtual_node_id": w.virtual_node_id, "from": w.from_node_id, "to": w.to_node_id,
+                        "phase": m.phase.name(), "since_ms": w.phase_since_ms, "held_by": w.orchestrator_id,
+                        "cause": m.history.last().map(|t| t.cause.clone()).unwrap_or_default() })
+            })
+            .collect(),
+    ))
+}
+
+async fn events(
+    State(s): State<Swarm>,
+) -> Result<Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>, Error> {
+    let rx = s.decisions().watch(0, s.shutdown_signal()).map_err(|e| ApiError::OutOfRange(e.to_string()))?;
+    let stream = ReceiverStream::new(rx)
+        .filter_map(|d| d.ok())
+        .map(|d| Ok(Event::default().event("decision").data(decision_json(&d).to_string())));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

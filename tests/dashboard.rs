@@ -1,0 +1,151 @@
+//! The web dashboard in a real browser: headless Chromium loads the page
+//! from the real `swarmd` (`--http`), with a known topology; the test checks
+//! the heatmap cells, the placement marks and the proposed migrations in the
+//! DOM the page built, and saves a screenshot as a test artifact
+//! (`target/tmp/dashboard.png`). Also the JSON API behind it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use swarm_proto::v1 as pb;
+
+/// The browser: `$CHROMIUM`, else `chromium` on the PATH. Missing is a
+/// failure, not a skip (`.ci/run` installs it).
+fn chromium() -> String {
+    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let ok = Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "headless Chromium not found ({bin}); install it: sudo apt-get install -y chromium (.ci/run does)");
+    bin
+}
+
+/// A plain HTTP GET (the dashboard speaks HTTP/1.1); returns (status, body).
+fn get(base: &str, path: &str) -> (u16, String) {
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Chunked bodies: keep it simple, strip chunk size lines.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heatmap_page_shows_cells_placements_and_proposed_migrations() {
+    let browser = chromium();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("swarm.toml");
+    std::fs::write(&cfg, "[controller]\nmax_in_flight_per_node = 10\n").unwrap();
+    let server = Server::start(&["--round-interval", "1h", "--http", "127.0.0.1:0", "--config", cfg.to_str().unwrap()]);
+    let base = server.http.clone().expect("dashboard address printed");
+    let ch = server.channel().await;
+    // p0 drains: its two virtual nodes get evacuation decisions (proposed migrations).
+    register_cluster(ch.clone(), 4, &[2, 2, 2, 2]).await;
+    let mut t = pb::topology_client::TopologyClient::new(ch.clone());
+    let mut p0 = physical("p0", 16.0);
+    p0.state = pb::PhysicalNodeState::Draining as i32;
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p0] }).await.unwrap();
+    let mut p = pb::placement_client::PlacementClient::new(ch.clone());
+    let round = p.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert_eq!(round.decisions.len(), 2);
+
+    // The JSON behind the page.
+    let (status, body) = get(&base, "/api/heatmap");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let h = &v["heatmap"];
+    assert_eq!(h["columns"].as_array().unwrap().len(), 4);
+    assert_eq!(h["rows"].as_array().unwrap().len(), 8);
+    let marked: Vec<&serde_json::Value> =
+        h["rows"].as_array().unwrap().iter().filter(|r| !r["migration"].is_null()).collect();
+    assert_eq!(marked.len(), 2);
+    assert!(marked.iter().all(|r| r["migration"]["phase"] == "proposed"));
+    let (status, body) = get(&base, "/api/forecast?node=nope");
+    assert!(status == 404 && body.contains("unknown virtual node"), "{status} {body}");
+    let (status, body) = get(&base, "/api/affinity?virtual=v1-0");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"current\":\"p1\"") && body.contains("cpu_headroom"), "{body}");
+
+    // The page, rendered by a real browser.
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            &browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("{base}/?live=0"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let count = |needle: &str| dom.matches(needle).count();
+    assert_eq!(count("class=\"cell"), 32, "4 columns x 8 rows:\n{dom}");
+    assert_eq!(count(" placed"), 8, "every row marks where it runs");
+    assert_eq!(count(" proposed"), 2, "both evacuations are marked as proposed migrations");
+    assert!(dom.contains("8 of 8 virtual nodes"), "{dom}");
+    assert!(dom.contains("hdr draining"), "the draining node's column is marked");
+    // Decisions table filled from the API.
+    assert!(dom.contains("evacuation") || dom.contains("p0 is draining"), "{dom}");
+
+    // A screenshot for people.
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let out = Command::new("timeout")
+        .args(["120", &browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"])
+        .arg("--window-size=1400,900")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{base}/?live=0"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "screenshot at {}", shot.display());
+    println!("screenshot: {}", shot.display());
+
+    // Live updates: a new decision arrives on the event stream.
+    let host = base.trim_start_matches("http://").to_owned();
+    let sse = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(&host).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        write!(s, "GET /api/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        let mut got = String::new();
+        let mut buf = [0u8; 4096];
+        while !got.contains("event: decision") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "stream closed: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        got
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut p2 = physical("p1", 16.0);
+    p2.state = pb::PhysicalNodeState::Draining as i32;
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p2] }).await.unwrap();
+    let r2 = p.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert!(!r2.decisions.is_empty());
+    let events = sse.join().unwrap();
+    assert!(events.contains(&format!("\"sequence\":{}", r2.decisions[0].sequence)), "{events}");
+}
