@@ -2,7 +2,8 @@
 //! from the real `swarmd` (`--http`), with a known topology; the test checks
 //! the heatmap cells, the placement marks and the proposed migrations in the
 //! DOM the page built, and saves a screenshot as a test artifact
-//! (`target/tmp/dashboard.png`). Also the JSON API behind it.
+//! (`target/tmp/dashboard.png`). Also the JSON API behind it, the event
+//! stream, and `swarmctl heatmap` (ANSI and SVG) on the same cluster.
 
 mod common;
 
@@ -110,6 +111,24 @@ async fn the_heatmap_page_shows_cells_placements_and_proposed_migrations() {
     assert!(dom.contains("hdr draining"), "the draining node's column is marked");
     // Decisions table filled from the API.
     assert!(dom.contains("evacuation") || dom.contains("p0 is draining"), "{dom}");
+
+    // The same heatmap from the CLI: coloured text and an SVG file.
+    let out = Command::new(SWARMCTL).args(["--server", &server.endpoint(), "heatmap"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("8 of 8 virtual nodes"), "{text}");
+    assert_eq!(text.matches("0mP ").count(), 2, "{text}");
+    assert_eq!(text.matches("0m● ").count(), 8, "{text}");
+    let svg_path = tmp.path().join("heatmap.svg");
+    let out = Command::new(SWARMCTL)
+        .args(["--server", &server.endpoint(), "heatmap", "--format", "svg", "--out"])
+        .arg(&svg_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert_eq!(svg.matches(r#"class="cell""#).count(), 32);
+    assert_eq!(svg.matches(r#"class="placed""#).count(), 8);
+    assert_eq!(svg.matches(r#"class="migration""#).count(), 2);
 
     // A screenshot for people.
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

@@ -184,3 +184,35 @@ pub fn migration(m: &crate::migration::machine::Migration, with_history: bool) -
         reserves_target: m.reserves_target(),
     }
 }
+
+/// The heatmap to the wire.
+pub fn heatmap(h: &crate::placement::heatmap::Heatmap) -> pb::GetHeatmapResponse {
+    let col = |c: Option<usize>| c.map_or(-1, |c| c as i32);
+    pb::GetHeatmapResponse {
+        group_by: format!("{:?}", h.group_by).to_lowercase(),
+        columns: h
+            .columns
+            .iter()
+            .map(|c| pb::HeatmapColumn {
+                label: c.label.clone(),
+                zone: c.zone.clone().unwrap_or_default(),
+                members: c.members.clone(),
+                draining: c.draining,
+            })
+            .collect(),
+        rows: h
+            .rows
+            .iter()
+            .map(|r| pb::HeatmapRow {
+                virtual_node_id: r.id.clone(),
+                current: col(r.current),
+                best: col(r.best),
+                gain: r.gain,
+                cells: r.cells.iter().map(|c| c.unwrap_or(f64::NAN)).collect(),
+                migration_to: col(r.migration.as_ref().map(|m| m.to)),
+                migration_phase: r.migration.as_ref().map(|m| m.phase.clone()).unwrap_or_default(),
+            })
+            .collect(),
+        virtual_nodes: h.virtual_nodes as u32,
+    }
+}

@@ -2,6 +2,7 @@
 //! command is a function from its arguments and a connection to a result;
 //! the binary maps [`CtlError`] to exit codes.
 
+pub mod heatmap;
 mod output;
 pub mod reconfigure;
 pub mod replay;
@@ -92,6 +93,8 @@ pub enum Command {
     /// Run the reference orchestrator: carry migrations out on a simulated
     /// cluster (shadow, verify, cut over), with optional fault injection.
     Agent(AgentArgs),
+    /// The affinity heatmap: coloured in the terminal, or an SVG/PNG file.
+    Heatmap(heatmap::HeatmapArgs),
     /// Plan and apply configuration changes with minimal movement (nodes
     /// joining, draining or leaving; group spreading rules).
     Reconfigure {
@@ -371,6 +374,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Replay(_) => unreachable!("handled before connecting"),
         Command::Migrations { action } => migrations(channel, out, action).await,
         Command::Reconfigure { action } => reconfigure::run(channel, out, action).await,
+        Command::Heatmap(args) => heatmap::run(channel, out, args).await,
         Command::Agent(args) => {
             let cfg = args.resolve()?;
             tracing::info!(id = %cfg.orchestrator_id, "agent started");

@@ -76,4 +76,15 @@ impl pb::placement_server::Placement for PlacementSvc {
             model: format!("{} model of {} ({})", m.model.kind_name(), m.metric, m.produced_by),
         }))
     }
+
+    async fn get_heatmap(
+        &self,
+        req: Request<pb::GetHeatmapRequest>,
+    ) -> Result<Response<pb::GetHeatmapResponse>, Status> {
+        let r = req.into_inner();
+        let top = if r.top == 0 { 40 } else { r.top.min(1000) as usize };
+        let cols = if r.max_columns == 0 { 60 } else { r.max_columns.min(1000) as usize };
+        let h = self.0.heatmap(top, cols).await?;
+        Ok(Response::new(crate::convert::heatmap(&h)))
+    }
 }

@@ -117,6 +117,8 @@ struct Inner {
     history: std::sync::Mutex<PerfTable>,
     /// Every migration; changed only inside [`Swarm::write`].
     migrations: std::sync::Mutex<Book>,
+    /// One reconfiguration step at a time (Apply and the timer both step).
+    reconfig_step: Mutex<()>,
     /// Group spreading policies; changed only inside [`Swarm::write`].
     groups: std::sync::Mutex<std::collections::BTreeMap<String, GroupPolicy>>,
     /// Applied reconfiguration plans; changed only inside [`Swarm::write`].
@@ -194,6 +196,7 @@ impl Swarm {
                 pairs: loaded.performance.iter().map(|(v, p, perf)| ((v.clone(), p.clone()), *perf)).collect(),
             }),
             migrations: std::sync::Mutex::new(book),
+            reconfig_step: Mutex::new(()),
             groups: std::sync::Mutex::new(loaded.group_policies.into_iter().collect()),
             reconfigs: std::sync::Mutex::new(loaded.reconfigurations.into_iter().map(|r| (r.id.clone(), r)).collect()),
             plans: std::sync::Mutex::new(HashMap::new()),
@@ -829,6 +832,24 @@ impl Swarm {
     ) -> Result<Vec<pb::Decision>, ApiError> {
         let log = self.inner.decisions.clone();
         let _guard = self.inner.mutate.lock().await;
+        // At most one live migration per virtual node: a decision computed
+        // before another migration of its virtual node was committed (a
+        // round racing a reconfiguration step) is dropped here, under the lock.
+        let (decisions, propose) = match propose {
+            None => (decisions, None),
+            Some(origins) => {
+                let book = self.inner.migrations.lock().expect("migrations lock");
+                let mut seen = HashSet::new();
+                let (d, o): (Vec<_>, Vec<_>) = decisions
+                    .into_iter()
+                    .zip(origins.into_iter().chain(std::iter::repeat(None)))
+                    .filter(|(d, _)| {
+                        book.live_of(&d.virtual_node_id).is_none() && seen.insert(d.virtual_node_id.clone())
+                    })
+                    .unzip();
+                (d, Some(o))
+            }
+        };
         let (decisions, migrations) =
             tokio::task::spawn_blocking(move || log.commit_round(round_id, decisions, propose))
                 .await

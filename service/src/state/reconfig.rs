@@ -477,6 +477,7 @@ impl Swarm {
     /// One step of every running reconfiguration: release moves up to the
     /// concurrency limit, and finish those whose moves have all ended.
     pub async fn run_reconfigurations(&self) -> Result<(), ApiError> {
+        let _step = self.inner.reconfig_step.lock().await;
         let running: Vec<Reconfiguration> = self
             .inner
             .reconfigs
