@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -321,26 +321,6 @@ async fn sigkill_in_every_phase_resumes_or_rolls_back() {
         let want = if i == 7 { "src" } else { d.to_node_id.as_str() };
         assert_eq!(placed[&d.virtual_node_id], want, "{}", ids[i]);
     }
-}
-
-/// Starts `swarmctl agent` against `server` with extra flags.
-fn agent(server: &Server, extra: &[&str]) -> Child {
-    Command::new(SWARMCTL)
-        .args(["--server", &server.endpoint(), "agent"])
-        .args(extra)
-        .env("SWARM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn swarmctl agent")
-}
-
-/// Waits for an agent to exit; returns its summary.
-fn summary(child: Child) -> serde_json::Value {
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "agent failed: {:?}", out.status);
-    let text = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(text.lines().last().expect("a summary line")).unwrap()
 }
 
 async fn wait_for(m: &mut Mig, id: &str, what: &str, mut ok: impl FnMut(&pb::Migration) -> bool) -> pb::Migration {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -198,13 +198,10 @@ async fn apply_carries_moves_out_through_migrations_and_removes_the_node() {
     let id = rc.apply(pb::ApplyRequest { plan_id: p.plan_id.clone(), max_concurrent: 2 }).await.unwrap().into_inner();
     let id = id.reconfiguration_id;
     // The orchestrator starts after Apply (it stops once idle, so it must find work).
-    let agent = Command::new(SWARMCTL)
-        .args(["--server", &server.endpoint(), "agent", "--id", "reconf-agent", "--report-every", "100ms"])
-        .args(["--shadow-start", "50ms", "--exit-when-idle", "3s"])
-        .env("SWARM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = agent(
+        &server,
+        &["--id", "reconf-agent", "--report-every", "100ms", "--shadow-start", "50ms", "--exit-when-idle", "3s"],
+    );
     // Never more than 2 in flight; it finishes.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -222,9 +219,7 @@ async fn apply_carries_moves_out_through_migrations_and_removes_the_node() {
     };
     assert_eq!((status.state.as_str(), status.completed_moves, status.failed_moves), ("completed", 3, 0), "{status:?}");
     assert!(status.removals_pending.is_empty());
-    let out = agent.wait_with_output().unwrap();
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let summary = summary(agent);
     assert_eq!(summary["completed"], 3, "{summary}");
     // Every move went through a migration, reported on WatchDecisions as a reconfiguration.
     let mut pl = pb::placement_client::PlacementClient::new(ch.clone());
@@ -286,12 +281,10 @@ async fn an_applied_plan_survives_sigkill_and_finishes_after_restart() {
     let rc = Rc::new(ch.clone());
     let after = get(rc.clone(), id.clone()).await;
     assert_eq!(after, s, "the applied plan and its migrations survive SIGKILL");
-    let agent = Command::new(SWARMCTL)
-        .args(["--server", &server.endpoint(), "agent", "--id", "after-restart", "--report-every", "100ms"])
-        .args(["--shadow-start", "50ms", "--exit-when-idle", "3s"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = agent(
+        &server,
+        &["--id", "after-restart", "--report-every", "100ms", "--shadow-start", "50ms", "--exit-when-idle", "3s"],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = get(rc.clone(), id.clone()).await;
@@ -302,7 +295,7 @@ async fn an_applied_plan_survives_sigkill_and_finishes_after_restart() {
         assert!(Instant::now() < deadline, "{s:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    agent.wait_with_output().unwrap();
+    summary(agent);
     let now = placements(ch).await;
     assert!(["v00", "v01", "v02"].iter().all(|v| now[*v] != "p0" && !now[*v].is_empty()), "{now:?}");
 }

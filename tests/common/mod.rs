@@ -216,3 +216,23 @@ pub async fn query(ch: Channel, kind: pb::EntityKind, id: &str, metric: pb::Metr
     .into_inner()
     .points
 }
+
+/// Starts `swarmctl agent` against `server` with extra flags.
+pub fn agent(server: &Server, extra: &[&str]) -> Child {
+    Command::new(SWARMCTL)
+        .args(["--server", &server.endpoint(), "agent"])
+        .args(extra)
+        .env("SWARM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn swarmctl agent")
+}
+
+/// Waits for an agent to exit; returns its summary.
+pub fn summary(child: Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "agent failed: {:?}", out.status);
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().last().expect("a summary line")).unwrap()
+}

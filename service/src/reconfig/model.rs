@@ -487,6 +487,69 @@ impl Problem {
         Ok(())
     }
 
+    /// The moves of an assignment, each with its reason.
+    pub fn moves(&self, assignment: &[usize]) -> Vec<Move> {
+        let pb = self;
+        let mut load = vec![[0.0f64; 2]; pb.nodes.len()];
+        let mut per: HashMap<(usize, u64), u32> = HashMap::new();
+        for it in &pb.items {
+            if let Some(c) = it.current {
+                for d in 0..2 {
+                    load[c][d] += it.demand[d];
+                }
+                if let Some(r) = it.rule
+                    && let Some(k) = pb.domain_of(c, pb.rules[r].domain)
+                {
+                    *per.entry((r, k)).or_default() += 1;
+                }
+            }
+        }
+        let reason = |i: usize, it: &Item| -> Reason {
+            match pb.may_stay(i) {
+                Err(r) => r,
+                Ok(cur) => {
+                    if let Some(r) = it.rule
+                        && let Some(k) = pb.domain_of(cur, pb.rules[r].domain)
+                        && per[&(r, k)] > pb.rules[r].max_per_domain
+                    {
+                        return Reason::Spread;
+                    }
+                    if (0..2).any(|d| load[cur][d] > pb.nodes[cur].cap[d] + 1e-6) {
+                        Reason::Capacity
+                    } else {
+                        Reason::MakesRoom
+                    }
+                }
+            }
+        };
+        pb.items
+            .iter()
+            .enumerate()
+            .filter(|(i, it)| it.current != Some(assignment[*i]))
+            .map(|(i, it)| Move { item: i, from: it.current, to: assignment[i], reason: reason(i, it) })
+            .collect()
+    }
+
+    /// Describes virtual nodes that could not be placed.
+    pub fn unplaceable(&self, left: &[usize]) -> Infeasible {
+        let pb = self;
+        let mut free: Vec<f64> = pb.nodes.iter().map(|n| if n.accepts { n.cap[0] } else { 0.0 }).collect();
+        for it in &pb.items {
+            if let Some(c) = it.current {
+                free[c] -= it.demand[0];
+            }
+        }
+        let free_cpu: f64 = free.iter().map(|f| f.max(0.0)).sum();
+        let largest_cpu = free.iter().copied().fold(0.0, f64::max);
+        let it = &pb.items[left[0]];
+        Infeasible::Unplaceable {
+            count: left.len(),
+            example: format!("{} ({:.2} cores)", it.id, it.demand[0]),
+            free_cpu,
+            largest_cpu,
+        }
+    }
+
     /// Cost of an assignment under the objective.
     pub fn cost_of(&self, assignment: &[usize], obj: Objective) -> u64 {
         (0..self.items.len())
@@ -497,15 +560,9 @@ impl Problem {
 }
 
 impl Plan {
-    /// A plan from an assignment; fills in the moves and their totals.
-    pub fn new(
-        pb: &Problem,
-        assignment: Vec<usize>,
-        obj: Objective,
-        lower_bound: u64,
-        method: &'static str,
-        moves: Vec<Move>,
-    ) -> Plan {
+    /// A plan from an assignment; derives the moves, their reasons and totals.
+    pub fn new(pb: &Problem, assignment: Vec<usize>, obj: Objective, lower_bound: u64, method: &'static str) -> Plan {
+        let moves = pb.moves(&assignment);
         let cost = pb.cost_of(&assignment, obj);
         let moved: Vec<&Move> = moves.iter().filter(|m| m.from.is_some()).collect();
         Plan {

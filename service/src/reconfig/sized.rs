@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 
 use super::model::{EPS, Infeasible, Objective, Plan, Problem};
-use super::unit::{moves, unplaceable};
 
 struct State<'a> {
     pb: &'a Problem,
@@ -139,14 +138,13 @@ pub fn plan(pb: &Problem, obj: Objective) -> Result<Plan, Infeasible> {
                 next.extend(evicted);
             } else {
                 let left: Vec<usize> = (0..n).filter(|&j| st.at[j].is_none()).collect();
-                return Err(unplaceable(pb, &left));
+                return Err(pb.unplaceable(&left));
             }
         }
         queue = next;
     }
     let assignment: Vec<usize> = st.at.iter().map(|a| a.expect("all placed")).collect();
-    let moves = moves(pb, &assignment, &[]);
-    Ok(Plan::new(pb, assignment, obj, lower_bound(pb, obj), "best fit with a lower bound (mixed sizes)", moves))
+    Ok(Plan::new(pb, assignment, obj, lower_bound(pb, obj), "best fit with a lower bound (mixed sizes)"))
 }
 
 /// Places `i` on the node where moving the cheapest others off makes room;

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 
 use super::flow::Network;
-use super::model::{EPS, Infeasible, Item, Move, Objective, Plan, Problem, Reason};
+use super::model::{EPS, Infeasible, Item, Objective, Plan, Problem};
 
 /// Whether every movable virtual node has the same demand.
 pub fn is_uniform(pb: &Problem) -> Option<[f64; 2]> {
@@ -290,74 +290,11 @@ fn unshuffle(pb: &Problem, assignment: &mut [usize]) {
 
 /// The plan for equal-sized virtual nodes.
 pub fn plan(pb: &Problem, obj: Objective, size: [f64; 2]) -> Result<Plan, Infeasible> {
-    let (assignment, flow_cost) = solve(pb, obj, size).map_err(|left| unplaceable(pb, &left))?;
+    let (assignment, flow_cost) = solve(pb, obj, size).map_err(|left| pb.unplaceable(&left))?;
     // Pinned items that must move pay outside the flow.
     let preset_cost: u64 = (0..pb.items.len())
         .filter(|&i| !pb.items[i].fixed && pb.items[i].pinned.is_some() && pb.items[i].current != pb.items[i].pinned)
         .map(|i| pb.weight(i, obj))
         .sum();
-    let moves = moves(pb, &assignment, &[]);
-    Ok(Plan::new(pb, assignment, obj, flow_cost + preset_cost, "min-cost flow (equal sizes)", moves))
-}
-
-/// The moves of an assignment, each with its reason.
-pub fn moves(pb: &Problem, assignment: &[usize], forced_spread: &[bool]) -> Vec<Move> {
-    let mut load = vec![[0.0f64; 2]; pb.nodes.len()];
-    let mut per: HashMap<(usize, u64), u32> = HashMap::new();
-    for it in &pb.items {
-        if let Some(c) = it.current {
-            for d in 0..2 {
-                load[c][d] += it.demand[d];
-            }
-            if let Some(r) = it.rule
-                && let Some(k) = pb.domain_of(c, pb.rules[r].domain)
-            {
-                *per.entry((r, k)).or_default() += 1;
-            }
-        }
-    }
-    let reason = |i: usize, it: &Item| -> Reason {
-        match pb.may_stay(i) {
-            Err(r) => r,
-            Ok(_) if forced_spread.get(i).copied().unwrap_or(false) => Reason::Spread,
-            Ok(cur) => {
-                if let Some(r) = it.rule
-                    && let Some(k) = pb.domain_of(cur, pb.rules[r].domain)
-                    && per[&(r, k)] > pb.rules[r].max_per_domain
-                {
-                    return Reason::Spread;
-                }
-                if (0..2).any(|d| load[cur][d] > pb.nodes[cur].cap[d] + 1e-6) {
-                    Reason::Capacity
-                } else {
-                    Reason::MakesRoom
-                }
-            }
-        }
-    };
-    pb.items
-        .iter()
-        .enumerate()
-        .filter(|(i, it)| it.current != Some(assignment[*i]))
-        .map(|(i, it)| Move { item: i, from: it.current, to: assignment[i], reason: reason(i, it) })
-        .collect()
-}
-
-/// Describes virtual nodes that could not be placed.
-pub fn unplaceable(pb: &Problem, left: &[usize]) -> Infeasible {
-    let mut free: Vec<f64> = pb.nodes.iter().map(|n| if n.accepts { n.cap[0] } else { 0.0 }).collect();
-    for it in &pb.items {
-        if let Some(c) = it.current {
-            free[c] -= it.demand[0];
-        }
-    }
-    let free_cpu: f64 = free.iter().map(|f| f.max(0.0)).sum();
-    let largest_cpu = free.iter().copied().fold(0.0, f64::max);
-    let it = &pb.items[left[0]];
-    Infeasible::Unplaceable {
-        count: left.len(),
-        example: format!("{} ({:.2} cores)", it.id, it.demand[0]),
-        free_cpu,
-        largest_cpu,
-    }
+    Ok(Plan::new(pb, assignment, obj, flow_cost + preset_cost, "min-cost flow (equal sizes)"))
 }

@@ -393,13 +393,12 @@ impl Swarm {
         let plan_id = plan_id.to_owned();
         let n_moves = stored.moves.len();
         let id = self
-            .write(move |topo, book| {
+            .write(move |_, book| {
                 if swarm.inner.version.load(std::sync::atomic::Ordering::SeqCst) != stored.version {
                     return Err(ApiError::FailedPrecondition(format!(
                         "the cluster changed since plan {plan_id} was made; plan again"
                     )));
                 }
-                let _ = topo;
                 let mut changes = stored.change.changes.clone();
                 // New virtual nodes are placed where the plan says (nothing runs yet).
                 for (v, to) in &stored.placements {
