@@ -140,7 +140,7 @@ async fn overloaded_node_gets_decisions_and_watch_resumes_exactly() {
 
     // Affinity: the overloaded node ranks below an idle one for its own virtual node.
     let aff = placement
-        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec![ids[0][0].clone()], physical_node_ids: vec![] })
+        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec![ids[0][0].clone()], ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -149,7 +149,7 @@ async fn overloaded_node_gets_decisions_and_watch_resumes_exactly() {
     let score_of = |p: &str| row.scores[aff.physical_node_ids.iter().position(|x| x == p).unwrap()].score;
     assert!(score_of("p1") > score_of("p0") + 0.1);
     let err = placement
-        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec!["nope".into()], physical_node_ids: vec![] })
+        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec!["nope".into()], ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);

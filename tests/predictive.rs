@@ -10,31 +10,7 @@
 mod common;
 
 use common::*;
-use swarm_models::Artifact;
-use swarm_models::features::FeatureSpec;
-use swarm_models::model::{LinearHead, Model};
 use swarm_proto::v1 as pb;
-
-const STEP: i64 = 300_000;
-const DAY: i64 = 86_400_000;
-
-fn seasonal_naive() -> Artifact {
-    let mut a = Artifact::naive(&[1, 2, 3, 4, 5, 6], 0.05);
-    a.features = FeatureSpec {
-        lags: vec![1],
-        seasons_ms: vec![DAY],
-        rolling: vec![],
-        time_of_day: false,
-        day_of_week: false,
-        scale_window: 12,
-    };
-    a.feature_names = a.features.names();
-    a.model = Model::Linear {
-        heads: (1..=6).map(|h| LinearHead { horizon: h, intercept: 0.0, coefficients: vec![0.0, 1.0] }).collect(),
-    };
-    a.produced_by = "tests/predictive.rs seasonal naive".into();
-    a
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forecast_overload_is_relieved_ahead_and_applied() {
@@ -96,6 +72,7 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
             entity_id: "spiky".into(),
             metric: pb::Metric::CpuPeak as i32,
             horizon_steps: 6,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -114,14 +91,17 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
         entity_id: id.into(),
         metric: pb::Metric::CpuPeak as i32,
         horizon_steps: h,
+        ..Default::default()
     };
     let e = placement.get_forecast(ask("nope", 3)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    let e = placement.get_forecast(ask("spiky", 0)).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("horizon_steps") && e.message().contains("1..=6"), "{}", e.message());
+    // 0 asks for the model's longest horizon.
+    let longest = placement.get_forecast(ask("spiky", 0)).await.unwrap().into_inner();
+    assert_eq!(longest.points.len(), 6);
+    assert_eq!(longest.step_ms, STEP);
     let e = placement.get_forecast(ask("spiky", 7)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("horizon_steps") && e.message().contains("1..=6"), "{}", e.message());
     let e = placement.get_forecast(ask("fresh", 3)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("needs 288 points"), "{}", e.message());
@@ -149,7 +129,7 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
 
     // Affinity shows the forecast component.
     let aff = placement
-        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec!["steady".into()], physical_node_ids: vec![] })
+        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec!["steady".into()], ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -223,7 +203,7 @@ async fn history_and_locality_reach_affinity_and_history_survives_a_crash() {
     async fn components(ch: tonic::transport::Channel, v: &str) -> Vec<(String, pb::AffinityComponents)> {
         let mut placement = pb::placement_client::PlacementClient::new(ch);
         let r = placement
-            .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec![v.into()], physical_node_ids: vec![] })
+            .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec![v.into()], ..Default::default() })
             .await
             .unwrap()
             .into_inner();

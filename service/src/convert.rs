@@ -63,6 +63,38 @@ pub fn score(s: &Score) -> pb::AffinityScore {
     }
 }
 
+/// The cost function's figures.
+pub fn cost(c: &crate::placement::cost::CostEstimate) -> pb::MigrationCost {
+    pb::MigrationCost {
+        transfer_seconds: c.transfer_seconds,
+        overhead_seconds: c.overhead_seconds,
+        benefit: c.benefit,
+        cost: c.cost,
+    }
+}
+
+/// One assessed move.
+pub fn assessment(a: &crate::placement::assess::Assessment) -> pb::MoveAssessment {
+    use crate::placement::assess::Verdict;
+    let verdict = match a.verdict {
+        Verdict::Current => pb::MoveVerdict::Current,
+        Verdict::Unplaced => pb::MoveVerdict::Unplaced,
+        Verdict::Infeasible(_) => pb::MoveVerdict::Infeasible,
+        Verdict::Migrating => pb::MoveVerdict::Migrating,
+        Verdict::Cooling { .. } => pb::MoveVerdict::Cooling,
+        Verdict::Busy { .. } => pb::MoveVerdict::Busy,
+        Verdict::BelowThreshold { .. } => pb::MoveVerdict::BelowThreshold,
+        Verdict::DoesNotPay { .. } => pb::MoveVerdict::DoesNotPay,
+        Verdict::Pays(_) => pb::MoveVerdict::Pays,
+    };
+    pb::MoveAssessment {
+        verdict: verdict as i32,
+        explanation: a.explanation.clone(),
+        cost: a.cost.as_ref().map(cost),
+        gain: a.gain,
+    }
+}
+
 /// The weights as a name → weight map.
 pub fn weights(w: &Weights) -> std::collections::HashMap<String, f64> {
     w.named().into_iter().map(|(n, w)| (n.to_owned(), w)).collect()
@@ -93,12 +125,7 @@ pub fn decision(
             ProposalKind::Predictive => pb::DecisionKind::Predictive,
             ProposalKind::Overload => pb::DecisionKind::Overload,
         } as i32,
-        cost: Some(pb::MigrationCost {
-            transfer_seconds: p.cost.transfer_seconds,
-            overhead_seconds: p.cost.overhead_seconds,
-            benefit: p.cost.benefit,
-            cost: p.cost.cost,
-        }),
+        cost: Some(cost(&p.cost)),
         expected_overload_at_ms: p.expected_overload_step.map(|h| now_ms + h as i64 * step_ms).unwrap_or(0),
     }
 }

@@ -11,6 +11,41 @@
 use swarm_models::features::{Prepared, SeriesRef};
 use swarm_models::{Artifact, ForecastPoint};
 
+/// The line a series is judged against, in the series' unit, and its name:
+/// what an operator compares a forecast with. For a physical node's CPU the
+/// overload threshold the controller acts on; for a virtual node's CPU its
+/// requested cores; for memory the capacity or the request. `None` for
+/// series without one (network, latency, throughput) or unknown nodes.
+pub fn threshold(
+    topo: &crate::domain::Topology,
+    overload_threshold: f64,
+    kind: crate::series::EntityKind,
+    id: &str,
+    metric: crate::series::Metric,
+) -> Option<(f64, &'static str)> {
+    use crate::series::{EntityKind, Metric};
+    let cpu = matches!(metric, Metric::CpuUsage | Metric::CpuPeak);
+    let (value, label) = match kind {
+        EntityKind::Physical => {
+            let n = topo.physical.get(id)?;
+            match metric {
+                _ if cpu => (n.capacity.cpu_cores * overload_threshold, "overload threshold"),
+                Metric::MemoryBytes => (n.capacity.memory_bytes, "capacity"),
+                _ => return None,
+            }
+        }
+        EntityKind::Virtual => {
+            let v = topo.virtual_nodes.get(id)?;
+            match metric {
+                _ if cpu => (v.requested.cpu_cores, "requested"),
+                Metric::MemoryBytes => (v.requested.memory_bytes, "requested"),
+                _ => return None,
+            }
+        }
+    };
+    (value > 0.0).then_some((value, label))
+}
+
 /// How samples within one step combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregate {

@@ -236,3 +236,31 @@ pub fn summary(child: Child) -> serde_json::Value {
     let text = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(text.lines().last().expect("a summary line")).unwrap()
 }
+
+/// One 5-minute step, ms.
+pub const STEP: i64 = 300_000;
+/// One day, ms.
+pub const DAY: i64 = 86_400_000;
+
+/// A seasonal-naive model artifact (tomorrow repeats today; 6 steps of 5
+/// minutes): its forecasts are exact, so tests check the pipeline rather
+/// than model quality (the training tests do that).
+pub fn seasonal_naive() -> swarm_models::Artifact {
+    use swarm_models::features::FeatureSpec;
+    use swarm_models::model::{LinearHead, Model};
+    let mut a = swarm_models::Artifact::naive(&[1, 2, 3, 4, 5, 6], 0.05);
+    a.features = FeatureSpec {
+        lags: vec![1],
+        seasons_ms: vec![DAY],
+        rolling: vec![],
+        time_of_day: false,
+        day_of_week: false,
+        scale_window: 12,
+    };
+    a.feature_names = a.features.names();
+    a.model = Model::Linear {
+        heads: (1..=6).map(|h| LinearHead { horizon: h, intercept: 0.0, coefficients: vec![0.0, 1.0] }).collect(),
+    };
+    a.produced_by = "tests seasonal naive".into();
+    a
+}

@@ -2,6 +2,8 @@
 //! command is a function from its arguments and a connection to a result;
 //! the binary maps [`CtlError`] to exit codes.
 
+mod chart;
+pub mod forecast;
 pub mod heatmap;
 mod output;
 pub mod reconfigure;
@@ -25,18 +27,69 @@ use crate::migration::agent::{self, AgentConfig, Faults};
     name = "swarmctl",
     version,
     about,
-    after_help = "Examples:\n  swarmctl nodes list\n  swarmctl ingest-csv ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --register\n  swarmctl round --dry-run\n  swarmctl decisions watch --from 1\n  swarmctl affinity v000 --output json\n  swarmctl forecast v000 --horizon 12\n  swarmctl replay --trace ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --report replay.md"
+    after_help = "Examples:
+  swarmctl nodes list
+  swarmctl ingest-csv ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --register
+  swarmctl round --dry-run
+  swarmctl decisions watch
+  swarmctl affinity v000
+  swarmctl forecast v000 --horizon 30m
+  swarmctl heatmap --top 20
+  swarmctl replay --trace ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --report replay.md
+  swarmctl completions bash > ~/.local/share/bash-completion/completions/swarmctl
+
+Every command takes --output table|json|csv (csv: the command's table) and
+--server (or SWARM_SERVER). Exit codes: 0 ok, 1 failed, 2 bad input or
+unknown id, 3 swarmd not reachable."
 )]
 pub struct Cli {
     /// Address of swarmd.
     #[arg(long, global = true, env = "SWARM_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
-    /// Output format of read commands.
+    /// Output format: table for people, json or csv for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Colour: auto (when stdout is a terminal and NO_COLOR is unset), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// How output looks on this terminal: resolved once from the flags and the
+/// environment, then passed to what renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// ANSI colours.
+    pub color: bool,
+    /// Columns to fit (`COLUMNS`, else 100).
+    pub width: usize,
+}
+
+impl Style {
+    /// Resolves `--color` against the terminal and `NO_COLOR`, and the width from `COLUMNS`.
+    pub fn resolve(choice: ColorChoice) -> Style {
+        use std::io::IsTerminal;
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        };
+        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&w| w >= 40).unwrap_or(100);
+        Style { color, width }
+    }
 }
 
 /// Commands.
@@ -51,6 +104,9 @@ pub enum Command {
     /// Stream a trace file (CSV or Parquet) of samples into swarmd.
     IngestCsv(IngestCsvArgs),
     /// Run a controller round now.
+    #[command(
+        after_help = "Examples:\n  swarmctl round --dry-run\n  swarmctl round --output json | jq '.decisions[].reason'"
+    )]
     Round {
         /// Compute decisions without persisting or publishing them.
         #[arg(long)]
@@ -62,25 +118,18 @@ pub enum Command {
         #[command(subcommand)]
         action: DecisionsAction,
     },
-    /// Rank physical nodes for a virtual node, with each affinity component.
+    /// Rank physical nodes for a virtual node: each affinity component, and
+    /// what the controller's rules and cost function say about moving there.
+    #[command(
+        after_help = "Examples:\n  swarmctl affinity v000\n  swarmctl affinity v000 --output json | jq .would_move_to"
+    )]
     Affinity {
         /// The virtual node.
         vnode: String,
     },
-    /// A node's forecast from the server's model, with its interval.
-    Forecast {
-        /// The node.
-        node: String,
-        /// The node is physical (default: virtual).
-        #[arg(long)]
-        physical: bool,
-        /// Metric: cpu-peak (what overloads), cpu, memory, network-rx, network-tx, latency, throughput.
-        #[arg(long, default_value = "cpu-peak")]
-        metric: String,
-        /// Steps ahead (each the model's interval, 5 minutes for the bundled model).
-        #[arg(long, default_value_t = 6)]
-        horizon: u32,
-    },
+    /// A node's forecast from the server's model, with its interval, against
+    /// recent history and its threshold: a table and a chart.
+    Forecast(forecast::ForecastArgs),
     /// Replay a trace in virtual time through the controller and compare
     /// policies (none, reactive, proactive, oracle). Runs locally; needs no server.
     Replay(replay::ReplayArgs),
@@ -102,12 +151,23 @@ pub enum Command {
         #[command(subcommand)]
         action: reconfigure::ReconfigureAction,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  swarmctl completions bash > ~/.local/share/bash-completion/completions/swarmctl\n  swarmctl completions zsh > ~/.zfunc/_swarmctl\n  swarmctl completions fish > ~/.config/fish/completions/swarmctl.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `migrations` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum MigrationsAction {
     /// List migrations, newest first.
+    #[command(
+        after_help = "Examples:\n  swarmctl migrations list --live\n  swarmctl migrations list --vnode v000 --output csv"
+    )]
     List {
         /// Only live (unfinished) ones.
         #[arg(long)]
@@ -120,11 +180,13 @@ pub enum MigrationsAction {
         limit: u32,
     },
     /// One migration with every transition, its time and cause.
+    #[command(after_help = "Examples:\n  swarmctl migrations show m42")]
     Show {
         /// Migration id (m<decision sequence>).
         id: String,
     },
     /// Abort a live migration: the new instance is rolled back, the old one keeps serving.
+    #[command(after_help = "Examples:\n  swarmctl migrations abort m42 --reason \"maintenance window\"")]
     Abort {
         /// Migration id.
         id: String,
@@ -227,6 +289,9 @@ impl AgentArgs {
 #[derive(Subcommand, Debug)]
 pub enum NodesAction {
     /// List nodes.
+    #[command(
+        after_help = "Examples:\n  swarmctl nodes list\n  swarmctl nodes list --virtual --output csv > placement.csv"
+    )]
     List {
         /// List virtual nodes (with placement) instead of physical ones.
         #[arg(long = "virtual")]
@@ -238,6 +303,9 @@ pub enum NodesAction {
 #[derive(Subcommand, Debug)]
 pub enum DecisionsAction {
     /// Follow decisions as they are made (Ctrl-C to stop).
+    #[command(
+        after_help = "Examples:\n  swarmctl decisions watch\n  swarmctl decisions watch --from 1 --limit 10\n  swarmctl decisions watch --output json | jq -c '{vnode: .virtual_node_id, to: .to_node_id}'"
+    )]
     Watch {
         /// Start with the persisted decision of this sequence (0: only new ones).
         #[arg(long, default_value_t = 0)]
@@ -247,6 +315,9 @@ pub enum DecisionsAction {
         limit: Option<u64>,
     },
     /// Print persisted decisions.
+    #[command(
+        after_help = "Examples:\n  swarmctl decisions list --from 1 --limit 20\n  swarmctl decisions list --output csv"
+    )]
     List {
         /// First sequence.
         #[arg(long, default_value_t = 1)]
@@ -259,6 +330,9 @@ pub enum DecisionsAction {
 
 /// `ingest-csv` arguments.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  swarmctl ingest-csv ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --register --vm-cores 4\n  swarmctl ingest-csv samples.csv --format long-csv"
+)]
 pub struct IngestCsvArgs {
     /// The file: Azure V1 VM CPU readings, Alibaba 2018 machine usage, or
     /// Swarm's long CSV (`timestamp,entity,metric,value`, ms) or Parquet.
@@ -349,6 +423,27 @@ pub async fn connect(server: &str) -> Result<Channel, CtlError> {
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    let style = Style::resolve(cli.color);
+    if cli.output == Output::Csv {
+        let not_a_table = match &cli.command {
+            Command::IngestCsv(_) => Some("ingest-csv"),
+            Command::Replay(_) => Some("replay"),
+            Command::Agent(_) => Some("agent"),
+            Command::Heatmap(_) => Some("heatmap"),
+            Command::Completions { .. } => Some("completions"),
+            _ => None,
+        };
+        if let Some(cmd) = not_a_table {
+            return Err(CtlError::Input(format!(
+                "--output csv is for commands that print a table; use --output json with {cmd}"
+            )));
+        }
+    }
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "swarmctl", &mut std::io::stdout());
+        return Ok(());
+    }
     if let Command::Replay(args) = cli.command {
         let report = tokio::task::spawn_blocking(move || replay::replay(args))
             .await
@@ -362,16 +457,14 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::IngestCsv(args) => ingest_csv(channel, out, args).await,
         Command::Round { dry_run } => round(channel, out, dry_run).await,
         Command::Decisions { action: DecisionsAction::Watch { from, limit } } => {
-            decisions_watch(channel, out, from, limit).await
+            decisions_watch(channel, out, style, from, limit).await
         }
         Command::Decisions { action: DecisionsAction::List { from, limit } } => {
             decisions_list(channel, out, from, limit).await
         }
         Command::Affinity { vnode } => affinity(channel, out, vnode).await,
-        Command::Forecast { node, physical, metric, horizon } => {
-            forecast(channel, out, node, physical, &metric, horizon).await
-        }
-        Command::Replay(_) => unreachable!("handled before connecting"),
+        Command::Forecast(args) => forecast::run(channel, out, style, args).await,
+        Command::Replay(_) | Command::Completions { .. } => unreachable!("handled before connecting"),
         Command::Migrations { action } => migrations(channel, out, action).await,
         Command::Reconfigure { action } => reconfigure::run(channel, out, action).await,
         Command::Heatmap(args) => heatmap::run(channel, out, args).await,
@@ -443,12 +536,18 @@ async fn decisions_list(ch: Channel, out: Output, from: u64, limit: u32) -> Resu
     output::decisions(out, &r.decisions)
 }
 
-async fn decisions_watch(ch: Channel, out: Output, from: u64, limit: Option<u64>) -> Result<(), CtlError> {
+async fn decisions_watch(
+    ch: Channel,
+    out: Output,
+    style: Style,
+    from: u64,
+    limit: Option<u64>,
+) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let mut stream = c.watch_decisions(pb::WatchDecisionsRequest { from_sequence: from }).await?.into_inner();
     let mut n = 0;
     while let Some(d) = stream.message().await? {
-        output::decision_line(out, &d)?;
+        output::decision_line(out, style, &d, n == 0)?;
         n += 1;
         if limit.is_some_and(|l| n >= l) {
             break;
@@ -460,46 +559,14 @@ async fn decisions_watch(ch: Channel, out: Output, from: u64, limit: Option<u64>
 async fn affinity(ch: Channel, out: Output, vnode: String) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let r = c
-        .get_affinity(pb::GetAffinityRequest { virtual_node_ids: vec![vnode], physical_node_ids: vec![] })
-        .await?
-        .into_inner();
-    output::affinity(out, &r)
-}
-
-async fn forecast(
-    ch: Channel,
-    out: Output,
-    node: String,
-    physical: bool,
-    metric: &str,
-    horizon: u32,
-) -> Result<(), CtlError> {
-    let metric = match metric {
-        "cpu-peak" => pb::Metric::CpuPeak,
-        "cpu" => pb::Metric::CpuUsage,
-        "memory" => pb::Metric::MemoryBytes,
-        "network-rx" => pb::Metric::NetworkRxBytesPerSec,
-        "network-tx" => pb::Metric::NetworkTxBytesPerSec,
-        "latency" => pb::Metric::LatencyMs,
-        "throughput" => pb::Metric::ThroughputRps,
-        m => {
-            return Err(CtlError::Input(format!(
-                "--metric {m:?} is not forecast; use cpu-peak, cpu, memory, network-rx, network-tx, latency or throughput"
-            )));
-        }
-    };
-    let kind = if physical { pb::EntityKind::Physical } else { pb::EntityKind::Virtual };
-    let mut c = pb::placement_client::PlacementClient::new(ch);
-    let r = c
-        .get_forecast(pb::GetForecastRequest {
-            entity_kind: kind as i32,
-            entity_id: node.clone(),
-            metric: metric as i32,
-            horizon_steps: horizon,
+        .get_affinity(pb::GetAffinityRequest {
+            virtual_node_ids: vec![vnode],
+            physical_node_ids: vec![],
+            assess_moves: true,
         })
         .await?
         .into_inner();
-    output::forecast(out, &node, &r)
+    output::affinity(out, &r)
 }
 
 /// Summary of an import.

@@ -14,32 +14,63 @@ pub enum Output {
     Table,
     /// JSON for scripts.
     Json,
+    /// CSV (RFC 4180, header row first) for spreadsheets and scripts; only
+    /// the command's table, without the sentences around it.
+    Csv,
 }
 
-/// Aligned columns.
-pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CtlError> {
+/// One CSV field, quoted when it has to be.
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.to_owned() }
+}
+
+/// A table: aligned columns, or CSV. (JSON is each command's own shape.)
+pub(super) fn table(out: Output, header: &[&str], rows: &[Vec<String>]) -> Result<(), CtlError> {
+    let mut o = std::io::stdout().lock();
+    if out == Output::Csv {
+        writeln!(o, "{}", header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(","))?;
+        for r in rows {
+            writeln!(o, "{}", r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
+        }
+        return Ok(());
+    }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
     let line = |cells: Vec<String>| -> String {
         cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
     };
-    writeln!(out, "{}", line(header.iter().map(|h| h.to_string()).collect()))?;
+    writeln!(o, "{}", line(header.iter().map(|h| h.to_string()).collect()))?;
     for r in rows {
-        writeln!(out, "{}", line(r.clone()))?;
+        writeln!(o, "{}", line(r.clone()))?;
     }
     Ok(())
 }
 
-fn json(v: &serde_json::Value) -> Result<(), CtlError> {
+/// A sentence around a table: printed for people, left out of CSV.
+pub(super) fn note(out: Output, text: std::fmt::Arguments<'_>) -> Result<(), CtlError> {
+    if out == Output::Table {
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "{text}")?;
+    }
+    Ok(())
+}
+
+/// Pretty JSON on stdout.
+pub(super) fn json(v: &serde_json::Value) -> Result<(), CtlError> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v).map_err(std::io::Error::other)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// A time for people: `2026-11-27 12:03:04Z`.
+pub(super) fn utc(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ")
 }
 
 fn gib(b: u64) -> String {
@@ -94,7 +125,7 @@ pub fn physical_nodes(out: Output, nodes: &[pb::PhysicalNode], vnodes: &[pb::Vir
             ]
         })
         .collect();
-    table(&["ID", "STATE", "ZONE", "RACK", "CORES", "MEM_GIB", "VNODES", "REQ_CORES"], &rows)
+    table(out, &["ID", "STATE", "ZONE", "RACK", "CORES", "MEM_GIB", "VNODES", "REQ_CORES"], &rows)
 }
 
 /// `nodes list --virtual`.
@@ -128,7 +159,7 @@ pub fn virtual_nodes(out: Output, nodes: &[pb::VirtualNode]) -> Result<(), CtlEr
             ]
         })
         .collect();
-    table(&["ID", "ON", "CORES", "MEM_GIB", "STATE_GIB", "GROUP"], &rows)
+    table(out, &["ID", "ON", "CORES", "MEM_GIB", "STATE_GIB", "GROUP"], &rows)
 }
 
 fn decision_json(d: &pb::Decision) -> serde_json::Value {
@@ -165,16 +196,19 @@ pub fn round(out: Output, r: &pb::RunRoundResponse) -> Result<(), CtlError> {
             "decisions": r.decisions.iter().map(decision_json).collect::<Vec<_>>(),
         }));
     }
-    println!(
-        "round {}{}: {} decision(s); {} virtual nodes evaluated, {} in cooldown, {} over budget ({:.1} ms)",
-        r.round_id,
-        if r.dry_run { " (dry run)" } else { "" },
-        r.decisions.len(),
-        r.virtual_nodes_evaluated,
-        r.skipped_cooldown,
-        r.skipped_budget,
-        r.duration_ms
-    );
+    note(
+        out,
+        format_args!(
+            "round {}{}: {} decision(s); {} virtual nodes evaluated, {} in cooldown, {} over budget ({:.1} ms)",
+            r.round_id,
+            if r.dry_run { " (dry run)" } else { "" },
+            r.decisions.len(),
+            r.virtual_nodes_evaluated,
+            r.skipped_cooldown,
+            r.skipped_budget,
+            r.duration_ms
+        ),
+    )?;
     decisions(out, &r.decisions)
 }
 
@@ -196,50 +230,129 @@ pub fn decisions(out: Output, ds: &[pb::Decision]) -> Result<(), CtlError> {
             ]
         })
         .collect();
-    table(&["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "REASON"], &rows)
+    table(out, &["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "REASON"], &rows)
 }
 
-/// One decision as it arrives on a watch: a line for people, a JSON object per line for scripts.
-pub fn decision_line(out: Output, d: &pb::Decision) -> Result<(), CtlError> {
+/// One decision as it arrives on a watch. For people: the time, sequence,
+/// kind (coloured), the move and its gain on one line, the reason wrapped
+/// and indented below; a JSON object per line or a CSV row for scripts
+/// (`header` once, before the first CSV row).
+pub fn decision_line(out: Output, style: super::Style, d: &pb::Decision, header: bool) -> Result<(), CtlError> {
     let mut o = std::io::stdout().lock();
-    if out == Output::Json {
-        writeln!(o, "{}", decision_json(d))?;
-    } else {
-        writeln!(
-            o,
-            "#{} round {}: move {} {} -> {} (gain {:+.2}, {}): {}",
-            d.sequence,
-            d.round_id,
-            d.virtual_node_id,
-            d.from_node_id,
-            d.to_node_id,
-            d.gain,
-            kind_name(d.kind),
-            d.reason
-        )?;
+    match out {
+        Output::Json => writeln!(o, "{}", decision_json(d))?,
+        Output::Csv => {
+            if header {
+                writeln!(
+                    o,
+                    "sequence,round_id,decided_at_ms,virtual_node_id,from_node_id,to_node_id,gain,kind,reason"
+                )?;
+            }
+            let cells = [
+                d.sequence.to_string(),
+                d.round_id.to_string(),
+                d.decided_at_ms.to_string(),
+                d.virtual_node_id.clone(),
+                d.from_node_id.clone(),
+                d.to_node_id.clone(),
+                format!("{:.4}", d.gain),
+                kind_name(d.kind).into(),
+                d.reason.clone(),
+            ];
+            writeln!(o, "{}", cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
+        }
+        Output::Table => {
+            let kind = kind_name(d.kind).to_uppercase();
+            let kind = if style.color {
+                let code = match pb::DecisionKind::try_from(d.kind) {
+                    Ok(pb::DecisionKind::Overload) => "1;31",
+                    Ok(pb::DecisionKind::Predictive) => "1;33",
+                    Ok(pb::DecisionKind::Evacuation) => "1;35",
+                    Ok(pb::DecisionKind::Reconfiguration) => "1;34",
+                    _ => "1;32",
+                };
+                format!("\x1b[{code}m{kind:<15}\x1b[0m")
+            } else {
+                format!("{kind:<15}")
+            };
+            let time = utc(d.decided_at_ms);
+            let time = time.split(' ').nth(1).unwrap_or(&time);
+            writeln!(
+                o,
+                "{time}  #{:<5} {kind} {}: {} → {}  gain {:+.2}  (round {})",
+                d.sequence, d.virtual_node_id, d.from_node_id, d.to_node_id, d.gain, d.round_id
+            )?;
+            let indent = " ".repeat(time.len() + 2);
+            for line in wrap(&d.reason, style.width.saturating_sub(indent.len()).max(30)) {
+                writeln!(o, "{indent}{line}")?;
+            }
+        }
     }
     o.flush()?;
     Ok(())
+}
+
+/// Greedy word wrap at `width` characters (a longer word gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
 }
 
 fn comp(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
 }
 
-/// `affinity VNODE`: physical nodes ranked best first.
+fn verdict_name(v: i32) -> &'static str {
+    match pb::MoveVerdict::try_from(v) {
+        Ok(pb::MoveVerdict::Current) => "current",
+        Ok(pb::MoveVerdict::Unplaced) => "unplaced",
+        Ok(pb::MoveVerdict::Infeasible) => "infeasible",
+        Ok(pb::MoveVerdict::Migrating) => "migrating",
+        Ok(pb::MoveVerdict::Cooling) => "cooling",
+        Ok(pb::MoveVerdict::Busy) => "busy",
+        Ok(pb::MoveVerdict::BelowThreshold) => "below-threshold",
+        Ok(pb::MoveVerdict::DoesNotPay) => "does-not-pay",
+        Ok(pb::MoveVerdict::Pays) => "pays",
+        _ => "-",
+    }
+}
+
+/// `affinity VNODE`: physical nodes ranked best first, each with its
+/// components and what the controller makes of moving there.
 pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError> {
     let Some(row) = r.rows.first() else {
         return Err(CtlError::Input("the server returned no row".into()));
     };
-    let mut ranked: Vec<(&String, &pb::AffinityScore)> = r.physical_node_ids.iter().zip(&row.scores).collect();
+    let none = pb::MoveAssessment::default();
+    let mut ranked: Vec<(&String, &pb::AffinityScore, &pb::MoveAssessment)> = r
+        .physical_node_ids
+        .iter()
+        .zip(&row.scores)
+        .enumerate()
+        .map(|(i, (id, s))| (id, s, row.moves.get(i).unwrap_or(&none)))
+        .collect();
     ranked.sort_by(|a, b| {
         b.1.feasible.cmp(&a.1.feasible).then(b.1.score.total_cmp(&a.1.score)).then_with(|| a.0.cmp(b.0))
     });
+    let components = |s: &pb::AffinityScore| s.components.unwrap_or_default();
     if out == Output::Json {
         let rows: Vec<_> = ranked
             .iter()
-            .map(|(id, s)| {
-                let c = s.components.unwrap_or_default();
+            .map(|(id, s, m)| {
+                let c = components(s);
                 serde_json::json!({
                     "physical_node_id": id, "current": **id == row.current_node_id, "score": s.score,
                     "feasible": s.feasible, "infeasible_reason": s.infeasible_reason,
@@ -248,25 +361,51 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
                         "network_headroom": c.network_headroom, "current_load": c.current_load,
                         "history": c.history, "locality": c.locality, "forecast_headroom": c.forecast_headroom,
                     },
+                    "verdict": verdict_name(m.verdict), "gain": m.gain, "explanation": m.explanation,
+                    "cost": m.cost.as_ref().map(|c| serde_json::json!({
+                        "transfer_seconds": c.transfer_seconds, "overhead_seconds": c.overhead_seconds,
+                        "benefit": c.benefit, "cost": c.cost, "net": c.benefit - c.cost,
+                    })),
                 })
             })
             .collect();
         return json(&serde_json::json!({
             "virtual_node_id": row.virtual_node_id, "current_node_id": row.current_node_id,
+            "would_move_to": (!row.would_move_to.is_empty()).then_some(&row.would_move_to),
             "weights": r.weights, "ranking": rows,
         }));
     }
-    println!(
-        "{} runs on {}",
-        row.virtual_node_id,
-        if row.current_node_id.is_empty() { "nothing (unplaced)" } else { &row.current_node_id }
-    );
+    let current = ranked.iter().find(|(id, ..)| **id == row.current_node_id);
+    note(
+        out,
+        format_args!(
+            "{} runs on {}{}",
+            row.virtual_node_id,
+            if row.current_node_id.is_empty() { "nothing (unplaced)" } else { &row.current_node_id },
+            current.map(|(_, s, _)| format!(" (affinity {:.3})", s.score)).unwrap_or_default()
+        ),
+    )?;
+    if row.would_move_to.is_empty() {
+        note(out, format_args!("verdict: stays; no move passes the controller's rules (see WHY)"))?;
+    } else {
+        let why = ranked.iter().find(|(id, ..)| **id == row.would_move_to).map(|(_, _, m)| m.explanation.as_str());
+        note(
+            out,
+            format_args!("verdict: move to {}: {}", row.would_move_to, why.unwrap_or("(outside the columns shown)")),
+        )?;
+    }
+    note(out, format_args!(""))?;
+    let mut header =
+        vec!["RANK", "NODE", "SCORE", "CPU_HR", "MEM_HR", "NET_HR", "LOAD", "HIST", "LOCAL", "FCAST", "VERDICT"];
+    if out == Output::Csv {
+        header.extend(["GAIN", "BENEFIT", "COST", "WHY"]);
+    }
     let rows: Vec<Vec<String>> = ranked
         .iter()
         .enumerate()
-        .map(|(i, (id, s))| {
-            let c = s.components.unwrap_or_default();
-            vec![
+        .map(|(i, (id, s, m))| {
+            let c = components(s);
+            let mut cells = vec![
                 (i + 1).to_string(),
                 format!("{}{}", id, if **id == row.current_node_id { " *" } else { "" }),
                 format!("{:.3}", s.score),
@@ -274,12 +413,30 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
                 comp(c.memory_headroom),
                 comp(c.network_headroom),
                 comp(c.current_load),
-                if s.feasible { "yes".into() } else { format!("no: {}", s.infeasible_reason) },
-            ]
+                comp(c.history),
+                comp(c.locality),
+                comp(c.forecast_headroom),
+                verdict_name(m.verdict).into(),
+            ];
+            if out == Output::Csv {
+                cells.extend([
+                    format!("{:.4}", m.gain),
+                    m.cost.map(|c| format!("{:.1}", c.benefit)).unwrap_or_default(),
+                    m.cost.map(|c| format!("{:.1}", c.cost)).unwrap_or_default(),
+                    m.explanation.clone(),
+                ]);
+            }
+            cells
         })
         .collect();
-    table(&["RANK", "NODE", "SCORE", "CPU_HR", "MEM_HR", "NET_HR", "LOAD", "FEASIBLE"], &rows)?;
-    println!("(* = current placement; components in [0,1], higher is better)");
+    table(out, &header, &rows)?;
+    note(out, format_args!("(* = current placement; components in [0,1], higher is better; - = no data)"))?;
+    if ranked.iter().any(|(.., m)| !m.explanation.is_empty()) {
+        note(out, format_args!("\nWHY"))?;
+        for (id, _, m) in &ranked {
+            note(out, format_args!("  {id}: {}", m.explanation))?;
+        }
+    }
     Ok(())
 }
 
@@ -316,41 +473,9 @@ pub fn ingest_summary(out: Output, s: &IngestSummary) -> Result<(), CtlError> {
 pub fn replay(out: Output, r: &crate::replay::report::Report) -> Result<(), CtlError> {
     let mut w = std::io::stdout().lock();
     match out {
-        Output::Table => write!(w, "{}", r.to_markdown())?,
+        Output::Table | Output::Csv => write!(w, "{}", r.to_markdown())?,
         Output::Json => write!(w, "{}", r.to_json())?,
     }
-    Ok(())
-}
-
-/// `forecast`.
-pub fn forecast(out: Output, node: &str, r: &pb::GetForecastResponse) -> Result<(), CtlError> {
-    if out == Output::Json {
-        let points: Vec<_> = r
-            .points
-            .iter()
-            .map(|p| serde_json::json!({"timestamp_ms": p.timestamp_ms, "mean": p.mean, "lower": p.lower, "upper": p.upper}))
-            .collect();
-        return json(&serde_json::json!({
-            "node": node, "model": r.model, "interval_coverage": r.interval_coverage, "points": points,
-        }));
-    }
-    let rows: Vec<Vec<String>> = r
-        .points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            vec![
-                format!("+{}", i + 1),
-                p.timestamp_ms.to_string(),
-                format!("{:.3}", p.lower),
-                format!("{:.3}", p.mean),
-                format!("{:.3}", p.upper),
-            ]
-        })
-        .collect();
-    table(&["STEP", "TIMESTAMP_MS", "LOWER", "MEAN", "UPPER"], &rows)?;
-    let mut w = std::io::stdout().lock();
-    writeln!(w, "{:.0} % interval; model: {}", r.interval_coverage * 100.0, r.model)?;
     Ok(())
 }
 
@@ -399,7 +524,7 @@ pub fn migrations(out: Output, ms: &[pb::Migration]) -> Result<(), CtlError> {
             ]
         })
         .collect();
-    table(&["ID", "VNODE", "MOVE", "PHASE", "HELD_BY", "NEXT"], &rows)
+    table(out, &["ID", "VNODE", "MOVE", "PHASE", "HELD_BY", "NEXT"], &rows)
 }
 
 /// `migrations show` and `abort`.
@@ -407,28 +532,31 @@ pub fn migration(out: Output, m: &pb::Migration) -> Result<(), CtlError> {
     if out == Output::Json {
         return json(&migration_json(m));
     }
-    println!(
-        "{} (decision #{}): move {} {} -> {}; {}{}; next: {}",
-        m.id,
-        m.decision_sequence,
-        m.virtual_node_id,
-        m.from_node_id,
-        m.to_node_id,
-        phase_name(m.phase),
-        if m.orchestrator_id.is_empty() {
-            String::new()
-        } else {
-            format!(", held by {} at epoch {}", m.orchestrator_id, m.epoch)
-        },
-        instruction_name(m.instruction)
-    );
+    note(
+        out,
+        format_args!(
+            "{} (decision #{}): move {} {} -> {}; {}{}; next: {}",
+            m.id,
+            m.decision_sequence,
+            m.virtual_node_id,
+            m.from_node_id,
+            m.to_node_id,
+            phase_name(m.phase),
+            if m.orchestrator_id.is_empty() {
+                String::new()
+            } else {
+                format!(", held by {} at epoch {}", m.orchestrator_id, m.epoch)
+            },
+            instruction_name(m.instruction)
+        ),
+    )?;
     let t0 = m.history.first().map_or(0, |t| t.at_ms);
     let rows: Vec<Vec<String>> = m
         .history
         .iter()
         .map(|t| vec![format!("+{:.1}s", (t.at_ms - t0) as f64 / 1000.0), phase_name(t.phase).into(), t.cause.clone()])
         .collect();
-    table(&["AT", "PHASE", "CAUSE"], &rows)
+    table(out, &["AT", "PHASE", "CAUSE"], &rows)
 }
 
 /// The agent's summary: one JSON object (for people and scripts alike).
@@ -436,4 +564,20 @@ pub fn agent_summary(s: &crate::migration::agent::Summary) -> Result<(), CtlErro
     let mut o = std::io::stdout().lock();
     writeln!(o, "{}", serde_json::to_string(s).map_err(std::io::Error::other)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it_and_wrap_keeps_words() {
+        assert_eq!(csv_field("p0"), "p0");
+        assert_eq!(csv_field("a, b"), "\"a, b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let w = wrap("one two three four five six seven", 10);
+        assert_eq!(w, vec!["one two", "three four", "five six", "seven"]);
+        assert!(wrap("", 10).is_empty());
+        assert_eq!(wrap("abcdefghijklmno x", 5), vec!["abcdefghijklmno", "x"]);
+    }
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
+use super::output::note;
 use super::{CtlError, Output};
 
 /// `reconfigure` subcommands.
@@ -34,6 +35,9 @@ pub enum ReconfigureAction {
         wait: bool,
     },
     /// Progress of an applied plan.
+    #[command(
+        after_help = "Examples:\n  swarmctl reconfigure status r3\n  swarmctl reconfigure status r3 --output json"
+    )]
     Status {
         /// Reconfiguration id (r<n>).
         id: String,
@@ -346,24 +350,31 @@ pub fn print_plan(out: Output, p: &pb::PlanResponse) -> Result<(), CtlError> {
         println!("{}", serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?);
         return Ok(());
     }
-    println!(
-        "plan {}: {} move(s), {:.1} GiB, about {} at 8 at a time; {} ({})",
-        p.plan_id,
-        p.moves.len(),
-        p.total_bytes as f64 / GIB,
-        human_seconds(p.estimated_seconds),
-        if p.optimal { "optimal".to_string() } else { format!("not proven optimal, lower bound {}", p.lower_bound) },
-        p.method
-    );
+    note(
+        out,
+        format_args!(
+            "plan {}: {} move(s), {:.1} GiB, about {} at 8 at a time; {} ({})",
+            p.plan_id,
+            p.moves.len(),
+            p.total_bytes as f64 / GIB,
+            human_seconds(p.estimated_seconds),
+            if p.optimal {
+                "optimal".to_string()
+            } else {
+                format!("not proven optimal, lower bound {}", p.lower_bound)
+            },
+            p.method
+        ),
+    )?;
     let mut by: BTreeMap<&str, usize> = BTreeMap::new();
     for m in &p.moves {
         *by.entry(m.reason.as_str()).or_default() += 1;
     }
     for (r, n) in by {
-        println!("  {n} because {r}");
+        note(out, format_args!("  {n} because {r}"))?;
     }
     if !p.placements.is_empty() {
-        println!("  {} new virtual node(s) placed", p.placements.len());
+        note(out, format_args!("  {} new virtual node(s) placed", p.placements.len()))?;
     }
     let rows: Vec<Vec<String>> = p
         .moves
@@ -380,7 +391,7 @@ pub fn print_plan(out: Output, p: &pb::PlanResponse) -> Result<(), CtlError> {
         })
         .collect();
     if !rows.is_empty() {
-        super::output::table(&["VNODE", "MOVE", "GIB", "TAKES", "WHY"], &rows)?;
+        super::output::table(out, &["VNODE", "MOVE", "GIB", "TAKES", "WHY"], &rows)?;
     }
     Ok(())
 }
@@ -400,20 +411,23 @@ fn print_status(out: Output, id: &str, s: &pb::GetReconfigurationResponse) -> Re
         println!("{}", serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?);
         return Ok(());
     }
-    println!(
-        "{id}: {}; {} of {} moves completed, {} failed, {} in flight, {} pending{}",
-        s.state,
-        s.completed_moves,
-        s.total_moves,
-        s.failed_moves,
-        s.in_flight_moves,
-        s.pending_moves,
-        if s.removals_pending.is_empty() {
-            String::new()
-        } else {
-            format!("; not removed yet: {}", s.removals_pending.join(", "))
-        }
-    );
+    note(
+        out,
+        format_args!(
+            "{id}: {}; {} of {} moves completed, {} failed, {} in flight, {} pending{}",
+            s.state,
+            s.completed_moves,
+            s.total_moves,
+            s.failed_moves,
+            s.in_flight_moves,
+            s.pending_moves,
+            if s.removals_pending.is_empty() {
+                String::new()
+            } else {
+                format!("; not removed yet: {}", s.removals_pending.join(", "))
+            }
+        ),
+    )?;
     let rows: Vec<Vec<String>> = s
         .moves
         .iter()
@@ -427,5 +441,5 @@ fn print_status(out: Output, id: &str, s: &pb::GetReconfigurationResponse) -> Re
             ]
         })
         .collect();
-    super::output::table(&["VNODE", "MOVE", "MIGRATION", "PHASE"], &rows)
+    super::output::table(out, &["VNODE", "MOVE", "MIGRATION", "PHASE"], &rows)
 }

@@ -15,6 +15,9 @@ use crate::replay::scenario::{self, Rule, Scenario};
 
 /// `replay` arguments.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  swarmctl replay --trace ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv --report replay.md\n  swarmctl replay --trace trace.csv --scenario ../shared/reference/replay-scenario-dev-max_cpu.json --output json"
+)]
 pub struct ReplayArgs {
     /// The trace (e.g. ../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv).
     #[arg(long)]

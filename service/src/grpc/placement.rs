@@ -20,7 +20,7 @@ impl pb::placement_server::Placement for PlacementSvc {
         req: Request<pb::GetAffinityRequest>,
     ) -> Result<Response<pb::GetAffinityResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.0.affinity(r.virtual_node_ids, r.physical_node_ids).await?))
+        Ok(Response::new(self.0.affinity(r.virtual_node_ids, r.physical_node_ids, r.assess_moves).await?))
     }
 
     async fn run_round(&self, req: Request<pb::RunRoundRequest>) -> Result<Response<pb::RunRoundResponse>, Status> {
@@ -60,7 +60,23 @@ impl pb::placement_server::Placement for PlacementSvc {
         let r = req.into_inner();
         let kind = validate::entity_kind("entity_kind", r.entity_kind)?;
         let metric = validate::metric("metric", r.metric)?;
-        let points = self.0.forecast(kind, r.entity_id, metric, r.horizon_steps as usize).await?;
+        const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+        if !(0..=WEEK_MS).contains(&r.history_ms) {
+            return Err(Status::invalid_argument(format!(
+                "history_ms must be 0..={WEEK_MS} (7 days), got {}",
+                r.history_ms
+            )));
+        }
+        let points = self.0.forecast(kind, r.entity_id.clone(), metric, r.horizon_steps as usize).await?;
+        let history = if r.history_ms > 0 {
+            let from = self.0.now_ms() - r.history_ms;
+            self.0.recent_points(kind, metric, &r.entity_id, from).await?
+        } else {
+            Vec::new()
+        };
+        let overload = self.0.config().controller.overload_threshold;
+        let (threshold, label) =
+            crate::forecast::threshold(&self.0.topology(), overload, kind, &r.entity_id, metric).unwrap_or((0.0, ""));
         let m = self.0.model();
         Ok(Response::new(pb::GetForecastResponse {
             points: points
@@ -74,6 +90,10 @@ impl pb::placement_server::Placement for PlacementSvc {
                 .collect(),
             interval_coverage: m.intervals.coverage,
             model: format!("{} model of {} ({})", m.model.kind_name(), m.metric, m.produced_by),
+            history: history.into_iter().map(|(timestamp_ms, value)| pb::Point { timestamp_ms, value }).collect(),
+            threshold,
+            threshold_label: label.into(),
+            step_ms: self.0.step_ms(),
         }))
     }
 

@@ -105,7 +105,7 @@ fn comps(c: &Option<pb::AffinityComponents>) -> Value {
 }
 
 async fn affinity(State(s): State<Swarm>, Query(q): Query<AffinityQ>) -> Result<Json<Value>, Error> {
-    let r = s.affinity(vec![q.r#virtual], Vec::new()).await?;
+    let r = s.affinity(vec![q.r#virtual], Vec::new(), false).await?;
     let row = r.rows.first().cloned().unwrap_or_default();
     let cells: Vec<Value> = r
         .physical_node_ids
@@ -130,18 +130,19 @@ struct ForecastQ {
 async fn forecast(State(s): State<Swarm>, Query(q): Query<ForecastQ>) -> Result<Json<Value>, Error> {
     let physical = q.kind.as_deref() == Some("physical");
     let topo = s.topology();
-    let (kind, metric, threshold, label) = if physical {
-        let Some(n) = topo.physical.get(q.node.as_str()) else {
-            return Err(ApiError::NotFound(format!("unknown physical node {:?}", q.node)).into());
-        };
-        let t = n.capacity.cpu_cores * s.config().controller.overload_threshold;
-        (EntityKind::Physical, Metric::CpuUsage, t, "overload threshold")
+    let (kind, metric) =
+        if physical { (EntityKind::Physical, Metric::CpuUsage) } else { (EntityKind::Virtual, Metric::CpuPeak) };
+    let overload = s.config().controller.overload_threshold;
+    let known = if physical {
+        topo.physical.contains_key(q.node.as_str())
     } else {
-        let Some(v) = topo.virtual_nodes.get(q.node.as_str()) else {
-            return Err(ApiError::NotFound(format!("unknown virtual node {:?}", q.node)).into());
-        };
-        (EntityKind::Virtual, Metric::CpuPeak, v.requested.cpu_cores, "requested")
+        topo.virtual_nodes.contains_key(q.node.as_str())
     };
+    if !known {
+        return Err(ApiError::NotFound(format!("unknown {} node {:?}", kind.name(), q.node)).into());
+    }
+    let (threshold, label) =
+        crate::forecast::threshold(&topo, overload, kind, &q.node, metric).unwrap_or((0.0, "no threshold"));
     let from = s.now_ms() - 6 * 3_600_000;
     let mut history = s.recent_points(kind, metric, &q.node, from).await?;
     let mut metric_used = metric;

@@ -298,6 +298,68 @@ fn relief(view: &ClusterView, pi: usize, vi: usize, mig: usize, cfg: &Controller
     (peak, total)
 }
 
+/// A move priced by the cost function.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Priced {
+    /// The source's peak utilisation after the move (its current peak when
+    /// relief was not asked for).
+    pub after: f64,
+    /// Overload removed from the source, utilisation-steps.
+    pub relief: f64,
+    /// The estimate.
+    pub cost: CostEstimate,
+}
+
+/// Prices moving virtual node `vi` from `from` to `to` for an affinity
+/// `gain`: the benefit over the controller horizon, plus (`with_relief`)
+/// the overload it removes from the source once the move has finished. The
+/// one place both phases of a round and [`super::assess`] price a move.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn price(
+    view: &ClusterView,
+    vi: usize,
+    from: usize,
+    to: usize,
+    gain: f64,
+    with_relief: bool,
+    input: &RoundInput<'_>,
+    cfg: &ControllerConfig,
+) -> Priced {
+    let v = &view.virt[vi];
+    let dist = view.node_distance(from, to);
+    let step_s = input.step_ms as f64 / 1000.0;
+    let horizon_s = cfg.horizon_steps.max(1) as f64 * step_s;
+    let (after, rel) = if with_relief {
+        let transfer = cfg.cost.transfer_seconds(v.state_size_bytes, dist);
+        let mig = migration_steps(transfer + cfg.cost.startup_seconds + cfg.cost.shutdown_seconds, input.step_ms);
+        relief(view, from, vi, mig, cfg)
+    } else {
+        (view.phys[from].cpu_util(), 0.0)
+    };
+    Priced { after, relief: rel, cost: cfg.cost.estimate(v.state_size_bytes, dist, gain, horizon_s, rel, step_s) }
+}
+
+/// When virtual node `vi`'s cooldown ends, ms; `None` when it is not cooling.
+pub(crate) fn cooling_until(
+    view: &ClusterView,
+    vi: usize,
+    input: &RoundInput<'_>,
+    cfg: &ControllerConfig,
+) -> Option<i64> {
+    let v = &view.virt[vi];
+    input.last_decided.get(&v.id).map(|t| t + cfg.cooldown_ms).filter(|&until| input.now_ms < until)
+}
+
+/// Whether physical node `pi` may take part in one more migration.
+pub(crate) fn node_free(view: &ClusterView, pi: usize, cfg: &ControllerConfig) -> bool {
+    view.phys[pi].in_flight < cfg.max_in_flight_per_node
+}
+
+/// Whether physical node `pi` is at risk of overload (see the module doc).
+pub(crate) fn at_risk(view: &ClusterView, pi: usize, cfg: &ControllerConfig) -> bool {
+    risk(view, pi, cfg).is_some()
+}
+
 /// How a round finds targets: both give identical results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Search {
@@ -353,12 +415,7 @@ impl Round<'_> {
     }
 
     fn cooling(&self, vi: usize) -> bool {
-        let v = &self.view.virt[vi];
-        self.input.last_decided.get(&v.id).is_some_and(|t| self.input.now_ms - t < self.cfg.cooldown_ms)
-    }
-
-    fn horizon_seconds(&self) -> f64 {
-        self.cfg.horizon_steps.max(1) as f64 * self.input.step_ms as f64 / 1000.0
+        cooling_until(&self.view, vi, &self.input, self.cfg).is_some()
     }
 
     fn best(&self, vi: usize, floor: f64) -> Option<(usize, Score)> {
@@ -374,7 +431,7 @@ impl Round<'_> {
     }
 
     fn node_free(&self, pi: usize) -> bool {
-        self.view.phys[pi].in_flight < self.cfg.max_in_flight_per_node
+        node_free(&self.view, pi, self.cfg)
     }
 
     fn take(&mut self, prop: Proposal) {
@@ -399,7 +456,6 @@ impl Round<'_> {
         let draining = self.view.phys[pi].state == PhysicalState::Draining;
         let w = self.cfg.weights;
         let limits = self.cfg.limits();
-        let step_s = self.input.step_ms as f64 / 1000.0;
         loop {
             let r = risk(&self.view, pi, self.cfg);
             if !draining && r.is_none() {
@@ -438,15 +494,9 @@ impl Round<'_> {
                     continue;
                 }
                 let from_score = score(&self.view, vi, pi, &w, &limits);
-                let dist = self.view.node_distance(pi, to);
-                let transfer = self.cfg.cost.transfer_seconds(v.state_size_bytes, dist);
-                let mig = migration_steps(
-                    transfer + self.cfg.cost.startup_seconds + self.cfg.cost.shutdown_seconds,
-                    self.input.step_ms,
-                );
-                let (after, rel) = relief(&self.view, pi, vi, mig, self.cfg);
                 let gain = to_score.score - from_score.score;
-                let cost = self.cfg.cost.estimate(v.state_size_bytes, dist, gain, self.horizon_seconds(), rel, step_s);
+                let Priced { after, relief: rel, cost } =
+                    price(&self.view, vi, pi, to, gain, true, &self.input, self.cfg);
                 if !draining && (rel <= 0.0 || cost.net() <= self.cfg.cost.min_net_benefit) {
                     continue;
                 }
@@ -541,9 +591,7 @@ impl Round<'_> {
         let from_score = score(&self.view, vi, from, w, &limits);
         let (to, to_score) = self.best(vi, from_score.score + self.cfg.gain_threshold)?;
         let gain = to_score.score - from_score.score;
-        let dist = self.view.node_distance(from, to);
-        let step_s = self.input.step_ms as f64 / 1000.0;
-        let cost = self.cfg.cost.estimate(v.state_size_bytes, dist, gain, self.horizon_seconds(), 0.0, step_s);
+        let cost = price(&self.view, vi, from, to, gain, false, &self.input, self.cfg).cost;
         if cost.net() <= self.cfg.cost.min_net_benefit {
             return None;
         }

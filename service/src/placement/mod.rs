@@ -3,6 +3,7 @@
 //! — `swarmd` and the replay simulator call exactly this code.
 
 pub mod affinity;
+pub mod assess;
 pub mod controller;
 pub mod cost;
 pub mod descheduler;

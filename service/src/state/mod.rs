@@ -625,6 +625,7 @@ impl Swarm {
     ) -> Result<Vec<swarm_models::ForecastPoint>, ApiError> {
         let model = self.inner.model.clone();
         let max = model.horizons.iter().copied().max().unwrap_or(0);
+        let horizon = if horizon == 0 { max } else { horizon };
         if horizon == 0 || horizon > max {
             return Err(FieldError::new(
                 "horizon_steps",
@@ -661,8 +662,31 @@ impl Swarm {
         })
     }
 
+    /// When each virtual node was last decided or finished moving: the
+    /// clock its cooldown runs from. Cooldowns run from a migration's end as
+    /// well as from its decision, so a move that took long (or a
+    /// reconfiguration's) is not undone at once.
+    fn cooldown_clock(&self) -> HashMap<NodeId, i64> {
+        let ended = self.inner.migrations.lock().expect("migrations lock").last_ended();
+        let mut last = self.inner.decisions.last_decided();
+        for (v, at) in ended {
+            if let Ok(id) = NodeId::parse(&v) {
+                let e = last.entry(id).or_insert(at);
+                *e = (*e).max(at);
+            }
+        }
+        last
+    }
+
     /// Affinity matrix for the given rows and columns (empty: all, capped).
-    pub async fn affinity(&self, rows: Vec<String>, cols: Vec<String>) -> Result<pb::GetAffinityResponse, ApiError> {
+    /// With `assess`, each cell also says what the controller's rules and
+    /// cost function make of moving there ([`crate::placement::assess`]).
+    pub async fn affinity(
+        &self,
+        rows: Vec<String>,
+        cols: Vec<String>,
+        assess: bool,
+    ) -> Result<pb::GetAffinityResponse, ApiError> {
         const CAP: usize = 1000;
         for (what, n) in [("virtual_node_ids", rows.len()), ("physical_node_ids", cols.len())] {
             if n > CAP {
@@ -697,8 +721,10 @@ impl Swarm {
                 })
                 .collect::<Result<_, _>>()?
         };
-        let w = &self.inner.cfg.controller.weights;
-        let limits = self.inner.cfg.controller.limits();
+        let cfg = self.inner.cfg.controller;
+        let (w, limits) = (&cfg.weights, cfg.limits());
+        let last = if assess { self.cooldown_clock() } else { HashMap::new() };
+        let input = controller::RoundInput { now_ms: self.now_ms(), step_ms: self.step_ms(), last_decided: &last };
         let out_rows = row_idx
             .iter()
             .map(|&vi| {
@@ -706,14 +732,21 @@ impl Swarm {
                 // The authoritative placement (a migrating node's view
                 // placement is its reserved target).
                 let current = topo.virtual_nodes.get(&v.id).and_then(|n| n.placement.as_ref());
-                pb::AffinityRow {
+                let mut row = pb::AffinityRow {
                     virtual_node_id: v.id.to_string(),
                     current_node_id: current.map(|p| p.to_string()).unwrap_or_default(),
                     scores: col_idx
                         .iter()
                         .map(|&pi| convert::score(&affinity::score(&view, vi, pi, w, &limits)))
                         .collect(),
+                    ..Default::default()
+                };
+                if assess {
+                    let (all, choice) = crate::placement::assess::assess(&view, vi, &input, &cfg);
+                    row.moves = col_idx.iter().map(|&pi| convert::assessment(&all[pi])).collect();
+                    row.would_move_to = choice.map(|pi| view.phys[pi].id.to_string()).unwrap_or_default();
                 }
+                row
             })
             .collect();
         Ok(pb::GetAffinityResponse {
@@ -765,17 +798,8 @@ impl Swarm {
         let cfg = self.inner.cfg.controller;
         let round_id = log.next_round_id();
         let step_ms = self.step_ms();
-        // Cooldowns run from a migration's end as well as from its decision,
-        // so a move that took long (or a reconfiguration's) is not undone at once.
-        let ended = self.inner.migrations.lock().expect("migrations lock").last_ended();
+        let last = self.cooldown_clock();
         let (outcome, decisions) = tokio::task::spawn_blocking(move || {
-            let mut last = log.last_decided();
-            for (v, at) in ended {
-                if let Ok(id) = NodeId::parse(&v) {
-                    let e = last.entry(id).or_insert(at);
-                    *e = (*e).max(at);
-                }
-            }
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
             let outcome = controller::run_round(&view, input, &cfg);
             let ds: Vec<pb::Decision> =
