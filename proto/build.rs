@@ -10,14 +10,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "swarm/v1/placement.proto",
         "swarm/v1/migrations.proto",
         "swarm/v1/reconfiguration.proto",
+        // OTLP metrics intake (vendored, see opentelemetry/README.md).
+        "opentelemetry/proto/collector/metrics/v1/metrics_service.proto",
     ];
-    for f in &files {
-        println!("cargo:rerun-if-changed={f}");
-    }
+    println!("cargo:rerun-if-changed=swarm");
+    println!("cargo:rerun-if-changed=opentelemetry");
     let fds = protox::compile(files, ["."])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // Kept for gRPC server reflection.
     std::fs::write(out.join("swarm_v1_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Only the server side of OTLP: Swarm receives metrics, it sends none.
+    tonic_prost_build::configure().build_client(true).compile_fds(fds)?;
     Ok(())
 }

@@ -14,3 +14,47 @@ pub mod v1 {
     /// Encoded `FileDescriptorSet` of the whole API, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/swarm_v1_descriptor.bin"));
 }
+
+/// The OpenTelemetry protocol's metrics service and messages (vendored
+/// protos, see `proto/opentelemetry/README.md`), for swarmd's OTLP intake.
+/// Nested as the packages are, because the generated code refers to its
+/// siblings by relative paths.
+pub mod opentelemetry {
+    /// `opentelemetry.proto`.
+    pub mod proto {
+        /// `opentelemetry.proto.common`.
+        pub mod common {
+            /// `opentelemetry.proto.common.v1`.
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.common.v1");
+            }
+        }
+        /// `opentelemetry.proto.resource`.
+        pub mod resource {
+            /// `opentelemetry.proto.resource.v1`.
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.resource.v1");
+            }
+        }
+        /// `opentelemetry.proto.metrics`.
+        pub mod metrics {
+            /// `opentelemetry.proto.metrics.v1`.
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.metrics.v1");
+            }
+        }
+        /// `opentelemetry.proto.collector`.
+        pub mod collector {
+            /// `opentelemetry.proto.collector.metrics`.
+            pub mod metrics {
+                /// `opentelemetry.proto.collector.metrics.v1`.
+                pub mod v1 {
+                    tonic::include_proto!("opentelemetry.proto.collector.metrics.v1");
+                }
+            }
+        }
+    }
+}
+
+/// Short name for the OTLP modules.
+pub use opentelemetry::proto as otlp;

@@ -63,6 +63,18 @@ pub fn score(s: &Score) -> pb::AffinityScore {
     }
 }
 
+/// A decision kind's short name (`micro-migration`, `predictive`, ...).
+pub fn decision_kind_name(k: pb::DecisionKind) -> &'static str {
+    match k {
+        pb::DecisionKind::MicroMigration => "micro-migration",
+        pb::DecisionKind::Evacuation => "evacuation",
+        pb::DecisionKind::Predictive => "predictive",
+        pb::DecisionKind::Overload => "overload",
+        pb::DecisionKind::Reconfiguration => "reconfiguration",
+        pb::DecisionKind::Unspecified => "unspecified",
+    }
+}
+
 /// The cost function's figures.
 pub fn cost(c: &crate::placement::cost::CostEstimate) -> pb::MigrationCost {
     pb::MigrationCost {

@@ -81,12 +81,16 @@ impl Server {
 
     /// SIGTERM and wait; returns the exit status success.
     pub fn terminate(&mut self) -> bool {
-        let c = self.child.take().expect("running");
-        let pid = c.id();
+        self.terminate_nowait();
+        let mut c = self.child.take().expect("running");
+        c.wait().expect("wait").success()
+    }
+
+    /// SIGTERM (a graceful drain), without waiting for the exit.
+    pub fn terminate_nowait(&mut self) {
+        let pid = self.child.as_ref().expect("running").id();
         let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill -TERM");
         assert!(status.success());
-        let mut c = c;
-        c.wait().expect("wait").success()
     }
 }
 

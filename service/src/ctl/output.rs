@@ -177,14 +177,7 @@ fn decision_json(d: &pb::Decision) -> serde_json::Value {
 }
 
 fn kind_name(k: i32) -> &'static str {
-    match pb::DecisionKind::try_from(k) {
-        Ok(pb::DecisionKind::MicroMigration) => "micro-migration",
-        Ok(pb::DecisionKind::Evacuation) => "evacuation",
-        Ok(pb::DecisionKind::Predictive) => "predictive",
-        Ok(pb::DecisionKind::Overload) => "overload",
-        Ok(pb::DecisionKind::Reconfiguration) => "reconfiguration",
-        _ => "unspecified",
-    }
+    pb::DecisionKind::try_from(k).map_or("unspecified", crate::convert::decision_kind_name)
 }
 
 /// `round`.

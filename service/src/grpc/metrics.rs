@@ -17,6 +17,41 @@ const MAX_IN_FLIGHT: usize = 32;
 
 pub struct MetricsSvc(pub Swarm);
 
+/// Validates one batch against the topology, the clock and the retention
+/// window: the one check both intakes (`Ingest` and OTLP `Export`) run.
+/// Returns the valid samples and, by index, why the others were refused.
+/// `interner` shares entity and location strings across a stream's batches.
+pub(crate) fn validate_batch(
+    swarm: &Swarm,
+    samples: &[pb::Sample],
+    interner: &mut HashMap<String, Arc<str>>,
+) -> (Vec<crate::series::Sample>, Vec<(usize, validate::FieldError)>) {
+    let cfg = swarm.config();
+    let topo = swarm.topology();
+    let limits = SampleLimits {
+        now_ms: swarm.now_ms(),
+        max_future_skew_ms: cfg.max_future_skew.as_millis() as i64,
+        oldest_ms: swarm.series().cutoff_ms(),
+    };
+    let mut intern = |s: &str| -> Arc<str> {
+        if let Some(a) = interner.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        interner.insert(s.to_owned(), a.clone());
+        a
+    };
+    let mut valid = Vec::with_capacity(samples.len());
+    let mut rejected = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        match validate::sample(s, &topo, &limits, &mut intern) {
+            Ok(v) => valid.push(v),
+            Err(e) => rejected.push((i, e)),
+        }
+    }
+    (valid, rejected)
+}
+
 #[tonic::async_trait]
 impl pb::metrics_server::Metrics for MetricsSvc {
     async fn ingest(&self, req: Request<Streaming<pb::IngestBatch>>) -> Result<Response<pb::IngestResponse>, Status> {
@@ -35,39 +70,19 @@ impl pb::metrics_server::Metrics for MetricsSvc {
                     cfg.max_batch_samples
                 )));
             }
-            let topo = swarm.topology();
-            let now = swarm.now_ms();
-            let limits = SampleLimits {
-                now_ms: now,
-                max_future_skew_ms: cfg.max_future_skew.as_millis() as i64,
-                oldest_ms: swarm.series().cutoff_ms(),
-            };
-            let mut intern = |s: &str| -> Arc<str> {
-                if let Some(a) = interner.get(s) {
-                    return a.clone();
-                }
-                let a: Arc<str> = Arc::from(s);
-                interner.insert(s.to_owned(), a.clone());
-                a
-            };
-            let mut valid = Vec::with_capacity(batch.samples.len());
-            for (i, s) in batch.samples.iter().enumerate() {
-                match validate::sample(s, &topo, &limits, &mut intern) {
-                    Ok(v) => valid.push(v),
-                    Err(e) => {
-                        out.rejected += 1;
-                        if out.rejections.len() < MAX_REJECTIONS {
-                            out.rejections.push(pb::SampleRejection {
-                                batch_index,
-                                sample_index: i as u32,
-                                field: e.field,
-                                reason: e.reason,
-                            });
-                        }
-                    }
-                }
+            let (valid, rejected) = validate_batch(swarm, &batch.samples, &mut interner);
+            let rejected_before = out.rejected;
+            out.rejected += rejected.len() as u64;
+            for (i, e) in rejected.into_iter().take(MAX_REJECTIONS.saturating_sub(out.rejections.len())) {
+                out.rejections.push(pb::SampleRejection {
+                    batch_index,
+                    sample_index: i as u32,
+                    field: e.field,
+                    reason: e.reason,
+                });
             }
             out.accepted += valid.len() as u64;
+            swarm.record_ingest(valid.len() as u64, out.rejected - rejected_before, "grpc");
             if !valid.is_empty() {
                 let done = swarm.series().append_start(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
                 in_flight.push_back(done);

@@ -5,6 +5,7 @@
 
 mod metrics;
 mod migrations;
+mod otlp;
 mod placement;
 mod reconfiguration;
 mod topology;
@@ -58,12 +59,42 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let s = swarm.clone();
+    // gRPC health checking: every service (and "", the server) is SERVING
+    // until shutdown begins, then NOT_SERVING while calls drain.
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    const SERVICES: [&str; 6] = [
+        "",
+        "swarm.v1.Topology",
+        "swarm.v1.Metrics",
+        "swarm.v1.Placement",
+        "swarm.v1.Migrations",
+        "swarm.v1.Reconfiguration",
+    ];
+    let otlp_name = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    for name in SERVICES.into_iter().chain([otlp_name]) {
+        health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight calls");
+        for name in SERVICES.into_iter().chain([otlp_name]) {
+            health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+        }
         s.begin_shutdown();
     };
+    // Server reflection, so grpcurl and other tools list and call everything.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().expect("the descriptor sets are valid");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("the descriptor sets are valid");
+    use swarm_proto::otlp::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
     let result = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             pb::topology_server::TopologyServer::new(topology::TopologySvc(swarm.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
@@ -71,6 +102,9 @@ pub async fn serve(
         .add_service(
             pb::metrics_server::MetricsServer::new(metrics::MetricsSvc(swarm.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            MetricsServiceServer::new(otlp::OtlpSvc(swarm.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(pb::placement_server::PlacementServer::new(placement::PlacementSvc(swarm.clone())))
         .add_service(pb::migrations_server::MigrationsServer::new(migrations::MigrationsSvc(swarm.clone())))

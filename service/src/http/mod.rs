@@ -49,7 +49,13 @@ pub fn router(swarm: Swarm) -> Router {
         .route("/api/decisions", get(decisions))
         .route("/api/migrations", get(migrations))
         .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
         .with_state(swarm)
+}
+
+/// swarmd's own health for Prometheus (see [`crate::telemetry`]).
+async fn metrics(State(s): State<Swarm>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics_text().await)
 }
 
 struct Error(StatusCode, String);

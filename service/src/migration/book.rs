@@ -107,7 +107,16 @@ impl Book {
             .collect()
     }
 
-    /// Number of migrations.
+    /// How many migrations are in each phase (finished ones included).
+    pub fn count_by_phase(&self) -> HashMap<super::machine::Phase, usize> {
+        let mut out = HashMap::new();
+        for m in self.by_seq.values() {
+            *out.entry(m.phase).or_default() += 1;
+        }
+        out
+    }
+
+    /// Migrations held.
     pub fn len(&self) -> usize {
         self.by_seq.len()
     }

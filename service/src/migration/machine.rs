@@ -50,6 +50,24 @@ pub enum Phase {
 
 use Phase::*;
 
+impl Phase {
+    /// Every phase, in the order of the protocol.
+    pub const ALL: [Phase; 12] = [
+        Proposed,
+        Accepted,
+        ShadowStarting,
+        Shadowing,
+        Verified,
+        CuttingOver,
+        Completed,
+        Rejected,
+        TimedOut,
+        ShadowUnhealthy,
+        RolledBack,
+        Aborted,
+    ];
+}
+
 /// Every allowed transition. Anything else is refused.
 pub const TRANSITIONS: &[(Phase, Phase)] = &[
     (Proposed, Accepted),

@@ -129,6 +129,8 @@ struct Inner {
     /// cluster it was made for.
     version: std::sync::atomic::AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// swarmd's own metrics (`/metrics`).
+    telemetry: crate::telemetry::Telemetry,
 }
 
 /// Cheap-clone handle to the service state.
@@ -202,6 +204,7 @@ impl Swarm {
             plans: std::sync::Mutex::new(HashMap::new()),
             version: std::sync::atomic::AtomicU64::new(0),
             shutdown,
+            telemetry: crate::telemetry::Telemetry::new(),
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
     }
@@ -825,6 +828,9 @@ impl Swarm {
                 .collect();
             self.set_placements(moves).await?;
         }
+        if !dry_run {
+            self.inner.telemetry.round(started.elapsed().as_secs_f64());
+        }
         let resp = pb::RunRoundResponse {
             round_id,
             decisions,
@@ -886,7 +892,52 @@ impl Swarm {
         for m in migrations {
             book.insert(m);
         }
+        for d in &decisions {
+            let kind = pb::DecisionKind::try_from(d.kind).map_or("unspecified", convert::decision_kind_name);
+            self.inner.telemetry.decision(kind);
+        }
         Ok(decisions)
+    }
+
+    /// swarmd's own metrics.
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.inner.telemetry
+    }
+
+    /// Counts samples an intake took and refused.
+    pub fn record_ingest(&self, accepted: u64, rejected: u64, source: &'static str) {
+        self.inner.telemetry.ingest(source, accepted, rejected);
+    }
+
+    /// The Prometheus text of swarmd's metrics, with levels read now.
+    pub async fn metrics_text(&self) -> String {
+        let migrations = {
+            let book = self.inner.migrations.lock().expect("migrations lock");
+            let counts = book.count_by_phase();
+            crate::migration::machine::Phase::ALL
+                .iter()
+                .map(|p| (p.name(), counts.get(p).copied().unwrap_or(0) as i64))
+                .collect()
+        };
+        let topo = self.topology();
+        let dir = self.inner.cfg.data_dir.clone();
+        let series = self.inner.series.clone();
+        let (metadata_bytes, series_bytes, series_rows) = tokio::task::spawn_blocking(move || {
+            let meta = std::fs::metadata(dir.join("meta.redb")).map(|m| m.len()).unwrap_or(0);
+            let ser = crate::telemetry::dir_bytes(&series_dir(&dir));
+            (meta, ser, series.read(|f| f.row_count()))
+        })
+        .await
+        .unwrap_or_default();
+        let levels = crate::telemetry::Levels {
+            migrations,
+            physical: topo.physical.values().filter(|p| p.state != PhysicalState::Removed).count() as i64,
+            virtual_nodes: topo.virtual_nodes.len() as i64,
+            metadata_bytes: metadata_bytes as i64,
+            series_bytes: series_bytes as i64,
+            series_rows: series_rows as i64,
+        };
+        self.inner.telemetry.render(&levels)
     }
 
     /// Runs rounds on the configured interval until shutdown.

@@ -1,0 +1,206 @@
+//! swarmd's own health as Prometheus metrics (`GET /metrics` on the HTTP
+//! port, OpenMetrics text). Counters are bumped where things happen; levels
+//! (migrations by phase, nodes, store size) are read from the state at
+//! scrape time, so they cannot drift from it.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `swarm_ingest_samples_total` | counter | `source` (grpc, otlp), `result` (accepted, rejected) |
+//! | `swarm_ingest_overload_total` | counter | `source`: batches answered RESOURCE_EXHAUSTED |
+//! | `swarm_rounds_total` | counter | |
+//! | `swarm_round_duration_seconds` | histogram | |
+//! | `swarm_decisions_total` | counter | `kind` |
+//! | `swarm_migrations` | gauge | `phase` |
+//! | `swarm_nodes` | gauge | `kind` (physical, virtual) |
+//! | `swarm_store_bytes` | gauge | `store` (metadata, series) |
+//! | `swarm_series_rows` | gauge | |
+//! | `swarm_auth_denied_total` | counter | `code` (unauthenticated, permission_denied) |
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The registry and its metrics. Cheap to update from any thread.
+#[derive(Debug)]
+pub struct Telemetry {
+    registry: Registry,
+    ingest: Family<Labels, Counter>,
+    overload: Family<Labels, Counter>,
+    rounds: Counter,
+    round_seconds: Histogram,
+    decisions: Family<Labels, Counter>,
+    migrations: Family<Labels, Gauge>,
+    nodes: Family<Labels, Gauge>,
+    store_bytes: Family<Labels, Gauge>,
+    series_rows: Gauge,
+    auth_denied: Family<Labels, Counter>,
+}
+
+/// Levels read from the state at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct Levels {
+    /// Migrations by phase name (every phase, zeros included).
+    pub migrations: Vec<(&'static str, i64)>,
+    /// Physical nodes (not removed).
+    pub physical: i64,
+    /// Virtual nodes.
+    pub virtual_nodes: i64,
+    /// Bytes of the metadata store on disk.
+    pub metadata_bytes: i64,
+    /// Bytes of the series files (WAL and snapshots) on disk.
+    pub series_bytes: i64,
+    /// Rows held in the series frames.
+    pub series_rows: i64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Registers every metric.
+    pub fn new() -> Telemetry {
+        let mut registry = Registry::with_prefix("swarm");
+        let ingest = Family::<Labels, Counter>::default();
+        registry.register("ingest_samples", "Samples received, by intake and result", ingest.clone());
+        let overload = Family::<Labels, Counter>::default();
+        registry.register(
+            "ingest_overload",
+            "Ingest batches answered RESOURCE_EXHAUSTED (back-pressure)",
+            overload.clone(),
+        );
+        let rounds = Counter::default();
+        registry.register("rounds", "Controller rounds run (not dry runs)", rounds.clone());
+        let round_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("round_duration_seconds", "Duration of controller rounds", round_seconds.clone());
+        let decisions = Family::<Labels, Counter>::default();
+        registry.register("decisions", "Decisions persisted, by kind", decisions.clone());
+        let migrations = Family::<Labels, Gauge>::default();
+        registry.register("migrations", "Migrations by phase", migrations.clone());
+        let nodes = Family::<Labels, Gauge>::default();
+        registry.register("nodes", "Registered nodes (physical: not removed)", nodes.clone());
+        let store_bytes = Family::<Labels, Gauge>::default();
+        registry.register("store_bytes", "Bytes on disk, by store", store_bytes.clone());
+        let series_rows = Gauge::default();
+        registry.register("series_rows", "Samples held in the series frames", series_rows.clone());
+        let auth_denied = Family::<Labels, Counter>::default();
+        registry.register("auth_denied", "Calls refused by authentication", auth_denied.clone());
+        Telemetry {
+            registry,
+            ingest,
+            overload,
+            rounds,
+            round_seconds,
+            decisions,
+            migrations,
+            nodes,
+            store_bytes,
+            series_rows,
+            auth_denied,
+        }
+    }
+
+    /// Samples taken and refused by one intake.
+    pub fn ingest(&self, source: &'static str, accepted: u64, rejected: u64) {
+        if accepted > 0 {
+            self.ingest.get_or_create(&vec![("source", source.into()), ("result", "accepted".into())]).inc_by(accepted);
+        }
+        if rejected > 0 {
+            self.ingest.get_or_create(&vec![("source", source.into()), ("result", "rejected".into())]).inc_by(rejected);
+        }
+    }
+
+    /// A batch refused for overload.
+    pub fn overload(&self, source: &'static str) {
+        self.overload.get_or_create(&vec![("source", source.into())]).inc();
+    }
+
+    /// A round that ran.
+    pub fn round(&self, seconds: f64) {
+        self.rounds.inc();
+        self.round_seconds.observe(seconds);
+    }
+
+    /// A persisted decision.
+    pub fn decision(&self, kind: &str) {
+        self.decisions.get_or_create(&vec![("kind", kind.to_owned())]).inc();
+    }
+
+    /// A call refused by authentication.
+    pub fn auth_denied(&self, code: &'static str) {
+        self.auth_denied.get_or_create(&vec![("code", code.into())]).inc();
+    }
+
+    /// The OpenMetrics text of everything, with `levels` as read now.
+    pub fn render(&self, levels: &Levels) -> String {
+        for (phase, n) in &levels.migrations {
+            self.migrations.get_or_create(&vec![("phase", (*phase).to_owned())]).set(*n);
+        }
+        self.nodes.get_or_create(&vec![("kind", "physical".into())]).set(levels.physical);
+        self.nodes.get_or_create(&vec![("kind", "virtual".into())]).set(levels.virtual_nodes);
+        self.store_bytes.get_or_create(&vec![("store", "metadata".into())]).set(levels.metadata_bytes);
+        self.store_bytes.get_or_create(&vec![("store", "series".into())]).set(levels.series_bytes);
+        self.series_rows.set(levels.series_rows);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Bytes of the files under `dir`, recursively (0 when it does not exist).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_levels() {
+        let t = Telemetry::new();
+        t.ingest("grpc", 10, 2);
+        t.ingest("otlp", 3, 0);
+        t.round(0.004);
+        t.decision("predictive");
+        t.decision("predictive");
+        let text = t.render(&Levels {
+            migrations: vec![("shadowing", 2), ("completed", 5)],
+            physical: 3,
+            virtual_nodes: 12,
+            metadata_bytes: 4096,
+            series_bytes: 100,
+            series_rows: 77,
+        });
+        for line in [
+            "swarm_ingest_samples_total{source=\"grpc\",result=\"accepted\"} 10",
+            "swarm_ingest_samples_total{source=\"grpc\",result=\"rejected\"} 2",
+            "swarm_ingest_samples_total{source=\"otlp\",result=\"accepted\"} 3",
+            "swarm_rounds_total 1",
+            "swarm_round_duration_seconds_count 1",
+            "swarm_decisions_total{kind=\"predictive\"} 2",
+            "swarm_migrations{phase=\"shadowing\"} 2",
+            "swarm_nodes{kind=\"virtual\"} 12",
+            "swarm_store_bytes{store=\"metadata\"} 4096",
+            "swarm_series_rows 77",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
