@@ -193,10 +193,8 @@ async fn affinity_ranks_and_gives_the_cost_functions_verdict() {
 
     let out = c.ctl(&["affinity", "ghost"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND")
-            || String::from_utf8_lossy(&out.stderr).contains("NOTFOUND")
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOT_FOUND: virtual_node_ids[0]: unknown virtual node \"ghost\""), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

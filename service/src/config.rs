@@ -16,6 +16,7 @@ use crate::migration::machine::Policy;
 use crate::placement::affinity::Weights;
 use crate::placement::controller::{Automation, ControllerConfig};
 use crate::placement::cost::CostModel;
+pub use crate::security::SecurityConfig;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -59,6 +60,8 @@ pub struct Config {
     pub migration: MigrationConfig,
     /// Web dashboard address (off when `None`).
     pub http: Option<SocketAddr>,
+    /// TLS and bearer tokens (see [`crate::security`]).
+    pub security: SecurityConfig,
 }
 
 /// Migration protocol tuning: health tolerances, timeouts, reservations.
@@ -97,6 +100,7 @@ impl Default for Config {
             model: None,
             migration: MigrationConfig::default(),
             http: None,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -118,6 +122,16 @@ struct FileConfig {
     controller: Option<FileController>,
     migration: Option<FileMigration>,
     http: Option<SocketAddr>,
+    security: Option<FileSecurity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSecurity {
+    admin_token_file: Option<PathBuf>,
+    read_token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +192,8 @@ pub struct Overrides {
     pub automation: Option<Automation>,
     /// `--http`.
     pub http: Option<SocketAddr>,
+    /// `--admin-token-file`, `--read-token-file`, `--tls-cert`, `--tls-key`.
+    pub security: SecurityConfig,
 }
 
 /// Configuration errors.
@@ -252,6 +268,17 @@ impl Config {
         if let Some(h) = o.http {
             c.http = Some(h);
         }
+        let s = &o.security;
+        for (from, to) in [
+            (&s.admin_token_file, &mut c.security.admin_token_file),
+            (&s.read_token_file, &mut c.security.read_token_file),
+            (&s.tls_cert, &mut c.security.tls_cert),
+            (&s.tls_key, &mut c.security.tls_key),
+        ] {
+            if from.is_some() {
+                *to = from.clone();
+            }
+        }
         c.validate()?;
         Ok(c)
     }
@@ -298,6 +325,14 @@ impl Config {
         }
         if let Some(v) = f.http {
             self.http = Some(v);
+        }
+        if let Some(sec) = f.security {
+            self.security = SecurityConfig {
+                admin_token_file: sec.admin_token_file,
+                read_token_file: sec.read_token_file,
+                tls_cert: sec.tls_cert,
+                tls_key: sec.tls_key,
+            };
         }
         if let Some(ctl) = f.controller {
             if let Some(v) = ctl.gain_threshold {
@@ -369,6 +404,13 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.controller.validate().map_err(ConfigError::Invalid)?;
+        self.security.validate().map_err(ConfigError::Invalid)?;
+        if self.demo && self.security.any() {
+            return Err(ConfigError::Invalid(
+                "--demo runs its own in-process clients without TLS or tokens; start the demo without [security]"
+                    .into(),
+            ));
+        }
         if self.round_interval < Duration::from_millis(100) {
             return Err(ConfigError::Invalid("round_interval must be at least 100ms".into()));
         }

@@ -17,6 +17,8 @@ use swarm_datasets::synth::{Cluster, SynthParams};
 use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
+use crate::client::Conn;
+
 use crate::migration::agent::{self, AgentConfig};
 
 /// Parameters of the demo.
@@ -124,11 +126,11 @@ pub async fn run(endpoint: String, p: DemoParams) -> Result<(), Box<dyn std::err
     r
 }
 
-async fn connect(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+async fn connect(endpoint: &str) -> Result<Conn, tonic::transport::Error> {
     let mut last = None;
     for _ in 0..50 {
         match Channel::from_shared(endpoint.to_owned()).expect("valid endpoint").connect().await {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok(crate::client::with_token(c, None).expect("no token")),
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -137,7 +139,7 @@ async fn connect(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 async fn feed_load(
-    channel: Channel,
+    channel: Conn,
     cluster: Cluster,
     p: DemoParams,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

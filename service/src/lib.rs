@@ -27,6 +27,8 @@
 
 #![deny(missing_docs)]
 
+pub mod auth;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod convert;
@@ -43,6 +45,7 @@ pub mod otlp;
 pub mod placement;
 pub mod reconfig;
 pub mod replay;
+pub mod security;
 pub mod series;
 pub mod state;
 pub mod store;

@@ -13,6 +13,7 @@ use clap::Parser;
 use swarm_service::clock::SystemClock;
 use swarm_service::config::{Config, LogFormat, Overrides, parse_duration};
 use swarm_service::placement::controller::Automation;
+use swarm_service::security::Security;
 use swarm_service::state::Swarm;
 
 /// Swarm placement server: ingests metrics, scores affinity, proposes migrations.
@@ -62,6 +63,18 @@ struct Args {
     /// `recommend`: publish decisions only; `apply`: also record them as the new placements [default: recommend].
     #[arg(long, env = "SWARM_AUTOMATION", value_parser = parse_automation)]
     automation: Option<Automation>,
+    /// Admin bearer tokens, one per line: every call needs one (or a read-only token for reads) [default: no authentication].
+    #[arg(long, env = "SWARM_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Read-only bearer tokens, one per line (needs --admin-token-file).
+    #[arg(long, env = "SWARM_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC and the dashboard over TLS (with --tls-key).
+    #[arg(long, env = "SWARM_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWARM_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_automation(s: &str) -> Result<Automation, String> {
@@ -88,6 +101,12 @@ impl Args {
             model: self.model.clone(),
             automation: self.automation,
             http: self.http,
+            security: swarm_service::security::SecurityConfig {
+                admin_token_file: self.admin_token_file.clone(),
+                read_token_file: self.read_token_file.clone(),
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
+            },
         }
     }
 }
@@ -105,6 +124,13 @@ fn main() -> ExitCode {
         swarm_service::demo::tune_config(&mut cfg, args.round_interval.is_some());
     }
     init_logging(cfg.log_format);
+    let security = match Security::load(&cfg.security) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("swarmd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -112,7 +138,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, security)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -132,14 +158,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cfg: Config) -> Result<(), String> {
+/// Warns loudly when `addr` is reachable from other hosts without TLS or tokens.
+fn warn_exposed(what: &str, addr: std::net::SocketAddr, security: &Security) {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if security.tls.is_none() {
+        tracing::warn!(%addr, "{what} listens on a non-loopback address WITHOUT TLS: traffic (and tokens) travel in clear text; set --tls-cert and --tls-key");
+    }
+    if !security.tokens.enabled() {
+        tracing::warn!(%addr, "{what} listens on a non-loopback address WITHOUT AUTHENTICATION: anyone who can reach it can change the cluster; set --admin-token-file");
+    }
+}
+
+async fn run(cfg: Config, security: Security) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e} (is another swarmd running? use --listen)", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "listening on a non-loopback address without TLS or authentication");
-    }
+    warn_exposed("gRPC", addr, &security);
     let demo = cfg.demo;
     let (swarm, report) = Swarm::open(cfg, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     tracing::info!(
@@ -182,15 +219,15 @@ async fn run(cfg: Config) -> Result<(), String> {
         let l =
             tokio::net::TcpListener::bind(http).await.map_err(|e| format!("cannot listen on {http} (--http): {e}"))?;
         let bound = l.local_addr().map_err(|e| e.to_string())?;
-        if !bound.ip().is_loopback() {
-            tracing::warn!(%bound, "dashboard on a non-loopback address without TLS or authentication");
-        }
-        println!("swarmd dashboard on http://{bound}/");
+        warn_exposed("the dashboard", bound, &security);
+        let scheme = if security.tls.is_some() { "https" } else { "http" };
+        println!("swarmd dashboard on {scheme}://{bound}/");
         let mut stop = swarm.shutdown_signal();
         let s = swarm.clone();
+        let sec = security.clone();
         tokio::spawn(async move {
-            let r =
-                swarm_service::http::serve(l, s, async move { swarm_service::state::stopped(&mut stop).await }).await;
+            let stop = async move { swarm_service::state::stopped(&mut stop).await };
+            let r = swarm_service::http::serve_with(l, s, sec, stop).await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "dashboard stopped");
             }
@@ -215,7 +252,7 @@ async fn run(cfg: Config) -> Result<(), String> {
             }
         });
     }
-    swarm_service::grpc::serve(listener, swarm, shutdown_signal()).await.map_err(|e| e.to_string())
+    swarm_service::grpc::serve_with(listener, swarm, security, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

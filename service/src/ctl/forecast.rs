@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::client::Conn;
 use swarm_proto::v1 as pb;
-use tonic::transport::Channel;
 
 use super::chart::Chart;
 use super::output::{self, Output};
@@ -103,7 +103,7 @@ pub struct ForecastArgs {
 }
 
 /// Runs the command.
-pub async fn run(ch: Channel, out: Output, style: Style, a: ForecastArgs) -> Result<(), CtlError> {
+pub async fn run(ch: Conn, out: Output, style: Style, a: ForecastArgs) -> Result<(), CtlError> {
     let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
     let physical = topo
         .list_physical_nodes(pb::ListPhysicalNodesRequest { include_removed: true })

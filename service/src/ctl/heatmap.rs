@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::client::Conn;
 use swarm_proto::v1 as pb;
-use tonic::transport::Channel;
 
 use super::{CtlError, Output};
 
@@ -60,7 +60,7 @@ fn cell_color(v: f64) -> [u8; 3] {
 }
 
 /// Runs the command.
-pub async fn run(ch: Channel, out: Output, a: HeatmapArgs) -> Result<(), CtlError> {
+pub async fn run(ch: Conn, out: Output, a: HeatmapArgs) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let h = c.get_heatmap(pb::GetHeatmapRequest { top: a.top, max_columns: a.columns }).await?.into_inner();
     if out == Output::Json {

@@ -12,9 +12,9 @@ pub mod replay;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::{ClientOptions, Conn};
 use clap::{Parser, Subcommand};
 use swarm_proto::v1 as pb;
-use tonic::transport::Channel;
 
 pub use self::output::Output;
 use swarm_datasets::import::{self as importer, Format};
@@ -40,7 +40,7 @@ use crate::migration::agent::{self, AgentConfig, Faults};
 
 Every command takes --output table|json|csv (csv: the command's table) and
 --server (or SWARM_SERVER). Exit codes: 0 ok, 1 failed, 2 bad input or
-unknown id, 3 swarmd not reachable."
+unknown id, 3 swarmd not reachable, 4 refused (token missing or not allowed)."
 )]
 pub struct Cli {
     /// Address of swarmd.
@@ -49,6 +49,15 @@ pub struct Cli {
     /// Output format: table for people, json or csv for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Bearer token for a swarmd started with --admin-token-file (prefer SWARM_TOKEN or --token-file: flags show in `ps`).
+    #[arg(long, global = true, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (first line).
+    #[arg(long, global = true, env = "SWARM_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificate to trust for an https:// --server (default: the system's roots).
+    #[arg(long, global = true, env = "SWARM_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Colour: auto (when stdout is a terminal and NO_COLOR is unset), always or never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -387,15 +396,37 @@ pub enum CtlError {
     Io(#[from] std::io::Error),
 }
 
-fn code_name(c: tonic::Code) -> String {
-    format!("{c:?}").to_uppercase()
+/// The canonical gRPC name of a status code (`NOT_FOUND`, ...).
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 impl CtlError {
-    /// Process exit code: 2 bad usage/input, 3 server unreachable, 1 otherwise.
+    /// Process exit code: 2 bad usage/input, 3 server unreachable, 4
+    /// refused by authentication, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Input(_) => 2,
+            CtlError::Rpc(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => 4,
             CtlError::Rpc(s) if s.code() == tonic::Code::InvalidArgument || s.code() == tonic::Code::NotFound => 2,
             CtlError::Unreachable { .. } => 3,
             CtlError::Rpc(s) if s.code() == tonic::Code::Unavailable => 3,
@@ -410,15 +441,40 @@ impl From<importer::ImportError> for CtlError {
     }
 }
 
+impl From<crate::client::ConnectError> for CtlError {
+    fn from(e: crate::client::ConnectError) -> Self {
+        match e {
+            crate::client::ConnectError::Input(m) => CtlError::Input(m),
+            crate::client::ConnectError::Unreachable { addr, reason } => CtlError::Unreachable { addr, reason },
+        }
+    }
+}
+
+impl Cli {
+    /// Resolves the connection flags: the token from --token or --token-file.
+    pub fn client_options(&self) -> Result<ClientOptions, CtlError> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => return Err(CtlError::Input("give --token or --token-file, not both".into())),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| CtlError::Input(format!("cannot read --token-file {}: {e}", f.display())))?;
+                let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+                Some(
+                    first
+                        .ok_or_else(|| CtlError::Input(format!("--token-file {} holds no token", f.display())))?
+                        .to_owned(),
+                )
+            }
+            (None, None) => None,
+        };
+        Ok(ClientOptions { token, ca_cert: self.ca_cert.clone() })
+    }
+}
+
 /// Connects to the server.
-pub async fn connect(server: &str) -> Result<Channel, CtlError> {
-    let endpoint = Channel::from_shared(server.to_owned())
-        .map_err(|e| CtlError::Input(format!("--server {server:?} is not a valid URL: {e}")))?
-        .connect_timeout(Duration::from_secs(5));
-    endpoint.connect().await.map_err(|e| CtlError::Unreachable {
-        addr: server.to_owned(),
-        reason: std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string()),
-    })
+pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, CtlError> {
+    Ok(crate::client::connect(server, opts).await?)
 }
 
 /// Runs a parsed command.
@@ -450,7 +506,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             .map_err(|e| CtlError::Input(format!("replay failed: {e}")))??;
         return output::replay(cli.output, &report);
     }
-    let channel = connect(&cli.server).await?;
+    let channel = connect(&cli.server, &cli.client_options()?).await?;
     let out = cli.output;
     match cli.command {
         Command::Nodes { action: NodesAction::List { virtual_nodes } } => nodes_list(channel, out, virtual_nodes).await,
@@ -484,7 +540,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     }
 }
 
-async fn migrations(ch: Channel, out: Output, action: MigrationsAction) -> Result<(), CtlError> {
+async fn migrations(ch: Conn, out: Output, action: MigrationsAction) -> Result<(), CtlError> {
     let mut c = pb::migrations_client::MigrationsClient::new(ch);
     match action {
         MigrationsAction::List { live, vnode, limit } => {
@@ -514,7 +570,7 @@ async fn migrations(ch: Channel, out: Output, action: MigrationsAction) -> Resul
     }
 }
 
-async fn nodes_list(ch: Channel, out: Output, virtual_nodes: bool) -> Result<(), CtlError> {
+async fn nodes_list(ch: Conn, out: Output, virtual_nodes: bool) -> Result<(), CtlError> {
     let mut c = pb::topology_client::TopologyClient::new(ch);
     let vnodes = c.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await?.into_inner().nodes;
     if virtual_nodes {
@@ -524,25 +580,19 @@ async fn nodes_list(ch: Channel, out: Output, virtual_nodes: bool) -> Result<(),
     output::physical_nodes(out, &nodes, &vnodes)
 }
 
-async fn round(ch: Channel, out: Output, dry_run: bool) -> Result<(), CtlError> {
+async fn round(ch: Conn, out: Output, dry_run: bool) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let r = c.run_round(pb::RunRoundRequest { dry_run }).await?.into_inner();
     output::round(out, &r)
 }
 
-async fn decisions_list(ch: Channel, out: Output, from: u64, limit: u32) -> Result<(), CtlError> {
+async fn decisions_list(ch: Conn, out: Output, from: u64, limit: u32) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let r = c.list_decisions(pb::ListDecisionsRequest { from_sequence: from, limit }).await?.into_inner();
     output::decisions(out, &r.decisions)
 }
 
-async fn decisions_watch(
-    ch: Channel,
-    out: Output,
-    style: Style,
-    from: u64,
-    limit: Option<u64>,
-) -> Result<(), CtlError> {
+async fn decisions_watch(ch: Conn, out: Output, style: Style, from: u64, limit: Option<u64>) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let mut stream = c.watch_decisions(pb::WatchDecisionsRequest { from_sequence: from }).await?.into_inner();
     let mut n = 0;
@@ -556,7 +606,7 @@ async fn decisions_watch(
     Ok(())
 }
 
-async fn affinity(ch: Channel, out: Output, vnode: String) -> Result<(), CtlError> {
+async fn affinity(ch: Conn, out: Output, vnode: String) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let r = c
         .get_affinity(pb::GetAffinityRequest {
@@ -619,7 +669,7 @@ fn swarm_metric(format: Format, source: &str, a: &IngestCsvArgs) -> Option<(pb::
     }
 }
 
-async fn ingest_csv(ch: Channel, out: Output, a: IngestCsvArgs) -> Result<(), CtlError> {
+async fn ingest_csv(ch: Conn, out: Output, a: IngestCsvArgs) -> Result<(), CtlError> {
     if a.batch == 0 {
         return Err(CtlError::Input("--batch must be at least 1".into()));
     }
@@ -745,7 +795,7 @@ async fn ingest_csv(ch: Channel, out: Output, a: IngestCsvArgs) -> Result<(), Ct
     output::ingest_summary(out, &summary)
 }
 
-async fn register(ch: Channel, entities: &[String], physical: bool, a: &IngestCsvArgs) -> Result<u64, CtlError> {
+async fn register(ch: Conn, entities: &[String], physical: bool, a: &IngestCsvArgs) -> Result<u64, CtlError> {
     let mut c = pb::topology_client::TopologyClient::new(ch);
     let known: std::collections::HashSet<String> = if physical {
         c.list_physical_nodes(pb::ListPhysicalNodesRequest { include_removed: true })

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::Conn;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 use swarm_proto::v1 as pb;
-use tonic::transport::Channel;
 
 use super::output::note;
 use super::{CtlError, Output};
@@ -255,7 +255,7 @@ impl ChangeArgs {
 }
 
 /// Runs a `reconfigure` command.
-pub async fn run(ch: Channel, out: Output, action: ReconfigureAction) -> Result<(), CtlError> {
+pub async fn run(ch: Conn, out: Output, action: ReconfigureAction) -> Result<(), CtlError> {
     let mut c = pb::reconfiguration_client::ReconfigurationClient::new(ch);
     match action {
         ReconfigureAction::Plan(args) => {
@@ -297,7 +297,7 @@ pub async fn run(ch: Channel, out: Output, action: ReconfigureAction) -> Result<
 }
 
 async fn follow(
-    c: &mut pb::reconfiguration_client::ReconfigurationClient<Channel>,
+    c: &mut pb::reconfiguration_client::ReconfigurationClient<Conn>,
     out: Output,
     id: &str,
 ) -> Result<(), CtlError> {

@@ -3,6 +3,7 @@
 //! Handlers validate nothing themselves beyond what the wire implies; they
 //! call [`crate::state`] and map its errors to status codes here, in one place.
 
+mod auth;
 mod metrics;
 mod migrations;
 mod otlp;
@@ -18,6 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 
 use crate::decisions::WatchError;
+use crate::security::Security;
 use crate::state::{ApiError, Swarm};
 
 /// Largest request accepted, bytes. An ingest batch of the default 100,000
@@ -58,6 +60,17 @@ pub async fn serve(
     swarm: Swarm,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, swarm, Security::default(), shutdown).await
+}
+
+/// [`serve`] with TLS and bearer tokens (see [`crate::security`]): refused
+/// calls are answered by [`auth::AuthLayer`] before any handler runs.
+pub async fn serve_with(
+    listener: TcpListener,
+    swarm: Swarm,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let s = swarm.clone();
     // gRPC health checking: every service (and "", the server) is SERVING
     // until shutdown begins, then NOT_SERVING while calls drain.
@@ -91,7 +104,13 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1().expect("the descriptor sets are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the descriptor sets are valid");
     use swarm_proto::otlp::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let result = builder
+        .layer(auth::AuthLayer::new(security.tokens.clone(), swarm.clone()))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

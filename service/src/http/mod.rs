@@ -28,6 +28,8 @@ use crate::convert;
 use crate::series::{EntityKind, Metric};
 use crate::state::{ApiError, Swarm};
 
+use crate::security::Security;
+
 const INDEX: &str = include_str!("index.html");
 
 /// Serves the dashboard on `listener` until `shutdown` resolves.
@@ -36,7 +38,80 @@ pub async fn serve(
     swarm: Swarm,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(swarm)).with_graceful_shutdown(shutdown).await
+    serve_with(listener, swarm, Security::default(), shutdown).await
+}
+
+/// [`serve`] with TLS and bearer tokens: every route needs a read-only or
+/// admin token (the dashboard changes nothing), sent as
+/// `Authorization: Bearer <token>`, or once as `?token=` — the page then
+/// keeps it in an HttpOnly cookie so its own requests and event stream
+/// carry it.
+pub async fn serve_with(
+    listener: TcpListener,
+    swarm: Swarm,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tokens = security.tokens.clone();
+    let app = router(swarm.clone()).layer(axum::middleware::from_fn(move |req, next| {
+        let (tokens, swarm) = (tokens.clone(), swarm.clone());
+        async move { require_token(tokens, swarm, req, next).await }
+    }));
+    match &security.tls {
+        Some(tls) => {
+            axum::serve(crate::security::TlsListener::new(listener, tls), app).with_graceful_shutdown(shutdown).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    }
+}
+
+const COOKIE: &str = "swarm_token";
+
+/// The dashboard's token check: a header, a `?token=` (remembered in a
+/// cookie), or the cookie.
+async fn require_token(
+    tokens: std::sync::Arc<crate::auth::Tokens>,
+    swarm: Swarm,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !tokens.enabled() {
+        return next.run(req).await;
+    }
+    let from_query =
+        req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token="))).map(str::to_owned);
+    let from_cookie = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("swarm_token=").map(str::to_owned));
+    let header_value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| from_query.as_ref().or(from_cookie.as_ref()).map(|t| format!("Bearer {t}")));
+    // Every dashboard route only reads.
+    match tokens.check("/swarm.v1.Placement/GetHeatmap", header_value.as_deref()) {
+        Ok(()) => {
+            let mut resp = next.run(req).await;
+            if let Some(t) = from_query {
+                let cookie = format!("{COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/");
+                if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            resp
+        }
+        Err(denied) => {
+            swarm.telemetry().auth_denied("unauthenticated");
+            let body =
+                format!("{denied}; open the dashboard as /?token=<token> or send Authorization: Bearer <token>\n");
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        }
+    }
 }
 
 /// The routes.

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::client::Conn;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use swarm_proto::v1 as pb;
 use tokio::sync::Semaphore;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// Faults to inject, each a probability per migration or per report.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -117,7 +117,7 @@ pub enum AgentError {
 
 struct Shared {
     cfg: AgentConfig,
-    channel: Channel,
+    channel: Conn,
     summary: Mutex<Summary>,
     in_progress: Mutex<HashSet<u64>>,
     /// The simulated cluster: where each virtual node has instances.
@@ -137,7 +137,7 @@ enum End {
 /// Runs the agent against `channel` until `shutdown` resolves (or it has
 /// been idle for `exit_when_idle`); returns what it did.
 pub async fn run(
-    channel: Channel,
+    channel: Conn,
     cfg: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<Summary, AgentError> {
@@ -263,7 +263,7 @@ struct Driver<'a> {
     sh: &'a Shared,
     seq: u64,
     rng: StdRng,
-    client: pb::migrations_client::MigrationsClient<Channel>,
+    client: pb::migrations_client::MigrationsClient<Conn>,
     id: String,
     epoch: u64,
     virt: String,
@@ -291,7 +291,7 @@ impl<'a> Driver<'a> {
     /// Retries a call while the server is unreachable.
     async fn retry<T, F, Fut>(&mut self, mut call: F) -> Result<T, tonic::Status>
     where
-        F: FnMut(pb::migrations_client::MigrationsClient<Channel>) -> Fut,
+        F: FnMut(pb::migrations_client::MigrationsClient<Conn>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut backoff = Duration::from_millis(50);

@@ -1,0 +1,93 @@
+//! Connecting to swarmd as a client: the address, TLS when the URL is
+//! `https://` (trusting the system roots or a given CA certificate), and a
+//! bearer token that every call carries. swarmctl, its agent and the demo
+//! all connect through here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+/// A connection: a channel whose calls carry the token.
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing without a token).
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How to connect.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Bearer token.
+    pub token: Option<String>,
+    /// PEM CA certificate to trust for `https://` (default: the system's roots).
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Bad input (URL, token, CA file).
+    #[error("{0}")]
+    Input(String),
+    /// Nothing answered.
+    #[error("server not reachable at {addr}: {reason}. Is swarmd running? Start it with `swarmd` or pass --server")]
+    Unreachable {
+        /// Address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Wraps a channel so its calls carry `token`.
+pub fn with_token(channel: Channel, token: Option<&str>) -> Result<Conn, ConnectError> {
+    let value = token
+        .map(|t| {
+            MetadataValue::try_from(format!("Bearer {}", t.trim()))
+                .map_err(|_| ConnectError::Input("the token must be printable ASCII".into()))
+        })
+        .transpose()?;
+    Ok(InterceptedService::new(channel, Bearer(value)))
+}
+
+/// Connects to `server` (`http://host:port` or `https://host:port`).
+pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, ConnectError> {
+    let mut endpoint = Channel::from_shared(server.to_owned())
+        .map_err(|e| ConnectError::Input(format!("--server {server:?} is not a valid URL: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    if server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &opts.ca_cert {
+            let pem = std::fs::read(ca)
+                .map_err(|e| ConnectError::Input(format!("cannot read --ca-cert {}: {e}", ca.display())))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| ConnectError::Input(format!("TLS: {e}")))?;
+    } else if opts.ca_cert.is_some() {
+        return Err(ConnectError::Input("--ca-cert needs an https:// --server".into()));
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        // The innermost cause says what happened (refused, certificate, ...).
+        let mut reason = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            reason = s.to_string();
+            src = s.source();
+        }
+        ConnectError::Unreachable { addr: server.to_owned(), reason }
+    })?;
+    with_token(channel, opts.token.as_deref())
+}
