@@ -62,6 +62,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// TLS and bearer tokens (see [`crate::security`]).
     pub security: SecurityConfig,
+    /// Message sizes, concurrent streams, pending samples, stream rates.
+    pub limits: crate::limits::Limits,
 }
 
 /// Migration protocol tuning: health tolerances, timeouts, reservations.
@@ -101,6 +103,7 @@ impl Default for Config {
             migration: MigrationConfig::default(),
             http: None,
             security: SecurityConfig::default(),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -123,6 +126,7 @@ struct FileConfig {
     migration: Option<FileMigration>,
     http: Option<SocketAddr>,
     security: Option<FileSecurity>,
+    limits: Option<crate::limits::Limits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +330,9 @@ impl Config {
         if let Some(v) = f.http {
             self.http = Some(v);
         }
+        if let Some(l) = f.limits {
+            self.limits = l;
+        }
         if let Some(sec) = f.security {
             self.security = SecurityConfig {
                 admin_token_file: sec.admin_token_file,
@@ -405,6 +412,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.controller.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
+        self.limits.validate(self.max_batch_samples).map_err(ConfigError::Invalid)?;
         if self.demo && self.security.any() {
             return Err(ConfigError::Invalid(
                 "--demo runs its own in-process clients without TLS or tokens; start the demo without [security]"

@@ -40,6 +40,7 @@ pub mod forecast;
 pub mod grpc;
 pub mod history;
 pub mod http;
+pub mod limits;
 pub mod migration;
 pub mod otlp;
 pub mod placement;

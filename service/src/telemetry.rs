@@ -6,7 +6,8 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `swarm_ingest_samples_total` | counter | `source` (grpc, otlp), `result` (accepted, rejected) |
-//! | `swarm_ingest_overload_total` | counter | `source`: batches answered RESOURCE_EXHAUSTED |
+//! | `swarm_ingest_overload_total` | counter | `source`, `reason` (streams, pending, rate): calls answered RESOURCE_EXHAUSTED |
+//! | `swarm_ingest_pending_samples` | gauge | samples received and not yet durable |
 //! | `swarm_rounds_total` | counter | |
 //! | `swarm_round_duration_seconds` | histogram | |
 //! | `swarm_decisions_total` | counter | `kind` |
@@ -38,6 +39,7 @@ pub struct Telemetry {
     nodes: Family<Labels, Gauge>,
     store_bytes: Family<Labels, Gauge>,
     series_rows: Gauge,
+    pending: Gauge,
     auth_denied: Family<Labels, Counter>,
 }
 
@@ -56,6 +58,8 @@ pub struct Levels {
     pub series_bytes: i64,
     /// Rows held in the series frames.
     pub series_rows: i64,
+    /// Samples received and not yet durable.
+    pub pending_samples: i64,
 }
 
 impl Default for Telemetry {
@@ -90,6 +94,8 @@ impl Telemetry {
         registry.register("store_bytes", "Bytes on disk, by store", store_bytes.clone());
         let series_rows = Gauge::default();
         registry.register("series_rows", "Samples held in the series frames", series_rows.clone());
+        let pending = Gauge::default();
+        registry.register("ingest_pending_samples", "Samples received and not yet durable", pending.clone());
         let auth_denied = Family::<Labels, Counter>::default();
         registry.register("auth_denied", "Calls refused by authentication", auth_denied.clone());
         Telemetry {
@@ -103,6 +109,7 @@ impl Telemetry {
             nodes,
             store_bytes,
             series_rows,
+            pending,
             auth_denied,
         }
     }
@@ -117,9 +124,9 @@ impl Telemetry {
         }
     }
 
-    /// A batch refused for overload.
-    pub fn overload(&self, source: &'static str) {
-        self.overload.get_or_create(&vec![("source", source.into())]).inc();
+    /// A call refused for overload, and why (`streams`, `pending`, `rate`).
+    pub fn overload(&self, source: &'static str, reason: &'static str) {
+        self.overload.get_or_create(&vec![("source", source.into()), ("reason", reason.into())]).inc();
     }
 
     /// A round that ran.
@@ -148,6 +155,7 @@ impl Telemetry {
         self.store_bytes.get_or_create(&vec![("store", "metadata".into())]).set(levels.metadata_bytes);
         self.store_bytes.get_or_create(&vec![("store", "series".into())]).set(levels.series_bytes);
         self.series_rows.set(levels.series_rows);
+        self.pending.set(levels.pending_samples);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -186,6 +194,7 @@ mod tests {
             metadata_bytes: 4096,
             series_bytes: 100,
             series_rows: 77,
+            pending_samples: 5,
         });
         for line in [
             "swarm_ingest_samples_total{source=\"grpc\",result=\"accepted\"} 10",
@@ -198,6 +207,7 @@ mod tests {
             "swarm_nodes{kind=\"virtual\"} 12",
             "swarm_store_bytes{store=\"metadata\"} 4096",
             "swarm_series_rows 77",
+            "swarm_ingest_pending_samples 5",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -86,6 +86,11 @@ impl Server {
         c.wait().expect("wait").success()
     }
 
+    /// The process id of the running swarmd.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGTERM (a graceful drain), without waiting for the exit.
     pub fn terminate_nowait(&mut self) {
         let pid = self.child.as_ref().expect("running").id();

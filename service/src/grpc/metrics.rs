@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use swarm_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
@@ -52,6 +53,14 @@ pub(crate) fn validate_batch(
     (valid, rejected)
 }
 
+/// Waits for a batch's durability task.
+async fn durable(t: tokio::task::JoinHandle<Result<(), crate::series::SeriesError>>) -> Result<(), Status> {
+    match t.await {
+        Ok(r) => r.map_err(|e| Status::unavailable(e.to_string())),
+        Err(e) => Err(Status::internal(format!("durability task failed: {e}"))),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::metrics_server::Metrics for MetricsSvc {
     async fn ingest(&self, req: Request<Streaming<pb::IngestBatch>>) -> Result<Response<pb::IngestResponse>, Status> {
@@ -62,7 +71,8 @@ impl pb::metrics_server::Metrics for MetricsSvc {
         let mut interner: HashMap<String, Arc<str>> = HashMap::new();
         let mut in_flight = std::collections::VecDeque::new();
         let mut batch_index: u32 = 0;
-        while let Some(batch) = stream.message().await? {
+        let mut permit = swarm.gate().open(Instant::now()).map_err(|o| super::overloaded(swarm, "grpc", o))?;
+        while let Some(batch) = stream.message().await.map_err(|s| super::too_large(s, cfg.limits.max_message_bytes))? {
             if batch.samples.len() > cfg.max_batch_samples {
                 return Err(Status::invalid_argument(format!(
                     "batches[{batch_index}].samples: has {} samples; the limit is {} per batch (max_batch_samples); split the batch",
@@ -84,19 +94,31 @@ impl pb::metrics_server::Metrics for MetricsSvc {
             out.accepted += valid.len() as u64;
             swarm.record_ingest(valid.len() as u64, out.rejected - rejected_before, "grpc");
             if !valid.is_empty() {
+                // Room among the pending samples, held until the batch is durable.
+                let admitted = swarm
+                    .gate()
+                    .admit(&mut permit, valid.len(), Instant::now())
+                    .await
+                    .map_err(|o| super::overloaded(swarm, "grpc", o))?;
                 let done = swarm.series().append_start(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
-                in_flight.push_back(done);
+                // The room is given back the moment the batch is durable,
+                // not when this handler gets round to looking.
+                in_flight.push_back(tokio::spawn(async move {
+                    let r = done.await;
+                    drop(admitted);
+                    r
+                }));
                 if in_flight.len() > MAX_IN_FLIGHT
                     && let Some(oldest) = in_flight.pop_front()
                 {
-                    oldest.await.map_err(|e| Status::unavailable(e.to_string()))?;
+                    durable(oldest).await?;
                 }
             }
             batch_index = batch_index.saturating_add(1);
         }
         // Acknowledge only what is durable.
         for done in in_flight {
-            done.await.map_err(|e| Status::unavailable(e.to_string()))?;
+            durable(done).await?;
         }
         Ok(Response::new(out))
     }

@@ -22,9 +22,27 @@ use crate::decisions::WatchError;
 use crate::security::Security;
 use crate::state::{ApiError, Swarm};
 
-/// Largest request accepted, bytes. An ingest batch of the default 100,000
-/// samples with 30-byte ids is about 6 MB.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// RESOURCE_EXHAUSTED for an overloaded ingest call, with a
+/// `retry-after-ms` hint, counted in the telemetry.
+pub(crate) fn overloaded(swarm: &Swarm, source: &'static str, o: crate::limits::Overload) -> Status {
+    swarm.telemetry().overload(source, o.reason());
+    let mut status = Status::resource_exhausted(o.to_string());
+    if let Ok(v) = o.retry_after_ms().to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", v);
+    }
+    status
+}
+
+/// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's
+/// convention (and what clients retry on smaller batches) is
+/// RESOURCE_EXHAUSTED, with the limit named.
+pub(crate) fn too_large(s: Status, limit: usize) -> Status {
+    if s.code() == tonic::Code::OutOfRange && s.message().contains("too large") {
+        Status::resource_exhausted(format!("{}; split the batch (limits.max_message_bytes = {limit})", s.message()))
+    } else {
+        s
+    }
+}
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
@@ -72,6 +90,9 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let s = swarm.clone();
+    // An ingest batch of the default 100,000 samples with 30-byte ids is
+    // about 6 MB; the default limit is 16 MiB.
+    let max = swarm.config().limits.max_message_bytes;
     // gRPC health checking: every service (and "", the server) is SERVING
     // until shutdown begins, then NOT_SERVING while calls drain.
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -116,20 +137,23 @@ pub async fn serve_with(
         .add_service(reflection_v1alpha)
         .add_service(
             pb::topology_server::TopologyServer::new(topology::TopologySvc(swarm.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max),
         )
         .add_service(
-            pb::metrics_server::MetricsServer::new(metrics::MetricsSvc(swarm.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            pb::metrics_server::MetricsServer::new(metrics::MetricsSvc(swarm.clone())).max_decoding_message_size(max),
+        )
+        .add_service(MetricsServiceServer::new(otlp::OtlpSvc(swarm.clone())).max_decoding_message_size(max))
+        .add_service(
+            pb::placement_server::PlacementServer::new(placement::PlacementSvc(swarm.clone()))
+                .max_decoding_message_size(max),
         )
         .add_service(
-            MetricsServiceServer::new(otlp::OtlpSvc(swarm.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            pb::migrations_server::MigrationsServer::new(migrations::MigrationsSvc(swarm.clone()))
+                .max_decoding_message_size(max),
         )
-        .add_service(pb::placement_server::PlacementServer::new(placement::PlacementSvc(swarm.clone())))
-        .add_service(pb::migrations_server::MigrationsServer::new(migrations::MigrationsSvc(swarm.clone())))
         .add_service(
             pb::reconfiguration_server::ReconfigurationServer::new(reconfiguration::ReconfigurationSvc(swarm.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await;

@@ -7,6 +7,7 @@
 //! in OTLP's partial-success response, with the reasons.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use swarm_proto::otlp::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -29,6 +30,7 @@ impl MetricsService for OtlpSvc {
         req: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let swarm = &self.0;
+        let mut permit = swarm.gate().open(Instant::now()).map_err(|o| super::overloaded(swarm, "otlp", o))?;
         let req = req.into_inner();
         let topo = swarm.topology();
         let mut converted = crate::otlp::convert(&req, |id| topo.physical.contains_key(id));
@@ -46,6 +48,11 @@ impl MetricsService for OtlpSvc {
             accepted += valid.len() as u64;
             swarm.record_ingest(valid.len() as u64, 0, "otlp");
             if !valid.is_empty() {
+                let _admitted = swarm
+                    .gate()
+                    .admit(&mut permit, valid.len(), Instant::now())
+                    .await
+                    .map_err(|o| super::overloaded(swarm, "otlp", o))?;
                 let done = swarm.series().append_start(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
                 done.await.map_err(|e| Status::unavailable(e.to_string()))?;
             }

@@ -131,6 +131,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// swarmd's own metrics (`/metrics`).
     telemetry: crate::telemetry::Telemetry,
+    /// Ingest limits and back-pressure.
+    gate: crate::limits::Gate,
 }
 
 /// Cheap-clone handle to the service state.
@@ -184,6 +186,7 @@ impl Swarm {
             live_migrations: book.live().count(),
         };
         let (shutdown, _) = watch::channel(false);
+        let gate = crate::limits::Gate::new(cfg.limits);
         let inner = Inner {
             cfg,
             clock,
@@ -205,6 +208,7 @@ impl Swarm {
             version: std::sync::atomic::AtomicU64::new(0),
             shutdown,
             telemetry: crate::telemetry::Telemetry::new(),
+            gate,
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
     }
@@ -899,6 +903,11 @@ impl Swarm {
         Ok(decisions)
     }
 
+    /// The ingest gate (limits and back-pressure).
+    pub fn gate(&self) -> &crate::limits::Gate {
+        &self.inner.gate
+    }
+
     /// swarmd's own metrics.
     pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
         &self.inner.telemetry
@@ -936,6 +945,7 @@ impl Swarm {
             metadata_bytes: metadata_bytes as i64,
             series_bytes: series_bytes as i64,
             series_rows: series_rows as i64,
+            pending_samples: self.inner.gate.pending() as i64,
         };
         self.inner.telemetry.render(&levels)
     }
