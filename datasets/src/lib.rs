@@ -8,13 +8,15 @@
 //!   and all yielding the canonical frame `(timestamp, entity, metric, value)`;
 //! - [`regular`]: canonical frame → one regular series per (entity, metric),
 //!   with the documented gap and duplicate policy;
-//! - [`synth`]: the synthetic cluster generator used by tests and the demo.
+//! - [`synth`]: the synthetic cluster generator used by tests and the demo;
+//! - [`fuzzing`]: the importers' fuzz harnesses (targets in `fuzz/`).
 //!
 //! Every importer is the only reader of its format in the project: the CLI,
 //! the training jobs and the replay all call these.
 
 #![deny(missing_docs)]
 
+pub mod fuzzing;
 pub mod import;
 pub mod regular;
 pub mod synth;

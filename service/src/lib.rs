@@ -37,6 +37,7 @@ pub mod decisions;
 pub mod demo;
 pub mod domain;
 pub mod forecast;
+pub mod fuzzing;
 pub mod grpc;
 pub mod history;
 pub mod http;

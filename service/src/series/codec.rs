@@ -107,10 +107,21 @@ pub fn decode_records(data: &[u8]) -> Decoded {
     Decoded { samples, records, valid_len: pos, damage }
 }
 
+/// Appends a record's samples to `out`, all or none: a malformed record
+/// leaves `out` as it was (found by the `wal_records` fuzz target: a record
+/// cut inside a sample used to leave its first samples behind).
 fn decode_payload(p: &[u8], interner: &mut HashMap<Box<[u8]>, Arc<str>>, out: &mut Vec<Sample>) -> Result<(), String> {
+    let before = out.len();
+    let r = decode_samples(p, interner, out);
+    if r.is_err() {
+        out.truncate(before);
+    }
+    r
+}
+
+fn decode_samples(p: &[u8], interner: &mut HashMap<Box<[u8]>, Arc<str>>, out: &mut Vec<Sample>) -> Result<(), String> {
     let mut r = Reader { p, pos: 0 };
     let count = r.u32()? as usize;
-    let before = out.len();
     for _ in 0..count {
         let kind = EntityKind::from_code(r.u8()?).ok_or("unknown entity kind")?;
         let metric = Metric::from_code(r.u8()?).ok_or("unknown metric")?;
@@ -121,7 +132,6 @@ fn decode_payload(p: &[u8], interner: &mut HashMap<Box<[u8]>, Arc<str>>, out: &m
         out.push(Sample { kind, entity, metric, location, ts_ms, value });
     }
     if r.pos != p.len() {
-        out.truncate(before);
         return Err(format!("{} trailing bytes after {count} samples", p.len() - r.pos));
     }
     Ok(())
