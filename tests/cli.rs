@@ -52,19 +52,12 @@ async fn cluster() -> Cluster {
     std::fs::write(&cfg, "round_interval = \"1h\"\n[controller]\nhorizon_steps = 6\n").unwrap();
     let server = Server::start(&["--config", cfg.to_str().unwrap(), "--model", model.to_str().unwrap()]);
     let ch = server.channel().await;
-    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
-    topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest {
-        nodes: vec![physical("p0", 16.0), physical("p1", 16.0)],
-    })
-    .await
-    .unwrap();
-    let vnodes = vec![virt("steady", 7.0), virt("spiky", 8.0), virt("idle", 2.0)];
-    topo.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vnodes }).await.unwrap();
-    let placements = [("steady", "p0"), ("spiky", "p0"), ("idle", "p1")]
-        .iter()
-        .map(|(v, p)| pb::PlacementAssignment { virtual_node_id: v.to_string(), physical_node_id: p.to_string() })
-        .collect();
-    topo.set_placements(pb::SetPlacementsRequest { placements }).await.unwrap();
+    place(
+        ch.clone(),
+        &[("p0", 16.0), ("p1", 16.0)],
+        &[("steady", 7.0, "p0"), ("spiky", 8.0, "p0"), ("idle", 2.0, "p1")],
+    )
+    .await;
     let now = now_ms();
     let spike = |ts: i64| (15 * 60_000..75 * 60_000).contains(&(ts - now).rem_euclid(DAY));
     let mut samples = Vec::new();

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
 use common::*;
 use swarm_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use swarm_proto::otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -40,18 +38,6 @@ fn point(attrs: Vec<KeyValue>, ts_ms: i64, v: f64) -> NumberDataPoint {
         value: Some(number_data_point::Value::AsDouble(v)),
         ..Default::default()
     }
-}
-
-/// A plain HTTP GET; returns (status, headers, body).
-fn get(base: &str, path: &str) -> (u16, String, String) {
-    let host = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +204,7 @@ async fn otlp_metrics_arrive_and_prometheus_counts_them() {
             .unwrap();
     assert_eq!(ingested.accepted, 1);
     let base = server.http.clone().unwrap();
-    let (status, head, text) = get(&base, "/metrics");
+    let (status, head, text) = http_get(&base, "/metrics", "");
     assert_eq!(status, 200);
     assert!(head.to_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
     let value = |line_start: &str| -> f64 {

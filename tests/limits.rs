@@ -86,15 +86,7 @@ async fn oversized_messages_streams_and_rates_are_refused_with_resource_exhauste
 
     // Counted for operators.
     let base = server.http.clone().unwrap();
-    let text = {
-        use std::io::{Read, Write};
-        let host = base.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(host).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw
-    };
+    let (_, _, text) = http_get(&base, "/metrics", "");
     for line in [
         "swarm_ingest_overload_total{source=\"grpc\",reason=\"streams\"} 1",
         "swarm_ingest_overload_total{source=\"grpc\",reason=\"rate\"} 1",

@@ -28,20 +28,12 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
         "apply",
     ]);
     let ch = server.channel().await;
-    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
-    topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest {
-        nodes: vec![physical("p0", 16.0), physical("p1", 16.0)],
-    })
-    .await
-    .unwrap();
-    let vnodes = vec![virt("steady", 8.0), virt("spiky", 8.0), virt("idle", 2.0), virt("fresh", 1.0)];
-    topo.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vnodes }).await.unwrap();
-    let on = [("steady", "p0"), ("spiky", "p0"), ("idle", "p1"), ("fresh", "p1")];
-    let placements = on
-        .iter()
-        .map(|(v, p)| pb::PlacementAssignment { virtual_node_id: v.to_string(), physical_node_id: p.to_string() })
-        .collect();
-    topo.set_placements(pb::SetPlacementsRequest { placements }).await.unwrap();
+    place(
+        ch.clone(),
+        &[("p0", 16.0), ("p1", 16.0)],
+        &[("steady", 8.0, "p0"), ("spiky", 8.0, "p0"), ("idle", 2.0, "p1"), ("fresh", 1.0, "p1")],
+    )
+    .await;
 
     // Two days of 5-minute samples ending now. "spiky" jumps from 2 to 8
     // cores every day from 15 to 75 minutes after the time of day it is now:
@@ -153,6 +145,7 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
     let cost = d.cost.as_ref().unwrap();
     assert!(cost.benefit > cost.cost && cost.transfer_seconds > 0.0);
     // Automation level `apply`: the move is the new placement.
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
     let vs = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
     let moved = vs.iter().find(|v| v.id == d.virtual_node_id).unwrap();
     assert_eq!(moved.placement, "p1");

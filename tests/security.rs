@@ -29,18 +29,6 @@ fn with(token: &str, ch: Channel) -> swarm_service::client::Conn {
     swarm_service::client::with_token(ch, Some(token)).unwrap()
 }
 
-/// A raw HTTP/1.1 GET with extra header lines; returns (status, head, body).
-fn get(base: &str, path: &str, headers: &str) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let host = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_owned(), body.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_guard_every_call_and_refusals_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,16 +112,16 @@ async fn tokens_guard_every_call_and_refusals_change_nothing() {
 
     // The dashboard: 401 without a token; a header, ?token= (which sets a cookie) or the cookie.
     let base = server.http.clone().unwrap();
-    let (status, head, body) = get(&base, "/api/heatmap", "");
+    let (status, head, body) = http_get(&base, "/api/heatmap", "");
     assert_eq!(status, 401, "{head}");
     assert!(head.to_lowercase().contains("www-authenticate: bearer") && body.contains("?token="), "{head}\n{body}");
-    assert_eq!(get(&base, "/api/heatmap", &format!("Authorization: Bearer {READ}\r\n")).0, 200);
-    let (status, head, _) = get(&base, &format!("/?token={READ}"), "");
+    assert_eq!(http_get(&base, "/api/heatmap", &format!("Authorization: Bearer {READ}\r\n")).0, 200);
+    let (status, head, _) = http_get(&base, &format!("/?token={READ}"), "");
     assert_eq!(status, 200);
     assert!(head.contains(&format!("swarm_token={READ}; HttpOnly; SameSite=Strict")), "{head}");
-    assert_eq!(get(&base, "/api/decisions", &format!("Cookie: theme=dark; swarm_token={READ}\r\n")).0, 200);
-    assert_eq!(get(&base, "/api/decisions", "Cookie: swarm_token=nope-nope-nope-nope\r\n").0, 401);
-    let (status, _, metrics) = get(&base, "/metrics", &format!("Authorization: Bearer {ADMIN}\r\n"));
+    assert_eq!(http_get(&base, "/api/decisions", &format!("Cookie: theme=dark; swarm_token={READ}\r\n")).0, 200);
+    assert_eq!(http_get(&base, "/api/decisions", "Cookie: swarm_token=nope-nope-nope-nope\r\n").0, 401);
+    let (status, _, metrics) = http_get(&base, "/metrics", &format!("Authorization: Bearer {ADMIN}\r\n"));
     assert_eq!(status, 200);
     let denied = |code: &str| -> f64 {
         let key = format!("swarm_auth_denied_total{{code=\"{code}\"}} ");

@@ -273,3 +273,47 @@ pub fn seasonal_naive() -> swarm_models::Artifact {
     a.produced_by = "tests seasonal naive".into();
     a
 }
+
+/// Registers physical nodes `(id, cores)` and virtual nodes `(id, cores,
+/// host)` and places the virtual nodes on their hosts.
+pub async fn place(ch: Channel, phys: &[(&str, f64)], virtual_nodes: &[(&str, f64, &str)]) {
+    let mut topo = pb::topology_client::TopologyClient::new(ch);
+    let nodes = phys.iter().map(|&(id, cores)| physical(id, cores)).collect();
+    topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes }).await.unwrap();
+    let nodes = virtual_nodes.iter().map(|&(id, cores, _)| virt(id, cores)).collect();
+    topo.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes }).await.unwrap();
+    let placements = virtual_nodes
+        .iter()
+        .map(|&(v, _, p)| pb::PlacementAssignment { virtual_node_id: v.to_string(), physical_node_id: p.to_string() })
+        .collect();
+    topo.set_placements(pb::SetPlacementsRequest { placements }).await.unwrap();
+}
+
+/// A plain HTTP/1.1 GET of `base` + `path` with extra header lines (each
+/// ending in `\r\n`); returns (status, head, body), chunked bodies joined.
+pub fn http_get(base: &str, path: &str, headers: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (status, head.to_owned(), body)
+}
