@@ -3,8 +3,9 @@
 //! Layout:
 //! - [`domain`]: validated topology types (ids, nodes, resources);
 //! - [`validate`]: wire messages to domain types, with field paths in errors;
-//! - [`placement`]: the pure placement math — affinity and controller rounds,
-//!   no IO and no clock reads, shared with the replay simulator;
+//! - [`placement`]: the pure placement math — affinity, controller rounds and
+//!   the assessment of single moves, no IO and no clock reads, shared with
+//!   the replay simulator;
 //! - [`series`]: durable metric intake (write-ahead log with group commit,
 //!   snapshots) into Polars frames;
 //! - [`store`]: the narrow interface to durable metadata and its embedded
@@ -16,8 +17,15 @@
 //!   book of all migrations (reservations), and the reference orchestrator;
 //! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
 //!   around the pure code;
-//! - [`grpc`]: the `swarm.v1` services and [`grpc::serve`];
-//! - [`http`]: the web dashboard (heatmap, forecasts, decisions) and its JSON API;
+//! - [`grpc`]: the `swarm.v1` services, the OTLP metrics receiver, health
+//!   and reflection, and [`grpc::serve`];
+//! - [`http`]: the web dashboard (heatmap, forecasts, decisions), its JSON
+//!   API and Prometheus `/metrics`;
+//! - [`otlp`]: OTLP metrics → samples (pure); [`telemetry`]: swarmd's own metrics;
+//! - [`auth`]: who may call what (bearer tokens, pure); [`security`]: loading
+//!   tokens and TLS; [`limits`]: ingest limits and back-pressure;
+//! - [`client`]: connecting to swarmd (TLS, token) for swarmctl, its agent and the demo;
+//! - [`fuzzing`]: the harnesses of the `cargo fuzz` targets in `fuzz/`;
 //! - [`config`]: file/env/flag configuration; [`clock`]: injectable time;
 //! - [`reconfig`]: minimal-movement reconfiguration plans (min-cost flow),
 //!   pure;

@@ -82,7 +82,7 @@ pub async fn serve(
 }
 
 /// [`serve`] with TLS and bearer tokens (see [`crate::security`]): refused
-/// calls are answered by [`auth::AuthLayer`] before any handler runs.
+/// calls are answered by the `auth` layer before any handler runs.
 pub async fn serve_with(
     listener: TcpListener,
     swarm: Swarm,

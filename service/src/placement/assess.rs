@@ -3,10 +3,9 @@
 //! `swarmctl affinity VNODE` and `GetAffinity(assess_moves)`.
 //!
 //! Like a TiKV PD filter, every refusal carries its reason rather than a
-//! bool. The checks and the pricing are the round's own
-//! ([`controller::price`], [`controller::cooling_until`],
-//! [`controller::node_free`]), so the explanation cannot drift from what a
-//! round does. What it leaves out is the round's competition: the budget,
+//! bool. The checks and the pricing are the round's own (`controller::price`,
+//! `controller::cooling_until`, `controller::node_free`), so the explanation
+//! cannot drift from what a round does. What it leaves out is the round's competition: the budget,
 //! and other virtual nodes taking the same room first.
 
 use super::affinity::{Infeasible, Limits, Score, score};
