@@ -114,9 +114,14 @@ impl std::fmt::Debug for Tokens {
 /// Shortest token accepted: 16 characters (tokens are meant to be random).
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// The tokens of a token file's text: its lines, trimmed, without blank
+/// lines and `#` comments (swarmd's files and swarmctl's `--token-file`).
+pub fn token_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
 fn parse(path: &str, text: &str) -> Result<Vec<String>, TokenError> {
-    let tokens: Vec<String> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    let tokens: Vec<String> = token_lines(text).map(str::to_owned).collect();
     if tokens.is_empty() {
         return Err(TokenError::Invalid { path: path.into(), why: "contains no token".into() });
     }
@@ -169,7 +174,11 @@ impl Tokens {
     /// Checks a call to `path` bearing the `Authorization` header value
     /// `header` (if any).
     pub fn check(&self, path: &str, header: Option<&str>) -> Result<(), Denied> {
-        let need = access(path);
+        self.check_access(access(path), path.trim_start_matches('/'), header)
+    }
+
+    /// Checks a request that needs `need`; `what` names it in a refusal.
+    pub fn check_access(&self, need: Access, what: &str, header: Option<&str>) -> Result<(), Denied> {
         if !self.enabled() || need == Access::Public {
             return Ok(());
         }
@@ -178,11 +187,7 @@ impl Tokens {
             return Ok(());
         }
         if self.read.iter().any(|t| same(t, token)) {
-            return if need == Access::Read {
-                Ok(())
-            } else {
-                Err(Denied::ReadOnly(path.trim_start_matches('/').into()))
-            };
+            return if need == Access::Read { Ok(()) } else { Err(Denied::ReadOnly(what.into())) };
         }
         Err(Denied::Unknown)
     }

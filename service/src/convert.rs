@@ -63,6 +63,17 @@ pub fn score(s: &Score) -> pb::AffinityScore {
     }
 }
 
+/// An affinity breakdown as JSON (the dashboard's API and `swarmctl
+/// affinity --output json`); absent components are `null`.
+pub fn components_json(c: &Option<pb::AffinityComponents>) -> serde_json::Value {
+    let c = c.unwrap_or_default();
+    serde_json::json!({
+        "cpu_headroom": c.cpu_headroom, "memory_headroom": c.memory_headroom,
+        "network_headroom": c.network_headroom, "current_load": c.current_load,
+        "history": c.history, "locality": c.locality, "forecast_headroom": c.forecast_headroom,
+    })
+}
+
 /// A decision kind's short name (`micro-migration`, `predictive`, ...).
 pub fn decision_kind_name(k: pb::DecisionKind) -> &'static str {
     match k {

@@ -177,11 +177,6 @@ impl Gate {
         }
     }
 
-    /// The limits.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Opens a call, or refuses it at once.
     pub fn open(&self, now: Instant) -> Result<StreamPermit, Overload> {
         let permit =

@@ -239,6 +239,15 @@ pub fn metric(field: &str, m: i32) -> Result<Metric, FieldError> {
         .ok_or_else(|| FieldError::new(field, format!("unknown metric {m}")))
 }
 
+/// Whether `id` is a registered node of `kind`: the one check behind
+/// "unknown node" answers of ingest, queries, forecasts and the dashboard.
+pub fn known(topo: &Topology, kind: EntityKind, id: &str) -> bool {
+    match kind {
+        EntityKind::Physical => topo.physical.contains_key(id),
+        EntityKind::Virtual => topo.virtual_nodes.contains_key(id),
+    }
+}
+
 /// Validates one sample against the topology; `intern` maps ids to shared strings.
 pub fn sample(
     s: &pb::Sample,
@@ -251,11 +260,7 @@ pub fn sample(
     if s.entity_id.is_empty() {
         return Err(FieldError::new("entity_id", "must not be empty"));
     }
-    let known = match kind {
-        EntityKind::Physical => topo.physical.contains_key(s.entity_id.as_str()),
-        EntityKind::Virtual => topo.virtual_nodes.contains_key(s.entity_id.as_str()),
-    };
-    if !known {
+    if !known(topo, kind, &s.entity_id) {
         return Err(FieldError::new("entity_id", format!("unknown {} node {:?}", kind.name(), s.entity_id)));
     }
     if metric.virtual_only() && kind == EntityKind::Physical {

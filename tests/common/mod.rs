@@ -178,24 +178,17 @@ pub fn sample(kind: pb::EntityKind, id: &str, metric: pb::Metric, ts: i64, value
 /// Registers `phys` physical nodes of 16 cores and `per` 2-core virtual
 /// nodes on each; returns the virtual ids per physical node.
 pub async fn register_cluster(ch: Channel, phys: usize, per: &[usize]) -> Vec<Vec<String>> {
-    let mut t = pb::topology_client::TopologyClient::new(ch);
-    let nodes = (0..phys).map(|i| physical(&format!("p{i}"), 16.0)).collect();
-    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes }).await.unwrap();
-    let mut ids = Vec::new();
-    let mut vnodes = Vec::new();
-    let mut placements = Vec::new();
-    for (p, &n) in per.iter().enumerate() {
-        let mut on = Vec::new();
-        for k in 0..n {
-            let id = format!("v{p}-{k}");
-            vnodes.push(virt(&id, 2.0));
-            placements.push(pb::PlacementAssignment { virtual_node_id: id.clone(), physical_node_id: format!("p{p}") });
-            on.push(id);
-        }
-        ids.push(on);
-    }
-    t.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vnodes }).await.unwrap();
-    t.set_placements(pb::SetPlacementsRequest { placements }).await.unwrap();
+    let names: Vec<String> = (0..phys).map(|i| format!("p{i}")).collect();
+    let ids: Vec<Vec<String>> =
+        per.iter().enumerate().map(|(p, &n)| (0..n).map(|k| format!("v{p}-{k}")).collect()).collect();
+    let physical: Vec<(&str, f64)> = names.iter().map(|p| (p.as_str(), 16.0)).collect();
+    let placed: Vec<(&str, f64, &str)> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(p, on)| on.iter().map(move |v| (v.as_str(), 2.0, p)))
+        .map(|(v, c, p)| (v, c, names[p].as_str()))
+        .collect();
+    place(ch, &physical, &placed).await;
     ids
 }
 

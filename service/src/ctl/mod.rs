@@ -377,14 +377,9 @@ pub struct IngestCsvArgs {
 /// Errors of swarmctl, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    /// Cannot connect.
-    #[error("server not reachable at {addr}: {reason}. Is swarmd running? Start it with `swarmd` or pass --server")]
-    Unreachable {
-        /// Address.
-        addr: String,
-        /// Why.
-        reason: String,
-    },
+    /// Cannot connect (the message says what to do).
+    #[error(transparent)]
+    Connect(#[from] crate::client::ConnectError),
     /// The server said no.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rpc(#[from] tonic::Status),
@@ -428,7 +423,8 @@ impl CtlError {
             CtlError::Input(_) => 2,
             CtlError::Rpc(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => 4,
             CtlError::Rpc(s) if s.code() == tonic::Code::InvalidArgument || s.code() == tonic::Code::NotFound => 2,
-            CtlError::Unreachable { .. } => 3,
+            CtlError::Connect(crate::client::ConnectError::Input(_)) => 2,
+            CtlError::Connect(crate::client::ConnectError::Unreachable { .. }) => 3,
             CtlError::Rpc(s) if s.code() == tonic::Code::Unavailable => 3,
             _ => 1,
         }
@@ -441,15 +437,6 @@ impl From<importer::ImportError> for CtlError {
     }
 }
 
-impl From<crate::client::ConnectError> for CtlError {
-    fn from(e: crate::client::ConnectError) -> Self {
-        match e {
-            crate::client::ConnectError::Input(m) => CtlError::Input(m),
-            crate::client::ConnectError::Unreachable { addr, reason } => CtlError::Unreachable { addr, reason },
-        }
-    }
-}
-
 impl Cli {
     /// Resolves the connection flags: the token from --token or --token-file.
     pub fn client_options(&self) -> Result<ClientOptions, CtlError> {
@@ -459,7 +446,7 @@ impl Cli {
             (None, Some(f)) => {
                 let text = std::fs::read_to_string(f)
                     .map_err(|e| CtlError::Input(format!("cannot read --token-file {}: {e}", f.display())))?;
-                let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+                let first = crate::auth::token_lines(&text).next();
                 Some(
                     first
                         .ok_or_else(|| CtlError::Input(format!("--token-file {} holds no token", f.display())))?

@@ -345,15 +345,10 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
         let rows: Vec<_> = ranked
             .iter()
             .map(|(id, s, m)| {
-                let c = components(s);
                 serde_json::json!({
                     "physical_node_id": id, "current": **id == row.current_node_id, "score": s.score,
                     "feasible": s.feasible, "infeasible_reason": s.infeasible_reason,
-                    "components": {
-                        "cpu_headroom": c.cpu_headroom, "memory_headroom": c.memory_headroom,
-                        "network_headroom": c.network_headroom, "current_load": c.current_load,
-                        "history": c.history, "locality": c.locality, "forecast_headroom": c.forecast_headroom,
-                    },
+                    "components": crate::convert::components_json(&s.components),
                     "verdict": verdict_name(m.verdict), "gain": m.gain, "explanation": m.explanation,
                     "cost": m.cost.as_ref().map(|c| serde_json::json!({
                         "transfer_seconds": c.transfer_seconds, "overhead_seconds": c.overhead_seconds,

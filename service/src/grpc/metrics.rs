@@ -81,7 +81,7 @@ impl pb::metrics_server::Metrics for MetricsSvc {
                 )));
             }
             let (valid, rejected) = validate_batch(swarm, &batch.samples, &mut interner);
-            let rejected_before = out.rejected;
+            swarm.telemetry().ingest("grpc", valid.len() as u64, rejected.len() as u64);
             out.rejected += rejected.len() as u64;
             for (i, e) in rejected.into_iter().take(MAX_REJECTIONS.saturating_sub(out.rejections.len())) {
                 out.rejections.push(pb::SampleRejection {
@@ -92,7 +92,6 @@ impl pb::metrics_server::Metrics for MetricsSvc {
                 });
             }
             out.accepted += valid.len() as u64;
-            swarm.record_ingest(valid.len() as u64, out.rejected - rejected_before, "grpc");
             if !valid.is_empty() {
                 // Room among the pending samples, held until the batch is durable.
                 let admitted = swarm
@@ -131,11 +130,7 @@ impl pb::metrics_server::Metrics for MetricsSvc {
         let kind = validate::entity_kind("entity_kind", r.entity_kind)?;
         let metric = validate::metric("metric", r.metric)?;
         let topo = self.0.topology();
-        let known = match kind {
-            crate::series::EntityKind::Physical => topo.physical.contains_key(r.entity_id.as_str()),
-            crate::series::EntityKind::Virtual => topo.virtual_nodes.contains_key(r.entity_id.as_str()),
-        };
-        if !known {
+        if !validate::known(&topo, kind, &r.entity_id) {
             return Err(Status::not_found(format!("entity_id: unknown {} node {:?}", kind.name(), r.entity_id)));
         }
         if r.from_ms < 0 || r.to_ms < 0 || (r.to_ms != 0 && r.to_ms < r.from_ms) {
@@ -146,13 +141,8 @@ impl pb::metrics_server::Metrics for MetricsSvc {
         }
         let to = if r.to_ms == 0 { i64::MAX } else { r.to_ms };
         let limit = if r.limit == 0 { 100_000 } else { r.limit.min(1_000_000) as usize };
-        let series = self.0.series().clone();
-        let (points, truncated) = tokio::task::spawn_blocking(move || {
-            series.read(|f| f.query(kind, metric, &r.entity_id, &r.location, r.from_ms, to, limit))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(e.to_string()))?;
+        let (points, truncated) =
+            self.0.query_series(kind, metric, &r.entity_id, &r.location, r.from_ms, to, limit).await?;
         Ok(Response::new(pb::QuerySeriesResponse {
             points: points.into_iter().map(|(timestamp_ms, value)| pb::Point { timestamp_ms, value }).collect(),
             truncated,

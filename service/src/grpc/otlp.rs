@@ -46,7 +46,7 @@ impl MetricsService for OtlpSvc {
                 converted.refuse(name, 1, format!("{}: {}", e.field, e.reason));
             }
             accepted += valid.len() as u64;
-            swarm.record_ingest(valid.len() as u64, 0, "otlp");
+            swarm.telemetry().ingest("otlp", valid.len() as u64, 0);
             if !valid.is_empty() {
                 let _admitted = swarm
                     .gate()
@@ -58,7 +58,7 @@ impl MetricsService for OtlpSvc {
             }
         }
         let rejected = converted.refused;
-        swarm.record_ingest(0, rejected, "otlp");
+        swarm.telemetry().ingest("otlp", 0, rejected);
         tracing::debug!(accepted, rejected, "OTLP export");
         let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: rejected as i64,

@@ -86,7 +86,7 @@ async fn require_token(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("swarm_token=").map(str::to_owned));
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('=').map(str::to_owned));
     let header_value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -94,7 +94,7 @@ async fn require_token(
         .map(str::to_owned)
         .or_else(|| from_query.as_ref().or(from_cookie.as_ref()).map(|t| format!("Bearer {t}")));
     // Every dashboard route only reads.
-    match tokens.check("/swarm.v1.Placement/GetHeatmap", header_value.as_deref()) {
+    match tokens.check_access(crate::auth::Access::Read, "the dashboard", header_value.as_deref()) {
         Ok(()) => {
             let mut resp = next.run(req).await;
             if let Some(t) = from_query {
@@ -176,15 +176,6 @@ struct AffinityQ {
     r#virtual: String,
 }
 
-fn comps(c: &Option<pb::AffinityComponents>) -> Value {
-    let c = c.unwrap_or_default();
-    json!({
-        "cpu_headroom": c.cpu_headroom, "memory_headroom": c.memory_headroom,
-        "network_headroom": c.network_headroom, "current_load": c.current_load,
-        "history": c.history, "locality": c.locality, "forecast_headroom": c.forecast_headroom,
-    })
-}
-
 async fn affinity(State(s): State<Swarm>, Query(q): Query<AffinityQ>) -> Result<Json<Value>, Error> {
     let r = s.affinity(vec![q.r#virtual], Vec::new(), false).await?;
     let row = r.rows.first().cloned().unwrap_or_default();
@@ -194,7 +185,7 @@ async fn affinity(State(s): State<Swarm>, Query(q): Query<AffinityQ>) -> Result<
         .zip(&row.scores)
         .map(|(p, sc)| {
             json!({ "physical": p, "score": sc.score, "feasible": sc.feasible,
-                    "reason": sc.infeasible_reason, "components": comps(&sc.components) })
+                    "reason": sc.infeasible_reason, "components": convert::components_json(&sc.components) })
         })
         .collect();
     Ok(Json(
@@ -214,12 +205,7 @@ async fn forecast(State(s): State<Swarm>, Query(q): Query<ForecastQ>) -> Result<
     let (kind, metric) =
         if physical { (EntityKind::Physical, Metric::CpuUsage) } else { (EntityKind::Virtual, Metric::CpuPeak) };
     let overload = s.config().controller.overload_threshold;
-    let known = if physical {
-        topo.physical.contains_key(q.node.as_str())
-    } else {
-        topo.virtual_nodes.contains_key(q.node.as_str())
-    };
-    if !known {
+    if !crate::validate::known(&topo, kind, &q.node) {
         return Err(ApiError::NotFound(format!("unknown {} node {:?}", kind.name(), q.node)).into());
     }
     let (threshold, label) =

@@ -72,21 +72,6 @@ impl Verdict {
     pub fn pays(&self) -> bool {
         matches!(self, Verdict::Pays(_))
     }
-
-    /// A stable short name for scripts.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Verdict::Current => "current",
-            Verdict::Unplaced => "unplaced",
-            Verdict::Infeasible(_) => "infeasible",
-            Verdict::Migrating => "migrating",
-            Verdict::Cooling { .. } => "cooling",
-            Verdict::Busy { .. } => "busy",
-            Verdict::BelowThreshold { .. } => "below-threshold",
-            Verdict::DoesNotPay { .. } => "does-not-pay",
-            Verdict::Pays(_) => "pays",
-        }
-    }
 }
 
 /// One assessed move.

@@ -171,7 +171,7 @@ impl Swarm {
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|source| OpenError::DataDir { path: dir.display().to_string(), source })?;
-        let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(&dir.join("meta.redb"))?);
+        let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(&meta_path(&dir))?);
         let mut loaded = store.load()?;
         let decisions = DecisionLog::open(store.clone(), &loaded, clock.now_ms(), cfg.controller.cooldown_ms)?;
         let book = Book::new(std::mem::take(&mut loaded.migrations))?;
@@ -603,6 +603,30 @@ impl Swarm {
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
+    /// Points of one series in `[from_ms, to_ms)`, at most `limit`, and
+    /// whether the limit cut them; read off the runtime's threads. The one
+    /// read path of `QuerySeries`, forecasts and the dashboard.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn query_series(
+        &self,
+        kind: EntityKind,
+        metric: Metric,
+        entity: &str,
+        location: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<(Vec<(i64, f64)>, bool), ApiError> {
+        let series = self.inner.series.clone();
+        let (entity, location) = (entity.to_owned(), location.to_owned());
+        tokio::task::spawn_blocking(move || {
+            series.read(|f| f.query(kind, metric, &entity, &location, from_ms, to_ms, limit))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
     /// Points of one series since `from_ms` (at most 100,000).
     pub async fn recent_points(
         &self,
@@ -611,15 +635,7 @@ impl Swarm {
         entity: &str,
         from_ms: i64,
     ) -> Result<Vec<(i64, f64)>, ApiError> {
-        let series = self.inner.series.clone();
-        let entity = entity.to_owned();
-        tokio::task::spawn_blocking(move || {
-            series.read(|f| f.query(kind, metric, &entity, "", from_ms, i64::MAX, 100_000))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map(|(points, _)| points)
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        Ok(self.query_series(kind, metric, entity, "", from_ms, i64::MAX, 100_000).await?.0)
     }
 
     /// Forecast of one series with the loaded model.
@@ -641,26 +657,15 @@ impl Swarm {
             .into());
         }
         let topo = self.topology();
-        let known = match kind {
-            EntityKind::Physical => topo.physical.contains_key(entity.as_str()),
-            EntityKind::Virtual => topo.virtual_nodes.contains_key(entity.as_str()),
-        };
-        if !known {
+        if !validate::known(&topo, kind, &entity) {
             return Err(ApiError::NotFound(format!("entity_id: unknown {} node {entity:?}", kind.name())));
         }
         if metric == Metric::DataAccess {
             return Err(FieldError::new("metric", "data access is per location and is not forecast").into());
         }
-        let series = self.inner.series.clone();
         let now = self.now_ms();
         let from = forecast::history_start_ms(&model, now);
-        let points = tokio::task::spawn_blocking(move || {
-            series.read(|f| f.query(kind, metric, &entity, "", from, i64::MAX, 1_000_000))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .0;
+        let points = self.query_series(kind, metric, &entity, "", from, i64::MAX, 1_000_000).await?.0;
         let agg = if metric == Metric::CpuPeak { Aggregate::Max } else { Aggregate::Mean };
         forecast::forecast(&model, &points, now, horizon, agg).map_err(|e| match e {
             ForecastError::NotEnoughHistory { .. } | ForecastError::Stale { .. } => {
@@ -913,11 +918,6 @@ impl Swarm {
         &self.inner.telemetry
     }
 
-    /// Counts samples an intake took and refused.
-    pub fn record_ingest(&self, accepted: u64, rejected: u64, source: &'static str) {
-        self.inner.telemetry.ingest(source, accepted, rejected);
-    }
-
     /// The Prometheus text of swarmd's metrics, with levels read now.
     pub async fn metrics_text(&self) -> String {
         let migrations = {
@@ -932,7 +932,7 @@ impl Swarm {
         let dir = self.inner.cfg.data_dir.clone();
         let series = self.inner.series.clone();
         let (metadata_bytes, series_bytes, series_rows) = tokio::task::spawn_blocking(move || {
-            let meta = std::fs::metadata(dir.join("meta.redb")).map(|m| m.len()).unwrap_or(0);
+            let meta = std::fs::metadata(meta_path(&dir)).map(|m| m.len()).unwrap_or(0);
             let ser = crate::telemetry::dir_bytes(&series_dir(&dir));
             (meta, ser, series.read(|f| f.row_count()))
         })
@@ -978,4 +978,9 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// Where series files live under the data directory.
 pub fn series_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("series")
+}
+
+/// The metadata store's file under the data directory.
+pub fn meta_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("meta.redb")
 }
