@@ -437,7 +437,50 @@ fn import_csv(path: &Path, format: Format) -> Result<Imported, ImportError> {
     Ok(Imported { format, frame, rows, bad_rows: bad.height() as u64, bad_values, bad_examples })
 }
 
+/// Checks the file's footer before Polars decodes it: every column chunk
+/// must lie inside the file and the row groups must add up to the file's
+/// row count. Why: Polars' reader trusts these numbers and, on a file that
+/// lies about them, panics on a worker thread where the panic cannot
+/// unwind, aborting the whole process (found by fuzzing; the input is in
+/// `fuzz/regressions/import_parquet/`). Reading the footer itself is
+/// bounds-checked, and any panic there unwinds on this thread.
+fn check_parquet_structure(path: &Path) -> Result<(), ImportError> {
+    let io = |source| ImportError::Io { path: path.display().to_string(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut reader = ParquetReader::new(file);
+    let meta = reader.get_metadata().map_err(perr(path))?;
+    let mut rows = 0usize;
+    for (g, group) in meta.row_groups.iter().enumerate() {
+        for (c, range) in group.byte_ranges_iter().enumerate() {
+            if range.start > range.end || range.end > len {
+                return Err(ferr(
+                    path,
+                    format!(
+                        "the parquet file is corrupt: row group {g}, column {c} claims bytes {}..{} of a {len}-byte file",
+                        range.start, range.end
+                    ),
+                ));
+            }
+        }
+        rows = rows
+            .checked_add(group.num_rows())
+            .ok_or_else(|| ferr(path, "the parquet file is corrupt: its row groups overflow a row count".to_string()))?;
+    }
+    if rows != meta.num_rows {
+        return Err(ferr(
+            path,
+            format!(
+                "the parquet file is corrupt: its row groups hold {rows} rows but its footer says {}",
+                meta.num_rows
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn import_parquet(path: &Path) -> Result<Imported, ImportError> {
+    check_parquet_structure(path)?;
     let lf = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), ScanArgsParquet::default())
         .map_err(perr(path))?;
     let schema = lf.clone().collect_schema().map_err(perr(path))?;
@@ -513,6 +556,19 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/import_parquet/row-count-mismatch.parquet");
         let e = import(&p, None).expect_err("a corrupt file must not import").to_string();
         assert!(e.contains("row-count-mismatch.parquet") && e.contains("corrupt"), "{e}");
+    }
+
+    /// A Parquet file whose footer places a column chunk past the end of
+    /// the file: Polars' reader aborts the process on it (a panic on a
+    /// worker thread that cannot unwind), so the footer check must refuse
+    /// it first — reaching Polars would kill this test binary.
+    #[test]
+    fn a_chunk_past_the_end_of_the_file_is_refused_before_polars_reads_it() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/import_parquet/chunk-past-end-of-file.parquet");
+        let e = import(&p, Some(Format::Parquet)).expect_err("a corrupt file must not import").to_string();
+        assert!(e.contains("chunk-past-end-of-file.parquet"), "{e}");
+        assert!(e.contains("row group 0, column 1 claims bytes 2168..2265 of a 1332-byte file"), "{e}");
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
