@@ -69,6 +69,25 @@ fn proactive_beats_reactive_on_the_azure_trace_and_scenarios_round_trip() {
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("| overload host-intervals |") && text.contains("| none | reactive | proactive | oracle |"));
 
+    // How early the forecasts warned of the overloads reactive left: judged
+    // from the first day on (cross-fitted forecasts need one), so at most
+    // reactive's count; counts consistent with their ratios.
+    let f = &r["foresight"];
+    assert_eq!(f["along"], "reactive");
+    assert_eq!((f["lead_steps"].as_u64(), f["horizon_steps"].as_u64()), (Some(2), Some(6)));
+    let overloads = f["overloads"].as_f64().unwrap();
+    assert!(overloads > 0.0 && overloads <= reactive, "{f}");
+    for signal in ["forecast_upper", "forecast_mean", "load_now"] {
+        let q = &f["signals"][signal];
+        let (alarms, hits, covered) =
+            (q["alarms"].as_f64().unwrap(), q["true_alarms"].as_f64().unwrap(), q["covered"].as_f64().unwrap());
+        assert!(hits <= alarms && covered <= overloads, "{signal}: {q}");
+        assert!((q["coverage"].as_f64().unwrap() - covered / overloads).abs() < 1e-12, "{signal}: {q}");
+    }
+    // The load now alarms exactly at the overloaded steps it sees.
+    assert!(f["signals"]["load_now"]["alarms"].as_f64().unwrap() <= reactive, "{f}");
+    assert!(text.contains("## Foresight") && text.contains("| forecast upper bound (what the controller acts on) |"));
+
     // The scenario written replays identically from the file (any other tool
     // can replay the same setup).
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&scenario).unwrap()).unwrap();
@@ -120,4 +139,17 @@ fn bad_arguments_fail_with_a_clear_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least one host"));
+    for (flag, value, message) in [
+        ("--upper-quantile", "1.5", "--upper-quantile must be in (0.5, 1), got 1.5"),
+        ("--cooldown-minutes", "-5", "--cooldown-minutes must be >= 0, got -5"),
+    ] {
+        let out = Command::new(SWARMCTL)
+            .args(["replay", "--quiet", "--format", "azure-v1", "--trace"])
+            .arg(&trace)
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 }

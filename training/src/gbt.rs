@@ -34,6 +34,10 @@ pub struct GbtParams {
     pub bins: usize,
     /// Seed of the row sampling.
     pub seed: u64,
+    /// The quantile fitted: 0.5 is the median (absolute loss, what MASE
+    /// judges); a high one (say 0.95) fits an upper bound that follows each
+    /// series' own spikiness, which a constant-width interval cannot.
+    pub quantile: f64,
 }
 
 impl Default for GbtParams {
@@ -47,6 +51,7 @@ impl Default for GbtParams {
             max_rows_per_tree: 40_000,
             bins: 64,
             seed: 7,
+            quantile: 0.5,
         }
     }
 }
@@ -80,12 +85,13 @@ fn bin_design(d: &Design, bins: usize) -> Binned {
     Binned { bins: out, edges, n_features: f }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The `q` quantile (lower element) of `v`, reordering it.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    let mid = v.len() / 2;
-    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    let at = ((q * v.len() as f64) as usize).min(v.len() - 1);
+    let (_, m, _) = v.select_nth_unstable_by(at, f64::total_cmp);
     *m
 }
 
@@ -165,7 +171,7 @@ fn grow(b: &Binned, idx: Vec<u32>, grad: &[f64], resid: &[f64], p: &GbtParams) -
             }
             None => {
                 let mut v: Vec<f64> = rows.iter().map(|&i| resid[i as usize]).collect();
-                nodes[at].value = p.learning_rate * median(&mut v);
+                nodes[at].value = p.learning_rate * quantile(&mut v, p.quantile);
             }
         }
     }
@@ -186,11 +192,15 @@ fn eval_binned(nodes: &[TreeNode], split_bins: &[u8], b: &Binned, i: usize) -> f
     }
 }
 
-/// Fits an LAD-boosted ensemble for one horizon.
+/// Fits a boosted ensemble for one horizon: LAD-TreeBoost at the median,
+/// its quantile (pinball-loss) generalisation elsewhere — trees follow the
+/// loss's gradient (`q` above the fit, `q - 1` below) and leaves take the
+/// `q` quantile of their residuals.
 pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
     let n = d.rows();
     let mut y_sorted = d.y.clone();
-    let base = median(&mut y_sorted);
+    let q = p.quantile.clamp(0.0, 1.0);
+    let base = quantile(&mut y_sorted, q);
     if n == 0 {
         return TreeHead { horizon, base, trees: Vec::new() };
     }
@@ -204,7 +214,9 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
     for _ in 0..p.trees {
         for i in 0..n {
             resid[i] = d.y[i] - pred[i];
-            grad[i] = resid[i].signum();
+            // signum, not a comparison: at the median this is exactly the
+            // LAD gradient (halved), so the bundled model refits identically.
+            grad[i] = if resid[i].signum() > 0.0 { q } else { q - 1.0 };
         }
         let idx: Vec<u32> = (0..n as u32).filter(|_| rng.random_bool(fraction)).collect();
         let (tree, split_bins) = grow(&b, idx, &grad, &resid, p);
@@ -242,5 +254,31 @@ mod tests {
         // Deterministic for a seed.
         let again = fit_lad(&d, 1, &GbtParams { trees: 60, subsample: 0.5, min_leaf: 20, ..Default::default() });
         assert_eq!(Model::Trees { heads: vec![again] }, m);
+    }
+
+    #[test]
+    fn a_high_quantile_follows_each_regime_s_own_spread() {
+        // Two regimes with the same median and different spreads: x0 < 0.5
+        // is calm (uniform 0.4..0.6), x0 > 0.5 is spiky (uniform 0..1). A
+        // 0.9 quantile fit must put its bound near 0.58 and 0.9 respectively,
+        // which no constant-width interval around the median can do.
+        let mut d = Design { n_features: 1, ..Default::default() };
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..20_000 {
+            let x0: f64 = rng.random();
+            let u: f64 = rng.random();
+            d.x.push(x0);
+            d.y.push(if x0 < 0.5 { 0.4 + 0.2 * u } else { u });
+        }
+        let p = GbtParams { trees: 120, subsample: 0.5, min_leaf: 50, quantile: 0.9, ..Default::default() };
+        let m = Model::Trees { heads: vec![fit_lad(&d, 1, &p)] };
+        let (calm, spiky) = (m.predict(0, &[0.2]), m.predict(0, &[0.8]));
+        assert!((calm - 0.58).abs() < 0.03, "calm regime's 0.9 quantile: {calm}");
+        assert!((spiky - 0.9).abs() < 0.05, "spiky regime's 0.9 quantile: {spiky}");
+        // The median of both is 0.5.
+        let med = Model::Trees { heads: vec![fit_lad(&d, 1, &GbtParams { quantile: 0.5, ..p })] };
+        for x in [0.2, 0.8] {
+            assert!((med.predict(0, &[x]) - 0.5).abs() < 0.05, "median at {x}: {}", med.predict(0, &[x]));
+        }
     }
 }

@@ -10,6 +10,7 @@ use swarm_datasets::regular;
 use super::CtlError;
 use crate::replay::engine::{self, Params, Policy};
 use crate::replay::forecasts::{self, ModelChoice};
+use crate::replay::foresight;
 use crate::replay::report::{Report, ScenarioSummary};
 use crate::replay::scenario::{self, Rule, Scenario};
 
@@ -71,6 +72,14 @@ pub struct ReplayArgs {
     /// Correlation assumed between co-located VMs' forecast errors, 0..1 [default: the replay's].
     #[arg(long)]
     pub spread_correlation: Option<f64>,
+    /// With `--model cross-fit`: also train a model of this upper quantile
+    /// of each step (pinball-loss trees), and use it as each VM's forecast
+    /// upper bound instead of the median model's constant-width interval.
+    #[arg(long)]
+    pub upper_quantile: Option<f64>,
+    /// Swarm's per-VM cooldown, minutes [default: the replay's, 60].
+    #[arg(long)]
+    pub cooldown_minutes: Option<f64>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -153,6 +162,20 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     if let Some(r) = a.spread_correlation {
         params.controller.spread_correlation = r;
     }
+    if let Some(m) = a.cooldown_minutes {
+        if !(m >= 0.0 && m.is_finite()) {
+            return Err(input(format!("--cooldown-minutes must be >= 0, got {m}")));
+        }
+        params.controller.cooldown_ms = (m * 60_000.0) as i64;
+    }
+    if let Some(q) = a.upper_quantile {
+        if !(q > 0.5 && q < 1.0) {
+            return Err(input(format!("--upper-quantile must be in (0.5, 1), got {q}")));
+        }
+        if a.model != ModelChoice::CrossFit {
+            return Err(input("--upper-quantile needs --model cross-fit (it trains the quantile models)".into()));
+        }
+    }
     if let Some(u) = a.max_cpu_utilization {
         params.controller.max_cpu_utilization = u;
     }
@@ -160,15 +183,20 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     let trace = a.trace.display().to_string();
     let (fc, model) = if policies.contains(&Policy::Proactive) {
         let sp = spinner(a.quiet, "preparing forecasts");
-        let models = forecasts::models(&a.model, &aligned, a.horizon, &a.metric, &trace).map_err(|e| match e {
-            forecasts::InputError::Training(m) => CtlError::Input(m),
-            e => input(e.to_string()),
-        })?;
+        let models = forecasts::models(&a.model, &aligned, a.horizon, a.upper_quantile, &a.metric, &trace).map_err(
+            |e| match e {
+                forecasts::InputError::Training(m) => CtlError::Input(m),
+                e => input(e.to_string()),
+            },
+        )?;
         let fc = forecasts::forecasts(&models, &aligned, &scenario, a.horizon);
         sp.finish_and_clear();
         let desc = models
             .iter()
-            .map(|(m, vms)| format!("{} VMs: {} [{}]", vms.len(), m.produced_by, m.metric))
+            .map(|a| {
+                let upper = a.upper.as_ref().map(|u| format!("; upper bound: {}", u.produced_by)).unwrap_or_default();
+                format!("{} VMs: {} [{}]{upper}", a.vms.len(), a.model.produced_by, a.model.metric)
+            })
             .collect::<Vec<_>>()
             .join("; ");
         (Some(fc), desc)
@@ -176,15 +204,23 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         (None, "none (no proactive policy)".into())
     };
     let steps = demand.steps();
-    let mut results = Vec::new();
-    for &p in &policies {
+    let run = |p: Policy| {
         let b = bar(a.quiet, steps as u64, p.name().to_owned());
-        let r = engine::simulate(&scenario, &demand, p, &params, fc.as_ref(), &mut |done| {
+        let r = engine::simulate_traced(&scenario, &demand, p, &params, fc.as_ref(), &mut |done| {
             if done % 64 == 0 || done == steps {
                 b.set_position(done as u64)
             }
         });
         b.finish_and_clear();
+        r
+    };
+    let mut results = Vec::new();
+    let mut reactive = None;
+    for &p in &policies {
+        let (r, trajectory) = run(p);
+        if p == Policy::Reactive {
+            reactive = Some(trajectory);
+        }
         results.push((p, r));
     }
     let physical: f64 = scenario.hosts.iter().map(|h| h.cores).sum();
@@ -209,7 +245,16 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         model,
     };
     let command = std::iter::once("swarmctl".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let report = Report::new(summary, results, params.controller, params.reactive, command);
+    // The forecasts' warnings are judged on the overloads the reactive
+    // baseline leaves: those are what proactive has to see coming.
+    let foresight = fc.as_ref().and_then(|f| {
+        let trajectory = reactive.unwrap_or_else(|| run(Policy::Reactive).1);
+        let sp = spinner(a.quiet, "judging the forecasts' warnings");
+        let r = foresight::foresight(&scenario, &demand, &params, f, &trajectory, Policy::Reactive.name());
+        sp.finish_and_clear();
+        r
+    });
+    let report = Report::new(summary, results, foresight, params.controller, params.reactive, command);
     for r in &a.report {
         let text = if r.extension().and_then(|e| e.to_str()) == Some("json") {
             report.to_json()

@@ -183,8 +183,19 @@ pub struct PolicyResult {
     pub mean_host_utilization: f64,
 }
 
+/// Where the VMs were at every step of a replay.
+#[derive(Debug, Clone, Default)]
+pub struct Trajectory {
+    /// Host index of every VM, `[step][vm]`.
+    pub placement: Vec<Vec<usize>>,
+    /// Migrations in flight at every step: (vm, source, last step the
+    /// source carries it).
+    pub leaving: Vec<Vec<(usize, usize, usize)>>,
+    /// Host utilisation, `[host][step]`.
+    pub util: Vec<Vec<f64>>,
+}
+
 /// Replays `policy`. `progress` is called with the number of steps done.
-#[allow(clippy::needless_range_loop)] // `t` is virtual time; it indexes demand, utilisation and moves alike
 pub fn simulate(
     scenario: &Scenario,
     demand: &Demand,
@@ -192,6 +203,33 @@ pub fn simulate(
     params: &Params,
     forecasts: Option<&Forecasts>,
     progress: &mut dyn FnMut(usize),
+) -> PolicyResult {
+    run(scenario, demand, policy, params, forecasts, progress, None)
+}
+
+/// [`simulate`], also recording where the VMs were at every step.
+pub fn simulate_traced(
+    scenario: &Scenario,
+    demand: &Demand,
+    policy: Policy,
+    params: &Params,
+    forecasts: Option<&Forecasts>,
+    progress: &mut dyn FnMut(usize),
+) -> (PolicyResult, Trajectory) {
+    let mut trajectory = Trajectory::default();
+    let r = run(scenario, demand, policy, params, forecasts, progress, Some(&mut trajectory));
+    (r, trajectory)
+}
+
+#[allow(clippy::needless_range_loop)] // `t` is virtual time; it indexes demand, utilisation and moves alike
+fn run(
+    scenario: &Scenario,
+    demand: &Demand,
+    policy: Policy,
+    params: &Params,
+    forecasts: Option<&Forecasts>,
+    progress: &mut dyn FnMut(usize),
+    mut record: Option<&mut Trajectory>,
 ) -> PolicyResult {
     let steps = demand.steps();
     let hosts = &scenario.hosts;
@@ -204,12 +242,8 @@ pub fn simulate(
     let mut util = vec![vec![0.0f64; steps]; hosts.len()];
     let mut moves: Vec<MoveRecord> = Vec::new();
     let (mut overloads, mut bytes) = (0u64, 0.0f64);
-    let ids: Vec<NodeId> =
-        scenario.vms.iter().map(|v| NodeId::parse(&v.id).expect("scenario ids are valid node ids")).collect();
-    let host_ids: Vec<NodeId> =
-        hosts.iter().map(|h| NodeId::parse(&h.id).expect("scenario ids are valid node ids")).collect();
+    let snap = Snapshot::new(scenario, demand, params);
     let h_steps = params.controller.horizon_steps;
-    let state_bytes: Vec<u64> = scenario.vms.iter().map(|v| (v.cores * params.memory_per_core) as u64).collect();
     for t in 0..steps {
         let mut load = vec![0.0f64; hosts.len()];
         for (vm, &h) in placement.iter().enumerate() {
@@ -225,51 +259,16 @@ pub fn simulate(
                 overloads += 1;
             }
         }
+        if let Some(r) = record.as_deref_mut() {
+            r.placement.push(placement.clone());
+            r.leaving.push(leaving.clone());
+        }
         progress(t + 1);
         if policy == Policy::None || t + 1 == steps {
             continue;
         }
         // The cluster as the controller sees it after step t.
-        let mut topo = Topology::default();
-        for (h, host) in hosts.iter().enumerate() {
-            topo.physical.insert(
-                host_ids[h].clone(),
-                PhysicalNode {
-                    id: host_ids[h].clone(),
-                    capacity: Resources { cpu_cores: host.cores, memory_bytes: 0.0, network_bps: 0.0 },
-                    labels: [("zone".to_string(), "z0".to_string()), ("rack".to_string(), "r0".to_string())].into(),
-                    state: PhysicalState::Active,
-                },
-            );
-        }
-        let mut inp = ViewInputs::default();
-        for (vm, v) in scenario.vms.iter().enumerate() {
-            topo.virtual_nodes.insert(
-                ids[vm].clone(),
-                VirtualNode {
-                    id: ids[vm].clone(),
-                    requested: Resources { cpu_cores: v.cores, memory_bytes: 0.0, network_bps: 0.0 },
-                    state_size_bytes: state_bytes[vm],
-                    group: None,
-                    pinned: None,
-                    anti_affinity_group: None,
-                    placement: Some(host_ids[placement[vm]].clone()),
-                },
-            );
-            inp.usage.virtual_nodes.insert(
-                v.id.clone(),
-                PartialResources { cpu_cores: Some(demand.cores[vm][t]), memory_bytes: None, network_bps: None },
-            );
-        }
-        inp.in_flight = leaving
-            .iter()
-            .map(|&(vm, from, until)| InFlight {
-                virt: scenario.vms[vm].id.clone(),
-                from: hosts[from].id.clone(),
-                to: None,
-                remaining_steps: until - t,
-            })
-            .collect();
+        let (topo, mut inp) = snap.inputs(&placement, &leaving, t);
         let now_ms = demand.start_ms + t as i64 * demand.step_ms;
         let input = RoundInput { now_ms, step_ms: demand.step_ms, last_decided: &last_decided };
         // (vm, to, predictive, seconds)
@@ -289,20 +288,11 @@ pub fn simulate(
                     .collect()
             }
             Policy::Proactive | Policy::Oracle => {
-                inp.horizon = h_steps;
-                inp.spread_correlation = params.controller.spread_correlation;
-                for (vm, v) in scenario.vms.iter().enumerate() {
-                    let f = if policy == Policy::Oracle {
-                        let future: Vec<f64> =
-                            (1..=h_steps).map(|k| demand.cores[vm][(t + k).min(steps - 1)]).collect();
-                        Some(CpuForecast { mean: future.clone(), upper: future })
-                    } else {
-                        forecasts.and_then(|f| forecast_at(f, vm, t, h_steps, v.cores))
-                    };
-                    if let Some(f) = f {
-                        inp.forecasts.insert(v.id.clone(), f);
-                    }
-                }
+                let source = match policy {
+                    Policy::Oracle => ForecastSource::TrueFuture,
+                    _ => ForecastSource::Model(forecasts),
+                };
+                snap.add_forecasts(&mut inp, t, source);
                 let view = ClusterView::build_with(&topo, &inp);
                 let out = run_round(&view, input, &params.controller);
                 out.proposals
@@ -323,14 +313,17 @@ pub fn simulate(
             let k = migration_steps(secs, demand.step_ms);
             leaving.push((vm, from, t + k));
             placement[vm] = to;
-            bytes += state_bytes[vm] as f64;
-            last_decided.insert(ids[vm].clone(), now_ms);
+            bytes += snap.state_bytes[vm] as f64;
+            last_decided.insert(snap.ids[vm].clone(), now_ms);
             moves.push(MoveRecord { step: t, vm, from, steps: k, predictive });
         }
     }
     let (prevented, leads) = lead_times(&moves, &util, demand, &cap, params.overload, h_steps);
     let step_min = demand.step_ms as f64 / 60_000.0;
     let mean_util = util.iter().flatten().sum::<f64>() / (util.len() * steps).max(1) as f64;
+    if let Some(r) = record {
+        r.util = util;
+    }
     PolicyResult {
         overload_intervals: overloads,
         overload_minutes: overloads as f64 * step_min,
@@ -342,6 +335,117 @@ pub fn simulate(
         lead_time_share_ge_10min: (!leads.is_empty())
             .then(|| leads.iter().filter(|&&l| l >= 10.0).count() as f64 / leads.len() as f64),
         mean_host_utilization: mean_util,
+    }
+}
+
+/// Where a replayed controller's forecasts come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ForecastSource<'f> {
+    /// The trace itself: the true future, with no spread (the oracle).
+    TrueFuture,
+    /// A model's forecasts; VMs it has none for (too little history, or no
+    /// forecasts at all) get none.
+    Model(Option<&'f Forecasts>),
+}
+
+/// The scenario as the controller's inputs at any step: ids parsed once,
+/// the topology, observed usage and forecasts as `swarmd` would build them.
+/// The replay loop and the foresight analysis read the cluster through it.
+pub(crate) struct Snapshot<'a> {
+    scenario: &'a Scenario,
+    demand: &'a Demand,
+    params: &'a Params,
+    ids: Vec<NodeId>,
+    host_ids: Vec<NodeId>,
+    state_bytes: Vec<u64>,
+}
+
+impl<'a> Snapshot<'a> {
+    pub(crate) fn new(scenario: &'a Scenario, demand: &'a Demand, params: &'a Params) -> Snapshot<'a> {
+        let parse = |id: &str| NodeId::parse(id).expect("scenario ids are valid node ids");
+        Snapshot {
+            scenario,
+            demand,
+            params,
+            ids: scenario.vms.iter().map(|v| parse(&v.id)).collect(),
+            host_ids: scenario.hosts.iter().map(|h| parse(&h.id)).collect(),
+            state_bytes: scenario.vms.iter().map(|v| (v.cores * params.memory_per_core) as u64).collect(),
+        }
+    }
+
+    /// The topology and observed usage after step `t`, with VMs at
+    /// `placement` (host indices) and `leaving` = (vm, source, last step
+    /// the source carries it) still in flight.
+    pub(crate) fn inputs(
+        &self,
+        placement: &[usize],
+        leaving: &[(usize, usize, usize)],
+        t: usize,
+    ) -> (Topology, ViewInputs) {
+        let (hosts, demand) = (&self.scenario.hosts, self.demand);
+        let mut topo = Topology::default();
+        for (h, host) in hosts.iter().enumerate() {
+            topo.physical.insert(
+                self.host_ids[h].clone(),
+                PhysicalNode {
+                    id: self.host_ids[h].clone(),
+                    capacity: Resources { cpu_cores: host.cores, memory_bytes: 0.0, network_bps: 0.0 },
+                    labels: [("zone".to_string(), "z0".to_string()), ("rack".to_string(), "r0".to_string())].into(),
+                    state: PhysicalState::Active,
+                },
+            );
+        }
+        let mut inp = ViewInputs::default();
+        for (vm, v) in self.scenario.vms.iter().enumerate() {
+            topo.virtual_nodes.insert(
+                self.ids[vm].clone(),
+                VirtualNode {
+                    id: self.ids[vm].clone(),
+                    requested: Resources { cpu_cores: v.cores, memory_bytes: 0.0, network_bps: 0.0 },
+                    state_size_bytes: self.state_bytes[vm],
+                    group: None,
+                    pinned: None,
+                    anti_affinity_group: None,
+                    placement: Some(self.host_ids[placement[vm]].clone()),
+                },
+            );
+            inp.usage.virtual_nodes.insert(
+                v.id.clone(),
+                PartialResources { cpu_cores: Some(demand.cores[vm][t]), memory_bytes: None, network_bps: None },
+            );
+        }
+        inp.in_flight = leaving
+            .iter()
+            .map(|&(vm, from, until)| InFlight {
+                virt: self.scenario.vms[vm].id.clone(),
+                from: hosts[from].id.clone(),
+                to: None,
+                remaining_steps: until - t,
+            })
+            .collect();
+        (topo, inp)
+    }
+
+    /// Adds every VM's CPU forecast at origin `t` over the controller's
+    /// horizon, from `source`.
+    pub(crate) fn add_forecasts(&self, inp: &mut ViewInputs, t: usize, source: ForecastSource) {
+        let h_steps = self.params.controller.horizon_steps;
+        let steps = self.demand.steps();
+        inp.horizon = h_steps;
+        inp.spread_correlation = self.params.controller.spread_correlation;
+        for (vm, v) in self.scenario.vms.iter().enumerate() {
+            let f = match source {
+                ForecastSource::TrueFuture => {
+                    let future: Vec<f64> =
+                        (1..=h_steps).map(|k| self.demand.cores[vm][(t + k).min(steps - 1)]).collect();
+                    Some(CpuForecast { mean: future.clone(), upper: future })
+                }
+                ForecastSource::Model(fc) => fc.and_then(|f| forecast_at(f, vm, t, h_steps, v.cores)),
+            };
+            if let Some(f) = f {
+                inp.forecasts.insert(v.id.clone(), f);
+            }
+        }
     }
 }
 

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use swarm_datasets::regular::Series;
 use swarm_models::Artifact;
 use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
-use swarm_training::fit::{self, FitOptions, Provenance};
+use swarm_training::fit::{self, FitOptions, Learner, Provenance};
+use swarm_training::gbt::GbtParams;
 
 use super::engine::{Demand, Forecasts};
 use super::scenario::Scenario;
@@ -137,14 +138,28 @@ impl Aligned {
     }
 }
 
-/// The models used, with which VMs each serves: `(artifact, vm indices)`.
-pub type Assignment = Vec<(Artifact, Vec<usize>)>;
+/// The models used, with which VMs each serves.
+pub type Assignment = Vec<Assigned>;
 
-/// Builds (or loads) the models for `choice`.
+/// One model and the VMs it forecasts.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    /// The point forecast (and, without `upper`, the interval).
+    pub model: Artifact,
+    /// An upper-quantile model whose point forecast is the upper bound, in
+    /// place of `model`'s constant-width interval.
+    pub upper: Option<Artifact>,
+    /// VM indices (scenario order).
+    pub vms: Vec<usize>,
+}
+
+/// Builds (or loads) the models for `choice`; with `upper_quantile`, the
+/// cross-fit folds also get a model of that quantile for the upper bound.
 pub fn models(
     choice: &ModelChoice,
     aligned: &Aligned,
     horizon: usize,
+    upper_quantile: Option<f64>,
     metric: &str,
     trace: &str,
 ) -> Result<Assignment, InputError> {
@@ -160,12 +175,12 @@ pub fn models(
         ModelChoice::Bundled => {
             let a = Artifact::from_json(swarm_models::DEFAULT_ARTIFACT, "models/default.json")?;
             check(&a, "models/default.json")?;
-            Ok(vec![(a, all)])
+            Ok(vec![Assigned { model: a, upper: None, vms: all }])
         }
         ModelChoice::File(p) => {
             let a = Artifact::load(p)?;
             check(&a, &p.display().to_string())?;
-            Ok(vec![(a, all)])
+            Ok(vec![Assigned { model: a, upper: None, vms: all }])
         }
         ModelChoice::CrossFit => {
             let options = FitOptions {
@@ -178,23 +193,37 @@ pub fn models(
                 let serve: Vec<usize> = all.iter().copied().filter(|i| i % 2 == fold).collect();
                 let train: Vec<Series> = all.iter().filter(|i| *i % 2 != fold).map(|&i| aligned.series(i)).collect();
                 let ends: Vec<usize> = train.iter().map(|s| s.values.len()).collect();
-                let fitted = fit::fit(&train, &ends, &options).map_err(|e| InputError::Training(e.to_string()))?;
-                let a = fit::to_artifact(
-                    fitted,
-                    &options,
-                    &train,
-                    &ends,
-                    Provenance {
-                        produced_by: format!(
-                            "swarmctl replay cross-fit: fold {fold} (VMs at {} trace positions) forecast by a model trained on the other fold",
-                            if fold == 0 { "even" } else { "odd" }
-                        ),
-                        metric: metric.to_owned(),
-                        dataset: trace.to_owned(),
-                        format: "replay".into(),
-                    },
-                );
-                out.push((a, serve));
+                let fold_model = |options: &FitOptions, what: &str| -> Result<Artifact, InputError> {
+                    let fitted = fit::fit(&train, &ends, options).map_err(|e| InputError::Training(e.to_string()))?;
+                    Ok(fit::to_artifact(
+                        fitted,
+                        options,
+                        &train,
+                        &ends,
+                        Provenance {
+                            produced_by: format!(
+                                "swarmctl replay cross-fit: fold {fold} (VMs at {} trace positions) forecast by a {what} model trained on the other fold",
+                                if fold == 0 { "even" } else { "odd" }
+                            ),
+                            metric: metric.to_owned(),
+                            dataset: trace.to_owned(),
+                            format: "replay".into(),
+                        },
+                    ))
+                };
+                let model = fold_model(&options, "median")?;
+                let upper = match upper_quantile {
+                    Some(q) => {
+                        let mut o = options.clone();
+                        o.learner = match o.learner {
+                            Learner::Trees(p) => Learner::Trees(GbtParams { quantile: q, ..p }),
+                            l => l,
+                        };
+                        Some(fold_model(&o, &format!("{q} quantile"))?)
+                    }
+                    None => None,
+                };
+                out.push(Assigned { model, upper, vms: serve });
             }
             Ok(out)
         }
@@ -207,8 +236,7 @@ pub fn forecasts(assignment: &Assignment, aligned: &Aligned, scenario: &Scenario
     let steps = aligned.values.first().map_or(0, Vec::len);
     let mut mean = vec![Vec::new(); n];
     let mut upper = vec![Vec::new(); n];
-    let jobs: Vec<(usize, &Artifact)> =
-        assignment.iter().flat_map(|(a, vms)| vms.iter().map(move |&v| (v, a))).collect();
+    let jobs: Vec<(usize, &Assigned)> = assignment.iter().flat_map(|a| a.vms.iter().map(move |&v| (v, a))).collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
     let chunk = jobs.len().div_ceil(threads).max(1);
     let results: Vec<(usize, Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
@@ -228,11 +256,19 @@ pub fn forecasts(assignment: &Assignment, aligned: &Aligned, scenario: &Scenario
                             let mut m = vec![f32::NAN; steps * horizon];
                             let mut u = vec![f32::NAN; steps * horizon];
                             for t in 0..steps {
-                                let Some(f) = a.forecast_at_upto(&p, t, horizon) else { continue };
+                                let Some(f) = a.model.forecast_at_upto(&p, t, horizon) else { continue };
                                 for pt in f {
                                     let k = t * horizon + pt.horizon - 1;
                                     m[k] = (cores * pt.mean / 100.0) as f32;
                                     u[k] = (cores * pt.upper / 100.0) as f32;
+                                }
+                                let Some(up) = &a.upper else { continue };
+                                // The quantile model's point forecast is the
+                                // bound; never below the mean.
+                                let Some(f) = up.forecast_at_upto(&p, t, horizon) else { continue };
+                                for pt in f {
+                                    let k = t * horizon + pt.horizon - 1;
+                                    u[k] = m[k].max((cores * pt.mean / 100.0) as f32);
                                 }
                             }
                             (vm, m, u)

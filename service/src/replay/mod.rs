@@ -7,9 +7,12 @@
 //! - [`forecasts`]: the trace aligned to one grid, demand in cores, and the
 //!   proactive policy's forecasts (cross-fitted models by default);
 //! - [`engine`]: the replay loop and what each policy did;
+//! - [`foresight`]: how early the signals a controller can act on warn of
+//!   overloads (why proactive can, or cannot, get ahead of them);
 //! - [`report`]: JSON and Markdown reports.
 
 pub mod engine;
 pub mod forecasts;
+pub mod foresight;
 pub mod report;
 pub mod scenario;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::engine::{Policy, PolicyResult};
+use super::foresight::Foresight;
 use crate::placement::controller::ControllerConfig;
 use crate::placement::descheduler::LowNodeUtilization;
 
@@ -55,6 +56,9 @@ pub struct Report {
     /// (reactive − proactive) / (reactive − oracle) in overload intervals,
     /// when all three ran and oracle beat reactive.
     pub gap_captured: Option<f64>,
+    /// How early the model's forecasts and the load now warned of the
+    /// overloads (when the proactive policy ran).
+    pub foresight: Option<Foresight>,
     /// Swarm's controller settings (proactive and oracle).
     pub controller: ControllerConfig,
     /// The reactive baseline's settings.
@@ -68,6 +72,7 @@ impl Report {
     pub fn new(
         scenario: ScenarioSummary,
         results: Vec<(Policy, PolicyResult)>,
+        foresight: Option<Foresight>,
         controller: ControllerConfig,
         reactive: LowNodeUtilization,
         command: String,
@@ -81,6 +86,7 @@ impl Report {
             scenario,
             policies: results.into_iter().map(|(p, r)| (p.name().to_owned(), r)).collect(),
             gap_captured,
+            foresight,
             controller,
             reactive,
             command,
@@ -144,6 +150,28 @@ impl Report {
                 "\nProactive captures {:.0} % of the gap between reactive and oracle ((reactive − proactive) / (reactive − oracle) in overload intervals).\n",
                 g * 100.0
             );
+        }
+        if let Some(f) = &self.foresight {
+            out += &format!(
+                "\n## Foresight\n\nHow early each signal warned of the {} overloaded host-intervals the {} policy left (steps {} on, where every VM has a forecast; VMs where that policy had them). A warning counts when it comes {}..={} steps ahead: a move needs at least that long to take load off its source. *Coverage* is the most a controller acting on the signal could prevent; *precision* is the share of alarms followed by an overload.\n\n| signal | alarms | precision | overloads warned of | coverage |\n|---|---:|---:|---:|---:|\n",
+                f.overloads, f.along, f.from_step, f.lead_steps, f.horizon_steps
+            );
+            let pct = |x: Option<f64>| x.map_or_else(|| "–".into(), |x| format!("{:.0} %", x * 100.0));
+            for (name, label) in [
+                ("forecast_upper", "forecast upper bound (what the controller acts on)"),
+                ("forecast_mean", "forecast mean"),
+                ("load_now", "load now (what a reactive rule sees)"),
+            ] {
+                if let Some(q) = f.signals.get(name) {
+                    out += &format!(
+                        "| {label} | {} | {} | {} | {} |\n",
+                        q.alarms,
+                        pct(q.precision),
+                        q.covered,
+                        pct(q.coverage)
+                    );
+                }
+            }
         }
         out
     }
