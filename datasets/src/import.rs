@@ -463,9 +463,9 @@ fn check_parquet_structure(path: &Path) -> Result<(), ImportError> {
                 ));
             }
         }
-        rows = rows
-            .checked_add(group.num_rows())
-            .ok_or_else(|| ferr(path, "the parquet file is corrupt: its row groups overflow a row count".to_string()))?;
+        rows = rows.checked_add(group.num_rows()).ok_or_else(|| {
+            ferr(path, "the parquet file is corrupt: its row groups overflow a row count".to_string())
+        })?;
     }
     if rows != meta.num_rows {
         return Err(ferr(
