@@ -103,13 +103,17 @@ impl DecisionLog {
     /// Assigns sequences, persists (atomically with the round id and, when
     /// `propose` is given, one proposed migration per decision, tagged with
     /// the matching origin) and publishes the decisions of one round.
-    /// Blocking (store IO).
+    /// `on_persisted` sees the migrations after they are durable and before
+    /// any watcher sees their decisions: an orchestrator that asks for a
+    /// migration the moment its decision arrives must find it. Blocking
+    /// (store IO).
     pub fn commit_round(
         &self,
         round_id: u64,
         mut decisions: Vec<pb::Decision>,
         propose: Option<Vec<Option<Origin>>>,
-    ) -> Result<(Vec<pb::Decision>, Vec<Migration>), StoreError> {
+        on_persisted: impl FnOnce(Vec<Migration>),
+    ) -> Result<Vec<pb::Decision>, StoreError> {
         let mut st = self.state.lock().expect("log lock");
         for (i, d) in decisions.iter_mut().enumerate() {
             d.sequence = st.last_seq + 1 + i as u64;
@@ -138,6 +142,7 @@ impl DecisionLog {
             None => Vec::new(),
         };
         self.store.append_decisions(round_id, &decisions, &migrations)?;
+        on_persisted(migrations);
         st.last_round = round_id;
         if let Some(last) = decisions.last() {
             st.last_seq = last.sequence;
@@ -152,7 +157,7 @@ impl DecisionLog {
             // No receivers is fine: the store has it.
             let _ = self.tx.send(Arc::new(d.clone()));
         }
-        Ok((decisions, migrations))
+        Ok(decisions)
     }
 
     /// Reads a page of the log. Blocking.
@@ -230,5 +235,46 @@ impl DecisionLog {
             }
         });
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// An orchestrator asks for a migration the moment its decision
+    /// arrives; the hook that makes migrations visible must have run by
+    /// then, on a real store.
+    #[test]
+    fn migrations_are_handed_over_before_their_decisions_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(&dir.path().join("meta.redb")).unwrap());
+        let loaded = store.load().unwrap();
+        let log = DecisionLog::open(store, &loaded, 0, 0).unwrap();
+        let mut live = log.tx.subscribe();
+        let decision = |v: &str| pb::Decision {
+            virtual_node_id: v.into(),
+            from_node_id: "p0".into(),
+            to_node_id: "p1".into(),
+            decided_at_ms: 1,
+            ..Default::default()
+        };
+        let mut handed: Vec<String> = Vec::new();
+        let out = log
+            .commit_round(1, vec![decision("v0"), decision("v1")], Some(vec![None, None]), |ms| {
+                // Nothing published yet when the migrations are handed over.
+                assert!(live.try_recv().is_err(), "a decision was published before its migration");
+                handed.extend(ms.into_iter().map(|m| m.id));
+            })
+            .unwrap();
+        assert_eq!(handed, ["m1", "m2"]);
+        assert_eq!(out.iter().map(|d| d.sequence).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(live.try_recv().unwrap().sequence, 1);
+        assert_eq!(live.try_recv().unwrap().sequence, 2);
+        // Without proposals the hook sees none.
+        let mut none = None;
+        log.commit_round(2, vec![decision("v2")], None, |ms| none = Some(ms.len())).unwrap();
+        assert_eq!(none, Some(0));
     }
 }

@@ -509,11 +509,12 @@ fn median(x: &[f64]) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::replay::scenario::{Host, Vm};
 
-    fn scenario(vms: &[(&str, f64, &str)]) -> Scenario {
+    /// Two hosts of 10 cores and the VMs `(id, cores, host)`.
+    pub(crate) fn scenario(vms: &[(&str, f64, &str)]) -> Scenario {
         Scenario {
             format: String::new(),
             seed: None,

@@ -156,7 +156,6 @@ pub fn foresight(
 mod tests {
     use super::*;
     use crate::replay::engine::{Policy, simulate_traced};
-    use crate::replay::scenario::{Host, Vm};
 
     fn judge(d: &Demand, p: &Params, f: &Forecasts) -> Option<Foresight> {
         let (_, trajectory) = simulate_traced(&scenario(), d, Policy::None, p, None, &mut |_| {});
@@ -164,18 +163,7 @@ mod tests {
     }
 
     fn scenario() -> Scenario {
-        Scenario {
-            format: String::new(),
-            seed: None,
-            overcommit: None,
-            rule: String::new(),
-            hosts: vec![Host { id: "h0".into(), cores: 10.0 }, Host { id: "h1".into(), cores: 10.0 }],
-            vms: vec![
-                Vm { id: "a".into(), cores: 4.0, host: "h0".into() },
-                Vm { id: "b".into(), cores: 8.0, host: "h0".into() },
-                Vm { id: "c".into(), cores: 2.0, host: "h1".into() },
-            ],
-        }
+        crate::replay::engine::tests::scenario(&[("a", 4.0, "h0"), ("b", 8.0, "h0"), ("c", 2.0, "h1")])
     }
 
     /// Forecasts that know the truth for `knows` and say "flat at the last

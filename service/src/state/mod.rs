@@ -889,18 +889,24 @@ impl Swarm {
                 (d, Some(o))
             }
         };
-        let (decisions, migrations) =
-            tokio::task::spawn_blocking(move || log.commit_round(round_id, decisions, propose))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        if !migrations.is_empty() {
-            self.inner.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        let mut book = self.inner.migrations.lock().expect("migrations lock");
-        for m in migrations {
-            book.insert(m);
-        }
+        // The migrations join the book before their decisions are published
+        // (see `DecisionLog::commit_round`).
+        let inner = self.inner.clone();
+        let decisions = tokio::task::spawn_blocking(move || {
+            log.commit_round(round_id, decisions, propose, |migrations| {
+                if migrations.is_empty() {
+                    return;
+                }
+                let mut book = inner.migrations.lock().expect("migrations lock");
+                for m in migrations {
+                    book.insert(m);
+                }
+                inner.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         for d in &decisions {
             let kind = pb::DecisionKind::try_from(d.kind).map_or("unspecified", convert::decision_kind_name);
             self.inner.telemetry.decision(kind);
