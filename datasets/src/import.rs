@@ -28,6 +28,8 @@ use std::path::Path;
 
 use polars::prelude::*;
 
+use crate::parquet_footer;
+
 /// A supported input format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -437,17 +439,35 @@ fn import_csv(path: &Path, format: Format) -> Result<Imported, ImportError> {
     Ok(Imported { format, frame, rows, bad_rows: bad.height() as u64, bad_values, bad_examples })
 }
 
-/// Checks the file's footer before Polars decodes it: every column chunk
-/// must lie inside the file and the row groups must add up to the file's
-/// row count. Why: Polars' reader trusts these numbers and, on a file that
-/// lies about them, panics on a worker thread where the panic cannot
-/// unwind, aborting the whole process (found by fuzzing; the input is in
-/// `fuzz/regressions/import_parquet/`). Reading the footer itself is
-/// bounds-checked, and any panic there unwinds on this thread.
+/// Checks the file's footer before Polars decodes the data: the footer's
+/// encoding ([`parquet_footer`]), then every column chunk must lie inside
+/// the file and the row groups must add up to the file's row count. Why:
+/// Polars' reader trusts these numbers and, on a file that lies about them,
+/// allocates what the file claims or panics on a worker thread where the
+/// panic cannot unwind — either way the whole process aborts (found by
+/// fuzzing; the inputs are in `fuzz/regressions/import_parquet/`).
 fn check_parquet_structure(path: &Path) -> Result<(), ImportError> {
+    use std::io::{Read, Seek, SeekFrom};
     let io = |source| ImportError::Io { path: path.display().to_string(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
+    // First the footer's own encoding (its lengths decide what Polars
+    // allocates), read without trusting it.
+    let corrupt = |why: String| ferr(path, format!("the parquet file is corrupt: {why}"));
+    if len < 12 {
+        return Err(corrupt("it is too short to be a Parquet file".into()));
+    }
+    let (mut head, mut tail) = ([0u8; 4], [0u8; 8]);
+    file.read_exact(&mut head).map_err(io)?;
+    file.seek(SeekFrom::End(-8)).map_err(io)?;
+    file.read_exact(&mut tail).map_err(io)?;
+    let footer_len = parquet_footer::footer_len(len, &head, &tail).map_err(corrupt)?;
+    let mut footer = vec![0u8; footer_len];
+    file.seek(SeekFrom::End(-8 - footer_len as i64)).map_err(io)?;
+    file.read_exact(&mut footer).map_err(io)?;
+    parquet_footer::check_footer(&footer).map_err(corrupt)?;
+    file.rewind().map_err(io)?;
+    // Then what the decoded footer says about the rest of the file.
     let mut reader = ParquetReader::new(file);
     let meta = reader.get_metadata().map_err(perr(path))?;
     let mut rows = 0usize;
@@ -569,6 +589,17 @@ mod tests {
         let e = import(&p, Some(Format::Parquet)).expect_err("a corrupt file must not import").to_string();
         assert!(e.contains("chunk-past-end-of-file.parquet"), "{e}");
         assert!(e.contains("row group 0, column 1 claims bytes 2168..2265 of a 1332-byte file"), "{e}");
+    }
+
+    /// A fuzzed footer whose schema field is encoded as an integer: Polars
+    /// reads a list length out of it and aborts on a 51 GB allocation.
+    #[test]
+    fn a_footer_field_of_the_wrong_type_is_refused_before_polars_reads_it() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/import_parquet/footer-list-claims-billions.parquet");
+        let e = import(&p, Some(Format::Parquet)).expect_err("a corrupt file must not import").to_string();
+        assert!(e.contains("the parquet file is corrupt: its footer is malformed"), "{e}");
+        assert!(e.contains("field 2 is declared list but encoded as Thrift type 5"), "{e}");
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {

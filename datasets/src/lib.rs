@@ -6,6 +6,8 @@
 //! - [`import`]: one reader per format (Azure V1 VM CPU readings, Alibaba
 //!   2018 machine usage, Swarm's long CSV and Parquet), all built on Polars
 //!   and all yielding the canonical frame `(timestamp, entity, metric, value)`;
+//! - [`parquet_footer`]: the bounds check a Parquet footer passes before
+//!   Polars decodes it (Polars aborts the process on some corrupt files);
 //! - [`regular`]: canonical frame → one regular series per (entity, metric),
 //!   with the documented gap and duplicate policy;
 //! - [`synth`]: the synthetic cluster generator used by tests and the demo;
@@ -18,6 +20,7 @@
 
 pub mod fuzzing;
 pub mod import;
+pub mod parquet_footer;
 pub mod regular;
 pub mod synth;
 
