@@ -206,7 +206,7 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     let steps = demand.steps();
     let run = |p: Policy| {
         let b = bar(a.quiet, steps as u64, p.name().to_owned());
-        let r = engine::simulate_traced(&scenario, &demand, p, &params, fc.as_ref(), &mut |done| {
+        let r = engine::simulate(&scenario, &demand, p, &params, fc.as_ref(), &mut |done| {
             if done % 64 == 0 || done == steps {
                 b.set_position(done as u64)
             }

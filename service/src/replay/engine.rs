@@ -195,7 +195,9 @@ pub struct Trajectory {
     pub util: Vec<Vec<f64>>,
 }
 
-/// Replays `policy`. `progress` is called with the number of steps done.
+/// Replays `policy`: what it did, and where the VMs were at every step.
+/// `progress` is called with the number of steps done.
+#[allow(clippy::needless_range_loop)] // `t` is virtual time; it indexes demand, utilisation and moves alike
 pub fn simulate(
     scenario: &Scenario,
     demand: &Demand,
@@ -203,34 +205,8 @@ pub fn simulate(
     params: &Params,
     forecasts: Option<&Forecasts>,
     progress: &mut dyn FnMut(usize),
-) -> PolicyResult {
-    run(scenario, demand, policy, params, forecasts, progress, None)
-}
-
-/// [`simulate`], also recording where the VMs were at every step.
-pub fn simulate_traced(
-    scenario: &Scenario,
-    demand: &Demand,
-    policy: Policy,
-    params: &Params,
-    forecasts: Option<&Forecasts>,
-    progress: &mut dyn FnMut(usize),
 ) -> (PolicyResult, Trajectory) {
-    let mut trajectory = Trajectory::default();
-    let r = run(scenario, demand, policy, params, forecasts, progress, Some(&mut trajectory));
-    (r, trajectory)
-}
-
-#[allow(clippy::needless_range_loop)] // `t` is virtual time; it indexes demand, utilisation and moves alike
-fn run(
-    scenario: &Scenario,
-    demand: &Demand,
-    policy: Policy,
-    params: &Params,
-    forecasts: Option<&Forecasts>,
-    progress: &mut dyn FnMut(usize),
-    mut record: Option<&mut Trajectory>,
-) -> PolicyResult {
+    let mut record = Trajectory::default();
     let steps = demand.steps();
     let hosts = &scenario.hosts;
     let cap: Vec<f64> = hosts.iter().map(|h| h.cores).collect();
@@ -259,10 +235,8 @@ fn run(
                 overloads += 1;
             }
         }
-        if let Some(r) = record.as_deref_mut() {
-            r.placement.push(placement.clone());
-            r.leaving.push(leaving.clone());
-        }
+        record.placement.push(placement.clone());
+        record.leaving.push(leaving.clone());
         progress(t + 1);
         if policy == Policy::None || t + 1 == steps {
             continue;
@@ -321,10 +295,8 @@ fn run(
     let (prevented, leads) = lead_times(&moves, &util, demand, &cap, params.overload, h_steps);
     let step_min = demand.step_ms as f64 / 60_000.0;
     let mean_util = util.iter().flatten().sum::<f64>() / (util.len() * steps).max(1) as f64;
-    if let Some(r) = record {
-        r.util = util;
-    }
-    PolicyResult {
+    record.util = util;
+    let result = PolicyResult {
         overload_intervals: overloads,
         overload_minutes: overloads as f64 * step_min,
         migrations: moves.len() as u64,
@@ -335,7 +307,8 @@ fn run(
         lead_time_share_ge_10min: (!leads.is_empty())
             .then(|| leads.iter().filter(|&&l| l >= 10.0).count() as f64 / leads.len() as f64),
         mean_host_utilization: mean_util,
-    }
+    };
+    (result, record)
 }
 
 /// Where a replayed controller's forecasts come from.
@@ -533,17 +506,17 @@ pub(crate) mod tests {
         cores[1][6..10].fill(8.0);
         let d = Demand { start_ms: 0, step_ms: 300_000, cores };
         let p = Params::default();
-        let none = simulate(&s, &d, Policy::None, &p, None, &mut |_| {});
+        let none = simulate(&s, &d, Policy::None, &p, None, &mut |_| {}).0;
         assert_eq!(none.overload_intervals, 4);
         assert_eq!(none.overload_minutes, 20.0);
         assert_eq!(none.migrations, 0);
         // Reactive sees the spike only once it happened: it loses the first
         // step and, while the move is in flight, the second.
-        let reactive = simulate(&s, &d, Policy::Reactive, &p, None, &mut |_| {});
+        let reactive = simulate(&s, &d, Policy::Reactive, &p, None, &mut |_| {}).0;
         assert_eq!(reactive.overload_intervals, 2, "{reactive:?}");
         assert!(reactive.migrations >= 1);
         // The oracle moves before the spike.
-        let oracle = simulate(&s, &d, Policy::Oracle, &p, None, &mut |_| {});
+        let oracle = simulate(&s, &d, Policy::Oracle, &p, None, &mut |_| {}).0;
         assert_eq!(oracle.overload_intervals, 0, "{oracle:?}");
         assert!(oracle.predictive_migrations >= 1 && oracle.prevented_overloads >= 1);
         assert!(oracle.lead_time_minutes_median.unwrap() >= 10.0);

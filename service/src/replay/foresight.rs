@@ -155,10 +155,10 @@ pub fn foresight(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::engine::{Policy, simulate_traced};
+    use crate::replay::engine::{Policy, simulate};
 
     fn judge(d: &Demand, p: &Params, f: &Forecasts) -> Option<Foresight> {
-        let (_, trajectory) = simulate_traced(&scenario(), d, Policy::None, p, None, &mut |_| {});
+        let (_, trajectory) = simulate(&scenario(), d, Policy::None, p, None, &mut |_| {});
         foresight(&scenario(), d, p, f, &trajectory, "none")
     }
 
