@@ -153,3 +153,30 @@ fn bad_arguments_fail_with_a_clear_message() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// A Parquet file on which Polars' reader aborts its process (a 2^61-byte
+/// allocation, `fuzz/known-aborts/`): swarmctl reads Parquet in a child
+/// copy of itself first, so it exits with an input error naming the file,
+/// not on a signal. A sound file reads on (and fails later for its content).
+#[test]
+fn a_parquet_file_that_crashes_the_reader_is_an_input_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let crash = root.join("fuzz/known-aborts/import_parquet/page-validity-length-underflow.parquet");
+    let out = Command::new(SWARMCTL)
+        .args(["replay", "--quiet", "--format", "parquet", "--trace"])
+        .arg(&crash)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("page-validity-length-underflow.parquet: the parquet file is corrupt"), "{stderr}");
+    let sound = root.join("fuzz/corpus/import_parquet/canonical.parquet");
+    let out = Command::new(SWARMCTL)
+        .args(["replay", "--quiet", "--format", "parquet", "--trace"])
+        .arg(&sound)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has no series of metric \"max_cpu\"") && !stderr.contains("corrupt"), "{stderr}");
+}

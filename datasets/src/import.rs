@@ -28,7 +28,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::parquet_footer;
+use crate::{isolate, parquet_footer};
 
 /// A supported input format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,12 +212,19 @@ fn first_line(path: &Path) -> Result<String, ImportError> {
 /// A malformed file gives an error, never a panic: Polars' readers assert
 /// on some inconsistent files (found by the `import_parquet` fuzz target: a
 /// row group whose columns hold fewer rows than its metadata says), so a
-/// panic inside them is caught and reported as a corrupt file.
+/// panic inside them is caught and reported as a corrupt file. Where it
+/// cannot be caught (an abort), programs that opted in to
+/// [`crate::isolate`] get an error too.
 pub fn import(path: &Path, format: Option<Format>) -> Result<Imported, ImportError> {
     let format = match format {
         Some(f) => f,
         None => detect(path)?,
     };
+    // Parquet may crash the reader itself: in programs that opted in, a
+    // child reads it first (see `isolate`).
+    if format == Format::Parquet && isolate::enabled() {
+        isolate::probe(path).map_err(|why| ferr(path, format!("the parquet file is corrupt: {why}")))?;
+    }
     let read = || match format {
         Format::Parquet => import_parquet(path),
         csv => import_csv(path, csv),

@@ -8,6 +8,8 @@
 //!   and all yielding the canonical frame `(timestamp, entity, metric, value)`;
 //! - [`parquet_footer`]: the bounds check a Parquet footer passes before
 //!   Polars decodes it (Polars aborts the process on some corrupt files);
+//! - [`isolate`]: reading Parquet in a child process first, for programs
+//!   that opt in, so what the footer checks miss cannot abort them;
 //! - [`regular`]: canonical frame → one regular series per (entity, metric),
 //!   with the documented gap and duplicate policy;
 //! - [`synth`]: the synthetic cluster generator used by tests and the demo;
@@ -20,6 +22,7 @@
 
 pub mod fuzzing;
 pub mod import;
+pub mod isolate;
 pub mod parquet_footer;
 pub mod regular;
 pub mod synth;

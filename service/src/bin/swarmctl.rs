@@ -8,6 +8,10 @@ use clap::Parser;
 use swarm_service::ctl::{Cli, run};
 
 fn main() -> ExitCode {
+    // First: a copy of this program started to read one Parquet file
+    // answers and exits; otherwise Parquet files are read in such a copy
+    // before this process touches them (Polars can abort on corrupt ones).
+    swarm_datasets::isolate::serve_or_enable();
     let cli = Cli::parse();
     // Diagnostics (the agent's progress, warnings) go to stderr; results to stdout.
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")

@@ -140,6 +140,10 @@ fn parse_horizons(s: &str) -> Result<Vec<usize>, String> {
 }
 
 fn main() -> ExitCode {
+    // First: a copy of this program started to read one Parquet file
+    // answers and exits; otherwise Parquet files are read in such a copy
+    // before this process touches them (Polars can abort on corrupt ones).
+    swarm_datasets::isolate::serve_or_enable();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "warn".into()))
