@@ -21,8 +21,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The variable that asks an executable to read one file and exit.
-const REQUEST: &str = "SWARM_DATASETS_READ_PARQUET";
+/// The first argument that asks an executable to read one file (the second
+/// argument) and exit. An argument rather than an environment variable, so
+/// a stray variable in a user's shell cannot turn a program into a reader.
+const REQUEST: &str = "--swarm-datasets-read-parquet-child";
 /// The child's exit code for "read it, and it is an ordinary bad file".
 const REFUSED: i32 = 3;
 
@@ -33,7 +35,9 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// anything else: it crashed). Otherwise turns child reads on for this
 /// process and returns.
 pub fn serve_or_enable() {
-    if let Some(path) = std::env::var_os(REQUEST) {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == REQUEST) {
+        let Some(path) = args.next() else { std::process::exit(REFUSED) };
         let code = match crate::import::import(Path::new(&path), Some(crate::import::Format::Parquet)) {
             Ok(_) => 0,
             Err(_) => REFUSED,
@@ -54,7 +58,8 @@ pub fn enabled() -> bool {
 pub(crate) fn probe(path: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program to start a reader: {e}"))?;
     let out = Command::new(exe)
-        .env(REQUEST, path)
+        .arg(REQUEST)
+        .arg(path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
