@@ -148,6 +148,11 @@ fn ferr(path: &Path, message: impl Into<String>) -> ImportError {
     ImportError::Format { path: path.display().to_string(), message: message.into() }
 }
 
+/// A file of `format` that its reader cannot (or must not) decode.
+fn corrupt(path: &Path, format: Format, why: impl std::fmt::Display) -> ImportError {
+    ferr(path, format!("the {} file is corrupt: {why}", format.name()))
+}
+
 fn perr(path: &Path) -> impl FnOnce(PolarsError) -> ImportError + '_ {
     move |source| ImportError::Polars { path: path.display().to_string(), source }
 }
@@ -223,7 +228,7 @@ pub fn import(path: &Path, format: Option<Format>) -> Result<Imported, ImportErr
     // Parquet may crash the reader itself: in programs that opted in, a
     // child reads it first (see `isolate`).
     if format == Format::Parquet && isolate::enabled() {
-        isolate::probe(path).map_err(|why| ferr(path, format!("the parquet file is corrupt: {why}")))?;
+        isolate::probe(path).map_err(|why| corrupt(path, format, why))?;
     }
     let read = || match format {
         Format::Parquet => import_parquet(path),
@@ -237,7 +242,7 @@ pub fn import(path: &Path, format: Option<Format>) -> Result<Imported, ImportErr
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("no message");
-            Err(ferr(path, format!("the {} file is corrupt: the reader failed ({why})", format.name())))
+            Err(corrupt(path, format, format!("the reader failed ({why})")))
         }
     }
 }
@@ -460,19 +465,19 @@ fn check_parquet_structure(path: &Path) -> Result<(), ImportError> {
     let len = file.metadata().map_err(io)?.len();
     // First the footer's own encoding (its lengths decide what Polars
     // allocates), read without trusting it.
-    let corrupt = |why: String| ferr(path, format!("the parquet file is corrupt: {why}"));
-    if len < 12 {
-        return Err(corrupt("it is too short to be a Parquet file".into()));
-    }
+    let bad = |why: String| corrupt(path, Format::Parquet, why);
     let (mut head, mut tail) = ([0u8; 4], [0u8; 8]);
-    file.read_exact(&mut head).map_err(io)?;
-    file.seek(SeekFrom::End(-8)).map_err(io)?;
-    file.read_exact(&mut tail).map_err(io)?;
-    let footer_len = parquet_footer::footer_len(len, &head, &tail).map_err(corrupt)?;
+    // Shorter files are refused by `footer_len`.
+    if len >= 12 {
+        file.read_exact(&mut head).map_err(io)?;
+        file.seek(SeekFrom::End(-8)).map_err(io)?;
+        file.read_exact(&mut tail).map_err(io)?;
+    }
+    let footer_len = parquet_footer::footer_len(len, &head, &tail).map_err(bad)?;
     let mut footer = vec![0u8; footer_len];
     file.seek(SeekFrom::End(-8 - footer_len as i64)).map_err(io)?;
     file.read_exact(&mut footer).map_err(io)?;
-    parquet_footer::check_footer(&footer).map_err(corrupt)?;
+    parquet_footer::check_footer(&footer).map_err(bad)?;
     file.rewind().map_err(io)?;
     // Then what the decoded footer says about the rest of the file.
     let mut reader = ParquetReader::new(file);
@@ -481,27 +486,17 @@ fn check_parquet_structure(path: &Path) -> Result<(), ImportError> {
     for (g, group) in meta.row_groups.iter().enumerate() {
         for (c, range) in group.byte_ranges_iter().enumerate() {
             if range.start > range.end || range.end > len {
-                return Err(ferr(
-                    path,
-                    format!(
-                        "the parquet file is corrupt: row group {g}, column {c} claims bytes {}..{} of a {len}-byte file",
-                        range.start, range.end
-                    ),
-                ));
+                return Err(bad(format!(
+                    "row group {g}, column {c} claims bytes {}..{} of a {len}-byte file",
+                    range.start, range.end
+                )));
             }
         }
-        rows = rows.checked_add(group.num_rows()).ok_or_else(|| {
-            ferr(path, "the parquet file is corrupt: its row groups overflow a row count".to_string())
-        })?;
+        rows =
+            rows.checked_add(group.num_rows()).ok_or_else(|| bad("its row groups overflow a row count".to_string()))?;
     }
     if rows != meta.num_rows {
-        return Err(ferr(
-            path,
-            format!(
-                "the parquet file is corrupt: its row groups hold {rows} rows but its footer says {}",
-                meta.num_rows
-            ),
-        ));
+        return Err(bad(format!("its row groups hold {rows} rows but its footer says {}", meta.num_rows)));
     }
     Ok(())
 }

@@ -141,23 +141,15 @@ impl Ty {
     }
 }
 
-/// Checks a whole file in memory: [`footer_len`], then [`check_footer`].
-pub fn check(file: &[u8]) -> Result<(), String> {
-    let n = file.len();
-    if n < 12 {
-        return Err("it is too short to be a Parquet file".into());
-    }
-    let head: &[u8; 4] = file[..4].try_into().expect("4 bytes");
-    let tail: &[u8; 8] = file[n - 8..].try_into().expect("8 bytes");
-    let len = footer_len(n as u64, head, tail)?;
-    check_footer(&file[n - 8 - len..n - 8])
-}
-
 /// The footer's length from a file's first 4 and last 8 bytes, checked
 /// against the file's length and [`MAX_FOOTER_BYTES`]. The footer is the
 /// `len` bytes before the last 8.
+/// (A file shorter than 12 bytes is refused whatever `head` and `tail` hold.)
 pub fn footer_len(file_len: u64, head: &[u8; 4], tail: &[u8; 8]) -> Result<usize, String> {
-    if file_len < 12 || head != MAGIC || &tail[4..] != MAGIC {
+    if file_len < 12 {
+        return Err("it is too short to be a Parquet file".into());
+    }
+    if head != MAGIC || &tail[4..] != MAGIC {
         return Err("it does not start and end with the Parquet magic bytes".into());
     }
     let len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as usize;
@@ -225,10 +217,8 @@ impl Walk<'_> {
     }
 
     /// A struct; `fields` are its declared ones, when known.
+    /// Depth is checked by [`Walk::value`], the one way in below the top.
     fn structure(&mut self, depth: usize, fields: Option<Fields>) -> Result<(), String> {
-        if depth > MAX_DEPTH {
-            return Err(format!("it nests deeper than {MAX_DEPTH}"));
-        }
         let mut id = 0i64;
         loop {
             let h = self.byte()?;
@@ -326,6 +316,18 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks a whole file in memory, as the importer does from disk.
+    fn check(file: &[u8]) -> Result<(), String> {
+        let n = file.len();
+        let (mut head, mut tail) = ([0u8; 4], [0u8; 8]);
+        if n >= 12 {
+            head.copy_from_slice(&file[..4]);
+            tail.copy_from_slice(&file[n - 8..]);
+        }
+        let len = footer_len(n as u64, &head, &tail)?;
+        check_footer(&file[n - 8 - len..n - 8])
+    }
 
     /// A file around `footer`: magic, footer, its length, magic.
     fn file(footer: &[u8]) -> Vec<u8> {

@@ -23,13 +23,21 @@
 //! means alone, and the load now (what a reactive rule sees). Pure: the
 //! trace, scenario and forecasts come in, counts come out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use super::engine::{Demand, ForecastSource, Forecasts, Params, Snapshot, Trajectory};
 use super::scenario::Scenario;
 use crate::placement::view::{ClusterView, PhysView};
+
+/// The signals judged: name (the key in [`Foresight::signals`]) and what
+/// it is, for people.
+pub const SIGNALS: [(&str, &str); 3] = [
+    ("forecast_upper", "forecast upper bound (what the controller acts on)"),
+    ("forecast_mean", "forecast mean"),
+    ("load_now", "load now (what a reactive rule sees)"),
+];
 
 /// How one signal warned.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,28 +101,28 @@ pub fn foresight(
         return None;
     }
     let over: Vec<Vec<bool>> = util.iter().map(|u| u.iter().map(|&x| x > thr).collect()).collect();
-    // alarms[signal][host][t]
-    let names = ["forecast_upper", "forecast_mean", "load_now"];
-    let mut alarms = vec![vec![vec![false; steps]; hosts.len()]; names.len()];
+    // alarms[signal][host][t], in the order of SIGNALS.
+    let mut alarms = vec![vec![vec![false; steps]; hosts.len()]; SIGNALS.len()];
+    let host_index: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (h.id.as_str(), i)).collect();
     let snap = Snapshot::new(scenario, demand, params);
     for t in from..steps.saturating_sub(lead) {
         let (topo, mut inp) = snap.inputs(&trajectory.placement[t], &trajectory.leaving[t], t);
         snap.add_forecasts(&mut inp, t, ForecastSource::Model(Some(forecasts)));
         let view = ClusterView::build_with(&topo, &inp);
         for p in &view.phys {
-            let h = hosts.iter().position(|x| x.id == p.id.as_str()).expect("the view holds the scenario's hosts");
+            let h = host_index[p.id.as_str()];
             let at = |f: &dyn Fn(&PhysView, usize) -> f64| (lead..=horizon).any(|k| f(p, k - 1) / hosts[h].cores > thr);
             alarms[0][h][t] = at(&|p, i| p.fc_upper_at(i, 0.0, 0.0, 0.0));
             alarms[1][h][t] = at(&|p, i| p.fc_mean[i] + p.fc_extra[i]);
-            alarms[2][h][t] = util[h][t] > thr;
+            alarms[2][h][t] = over[h][t];
         }
     }
     let overloads = (0..hosts.len()).map(|h| (from + lead..steps).filter(|&s| over[h][s]).count() as u64).sum();
     let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-    let signals = names
+    let signals = SIGNALS
         .iter()
         .zip(&alarms)
-        .map(|(name, a)| {
+        .map(|((name, _), a)| {
             let (mut n, mut true_n, mut covered) = (0u64, 0u64, 0u64);
             for h in 0..hosts.len() {
                 for t in from..steps {

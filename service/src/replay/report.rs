@@ -128,6 +128,7 @@ impl Report {
         out += &"---:|".repeat(cols.len());
         out += "\n";
         let opt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map(f).unwrap_or_else(|| "–".into());
+        let pct = move |x: Option<f64>| opt(x, &|x| format!("{:.0} %", x * 100.0));
         type Row<'a> = (&'a str, Box<dyn Fn(&PolicyResult) -> String + 'a>);
         let rows: Vec<Row> = vec![
             ("overload host-intervals", Box::new(|r| r.overload_intervals.to_string())),
@@ -137,10 +138,7 @@ impl Report {
             ("predictive migrations", Box::new(|r| r.predictive_migrations.to_string())),
             ("overloads prevented ahead", Box::new(|r| r.prevented_overloads.to_string())),
             ("median lead time (min)", Box::new(move |r| opt(r.lead_time_minutes_median, &|x| format!("{x:.0}")))),
-            (
-                "prevented ≥ 10 min ahead",
-                Box::new(move |r| opt(r.lead_time_share_ge_10min, &|x| format!("{:.0} %", x * 100.0))),
-            ),
+            ("prevented ≥ 10 min ahead", Box::new(move |r| pct(r.lead_time_share_ge_10min))),
         ];
         for (name, f) in rows {
             out += &format!("| {name} | {} |\n", cols.iter().map(|(_, r)| f(r)).collect::<Vec<_>>().join(" | "));
@@ -156,12 +154,7 @@ impl Report {
                 "\n## Foresight\n\nHow early each signal warned of the {} overloaded host-intervals the {} policy left (steps {} on, where every VM has a forecast; VMs where that policy had them). A warning counts when it comes {}..={} steps ahead: a move needs at least that long to take load off its source. *Coverage* is the most a controller acting on the signal could prevent; *precision* is the share of alarms followed by an overload.\n\n| signal | alarms | precision | overloads warned of | coverage |\n|---|---:|---:|---:|---:|\n",
                 f.overloads, f.along, f.from_step, f.lead_steps, f.horizon_steps
             );
-            let pct = |x: Option<f64>| x.map_or_else(|| "–".into(), |x| format!("{:.0} %", x * 100.0));
-            for (name, label) in [
-                ("forecast_upper", "forecast upper bound (what the controller acts on)"),
-                ("forecast_mean", "forecast mean"),
-                ("load_now", "load now (what a reactive rule sees)"),
-            ] {
+            for (name, label) in super::foresight::SIGNALS {
                 if let Some(q) = f.signals.get(name) {
                     out += &format!(
                         "| {label} | {} | {} | {} | {} |\n",
