@@ -25,8 +25,8 @@ fn tokens(dir: &Path) -> (String, String) {
     (admin.display().to_string(), read.display().to_string())
 }
 
-fn with(token: &str, ch: Channel) -> swarm_service::client::Conn {
-    swarm_service::client::with_token(ch, Some(token)).unwrap()
+fn with(token: &str, ch: Channel) -> swarm_client::Conn {
+    swarm_client::with_token(ch, Some(token)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,11 @@
 pub mod v1 {
     tonic::include_proto!("swarm.v1");
 
+    /// The most nodes or placements one mutating topology call may carry;
+    /// swarmd refuses more (INVALID_ARGUMENT) and swarmctl splits its calls
+    /// under it.
+    pub const MAX_NODES_PER_CALL: usize = 10_000;
+
     /// Encoded `FileDescriptorSet` of the whole API, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/swarm_v1_descriptor.bin"));
 }

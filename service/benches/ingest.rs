@@ -115,10 +115,10 @@ fn main() {
     stage("protobuf decode", total, || {
         decoded = encoded.iter().map(|e| pb::IngestBatch::decode(e.as_slice()).unwrap()).collect::<Vec<_>>();
     });
-    let mut topo = swarm_service::domain::Topology::default();
+    let mut topo = swarm_core::domain::Topology::default();
     for i in 0..ENTITIES {
-        let v = swarm_service::domain::VirtualNode {
-            id: swarm_service::domain::NodeId::parse(&format!("vm-{i:05}")).unwrap(),
+        let v = swarm_core::domain::VirtualNode {
+            id: swarm_core::domain::NodeId::parse(&format!("vm-{i:05}")).unwrap(),
             requested: Default::default(),
             state_size_bytes: 0,
             group: None,

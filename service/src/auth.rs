@@ -114,11 +114,7 @@ impl std::fmt::Debug for Tokens {
 /// Shortest token accepted: 16 characters (tokens are meant to be random).
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// The tokens of a token file's text: its lines, trimmed, without blank
-/// lines and `#` comments (swarmd's files and swarmctl's `--token-file`).
-pub fn token_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
-}
+pub use swarm_client::tokens::token_lines;
 
 fn parse(path: &str, text: &str) -> Result<Vec<String>, TokenError> {
     let tokens: Vec<String> = token_lines(text).map(str::to_owned).collect();

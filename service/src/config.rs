@@ -2,9 +2,10 @@
 //!
 //! Resolution is a separate step from parsing (as in ripgrep): the binary
 //! parses flags (clap also reads the `SWARM_*` environment variables for
-//! them) into [`Overrides`]; [`Config::resolve`] starts from the defaults,
+//! them) into [`Flags`]; [`Config::resolve`] starts from the defaults,
 //! applies the file, then the overrides. Flags win over environment, which
-//! wins over the file, which wins over the defaults.
+//! wins over the file, which wins over the defaults. The file deserializes
+//! directly into [`Config`]; README.md's examples are loaded by a test.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,10 +13,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::migration::machine::Policy;
-use crate::placement::affinity::Weights;
-use crate::placement::controller::{Automation, ControllerConfig};
-use crate::placement::cost::CostModel;
+use swarm_core::duration;
+use swarm_core::migration::machine::Policy;
+use swarm_core::placement::controller::{Automation, ControllerConfig};
+
 pub use crate::security::SecurityConfig;
 
 /// Log output format.
@@ -29,8 +30,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// The resolved configuration of swarmd.
-#[derive(Debug, Clone)]
+/// The configuration of swarmd, exactly as the config file spells it: the
+/// file deserializes straight into this struct (every key optional, unknown
+/// keys refused), the controller's and migration's sections into the core's
+/// own types. There is no second "file" struct to copy fields from, so a
+/// field cannot be forgotten between the two (one was, and the README's
+/// example was refused at start).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// gRPC listen address.
     pub listen: SocketAddr,
@@ -39,49 +46,36 @@ pub struct Config {
     /// Log format.
     pub log_format: LogFormat,
     /// Samples older than this are dropped.
+    #[serde(with = "duration::text")]
     pub retention: Duration,
     /// Samples further in the future than this are rejected.
+    #[serde(with = "duration::text")]
     pub max_future_skew: Duration,
     /// Most samples in one ingest batch.
     pub max_batch_samples: usize,
     /// Controller rounds run this often.
+    #[serde(with = "duration::text")]
     pub round_interval: Duration,
     /// Observed usage is the mean over this window.
+    #[serde(with = "duration::text")]
     pub usage_window: Duration,
     /// fsync the write-ahead log on every group commit.
     pub fsync: bool,
     /// Controller tuning.
     pub controller: ControllerConfig,
-    /// Start the demo cluster and load generator.
+    /// Start the demo cluster and load generator (a flag only).
+    #[serde(skip)]
     pub demo: bool,
     /// Forecasting model artifact; `None` means the bundled default.
     pub model: Option<PathBuf>,
-    /// Migration protocol tuning.
-    pub migration: MigrationConfig,
+    /// Migration protocol tuning: health tolerances, timeouts, reservations.
+    pub migration: Policy,
     /// Web dashboard address (off when `None`).
     pub http: Option<SocketAddr>,
     /// TLS and bearer tokens (see [`crate::security`]).
     pub security: SecurityConfig,
     /// Message sizes, concurrent streams, pending samples, stream rates.
     pub limits: crate::limits::Limits,
-}
-
-/// Migration protocol tuning: health tolerances, timeouts, reservations.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MigrationConfig {
-    /// Tolerances, verification window and per-phase timeouts.
-    pub policy: Policy,
-    /// Requested CPU on a node may reach this multiple of its cores when a
-    /// migration reserves room there (memory is never overcommitted).
-    pub cpu_overcommit: f64,
-    /// How often timeouts are checked.
-    pub tick: Duration,
-}
-
-impl Default for MigrationConfig {
-    fn default() -> Self {
-        MigrationConfig { policy: Policy::default(), cpu_overcommit: 1.0, tick: Duration::from_secs(1) }
-    }
 }
 
 impl Default for Config {
@@ -100,7 +94,7 @@ impl Default for Config {
             controller: ControllerConfig::default(),
             demo: false,
             model: None,
-            migration: MigrationConfig::default(),
+            migration: Policy::default(),
             http: None,
             security: SecurityConfig::default(),
             limits: crate::limits::Limits::default(),
@@ -108,96 +102,76 @@ impl Default for Config {
     }
 }
 
-/// The config file, every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    log_format: Option<LogFormat>,
-    retention: Option<String>,
-    max_future_skew: Option<String>,
-    max_batch_samples: Option<usize>,
-    round_interval: Option<String>,
-    usage_window: Option<String>,
-    fsync: Option<bool>,
-    model: Option<PathBuf>,
-    controller: Option<FileController>,
-    migration: Option<FileMigration>,
-    http: Option<SocketAddr>,
-    security: Option<FileSecurity>,
-    limits: Option<crate::limits::Limits>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSecurity {
-    admin_token_file: Option<PathBuf>,
-    read_token_file: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileMigration {
-    max_latency_ratio: Option<f64>,
-    max_error_rate: Option<f64>,
-    max_lag: Option<String>,
-    verify_window: Option<String>,
-    accept_timeout: Option<String>,
-    phase_timeout: Option<String>,
-    shadow_timeout: Option<String>,
-    cpu_overcommit: Option<f64>,
-    tick: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileController {
-    gain_threshold: Option<f64>,
-    max_decisions_per_round: Option<usize>,
-    cooldown: Option<String>,
-    max_cpu_utilization: Option<f64>,
-    overload_threshold: Option<f64>,
-    max_in_flight_per_node: Option<u32>,
-    horizon_steps: Option<usize>,
-    automation: Option<Automation>,
-    weights: Option<Weights>,
-    cost: Option<CostModel>,
-}
-
-/// Values from flags or environment; `None` means "not given".
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    /// `--config`.
+/// swarmd's command line: values from flags or their environment variables,
+/// `None` meaning "not given". Parsed by clap, then resolved over the file
+/// and the defaults by [`Config::resolve`].
+#[derive(clap::Parser, Debug, Default, Clone)]
+#[command(
+    name = "swarmd",
+    version,
+    about = "Swarm placement server: ingests metrics, scores affinity, proposes migrations.",
+    after_help = "Examples:\n  swarmd --demo\n  swarmd --listen 127.0.0.1:50051 --data-dir /var/lib/swarm --config /etc/swarm.toml"
+)]
+pub struct Flags {
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long = "config", env = "SWARM_CONFIG")]
     pub config_file: Option<PathBuf>,
-    /// `--listen`.
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "SWARM_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// `--data-dir`.
+    /// Directory for all state [default: ./swarm-data].
+    #[arg(long, env = "SWARM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `--log-format`.
+    /// Log format [default: text].
+    #[arg(long, env = "SWARM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// `--retention`.
+    /// How long samples are kept, e.g. 7d [default: 15d; the bundled model needs 7 days of history].
+    #[arg(long, env = "SWARM_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
-    /// `--round-interval`.
+    /// Time between controller rounds, e.g. 5m [default: 5m; 10s with --demo].
+    #[arg(long, env = "SWARM_ROUND_INTERVAL", value_parser = parse_duration)]
     pub round_interval: Option<Duration>,
-    /// `--gain-threshold`.
+    /// Minimum affinity gain for a move, 0..1 [default: 0.1].
+    #[arg(long, env = "SWARM_GAIN_THRESHOLD")]
     pub gain_threshold: Option<f64>,
-    /// `--max-future-skew`.
+    /// Largest allowed clock skew of sample timestamps into the future [default: 5m].
+    #[arg(long, env = "SWARM_MAX_FUTURE_SKEW", value_parser = parse_duration)]
     pub max_future_skew: Option<Duration>,
-    /// `--no-fsync` given.
+    /// Do not fsync the write-ahead log (acknowledged samples may be lost on power failure).
+    #[arg(long, env = "SWARM_NO_FSYNC")]
     pub no_fsync: bool,
-    /// `--demo` given.
+    /// Start with a generated demo cluster, load generator and the reference orchestrator (and the dashboard).
+    #[arg(long)]
     pub demo: bool,
-    /// `--model`.
+    /// Forecasting model artifact (from swarm-train) [default: the bundled models/default.json].
+    #[arg(long, env = "SWARM_MODEL")]
     pub model: Option<PathBuf>,
-    /// `--automation`.
-    pub automation: Option<Automation>,
-    /// `--http`.
+    /// Serve the web dashboard (heatmap, forecasts, decisions) on this address [default: off; 127.0.0.1:8080 with --demo].
+    #[arg(long, env = "SWARM_HTTP")]
     pub http: Option<SocketAddr>,
-    /// `--admin-token-file`, `--read-token-file`, `--tls-cert`, `--tls-key`.
-    pub security: SecurityConfig,
+    /// `recommend`: publish decisions only; `apply`: also record them as the new placements [default: recommend].
+    #[arg(long, env = "SWARM_AUTOMATION", value_parser = parse_automation)]
+    pub automation: Option<Automation>,
+    /// Admin bearer tokens, one per line: every call needs one (or a read-only token for reads) [default: no authentication].
+    #[arg(long, env = "SWARM_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Read-only bearer tokens, one per line (needs --admin-token-file).
+    #[arg(long, env = "SWARM_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC and the dashboard over TLS (with --tls-key).
+    #[arg(long, env = "SWARM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWARM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn parse_automation(s: &str) -> Result<Automation, String> {
+    match s {
+        "recommend" => Ok(Automation::Recommend),
+        "apply" => Ok(Automation::Apply),
+        _ => Err(format!("{s:?} is not an automation level; use recommend or apply")),
+    }
 }
 
 /// Configuration errors.
@@ -224,60 +198,48 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Parses a duration like `5m`, `90s`, `7d` or `1h 30m`.
+/// Parses a duration like `5m`, `90s`, `7d` or `1h 30m` (flags use this).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 90s, 5m, 7d"))
+    duration::parse(s)
 }
 
 impl Config {
     /// Defaults, then the file (if any), then the overrides.
-    pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
-        if let Some(path) = &o.config_file {
-            c.apply_file(path)?;
+    pub fn resolve(o: &Flags) -> Result<Config, ConfigError> {
+        let mut c = match &o.config_file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        fn set<T: Clone>(to: &mut T, from: &Option<T>) {
+            if let Some(v) = from {
+                *to = v.clone();
+            }
         }
-        if let Some(v) = o.listen {
-            c.listen = v;
-        }
-        if let Some(v) = &o.data_dir {
-            c.data_dir = v.clone();
-        }
-        if let Some(v) = o.log_format {
-            c.log_format = v;
-        }
-        if let Some(v) = o.retention {
-            c.retention = v;
-        }
-        if let Some(v) = o.round_interval {
-            c.round_interval = v;
-        }
-        if let Some(v) = o.max_future_skew {
-            c.max_future_skew = v;
-        }
-        if let Some(v) = o.gain_threshold {
-            c.controller.gain_threshold = v;
-        }
+        set(&mut c.listen, &o.listen);
+        set(&mut c.data_dir, &o.data_dir);
+        set(&mut c.log_format, &o.log_format);
+        set(&mut c.retention, &o.retention);
+        set(&mut c.round_interval, &o.round_interval);
+        set(&mut c.max_future_skew, &o.max_future_skew);
+        set(&mut c.controller.gain_threshold, &o.gain_threshold);
+        set(&mut c.controller.automation, &o.automation);
         if o.no_fsync {
             c.fsync = false;
         }
         if o.demo {
             c.demo = true;
         }
-        if let Some(m) = &o.model {
-            c.model = Some(m.clone());
+        if o.model.is_some() {
+            c.model = o.model.clone();
         }
-        if let Some(a) = o.automation {
-            c.controller.automation = a;
+        if o.http.is_some() {
+            c.http = o.http;
         }
-        if let Some(h) = o.http {
-            c.http = Some(h);
-        }
-        let s = &o.security;
         for (from, to) in [
-            (&s.admin_token_file, &mut c.security.admin_token_file),
-            (&s.read_token_file, &mut c.security.read_token_file),
-            (&s.tls_cert, &mut c.security.tls_cert),
-            (&s.tls_key, &mut c.security.tls_key),
+            (&o.admin_token_file, &mut c.security.admin_token_file),
+            (&o.read_token_file, &mut c.security.read_token_file),
+            (&o.tls_cert, &mut c.security.tls_cert),
+            (&o.tls_key, &mut c.security.tls_key),
         ] {
             if from.is_some() {
                 *to = from.clone();
@@ -287,130 +249,21 @@ impl Config {
         Ok(c)
     }
 
-    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+    /// The defaults overlaid with the file at `path` (not yet validated:
+    /// flags may still change what is checked).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let f: FileConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        let dur = |key: &str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
-            v.as_deref()
-                .map(parse_duration)
-                .transpose()
-                .map_err(|m| ConfigError::Parse { path: path.into(), message: format!("{key}: {m}") })
-        };
-        if let Some(v) = f.listen {
-            self.listen = v;
-        }
-        if let Some(v) = f.data_dir {
-            self.data_dir = v;
-        }
-        if let Some(v) = f.log_format {
-            self.log_format = v;
-        }
-        if let Some(v) = dur("retention", &f.retention)? {
-            self.retention = v;
-        }
-        if let Some(v) = dur("max_future_skew", &f.max_future_skew)? {
-            self.max_future_skew = v;
-        }
-        if let Some(v) = f.max_batch_samples {
-            self.max_batch_samples = v;
-        }
-        if let Some(v) = dur("round_interval", &f.round_interval)? {
-            self.round_interval = v;
-        }
-        if let Some(v) = dur("usage_window", &f.usage_window)? {
-            self.usage_window = v;
-        }
-        if let Some(v) = f.fsync {
-            self.fsync = v;
-        }
-        if let Some(v) = f.model {
-            self.model = Some(v);
-        }
-        if let Some(v) = f.http {
-            self.http = Some(v);
-        }
-        if let Some(l) = f.limits {
-            self.limits = l;
-        }
-        if let Some(sec) = f.security {
-            self.security = SecurityConfig {
-                admin_token_file: sec.admin_token_file,
-                read_token_file: sec.read_token_file,
-                tls_cert: sec.tls_cert,
-                tls_key: sec.tls_key,
-            };
-        }
-        if let Some(ctl) = f.controller {
-            if let Some(v) = ctl.gain_threshold {
-                self.controller.gain_threshold = v;
-            }
-            if let Some(v) = ctl.max_decisions_per_round {
-                self.controller.max_decisions_per_round = v;
-            }
-            if let Some(v) = dur("controller.cooldown", &ctl.cooldown)? {
-                self.controller.cooldown_ms = v.as_millis() as i64;
-            }
-            if let Some(v) = ctl.max_cpu_utilization {
-                self.controller.max_cpu_utilization = v;
-            }
-            if let Some(v) = ctl.overload_threshold {
-                self.controller.overload_threshold = v;
-            }
-            if let Some(v) = ctl.max_in_flight_per_node {
-                self.controller.max_in_flight_per_node = v;
-            }
-            if let Some(v) = ctl.horizon_steps {
-                self.controller.horizon_steps = v;
-            }
-            if let Some(v) = ctl.automation {
-                self.controller.automation = v;
-            }
-            if let Some(v) = ctl.weights {
-                self.controller.weights = v;
-            }
-            if let Some(v) = ctl.cost {
-                self.controller.cost = v;
-            }
-        }
-        if let Some(m) = f.migration {
-            let ms = |key: &str, v: &Option<String>| -> Result<Option<i64>, ConfigError> {
-                Ok(dur(key, v)?.map(|d| d.as_millis() as i64))
-            };
-            let p = &mut self.migration.policy;
-            if let Some(v) = m.max_latency_ratio {
-                p.max_latency_ratio = v;
-            }
-            if let Some(v) = m.max_error_rate {
-                p.max_error_rate = v;
-            }
-            if let Some(v) = ms("migration.max_lag", &m.max_lag)? {
-                p.max_lag_ms = v as f64;
-            }
-            if let Some(v) = ms("migration.verify_window", &m.verify_window)? {
-                p.verify_window_ms = v;
-            }
-            if let Some(v) = ms("migration.accept_timeout", &m.accept_timeout)? {
-                p.accept_timeout_ms = v;
-            }
-            if let Some(v) = ms("migration.phase_timeout", &m.phase_timeout)? {
-                p.phase_timeout_ms = v;
-            }
-            if let Some(v) = ms("migration.shadow_timeout", &m.shadow_timeout)? {
-                p.shadow_timeout_ms = v;
-            }
-            if let Some(v) = m.cpu_overcommit {
-                self.migration.cpu_overcommit = v;
-            }
-            if let Some(v) = dur("migration.tick", &m.tick)? {
-                self.migration.tick = v;
-            }
-        }
-        Ok(())
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+    }
+
+    /// Parses a config file's text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.controller.validate().map_err(ConfigError::Invalid)?;
+        self.migration.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate(self.max_batch_samples).map_err(ConfigError::Invalid)?;
         if self.demo && self.security.any() {
@@ -424,29 +277,6 @@ impl Config {
         }
         if self.retention < Duration::from_secs(60) {
             return Err(ConfigError::Invalid("retention must be at least 1m".into()));
-        }
-        let m = &self.migration;
-        let p = &m.policy;
-        if !(p.max_latency_ratio.is_finite() && p.max_latency_ratio >= 1.0) {
-            return Err(ConfigError::Invalid("migration.max_latency_ratio must be at least 1".into()));
-        }
-        if !(0.0..=1.0).contains(&p.max_error_rate) {
-            return Err(ConfigError::Invalid("migration.max_error_rate must be in 0..=1".into()));
-        }
-        if [p.accept_timeout_ms, p.phase_timeout_ms, p.shadow_timeout_ms].iter().any(|&t| t < 100) {
-            return Err(ConfigError::Invalid("migration timeouts must be at least 100ms".into()));
-        }
-        if p.verify_window_ms >= p.shadow_timeout_ms {
-            return Err(ConfigError::Invalid(
-                "migration.verify_window must be shorter than migration.shadow_timeout (else no shadow can be verified)"
-                    .into(),
-            ));
-        }
-        if !(m.cpu_overcommit.is_finite() && m.cpu_overcommit >= 1.0) {
-            return Err(ConfigError::Invalid("migration.cpu_overcommit must be at least 1".into()));
-        }
-        if m.tick < Duration::from_millis(10) || m.tick > Duration::from_secs(60) {
-            return Err(ConfigError::Invalid("migration.tick must be in 10ms..=60s".into()));
         }
         if self.max_batch_samples == 0 || self.max_batch_samples > 1_000_000 {
             return Err(ConfigError::Invalid("max_batch_samples must be in 1..=1000000".into()));
@@ -468,7 +298,7 @@ mod tests {
             "listen = \"127.0.0.1:6000\"\nretention = \"2d\"\nround_interval = \"10m\"\n[controller]\ncooldown = \"1h\"\ngain_threshold = 0.2\n",
         )
         .unwrap();
-        let o = Overrides {
+        let o = Flags {
             config_file: Some(path.clone()),
             round_interval: Some(Duration::from_secs(60)),
             ..Default::default()
@@ -487,13 +317,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("swarm.toml");
         std::fs::write(&path, "retention = \"soon\"\n").unwrap();
-        let e = Config::resolve(&Overrides { config_file: Some(path.clone()), ..Default::default() }).unwrap_err();
+        let e = Config::resolve(&Flags { config_file: Some(path.clone()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("retention"), "{e}");
         std::fs::write(&path, "bogus_key = 1\n").unwrap();
-        let e = Config::resolve(&Overrides { config_file: Some(path.clone()), ..Default::default() }).unwrap_err();
+        let e = Config::resolve(&Flags { config_file: Some(path.clone()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("bogus_key"), "{e}");
         std::fs::write(&path, "[controller]\ngain_threshold = 3.0\n").unwrap();
-        let e = Config::resolve(&Overrides { config_file: Some(path), ..Default::default() }).unwrap_err();
+        let e = Config::resolve(&Flags { config_file: Some(path), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("gain_threshold"), "{e}");
+    }
+
+    #[test]
+    fn every_section_reads_into_the_typed_config() {
+        let c = Config::from_toml(
+            "[controller]\nact_on_current_overload = false\nspread_correlation = 0.5\ncooldown = \"2h\"\n\
+             [migration]\nmax_lag = \"3s\"\ntick = \"250ms\"\ncpu_overcommit = 1.5\n\
+             [security]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        assert!(!c.controller.act_on_current_overload);
+        assert_eq!(c.controller.spread_correlation, 0.5);
+        assert_eq!(c.controller.cooldown_ms, 7_200_000);
+        assert_eq!(c.migration.max_lag_ms, 3000.0);
+        assert_eq!(c.migration.tick_ms, 250);
+        assert_eq!(c.migration.cpu_overcommit, 1.5);
+        assert_eq!(c.security.tls_key.as_deref(), Some(Path::new("k.pem")));
+        let e = Config::from_toml("[migration]\ntick = 5\n").unwrap_err();
+        assert!(e.contains("tick"), "{e}");
     }
 }

@@ -2,9 +2,14 @@
 
 use swarm_proto::v1 as pb;
 
-use crate::domain::{PhysicalNode, PhysicalState, Resources, VirtualNode};
-use crate::placement::affinity::{Score, Weights};
-use crate::placement::controller::{Proposal, ProposalKind};
+pub use swarm_client::wire::{components_json, decision_kind, decision_kind_name, phase, phase_from_wire};
+use swarm_core::decision::{Decision, ScoreSnapshot};
+use swarm_core::domain::{PhysicalNode, PhysicalState, Resources, VirtualNode};
+use swarm_core::placement::affinity::{Components, Score, Weights};
+use swarm_core::reconfig::Objective;
+use swarm_core::reconfig::record::PlannedMove;
+
+use crate::state::{AffinityMatrix, PlanSummary, ReconfigProgress, RoundReport};
 
 /// Resources to the wire (bytes are rounded down).
 pub fn resources(r: &Resources) -> pb::Resources {
@@ -44,50 +49,26 @@ pub fn virtual_node(n: &VirtualNode) -> pb::VirtualNode {
     }
 }
 
+/// Affinity components to the wire.
+pub fn components(c: &Components) -> pb::AffinityComponents {
+    pb::AffinityComponents {
+        cpu_headroom: c.cpu_headroom,
+        memory_headroom: c.memory_headroom,
+        network_headroom: c.network_headroom,
+        current_load: c.current_load,
+        history: c.history,
+        locality: c.locality,
+        forecast_headroom: c.forecast_headroom,
+    }
+}
+
 /// An affinity score to the wire.
 pub fn score(s: &Score) -> pb::AffinityScore {
-    let c = &s.components;
-    pb::AffinityScore {
-        score: s.score,
-        components: Some(pb::AffinityComponents {
-            cpu_headroom: c.cpu_headroom,
-            memory_headroom: c.memory_headroom,
-            network_headroom: c.network_headroom,
-            current_load: c.current_load,
-            history: c.history,
-            locality: c.locality,
-            forecast_headroom: c.forecast_headroom,
-        }),
-        feasible: s.infeasible.is_none(),
-        infeasible_reason: s.infeasible.as_ref().map(|r| r.to_string()).unwrap_or_default(),
-    }
-}
-
-/// An affinity breakdown as JSON (the dashboard's API and `swarmctl
-/// affinity --output json`); absent components are `null`.
-pub fn components_json(c: &Option<pb::AffinityComponents>) -> serde_json::Value {
-    let c = c.unwrap_or_default();
-    serde_json::json!({
-        "cpu_headroom": c.cpu_headroom, "memory_headroom": c.memory_headroom,
-        "network_headroom": c.network_headroom, "current_load": c.current_load,
-        "history": c.history, "locality": c.locality, "forecast_headroom": c.forecast_headroom,
-    })
-}
-
-/// A decision kind's short name (`micro-migration`, `predictive`, ...).
-pub fn decision_kind_name(k: pb::DecisionKind) -> &'static str {
-    match k {
-        pb::DecisionKind::MicroMigration => "micro-migration",
-        pb::DecisionKind::Evacuation => "evacuation",
-        pb::DecisionKind::Predictive => "predictive",
-        pb::DecisionKind::Overload => "overload",
-        pb::DecisionKind::Reconfiguration => "reconfiguration",
-        pb::DecisionKind::Unspecified => "unspecified",
-    }
+    score_snapshot(&s.into())
 }
 
 /// The cost function's figures.
-pub fn cost(c: &crate::placement::cost::CostEstimate) -> pb::MigrationCost {
+pub fn cost(c: &swarm_core::placement::cost::CostEstimate) -> pb::MigrationCost {
     pb::MigrationCost {
         transfer_seconds: c.transfer_seconds,
         overhead_seconds: c.overhead_seconds,
@@ -97,8 +78,8 @@ pub fn cost(c: &crate::placement::cost::CostEstimate) -> pb::MigrationCost {
 }
 
 /// One assessed move.
-pub fn assessment(a: &crate::placement::assess::Assessment) -> pb::MoveAssessment {
-    use crate::placement::assess::Verdict;
+pub fn assessment(a: &swarm_core::placement::assess::Assessment) -> pb::MoveAssessment {
+    use swarm_core::placement::assess::Verdict;
     let verdict = match a.verdict {
         Verdict::Current => pb::MoveVerdict::Current,
         Verdict::Unplaced => pb::MoveVerdict::Unplaced,
@@ -123,78 +104,39 @@ pub fn weights(w: &Weights) -> std::collections::HashMap<String, f64> {
     w.named().into_iter().map(|(n, w)| (n.to_owned(), w)).collect()
 }
 
-/// A proposal to an (unsequenced) decision; `step_ms` turns forecast steps into time.
-pub fn decision(
-    p: &Proposal,
-    view: &crate::placement::affinity::ClusterView,
-    round_id: u64,
-    now_ms: i64,
-    step_ms: i64,
-) -> pb::Decision {
+/// A score as decided on, to the wire.
+pub fn score_snapshot(s: &ScoreSnapshot) -> pb::AffinityScore {
+    let c = &s.components;
+    pb::AffinityScore {
+        score: s.score,
+        components: Some(components(c)),
+        feasible: s.infeasible.is_none(),
+        infeasible_reason: s.infeasible.clone().unwrap_or_default(),
+    }
+}
+
+/// A decision to the wire.
+pub fn decision(d: &Decision) -> pb::Decision {
     pb::Decision {
-        sequence: 0,
-        round_id,
-        decided_at_ms: now_ms,
-        virtual_node_id: view.virt[p.virt].id.to_string(),
-        from_node_id: view.phys[p.from].id.to_string(),
-        to_node_id: view.phys[p.to].id.to_string(),
-        from_score: Some(score(&p.from_score)),
-        to_score: Some(score(&p.to_score)),
-        gain: p.gain(),
-        reason: p.reason.clone(),
-        kind: match p.kind {
-            ProposalKind::MicroMigration => pb::DecisionKind::MicroMigration,
-            ProposalKind::Evacuation => pb::DecisionKind::Evacuation,
-            ProposalKind::Predictive => pb::DecisionKind::Predictive,
-            ProposalKind::Overload => pb::DecisionKind::Overload,
-        } as i32,
-        cost: Some(cost(&p.cost)),
-        expected_overload_at_ms: p.expected_overload_step.map(|h| now_ms + h as i64 * step_ms).unwrap_or(0),
+        sequence: d.sequence,
+        round_id: d.round_id,
+        decided_at_ms: d.decided_at_ms,
+        virtual_node_id: d.virt.to_string(),
+        from_node_id: d.from.to_string(),
+        to_node_id: d.to.to_string(),
+        from_score: d.from_score.as_ref().map(score_snapshot),
+        to_score: d.to_score.as_ref().map(score_snapshot),
+        gain: d.gain,
+        reason: d.reason.clone(),
+        kind: decision_kind(d.kind) as i32,
+        cost: d.cost.as_ref().map(cost),
+        expected_overload_at_ms: d.expected_overload_at_ms.unwrap_or(0),
     }
-}
-
-/// A migration phase to the wire.
-pub fn phase(p: crate::migration::machine::Phase) -> pb::MigrationPhase {
-    use crate::migration::machine::Phase::*;
-    match p {
-        Proposed => pb::MigrationPhase::Proposed,
-        Accepted => pb::MigrationPhase::Accepted,
-        ShadowStarting => pb::MigrationPhase::ShadowStarting,
-        Shadowing => pb::MigrationPhase::Shadowing,
-        Verified => pb::MigrationPhase::Verified,
-        CuttingOver => pb::MigrationPhase::CuttingOver,
-        Completed => pb::MigrationPhase::Completed,
-        Rejected => pb::MigrationPhase::Rejected,
-        TimedOut => pb::MigrationPhase::TimedOut,
-        ShadowUnhealthy => pb::MigrationPhase::ShadowUnhealthy,
-        RolledBack => pb::MigrationPhase::RolledBack,
-        Aborted => pb::MigrationPhase::Aborted,
-    }
-}
-
-/// A wire phase to the domain; `None` for unspecified or unknown values.
-pub fn phase_from_wire(p: i32) -> Option<crate::migration::machine::Phase> {
-    use crate::migration::machine::Phase::*;
-    Some(match pb::MigrationPhase::try_from(p).ok()? {
-        pb::MigrationPhase::Unspecified => return None,
-        pb::MigrationPhase::Proposed => Proposed,
-        pb::MigrationPhase::Accepted => Accepted,
-        pb::MigrationPhase::ShadowStarting => ShadowStarting,
-        pb::MigrationPhase::Shadowing => Shadowing,
-        pb::MigrationPhase::Verified => Verified,
-        pb::MigrationPhase::CuttingOver => CuttingOver,
-        pb::MigrationPhase::Completed => Completed,
-        pb::MigrationPhase::Rejected => Rejected,
-        pb::MigrationPhase::TimedOut => TimedOut,
-        pb::MigrationPhase::ShadowUnhealthy => ShadowUnhealthy,
-        pb::MigrationPhase::RolledBack => RolledBack,
-        pb::MigrationPhase::Aborted => Aborted,
-    })
 }
 
 /// An instruction to the wire.
-pub fn instruction(i: crate::migration::machine::Instruction) -> pb::Instruction {
-    use crate::migration::machine::Instruction::*;
+pub fn instruction(i: swarm_core::migration::machine::Instruction) -> pb::Instruction {
+    use swarm_core::migration::machine::Instruction::*;
     match i {
         // Not accepted yet: the orchestrator has nothing to do.
         Wait => pb::Instruction::Unspecified,
@@ -207,7 +149,7 @@ pub fn instruction(i: crate::migration::machine::Instruction) -> pb::Instruction
 }
 
 /// A migration to the wire, with or without its history.
-pub fn migration(m: &crate::migration::machine::Migration, with_history: bool) -> pb::Migration {
+pub fn migration(m: &swarm_core::migration::machine::Migration, with_history: bool) -> pb::Migration {
     pb::Migration {
         id: m.id.clone(),
         decision_sequence: m.decision_sequence,
@@ -236,7 +178,7 @@ pub fn migration(m: &crate::migration::machine::Migration, with_history: bool) -
 }
 
 /// The heatmap to the wire.
-pub fn heatmap(h: &crate::placement::heatmap::Heatmap) -> pb::GetHeatmapResponse {
+pub fn heatmap(h: &swarm_core::placement::heatmap::Heatmap) -> pb::GetHeatmapResponse {
     let col = |c: Option<usize>| c.map_or(-1, |c| c as i32);
     pb::GetHeatmapResponse {
         group_by: format!("{:?}", h.group_by).to_lowercase(),
@@ -264,5 +206,103 @@ pub fn heatmap(h: &crate::placement::heatmap::Heatmap) -> pb::GetHeatmapResponse
             })
             .collect(),
         virtual_nodes: h.virtual_nodes as u32,
+    }
+}
+
+/// A planned move to the wire.
+pub fn planned_move(m: &PlannedMove) -> pb::PlannedMove {
+    pb::PlannedMove {
+        virtual_node_id: m.virt.clone(),
+        from_node_id: m.from.clone(),
+        to_node_id: m.to.clone(),
+        bytes: m.bytes,
+        reason: m.reason.clone(),
+        estimated_seconds: m.seconds,
+    }
+}
+
+/// A reconfiguration plan to the wire.
+pub fn plan(p: &PlanSummary) -> pb::PlanResponse {
+    pb::PlanResponse {
+        plan_id: p.plan_id.clone(),
+        moves: p.moves.iter().map(planned_move).collect(),
+        total_bytes: p.total_bytes,
+        estimated_seconds: p.estimated_seconds,
+        placements: p
+            .placements
+            .iter()
+            .map(|(v, to)| pb::PlannedMove {
+                virtual_node_id: v.clone(),
+                to_node_id: to.clone(),
+                reason: "new virtual node".into(),
+                ..Default::default()
+            })
+            .collect(),
+        lower_bound: p.lower_bound,
+        optimal: p.optimal,
+        method: p.method.clone(),
+        objective: match p.objective {
+            Objective::Moves => pb::PlanObjective::FewestMoves,
+            Objective::Bytes => pb::PlanObjective::FewestBytes,
+        } as i32,
+        expires_at_ms: p.expires_at_ms,
+    }
+}
+
+/// An applied plan's progress to the wire.
+pub fn reconfiguration(p: &ReconfigProgress) -> pb::GetReconfigurationResponse {
+    let rec = &p.reconfiguration;
+    let mut out = pb::GetReconfigurationResponse {
+        total_moves: rec.moves.len() as u32,
+        state: rec.state.name().into(),
+        removals_pending: p.removals_pending.clone(),
+        ..Default::default()
+    };
+    for (m, mig) in rec.moves.iter().zip(&p.migrations) {
+        match mig.as_ref().map(|x| x.1) {
+            Some(swarm_core::migration::machine::Phase::Completed) => out.completed_moves += 1,
+            Some(ph) if ph.is_terminal() => out.failed_moves += 1,
+            Some(_) => out.in_flight_moves += 1,
+            None => out.pending_moves += 1,
+        }
+        out.moves.push(pb::ReconfigurationMove {
+            r#move: Some(planned_move(m)),
+            migration_id: mig.as_ref().map(|x| x.0.clone()).unwrap_or_default(),
+            phase: mig.as_ref().map_or(pb::MigrationPhase::Unspecified, |x| phase(x.1)) as i32,
+        });
+    }
+    out
+}
+
+/// A round's report to the wire.
+pub fn round(r: &RoundReport) -> pb::RunRoundResponse {
+    pb::RunRoundResponse {
+        round_id: r.round_id,
+        decisions: r.decisions.iter().map(decision).collect(),
+        virtual_nodes_evaluated: r.evaluated as u32,
+        skipped_cooldown: r.skipped_cooldown as u32,
+        skipped_budget: r.skipped_budget as u32,
+        duration_ms: r.duration_ms,
+        dry_run: r.dry_run,
+    }
+}
+
+/// An affinity matrix to the wire.
+pub fn affinity(m: &AffinityMatrix) -> pb::GetAffinityResponse {
+    pb::GetAffinityResponse {
+        physical_node_ids: m.physical.iter().map(|p| p.to_string()).collect(),
+        rows: m
+            .rows
+            .iter()
+            .map(|r| pb::AffinityRow {
+                virtual_node_id: r.virt.to_string(),
+                current_node_id: r.current.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                scores: r.scores.iter().map(score).collect(),
+                moves: r.moves.iter().map(assessment).collect(),
+                would_move_to: r.would_move_to.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        weights: weights(&m.weights),
+        computed_at_ms: m.computed_at_ms,
     }
 }

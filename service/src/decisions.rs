@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use swarm_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::domain::NodeId;
-use crate::migration::book::migration_id;
-use crate::migration::machine::Migration;
-use crate::reconfig::record::Origin;
 use crate::store::{Loaded, MetaStore, StoreError};
+use swarm_core::decision::Decision;
+use swarm_core::domain::NodeId;
+use swarm_core::migration::book::migration_id;
+use swarm_core::migration::machine::Migration;
+use swarm_core::reconfig::record::Origin;
 
 /// Decisions kept in the live broadcast buffer; a slower watcher falls back to the store.
 const BROADCAST_BUFFER: usize = 4096;
@@ -33,7 +33,7 @@ struct LogState {
 pub struct DecisionLog {
     store: Arc<dyn MetaStore>,
     state: Arc<Mutex<LogState>>,
-    tx: broadcast::Sender<Arc<pb::Decision>>,
+    tx: broadcast::Sender<Arc<Decision>>,
 }
 
 /// Why a watch cannot start.
@@ -62,10 +62,8 @@ impl DecisionLog {
             let mut oldest_in_page = i64::MAX;
             for d in &page {
                 oldest_in_page = oldest_in_page.min(d.decided_at_ms);
-                if let Ok(id) = NodeId::parse(&d.virtual_node_id) {
-                    let e = last_decided.entry(id).or_insert(d.decided_at_ms);
-                    *e = (*e).max(d.decided_at_ms);
-                }
+                let e = last_decided.entry(d.virt.clone()).or_insert(d.decided_at_ms);
+                *e = (*e).max(d.decided_at_ms);
             }
             if start <= first || page.is_empty() || oldest_in_page < now_ms - cooldown_ms {
                 break;
@@ -110,10 +108,10 @@ impl DecisionLog {
     pub fn commit_round(
         &self,
         round_id: u64,
-        mut decisions: Vec<pb::Decision>,
+        mut decisions: Vec<Decision>,
         propose: Option<Vec<Option<Origin>>>,
         on_persisted: impl FnOnce(Vec<Migration>),
-    ) -> Result<Vec<pb::Decision>, StoreError> {
+    ) -> Result<Vec<Decision>, StoreError> {
         let mut st = self.state.lock().expect("log lock");
         for (i, d) in decisions.iter_mut().enumerate() {
             d.sequence = st.last_seq + 1 + i as u64;
@@ -127,9 +125,9 @@ impl DecisionLog {
                     let mut m = Migration::propose(
                         migration_id(d.sequence),
                         d.sequence,
-                        d.virtual_node_id.clone(),
-                        d.from_node_id.clone(),
-                        d.to_node_id.clone(),
+                        d.virt.to_string(),
+                        d.from.to_string(),
+                        d.to.to_string(),
                         d.decided_at_ms,
                     );
                     if let Some(o) = origin {
@@ -151,9 +149,7 @@ impl DecisionLog {
             }
         }
         for d in &decisions {
-            if let Ok(id) = NodeId::parse(&d.virtual_node_id) {
-                st.last_decided.insert(id, d.decided_at_ms);
-            }
+            st.last_decided.insert(d.virt.clone(), d.decided_at_ms);
             // No receivers is fine: the store has it.
             let _ = self.tx.send(Arc::new(d.clone()));
         }
@@ -161,7 +157,7 @@ impl DecisionLog {
     }
 
     /// Reads a page of the log. Blocking.
-    pub fn list(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError> {
+    pub fn list(&self, from_seq: u64, limit: usize) -> Result<Vec<Decision>, StoreError> {
         self.store.read_decisions(from_seq, limit)
     }
 
@@ -171,7 +167,7 @@ impl DecisionLog {
         &self,
         from_seq: u64,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<mpsc::Receiver<Result<pb::Decision, StoreError>>, WatchError> {
+    ) -> Result<mpsc::Receiver<Result<Decision, StoreError>>, WatchError> {
         // Subscribe before reading the store so nothing falls between the two.
         let mut live = self.tx.subscribe();
         let (first, last) = {
@@ -239,9 +235,29 @@ impl DecisionLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::embedded::EmbeddedStore;
+    use swarm_core::decision::DecisionKind;
+
+    /// An unsequenced micro-migration decision of `v` from p0 to p1.
+    pub(crate) fn decision(seq: u64, v: &str) -> Decision {
+        Decision {
+            sequence: seq,
+            round_id: 0,
+            decided_at_ms: 1,
+            virt: NodeId::parse(v).unwrap(),
+            from: NodeId::parse("p0").unwrap(),
+            to: NodeId::parse("p1").unwrap(),
+            from_score: None,
+            to_score: None,
+            gain: 0.2,
+            reason: "test".into(),
+            kind: DecisionKind::MicroMigration,
+            cost: None,
+            expected_overload_at_ms: None,
+        }
+    }
 
     /// An orchestrator asks for a migration the moment its decision
     /// arrives; the hook that makes migrations visible must have run by
@@ -253,13 +269,7 @@ mod tests {
         let loaded = store.load().unwrap();
         let log = DecisionLog::open(store, &loaded, 0, 0).unwrap();
         let mut live = log.tx.subscribe();
-        let decision = |v: &str| pb::Decision {
-            virtual_node_id: v.into(),
-            from_node_id: "p0".into(),
-            to_node_id: "p1".into(),
-            decided_at_ms: 1,
-            ..Default::default()
-        };
+        let decision = |v: &str| decision(0, v);
         let mut handed: Vec<String> = Vec::new();
         let out = log
             .commit_round(1, vec![decision("v0"), decision("v1")], Some(vec![None, None]), |ms| {

@@ -13,13 +13,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use swarm_core::locality::{RACK_LABEL, ZONE_LABEL};
 use swarm_datasets::synth::{Cluster, SynthParams};
 use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
-use crate::client::Conn;
+use swarm_client::Conn;
 
-use crate::migration::agent::{self, AgentConfig};
+use swarm_client::agent::{self, AgentConfig};
 
 /// Parameters of the demo.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +59,7 @@ fn wire(c: &Cluster) -> (Vec<pb::PhysicalNode>, Vec<pb::VirtualNode>, Vec<pb::Pl
                 memory_bytes: p.memory_bytes,
                 network_bytes_per_sec: 1_250_000_000,
             }),
-            labels: [("zone".to_string(), p.zone.clone()), ("rack".to_string(), p.rack.clone())].into(),
+            labels: [(ZONE_LABEL.to_string(), p.zone.clone()), (RACK_LABEL.to_string(), p.rack.clone())].into(),
             state: pb::PhysicalNodeState::Active as i32,
         })
         .collect();
@@ -130,7 +131,7 @@ async fn connect(endpoint: &str) -> Result<Conn, tonic::transport::Error> {
     let mut last = None;
     for _ in 0..50 {
         match Channel::from_shared(endpoint.to_owned()).expect("valid endpoint").connect().await {
-            Ok(c) => return Ok(crate::client::with_token(c, None).expect("no token")),
+            Ok(c) => return Ok(swarm_client::with_token(c, None).expect("no token")),
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -200,7 +201,7 @@ pub fn tune_config(cfg: &mut crate::config::Config, round_interval_given: bool) 
     }
     cfg.usage_window = Duration::from_secs(30);
     cfg.controller.cooldown_ms = 60_000;
-    cfg.migration.policy.verify_window_ms = 2_000;
+    cfg.migration.verify_window_ms = 2_000;
     cfg.migration.cpu_overcommit = 2.0;
     if cfg.http.is_none() {
         cfg.http = Some("127.0.0.1:8080".parse().expect("valid address"));

@@ -17,7 +17,7 @@ use swarm_models::{Artifact, ForecastPoint};
 /// requested cores; for memory the capacity or the request. `None` for
 /// series without one (network, latency, throughput) or unknown nodes.
 pub fn threshold(
-    topo: &crate::domain::Topology,
+    topo: &swarm_core::domain::Topology,
     overload_threshold: f64,
     kind: crate::series::EntityKind,
     id: &str,

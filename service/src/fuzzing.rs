@@ -9,8 +9,8 @@ use std::sync::Arc;
 use prost::Message;
 use swarm_proto::v1 as pb;
 
-use crate::domain::{NodeId, PhysicalNode, PhysicalState, Resources, Topology, VirtualNode};
 use crate::validate::{self, SampleLimits};
+use swarm_core::domain::{NodeId, PhysicalNode, PhysicalState, Resources, Topology, VirtualNode};
 
 /// "Now" of the harnesses, ms (a fixed time keeps runs reproducible).
 pub const NOW_MS: i64 = 1_800_000_000_000;

@@ -1,20 +1,15 @@
-//! Swarm's placement service: the library behind `swarmd` and `swarmctl`.
+//! Swarm's placement server: the library behind `swarmd`.
 //!
 //! Layout:
-//! - [`domain`]: validated topology types (ids, nodes, resources);
+//! - the pure decision core (domain types, placement math, reconfiguration
+//!   planner, migration machine) is the `swarm-core` crate;
 //! - [`validate`]: wire messages to domain types, with field paths in errors;
-//! - [`placement`]: the pure placement math — affinity, controller rounds and
-//!   the assessment of single moves, no IO and no clock reads, shared with
-//!   the replay simulator;
 //! - [`series`]: durable metric intake (write-ahead log with group commit,
 //!   snapshots) into Polars frames;
 //! - [`store`]: the narrow interface to durable metadata and its embedded
 //!   (redb) implementation;
 //! - [`decisions`]: the sequenced, resumable decision log;
 //! - [`forecast`]: raw samples → the model's grid → forecasts (serving);
-//! - [`history`]: decayed performance of virtual nodes per physical node;
-//! - [`migration`]: the pure state machine of a shadowed migration, the
-//!   book of all migrations (reservations), and the reference orchestrator;
 //! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
 //!   around the pure code;
 //! - [`grpc`]: the `swarm.v1` services, the OTLP metrics receiver, health
@@ -24,37 +19,36 @@
 //! - [`otlp`]: OTLP metrics → samples (pure); [`telemetry`]: swarmd's own metrics;
 //! - [`auth`]: who may call what (bearer tokens, pure); [`security`]: loading
 //!   tokens and TLS; [`limits`]: ingest limits and back-pressure;
-//! - [`client`]: connecting to swarmd (TLS, token) for swarmctl, its agent and the demo;
 //! - [`fuzzing`]: the harnesses of the `cargo fuzz` targets in `fuzz/`;
-//! - [`config`]: file/env/flag configuration; [`clock`]: injectable time;
-//! - [`reconfig`]: minimal-movement reconfiguration plans (min-cost flow),
-//!   pure;
-//! - [`replay`]: the trace-replay simulator (same placement code, virtual time);
-//! - [`demo`]: the demo cluster and its load generator;
-//! - [`ctl`]: the `swarmctl` commands.
+//! - [`config`]: file/env/flag configuration; [`clock`]: the wall clock;
+//! - [`demo`]: the demo cluster and its load generator.
+//!
+//! The other crates of the workspace, and why they are apart:
+//! - `swarm-core` (`service/core`): the pure decision core — domain types,
+//!   affinity, cost model, pruned search, controller, reconfiguration
+//!   planner, migration machine and book. No IO; the replay runs it too.
+//! - `swarm-client` (`service/client`): connecting to swarmd, the reference
+//!   orchestrator, wire names; the demo here and swarmctl both use it.
+//! - `swarm-ctl` (`service/ctl`): swarmctl's commands; the `swarmctl`
+//!   binary of this package is a one-line main over it, here so that the
+//!   end-to-end tests run both binaries.
+//! - `swarm-replay` (`service/replay`): the trace-replay simulator, linked
+//!   by swarmctl only.
 
 #![deny(missing_docs)]
 
 pub mod auth;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod convert;
-pub mod ctl;
 pub mod decisions;
 pub mod demo;
-pub mod domain;
 pub mod forecast;
 pub mod fuzzing;
 pub mod grpc;
-pub mod history;
 pub mod http;
 pub mod limits;
-pub mod migration;
 pub mod otlp;
-pub mod placement;
-pub mod reconfig;
-pub mod replay;
 pub mod security;
 pub mod series;
 pub mod state;

@@ -32,7 +32,7 @@ pub struct Limits {
     /// Average samples per second one Ingest stream may send (0: no limit).
     pub max_stream_samples_per_sec: u64,
     /// How long a batch waits for room among the pending samples.
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "swarm_core::duration::text")]
     pub overload_wait: Duration,
 }
 
@@ -46,11 +46,6 @@ impl Default for Limits {
             overload_wait: Duration::from_secs(2),
         }
     }
-}
-
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    crate::config::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 impl Limits {

@@ -11,8 +11,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::auth::{TokenError, Tokens};
 
-/// Where the security material is (all optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where the security material is (all optional; config section `[security]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Admin tokens, one per line.
     pub admin_token_file: Option<PathBuf>,

@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use swarm_proto::v1 as pb;
 
-use crate::domain::{MAX_ID_LEN, NodeId, PhysicalNode, PhysicalState, Resources, Topology, VirtualNode};
 use crate::series::{EntityKind, Metric, Sample};
+use crate::state::ConfigChange;
+use swarm_core::domain::{MAX_ID_LEN, NodeId, PhysicalNode, PhysicalState, Resources, Topology, VirtualNode};
+use swarm_core::reconfig::record::GroupPolicy;
+use swarm_core::reconfig::{Domain, Objective};
 
 /// A field that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,12 +32,16 @@ impl FieldError {
     }
 }
 
-/// Most nodes or placements in one mutating call.
-pub const MAX_NODES_PER_CALL: usize = 10_000;
+pub use swarm_proto::v1::MAX_NODES_PER_CALL;
 const MAX_LABELS: usize = 64;
 
 fn id(field: &str, s: &str) -> Result<NodeId, FieldError> {
     NodeId::parse(s).map_err(|r| FieldError::new(field, format!("id {r}")))
+}
+
+/// Parses the id in `field`.
+pub fn node_id(field: &str, s: &str) -> Result<NodeId, FieldError> {
+    id(field, s)
 }
 
 fn finite_nonneg(field: &str, v: f64) -> Result<f64, FieldError> {
@@ -148,63 +155,154 @@ pub fn physical_nodes(nodes: &[pb::PhysicalNode]) -> Result<Vec<PhysicalNode>, F
     )
 }
 
-/// Validates virtual nodes for an upsert; placements are kept from `topo`.
-pub fn virtual_nodes(nodes: &[pb::VirtualNode], topo: &Topology) -> Result<Vec<VirtualNode>, FieldError> {
+/// Validates virtual nodes for an upsert, as far as the message alone
+/// allows: placements are left unset (an upsert keeps them) and pinned nodes
+/// are checked against the topology by [`virtual_nodes_in`].
+pub fn virtual_nodes(nodes: &[pb::VirtualNode]) -> Result<Vec<VirtualNode>, FieldError> {
     each_node(
         nodes,
         |n| &n.id,
         |f, node_id, n| {
             let c = n.constraints.clone().unwrap_or_default();
-            let pinned = if c.pinned_node.is_empty() {
-                None
-            } else {
-                let p = id(&f("constraints.pinned_node"), &c.pinned_node)?;
-                if !topo.physical.contains_key(&p) {
-                    return Err(FieldError::new(f("constraints.pinned_node"), format!("unknown physical node {p}")));
-                }
-                Some(p)
-            };
+            let pinned =
+                if c.pinned_node.is_empty() { None } else { Some(id(&f("constraints.pinned_node"), &c.pinned_node)?) };
             Ok(VirtualNode {
                 requested: resources(&f("requested"), n.requested.as_ref(), true)?,
                 state_size_bytes: n.state_size_bytes,
                 group: opt_text(&f("group"), &n.group)?,
                 pinned,
                 anti_affinity_group: opt_text(&f("constraints.anti_affinity_group"), &c.anti_affinity_group)?,
-                placement: topo.virtual_nodes.get(&node_id).and_then(|v| v.placement.clone()),
+                placement: None,
                 id: node_id,
             })
         },
     )
 }
 
-/// Validates placements; returns (virtual, physical-or-none) pairs.
-pub fn placements(
-    ps: &[pb::PlacementAssignment],
-    topo: &Topology,
-) -> Result<Vec<(NodeId, Option<NodeId>)>, FieldError> {
+/// Checks upserted virtual nodes against `topo` (pinned nodes exist) and
+/// keeps each one's current placement. Errors name `nodes[i]` as the
+/// request did.
+pub fn virtual_nodes_in(mut nodes: Vec<VirtualNode>, topo: &Topology) -> Result<Vec<VirtualNode>, FieldError> {
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if let Some(p) = &n.pinned
+            && !topo.physical.contains_key(p)
+        {
+            return Err(FieldError::new(
+                format!("nodes[{i}].constraints.pinned_node"),
+                format!("unknown physical node {p}"),
+            ));
+        }
+        n.placement = topo.virtual_nodes.get(&n.id).and_then(|v| v.placement.clone());
+    }
+    Ok(nodes)
+}
+
+/// Validates placements as far as the message allows: (virtual,
+/// physical-or-none) pairs with well-formed ids; [`placements_in`] checks
+/// them against the topology.
+pub fn placements(ps: &[pb::PlacementAssignment]) -> Result<Vec<(NodeId, Option<NodeId>)>, FieldError> {
     count("placements", ps.len())?;
     ps.iter()
         .enumerate()
         .map(|(i, p)| {
-            let fv = format!("placements[{i}].virtual_node_id");
-            let v = id(&fv, &p.virtual_node_id)?;
-            if !topo.virtual_nodes.contains_key(&v) {
-                return Err(FieldError::new(fv, format!("unknown virtual node {v}")));
-            }
+            let v = id(&format!("placements[{i}].virtual_node_id"), &p.virtual_node_id)?;
             if p.physical_node_id.is_empty() {
                 return Ok((v, None));
             }
-            let fp = format!("placements[{i}].physical_node_id");
-            let pid = id(&fp, &p.physical_node_id)?;
-            match topo.physical.get(&pid) {
-                None => Err(FieldError::new(fp, format!("unknown physical node {pid}"))),
-                Some(n) if n.state == PhysicalState::Removed => {
-                    Err(FieldError::new(fp, format!("physical node {pid} is removed")))
-                }
-                Some(_) => Ok((v, Some(pid))),
-            }
+            Ok((v, Some(id(&format!("placements[{i}].physical_node_id"), &p.physical_node_id)?)))
         })
         .collect()
+}
+
+/// Checks placements against `topo`: the virtual node exists, the target
+/// exists and is not removed. Errors name `placements[i]`.
+pub fn placements_in(ps: &[(NodeId, Option<NodeId>)], topo: &Topology) -> Result<(), FieldError> {
+    for (i, (v, p)) in ps.iter().enumerate() {
+        if !topo.virtual_nodes.contains_key(v) {
+            return Err(FieldError::new(
+                format!("placements[{i}].virtual_node_id"),
+                format!("unknown virtual node {v}"),
+            ));
+        }
+        let Some(pid) = p else { continue };
+        let fp = format!("placements[{i}].physical_node_id");
+        match topo.physical.get(pid) {
+            None => return Err(FieldError::new(fp, format!("unknown physical node {pid}"))),
+            Some(n) if n.state == PhysicalState::Removed => {
+                return Err(FieldError::new(fp, format!("physical node {pid} is removed")));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A wire spread domain: `None` for "no rule".
+fn spread_domain(field: &str, d: i32) -> Result<Option<Domain>, FieldError> {
+    match pb::SpreadDomain::try_from(d) {
+        Ok(pb::SpreadDomain::Unspecified) => Ok(None),
+        Ok(pb::SpreadDomain::Node) => Ok(Some(Domain::Node)),
+        Ok(pb::SpreadDomain::Rack) => Ok(Some(Domain::Rack)),
+        Ok(pb::SpreadDomain::Zone) => Ok(Some(Domain::Zone)),
+        Err(_) => Err(FieldError::new(field, format!("unknown spread domain {d}"))),
+    }
+}
+
+/// Validates a configuration change as far as the message allows (ids,
+/// nodes, group rules); errors name `change.…` fields. The state checks it
+/// against the topology.
+pub fn configuration_change(c: &pb::ConfigurationChange) -> Result<ConfigChange, FieldError> {
+    fn prefixed(what: &'static str) -> impl Fn(FieldError) -> FieldError {
+        move |e| FieldError::new(format!("change.{what}_{}", e.field), e.reason)
+    }
+    let upsert_physical = if c.upsert_physical_nodes.is_empty() {
+        Vec::new()
+    } else {
+        physical_nodes(&c.upsert_physical_nodes).map_err(prefixed("upsert_physical"))?
+    };
+    let upsert_virtual = if c.upsert_virtual_nodes.is_empty() {
+        Vec::new()
+    } else {
+        virtual_nodes(&c.upsert_virtual_nodes).map_err(prefixed("upsert_virtual"))?
+    };
+    let ids = |list: &[String], field: &str| -> Result<Vec<NodeId>, FieldError> {
+        list.iter().enumerate().map(|(i, s)| id(&format!("change.{field}[{i}]"), s)).collect()
+    };
+    let mut groups = Vec::new();
+    for (i, g) in c.group_policies.iter().enumerate() {
+        let field = |f: &str| format!("change.group_policies[{i}].{f}");
+        if g.group.is_empty() || g.group.len() > 256 {
+            return Err(FieldError::new(field("group"), "must be 1..=256 bytes"));
+        }
+        let policy = match spread_domain(&field("spread"), g.spread)? {
+            None => None,
+            Some(domain) => {
+                if g.max_per_domain == 0 {
+                    return Err(FieldError::new(field("max_per_domain"), "must be at least 1"));
+                }
+                Some(GroupPolicy { domain, max_per_domain: g.max_per_domain })
+            }
+        };
+        groups.push((g.group.clone(), policy));
+    }
+    Ok(ConfigChange {
+        upsert_physical,
+        drain: ids(&c.drain_physical_nodes, "drain_physical_nodes")?,
+        remove: ids(&c.remove_physical_nodes, "remove_physical_nodes")?,
+        remove_virtual: ids(&c.remove_virtual_nodes, "remove_virtual_nodes")?,
+        upsert_virtual,
+        groups,
+        rebalance: c.rebalance,
+    })
+}
+
+/// A wire plan objective.
+pub fn objective(o: i32) -> Result<Objective, FieldError> {
+    match pb::PlanObjective::try_from(o) {
+        Ok(pb::PlanObjective::Unspecified | pb::PlanObjective::FewestMoves) => Ok(Objective::Moves),
+        Ok(pb::PlanObjective::FewestBytes) => Ok(Objective::Bytes),
+        Err(_) => Err(FieldError::new("objective", format!("unknown objective {o}"))),
+    }
 }
 
 /// Limits that sample validation needs.

@@ -3,117 +3,18 @@
 //! `main` only parses flags, sets up logging and dispatches; errors become
 //! exit codes (1: runtime failure, 2: bad configuration).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use swarm_service::clock::SystemClock;
-use swarm_service::config::{Config, LogFormat, Overrides, parse_duration};
-use swarm_service::placement::controller::Automation;
+use swarm_service::config::{Config, Flags, LogFormat};
 use swarm_service::security::Security;
 use swarm_service::state::Swarm;
 
-/// Swarm placement server: ingests metrics, scores affinity, proposes migrations.
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about,
-    after_help = "Examples:\n  swarmd --demo\n  swarmd --listen 127.0.0.1:50051 --data-dir /var/lib/swarm --config /etc/swarm.toml"
-)]
-struct Args {
-    /// TOML config file; flags and environment variables override it.
-    #[arg(long, env = "SWARM_CONFIG")]
-    config: Option<PathBuf>,
-    /// gRPC listen address [default: 127.0.0.1:50051].
-    #[arg(long, env = "SWARM_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Directory for all state [default: ./swarm-data].
-    #[arg(long, env = "SWARM_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Log format [default: text].
-    #[arg(long, env = "SWARM_LOG_FORMAT", value_enum)]
-    log_format: Option<LogFormat>,
-    /// How long samples are kept, e.g. 7d [default: 15d; the bundled model needs 7 days of history].
-    #[arg(long, env = "SWARM_RETENTION", value_parser = parse_duration)]
-    retention: Option<Duration>,
-    /// Time between controller rounds, e.g. 5m [default: 5m; 10s with --demo].
-    #[arg(long, env = "SWARM_ROUND_INTERVAL", value_parser = parse_duration)]
-    round_interval: Option<Duration>,
-    /// Minimum affinity gain for a move, 0..1 [default: 0.1].
-    #[arg(long, env = "SWARM_GAIN_THRESHOLD")]
-    gain_threshold: Option<f64>,
-    /// Largest allowed clock skew of sample timestamps into the future [default: 5m].
-    #[arg(long, env = "SWARM_MAX_FUTURE_SKEW", value_parser = parse_duration)]
-    max_future_skew: Option<Duration>,
-    /// Do not fsync the write-ahead log (acknowledged samples may be lost on power failure).
-    #[arg(long, env = "SWARM_NO_FSYNC")]
-    no_fsync: bool,
-    /// Start with a generated demo cluster, load generator and the reference orchestrator (and the dashboard).
-    #[arg(long)]
-    demo: bool,
-    /// Forecasting model artifact (from swarm-train) [default: the bundled models/default.json].
-    #[arg(long, env = "SWARM_MODEL")]
-    model: Option<PathBuf>,
-    /// Serve the web dashboard (heatmap, forecasts, decisions) on this address [default: off; 127.0.0.1:8080 with --demo].
-    #[arg(long, env = "SWARM_HTTP")]
-    http: Option<SocketAddr>,
-    /// `recommend`: publish decisions only; `apply`: also record them as the new placements [default: recommend].
-    #[arg(long, env = "SWARM_AUTOMATION", value_parser = parse_automation)]
-    automation: Option<Automation>,
-    /// Admin bearer tokens, one per line: every call needs one (or a read-only token for reads) [default: no authentication].
-    #[arg(long, env = "SWARM_ADMIN_TOKEN_FILE")]
-    admin_token_file: Option<PathBuf>,
-    /// Read-only bearer tokens, one per line (needs --admin-token-file).
-    #[arg(long, env = "SWARM_READ_TOKEN_FILE")]
-    read_token_file: Option<PathBuf>,
-    /// PEM certificate chain: serve gRPC and the dashboard over TLS (with --tls-key).
-    #[arg(long, env = "SWARM_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "SWARM_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-}
-
-fn parse_automation(s: &str) -> Result<Automation, String> {
-    match s {
-        "recommend" => Ok(Automation::Recommend),
-        "apply" => Ok(Automation::Apply),
-        _ => Err(format!("{s:?} is not an automation level; use recommend or apply")),
-    }
-}
-
-impl Args {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            config_file: self.config.clone(),
-            listen: self.listen,
-            data_dir: self.data_dir.clone(),
-            log_format: self.log_format,
-            retention: self.retention,
-            round_interval: self.round_interval,
-            gain_threshold: self.gain_threshold,
-            max_future_skew: self.max_future_skew,
-            no_fsync: self.no_fsync,
-            demo: self.demo,
-            model: self.model.clone(),
-            automation: self.automation,
-            http: self.http,
-            security: swarm_service::security::SecurityConfig {
-                admin_token_file: self.admin_token_file.clone(),
-                read_token_file: self.read_token_file.clone(),
-                tls_cert: self.tls_cert.clone(),
-                tls_key: self.tls_key.clone(),
-            },
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let mut cfg = match Config::resolve(&args.overrides()) {
+    let flags = Flags::parse();
+    let mut cfg = match Config::resolve(&flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("swarmd: {e}");
@@ -121,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     if cfg.demo {
-        swarm_service::demo::tune_config(&mut cfg, args.round_interval.is_some());
+        swarm_service::demo::tune_config(&mut cfg, flags.round_interval.is_some());
     }
     init_logging(cfg.log_format);
     let security = match Security::load(&cfg.security) {

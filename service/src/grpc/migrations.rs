@@ -4,9 +4,9 @@ use swarm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::migration::machine::Health;
 use crate::state::Swarm;
 use crate::validate::FieldError;
+use swarm_core::migration::machine::Health;
 
 pub struct MigrationsSvc(pub Swarm);
 

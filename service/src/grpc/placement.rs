@@ -20,11 +20,12 @@ impl pb::placement_server::Placement for PlacementSvc {
         req: Request<pb::GetAffinityRequest>,
     ) -> Result<Response<pb::GetAffinityResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.0.affinity(r.virtual_node_ids, r.physical_node_ids, r.assess_moves).await?))
+        let m = self.0.affinity(r.virtual_node_ids, r.physical_node_ids, r.assess_moves).await?;
+        Ok(Response::new(crate::convert::affinity(&m)))
     }
 
     async fn run_round(&self, req: Request<pb::RunRoundRequest>) -> Result<Response<pb::RunRoundResponse>, Status> {
-        Ok(Response::new(self.0.run_round(req.into_inner().dry_run).await?))
+        Ok(Response::new(crate::convert::round(&self.0.run_round(req.into_inner().dry_run).await?)))
     }
 
     type WatchDecisionsStream = DecisionStream;
@@ -34,7 +35,8 @@ impl pb::placement_server::Placement for PlacementSvc {
         req: Request<pb::WatchDecisionsRequest>,
     ) -> Result<Response<Self::WatchDecisionsStream>, Status> {
         let rx = self.0.decisions().watch(req.into_inner().from_sequence, self.0.shutdown_signal())?;
-        let stream = ReceiverStream::new(rx).map(|r| r.map_err(|e| Status::unavailable(e.to_string())));
+        let stream = ReceiverStream::new(rx)
+            .map(|r| r.map(|d| crate::convert::decision(&d)).map_err(|e| Status::unavailable(e.to_string())));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -44,12 +46,9 @@ impl pb::placement_server::Placement for PlacementSvc {
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
         let r = req.into_inner();
         let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize };
-        let log = self.0.decisions().clone();
-        let last_sequence = log.last_sequence();
-        let decisions = tokio::task::spawn_blocking(move || log.list(r.from_sequence, limit))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let last_sequence = self.0.decisions().last_sequence();
+        let decisions = self.0.list_decisions(r.from_sequence, limit).await?;
+        let decisions = decisions.iter().map(crate::convert::decision).collect();
         Ok(Response::new(pb::ListDecisionsResponse { decisions, last_sequence }))
     }
 

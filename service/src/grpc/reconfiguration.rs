@@ -4,6 +4,7 @@
 use swarm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::convert;
 use crate::state::Swarm;
 
 pub struct ReconfigurationSvc(pub Swarm);
@@ -12,8 +13,9 @@ pub struct ReconfigurationSvc(pub Swarm);
 impl pb::reconfiguration_server::Reconfiguration for ReconfigurationSvc {
     async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
         let r = req.into_inner();
-        let change = r.change.unwrap_or_default();
-        Ok(Response::new(self.0.plan_reconfiguration(change, r.objective).await?))
+        let change = crate::validate::configuration_change(&r.change.unwrap_or_default())?;
+        let objective = crate::validate::objective(r.objective)?;
+        Ok(Response::new(convert::plan(&self.0.plan_reconfiguration(change, objective).await?)))
     }
 
     async fn apply(&self, req: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
@@ -26,6 +28,6 @@ impl pb::reconfiguration_server::Reconfiguration for ReconfigurationSvc {
         &self,
         req: Request<pb::GetReconfigurationRequest>,
     ) -> Result<Response<pb::GetReconfigurationResponse>, Status> {
-        Ok(Response::new(self.0.reconfiguration(&req.into_inner().reconfiguration_id)?))
+        Ok(Response::new(convert::reconfiguration(&self.0.reconfiguration(&req.into_inner().reconfiguration_id)?)))
     }
 }

@@ -4,8 +4,9 @@ use swarm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::domain::PhysicalState;
 use crate::state::Swarm;
+use crate::validate;
+use swarm_core::domain::PhysicalState;
 
 pub struct TopologySvc(pub Swarm);
 
@@ -15,7 +16,8 @@ impl pb::topology_server::Topology for TopologySvc {
         &self,
         req: Request<pb::UpsertPhysicalNodesRequest>,
     ) -> Result<Response<pb::UpsertPhysicalNodesResponse>, Status> {
-        let (created, updated) = self.0.upsert_physical(req.into_inner().nodes).await?;
+        let nodes = validate::physical_nodes(&req.into_inner().nodes)?;
+        let (created, updated) = self.0.upsert_physical(nodes).await?;
         Ok(Response::new(pb::UpsertPhysicalNodesResponse { created, updated }))
     }
 
@@ -23,7 +25,7 @@ impl pb::topology_server::Topology for TopologySvc {
         &self,
         req: Request<pb::RemovePhysicalNodeRequest>,
     ) -> Result<Response<pb::RemovePhysicalNodeResponse>, Status> {
-        self.0.remove_physical(req.into_inner().id).await?;
+        self.0.remove_physical(validate::node_id("id", &req.into_inner().id)?).await?;
         Ok(Response::new(pb::RemovePhysicalNodeResponse {}))
     }
 
@@ -42,7 +44,8 @@ impl pb::topology_server::Topology for TopologySvc {
         &self,
         req: Request<pb::UpsertVirtualNodesRequest>,
     ) -> Result<Response<pb::UpsertVirtualNodesResponse>, Status> {
-        let (created, updated) = self.0.upsert_virtual(req.into_inner().nodes).await?;
+        let nodes = validate::virtual_nodes(&req.into_inner().nodes)?;
+        let (created, updated) = self.0.upsert_virtual(nodes).await?;
         Ok(Response::new(pb::UpsertVirtualNodesResponse { created, updated }))
     }
 
@@ -50,7 +53,7 @@ impl pb::topology_server::Topology for TopologySvc {
         &self,
         req: Request<pb::RemoveVirtualNodeRequest>,
     ) -> Result<Response<pb::RemoveVirtualNodeResponse>, Status> {
-        self.0.remove_virtual(req.into_inner().id).await?;
+        self.0.remove_virtual(validate::node_id("id", &req.into_inner().id)?).await?;
         Ok(Response::new(pb::RemoveVirtualNodeResponse {}))
     }
 
@@ -76,7 +79,8 @@ impl pb::topology_server::Topology for TopologySvc {
         &self,
         req: Request<pb::SetPlacementsRequest>,
     ) -> Result<Response<pb::SetPlacementsResponse>, Status> {
-        let changed = self.0.set_placements(req.into_inner().placements).await?;
+        let placements = validate::placements(&req.into_inner().placements)?;
+        let changed = self.0.set_placements(placements).await?;
         Ok(Response::new(pb::SetPlacementsResponse { changed }))
     }
 }

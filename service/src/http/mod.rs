@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use swarm_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::convert;
 use crate::series::{EntityKind, Metric};
 use crate::state::{ApiError, Swarm};
+use swarm_core::decision::Decision;
 
 use crate::security::Security;
 
@@ -177,7 +177,7 @@ struct AffinityQ {
 }
 
 async fn affinity(State(s): State<Swarm>, Query(q): Query<AffinityQ>) -> Result<Json<Value>, Error> {
-    let r = s.affinity(vec![q.r#virtual], Vec::new(), false).await?;
+    let r = convert::affinity(&s.affinity(vec![q.r#virtual], Vec::new(), false).await?);
     let row = r.rows.first().cloned().unwrap_or_default();
     let cells: Vec<Value> = r
         .physical_node_ids
@@ -255,22 +255,18 @@ struct LimitQ {
     limit: Option<u64>,
 }
 
-fn decision_json(d: &pb::Decision) -> Value {
+fn decision_json(d: &Decision) -> Value {
     json!({
-        "sequence": d.sequence, "decided_at_ms": d.decided_at_ms, "virtual_node_id": d.virtual_node_id,
-        "from": d.from_node_id, "to": d.to_node_id, "gain": d.gain, "reason": d.reason,
-        "kind": pb::DecisionKind::try_from(d.kind).map(|k| k.as_str_name()).unwrap_or("?"),
+        "sequence": d.sequence, "decided_at_ms": d.decided_at_ms, "virtual_node_id": d.virt,
+        "from": d.from, "to": d.to, "gain": d.gain, "reason": d.reason,
+        "kind": convert::decision_kind(d.kind).as_str_name(),
     })
 }
 
 async fn decisions(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Result<Json<Value>, Error> {
     let limit = q.limit.unwrap_or(30).clamp(1, 1000);
-    let log = s.decisions().clone();
-    let from = log.last_sequence().saturating_sub(limit - 1).max(1);
-    let mut ds = tokio::task::spawn_blocking(move || log.list(from, limit as usize))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let from = s.decisions().last_sequence().saturating_sub(limit - 1).max(1);
+    let mut ds = s.list_decisions(from, limit as usize).await?;
     ds.reverse();
     Ok(Json(Value::Array(ds.iter().map(decision_json).collect())))
 }

@@ -5,11 +5,11 @@
 //! transition that a crash could forget.
 
 use super::{ApiError, Swarm, Write, stopped};
-use crate::domain::{NodeId, PhysicalState, Topology};
-use crate::migration::book::{Book, parse_migration_id};
-use crate::migration::machine::{Applied, Event, Health, Migration, Phase, Policy, Refusal};
 use crate::store::TopologyChange;
 use crate::validate::FieldError;
+use swarm_core::domain::{NodeId, PhysicalState, Topology};
+use swarm_core::migration::book::{Book, parse_migration_id};
+use swarm_core::migration::machine::{Applied, Event, Health, Migration, Phase, Policy, Refusal};
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> ApiError {
@@ -91,7 +91,7 @@ pub(super) fn abort_towards(book: &Book, topo_after: &Topology, now_ms: i64, pol
 
 impl Swarm {
     fn policy(&self) -> Policy {
-        self.inner.cfg.migration.policy
+        self.inner.cfg.migration
     }
 
     /// Applies `event` (built from the current migration) to migration `seq`:
@@ -104,7 +104,8 @@ impl Swarm {
     ) -> Result<R, ApiError> {
         let now = self.now_ms();
         let policy = self.policy();
-        self.write(move |topo, book| {
+        self.write(move |meta| {
+            let (topo, book) = (&*meta.topology, &meta.book);
             let seq = seq(book)?;
             let current =
                 book.get(seq).ok_or_else(|| ApiError::NotFound(format!("no migration for decision {seq}")))?;
@@ -178,7 +179,7 @@ impl Swarm {
     }
 
     fn migration_phase(&self, seq: u64) -> Option<Phase> {
-        self.inner.migrations.lock().expect("migrations lock").get(seq).map(|m| m.phase)
+        self.meta().book.get(seq).map(|m| m.phase)
     }
 
     /// The orchestrator holding epoch `epoch` reports reaching `phase`.
@@ -221,14 +222,16 @@ impl Swarm {
 
     /// One migration by id.
     pub fn migration(&self, id: &str) -> Result<Migration, ApiError> {
-        let book = self.inner.migrations.lock().expect("migrations lock");
-        let seq = seq_of(id, &book)?;
+        let meta = self.meta();
+        let book = &meta.book;
+        let seq = seq_of(id, book)?;
         Ok(book.get(seq).expect("checked").clone())
     }
 
     /// Migrations, newest first.
     pub fn migrations(&self, live_only: bool, virt: Option<&str>, limit: usize) -> Vec<Migration> {
-        let book = self.inner.migrations.lock().expect("migrations lock");
+        let meta = self.meta();
+        let book = &meta.book;
         book.list(live_only, virt, limit).into_iter().cloned().collect()
     }
 
@@ -237,7 +240,8 @@ impl Swarm {
     pub async fn tick_migrations(&self) -> Result<usize, ApiError> {
         let now = self.now_ms();
         let policy = self.policy();
-        self.write(move |_, book| {
+        self.write(move |meta| {
+            let book = &meta.book;
             let migrations: Vec<Migration> = book
                 .live()
                 .filter_map(|m| {
@@ -259,7 +263,7 @@ impl Swarm {
     /// advances applied reconfiguration plans.
     pub async fn run_migration_timer(self) {
         let mut shutdown = self.shutdown_signal();
-        let mut tick = tokio::time::interval(self.inner.cfg.migration.tick);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(self.inner.cfg.migration.tick_ms as u64));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

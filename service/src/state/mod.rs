@@ -3,7 +3,7 @@
 //! [`Swarm`] is a cheap-clone handle (as in mini-redis): the gRPC services,
 //! the round timer and the demo all hold one. It owns the IO around the pure
 //! placement code: it reads the topology and usage, calls
-//! [`crate::placement`], and persists what comes out.
+//! [`swarm_core::placement`], and persists what comes out.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,29 +11,30 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use swarm_models::Artifact;
-use swarm_proto::v1 as pb;
 use tokio::sync::{Mutex, watch};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::convert;
 use crate::decisions::DecisionLog;
-use crate::domain::{NodeId, PhysicalState, Topology};
 use crate::forecast::{self, Aggregate, ForecastError};
-use crate::history::PerfTable;
-use crate::migration::book::Book;
-use crate::migration::machine::Migration;
-use crate::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
-use crate::placement::controller::{self, Automation};
-use crate::placement::view::{CpuForecast, ViewInputs};
-use crate::reconfig::record::{GroupPolicy, Reconfiguration};
 use crate::series::{EntityKind, Metric, OpenReport, SeriesConfig, SeriesStore};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{Batch, MetaStore, TopologyChange};
 use crate::validate::{self, FieldError};
+use swarm_core::decision::Decision;
+use swarm_core::domain::{NodeId, PhysicalNode, PhysicalState, Topology, VirtualNode};
+use swarm_core::history::PerfTable;
+use swarm_core::migration::book::Book;
+use swarm_core::migration::machine::Migration;
+use swarm_core::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
+use swarm_core::placement::controller::{self, Automation};
+use swarm_core::placement::view::{CpuForecast, ViewInputs};
+use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
 mod migrations;
 mod reconfig;
+
+pub use reconfig::{ConfigChange, PlanSummary, ReconfigProgress};
 
 pub use migrations::{REPORTABLE, health as validate_health};
 
@@ -82,7 +83,7 @@ pub enum OpenError {
     Model(#[from] swarm_models::ArtifactError),
     /// Stored migrations break an invariant.
     #[error(transparent)]
-    Migrations(#[from] crate::migration::book::TwoLive),
+    Migrations(#[from] swarm_core::migration::book::TwoLive),
 }
 
 /// What one metadata write changes: topology and migration records, in one
@@ -101,38 +102,118 @@ impl<R> Write<R> {
     }
 }
 
+/// The metadata held in memory: a copy of what the store holds, replaced
+/// only inside [`Swarm::write`] and [`Swarm::commit_decisions`], after the
+/// store has accepted the change. One lock for all of it, so a reader sees
+/// topology, migrations, group rules and plans of the same moment.
+struct Meta {
+    topology: Arc<Topology>,
+    /// Every migration.
+    book: Book,
+    /// Group spreading policies.
+    groups: std::collections::BTreeMap<String, GroupPolicy>,
+    /// Applied reconfiguration plans.
+    reconfigs: std::collections::BTreeMap<String, Reconfiguration>,
+    /// Bumped by every metadata write: a plan is applied only to the
+    /// cluster it was made for.
+    version: u64,
+}
+
+/// The locks, each for its own reason:
+/// - `meta` (std `RwLock`): the metadata; held for moments, never across an
+///   await;
+/// - `mutate` (tokio `Mutex`): serialises metadata writes so the store's
+///   order is memory's order; held across the store commit, an await;
+/// - `round`, `reconfig_step` (tokio `Mutex`): one controller round, one
+///   reconfiguration step at a time (two would decide on the same state);
+/// - `history`, `plans` (std `Mutex`): the performance history the rounds
+///   fold observations into, and dry-run plans (memory only) — neither is
+///   written through `write`, so neither shares its lock.
 struct Inner {
     cfg: Config,
     clock: SharedClock,
     store: Arc<dyn MetaStore>,
-    topology: RwLock<Arc<Topology>>,
-    /// Serialises topology mutations so store order equals memory order.
+    meta: RwLock<Meta>,
     mutate: Mutex<()>,
-    /// One controller round at a time.
     round: Mutex<()>,
+    reconfig_step: Mutex<()>,
+    history: std::sync::Mutex<PerfTable>,
+    plans: std::sync::Mutex<HashMap<String, reconfig::StoredPlan>>,
     series: SeriesStore,
     decisions: DecisionLog,
     model: Arc<Artifact>,
-    /// Historical performance, persisted after each round that changes it.
-    history: std::sync::Mutex<PerfTable>,
-    /// Every migration; changed only inside [`Swarm::write`].
-    migrations: std::sync::Mutex<Book>,
-    /// One reconfiguration step at a time (Apply and the timer both step).
-    reconfig_step: Mutex<()>,
-    /// Group spreading policies; changed only inside [`Swarm::write`].
-    groups: std::sync::Mutex<std::collections::BTreeMap<String, GroupPolicy>>,
-    /// Applied reconfiguration plans; changed only inside [`Swarm::write`].
-    reconfigs: std::sync::Mutex<std::collections::BTreeMap<String, Reconfiguration>>,
-    /// Plans made and not applied yet (dry runs; memory only).
-    plans: std::sync::Mutex<HashMap<String, reconfig::StoredPlan>>,
-    /// Bumped by every metadata write: a plan is applied only to the
-    /// cluster it was made for.
-    version: std::sync::atomic::AtomicU64,
     shutdown: watch::Sender<bool>,
     /// swarmd's own metrics (`/metrics`).
     telemetry: crate::telemetry::Telemetry,
     /// Ingest limits and back-pressure.
     gate: crate::limits::Gate,
+}
+
+/// Runs blocking work (store, series, planners) off the runtime's threads;
+/// a panic in it is an internal error, not a crash of the server.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))
+}
+
+/// [`blocking`] for a store call: a store failure is UNAVAILABLE.
+async fn store_call<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(f).await?.map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+/// [`blocking`] for a series read: a Polars failure is internal.
+async fn series_call<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, polars::error::PolarsError> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(f).await?.map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// What one controller round decided.
+#[derive(Debug, Clone)]
+pub struct RoundReport {
+    /// The round's id (a dry run gets the id the next real round would have).
+    pub round_id: u64,
+    /// Its decisions (persisted and published unless a dry run).
+    pub decisions: Vec<Decision>,
+    /// Virtual nodes considered.
+    pub evaluated: usize,
+    /// Skipped because of a cooldown.
+    pub skipped_cooldown: usize,
+    /// Cut by the per-round budget.
+    pub skipped_budget: usize,
+    /// Wall time, ms.
+    pub duration_ms: f64,
+    /// Nothing was persisted.
+    pub dry_run: bool,
+}
+
+/// An affinity matrix: rows of virtual nodes against columns of physical nodes.
+#[derive(Debug, Clone)]
+pub struct AffinityMatrix {
+    /// The columns.
+    pub physical: Vec<NodeId>,
+    /// The rows.
+    pub rows: Vec<AffinityRow>,
+    /// The weights that made the scores.
+    pub weights: swarm_core::placement::affinity::Weights,
+    /// When, ms.
+    pub computed_at_ms: i64,
+}
+
+/// One virtual node's affinity for each column.
+#[derive(Debug, Clone)]
+pub struct AffinityRow {
+    /// The virtual node.
+    pub virt: NodeId,
+    /// Where it runs (authoritative, not a migration's reserved target).
+    pub current: Option<NodeId>,
+    /// One score per column.
+    pub scores: Vec<swarm_core::placement::affinity::Score>,
+    /// With assessment: the controller's verdict per column (else empty).
+    pub moves: Vec<swarm_core::placement::assess::Assessment>,
+    /// With assessment: where a round would move it.
+    pub would_move_to: Option<NodeId>,
 }
 
 /// Cheap-clone handle to the service state.
@@ -191,21 +272,23 @@ impl Swarm {
             cfg,
             clock,
             store,
-            topology: RwLock::new(Arc::new(loaded.topology)),
+            meta: RwLock::new(Meta {
+                topology: Arc::new(loaded.topology),
+                book,
+                groups: loaded.group_policies.into_iter().collect(),
+                reconfigs: loaded.reconfigurations.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                version: 0,
+            }),
             mutate: Mutex::new(()),
             round: Mutex::new(()),
-            series,
-            decisions,
-            model,
+            reconfig_step: Mutex::new(()),
             history: std::sync::Mutex::new(PerfTable {
                 pairs: loaded.performance.iter().map(|(v, p, perf)| ((v.clone(), p.clone()), *perf)).collect(),
             }),
-            migrations: std::sync::Mutex::new(book),
-            reconfig_step: Mutex::new(()),
-            groups: std::sync::Mutex::new(loaded.group_policies.into_iter().collect()),
-            reconfigs: std::sync::Mutex::new(loaded.reconfigurations.into_iter().map(|r| (r.id.clone(), r)).collect()),
             plans: std::sync::Mutex::new(HashMap::new()),
-            version: std::sync::atomic::AtomicU64::new(0),
+            series,
+            decisions,
+            model,
             shutdown,
             telemetry: crate::telemetry::Telemetry::new(),
             gate,
@@ -225,7 +308,17 @@ impl Swarm {
 
     /// A consistent snapshot of the topology.
     pub fn topology(&self) -> Arc<Topology> {
-        self.inner.topology.read().expect("topology lock").clone()
+        self.meta().topology.clone()
+    }
+
+    /// The metadata, for a moment (never hold it across an await).
+    fn meta(&self) -> std::sync::RwLockReadGuard<'_, Meta> {
+        self.inner.meta.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metadata for installing a committed change.
+    fn meta_mut(&self) -> std::sync::RwLockWriteGuard<'_, Meta> {
+        self.inner.meta.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The series store.
@@ -246,6 +339,12 @@ impl Swarm {
     /// The decision log.
     pub fn decisions(&self) -> &DecisionLog {
         &self.inner.decisions
+    }
+
+    /// Up to `limit` decisions from sequence `from` on, read from the store.
+    pub async fn list_decisions(&self, from: u64, limit: usize) -> Result<Vec<Decision>, ApiError> {
+        let log = self.inner.decisions.clone();
+        store_call(move || log.list(from, limit)).await
     }
 
     /// Resolves when shutdown has begun.
@@ -269,28 +368,24 @@ impl Swarm {
         &self,
         f: impl FnOnce(&Topology) -> Result<(Vec<TopologyChange>, R), ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        self.write(move |t, _| f(t).map(|(changes, result)| Write::new(changes, Vec::new(), result))).await
+        self.write(move |m| f(&m.topology).map(|(changes, result)| Write::new(changes, Vec::new(), result))).await
     }
 
-    /// Applies a change to topology and migrations computed from both (under
-    /// one lock, so store order equals memory order): persisted in one
+    /// Applies a change to the metadata computed from all of it (under one
+    /// lock, so store order equals memory order): persisted in one
     /// transaction, then made visible. Every metadata write goes through here.
     async fn write<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Topology, &Book) -> Result<Write<R>, ApiError> + Send + 'static,
+        f: impl FnOnce(&Meta) -> Result<Write<R>, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
         let _guard = self.inner.mutate.lock().await;
-        let current = self.topology();
-        let w = {
-            let book = self.inner.migrations.lock().expect("migrations lock");
-            f(&current, &book)?
-        };
+        let w = f(&self.meta())?;
         if w.changes.is_empty() && w.migrations.is_empty() && w.groups.is_empty() && w.reconfigs.is_empty() {
             return Ok(w.result);
         }
         let store = self.inner.store.clone();
         let Write { changes, migrations, result, groups, reconfigs } = w;
-        let (changes, migrations, groups, reconfigs) = tokio::task::spawn_blocking(move || {
+        let (changes, migrations, groups, reconfigs) = store_call(move || {
             let batch = Batch {
                 topology: &changes,
                 migrations: &migrations,
@@ -299,25 +394,20 @@ impl Swarm {
             };
             store.commit(&batch).map(|()| (changes, migrations, groups, reconfigs))
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        self.inner.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        {
-            let mut g = self.inner.groups.lock().expect("groups lock");
-            for (name, p) in groups {
-                match p {
-                    Some(p) => g.insert(name, p),
-                    None => g.remove(&name),
-                };
-            }
-            let mut r = self.inner.reconfigs.lock().expect("reconfigurations lock");
-            for rec in reconfigs {
-                r.insert(rec.id.clone(), rec);
-            }
+        .await?;
+        let mut m = self.meta_mut();
+        m.version += 1;
+        for (name, p) in groups {
+            match p {
+                Some(p) => m.groups.insert(name, p),
+                None => m.groups.remove(&name),
+            };
+        }
+        for rec in reconfigs {
+            m.reconfigs.insert(rec.id.clone(), rec);
         }
         if !changes.is_empty() {
-            let mut next = (*current).clone();
+            let mut next = (*m.topology).clone();
             for c in changes {
                 match c {
                     TopologyChange::PutPhysical(n) => {
@@ -331,11 +421,10 @@ impl Swarm {
                     }
                 }
             }
-            *self.inner.topology.write().expect("topology lock") = Arc::new(next);
+            m.topology = Arc::new(next);
         }
-        let mut book = self.inner.migrations.lock().expect("migrations lock");
-        for m in migrations {
-            book.insert(m);
+        for mig in migrations {
+            m.book.insert(mig);
         }
         Ok(result)
     }
@@ -343,10 +432,10 @@ impl Swarm {
     /// Adds or replaces physical nodes; returns (created, updated). Live
     /// migrations towards a node that stops being active are aborted (a
     /// draining node receives no new virtual nodes).
-    pub async fn upsert_physical(&self, nodes: Vec<pb::PhysicalNode>) -> Result<(u32, u32), ApiError> {
-        let nodes = validate::physical_nodes(&nodes)?;
-        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
-        self.write(move |t, book| {
+    pub async fn upsert_physical(&self, nodes: Vec<PhysicalNode>) -> Result<(u32, u32), ApiError> {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration);
+        self.write(move |m| {
+            let (t, book) = (&*m.topology, &m.book);
             let created = nodes.iter().filter(|n| !t.physical.contains_key(&n.id)).count() as u32;
             let updated = nodes.len() as u32 - created;
             let mut after = t.clone();
@@ -361,10 +450,10 @@ impl Swarm {
     }
 
     /// Marks a physical node removed; refused while it hosts virtual nodes.
-    pub async fn remove_physical(&self, id: String) -> Result<(), ApiError> {
-        let id = NodeId::parse(&id).map_err(|r| FieldError::new("id", format!("id {r}")))?;
-        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
-        self.write(move |t, book| {
+    pub async fn remove_physical(&self, id: NodeId) -> Result<(), ApiError> {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration);
+        self.write(move |m| {
+            let (t, book) = (&*m.topology, &m.book);
             let Some(n) = t.physical.get(&id) else {
                 return Err(ApiError::NotFound(format!("unknown physical node {id}")));
             };
@@ -387,9 +476,11 @@ impl Swarm {
     }
 
     /// Adds or replaces virtual nodes; returns (created, updated).
-    pub async fn upsert_virtual(&self, nodes: Vec<pb::VirtualNode>) -> Result<(u32, u32), ApiError> {
+    /// Their placements are kept (an upsert never moves anything); pinned
+    /// nodes must exist.
+    pub async fn upsert_virtual(&self, nodes: Vec<VirtualNode>) -> Result<(u32, u32), ApiError> {
         self.mutate(move |t| {
-            let nodes = validate::virtual_nodes(&nodes, t)?;
+            let nodes = validate::virtual_nodes_in(nodes, t)?;
             let created = nodes.iter().filter(|n| !t.virtual_nodes.contains_key(&n.id)).count() as u32;
             let updated = nodes.len() as u32 - created;
             Ok((nodes.into_iter().map(TopologyChange::PutVirtual).collect(), (created, updated)))
@@ -398,10 +489,10 @@ impl Swarm {
     }
 
     /// Removes a virtual node (refused while an orchestrator is moving it).
-    pub async fn remove_virtual(&self, id: String) -> Result<(), ApiError> {
-        let id = NodeId::parse(&id).map_err(|r| FieldError::new("id", format!("id {r}")))?;
-        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
-        self.write(move |t, book| {
+    pub async fn remove_virtual(&self, id: NodeId) -> Result<(), ApiError> {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration);
+        self.write(move |m| {
+            let (t, book) = (&*m.topology, &m.book);
             if !t.virtual_nodes.contains_key(&id) {
                 return Err(ApiError::NotFound(format!("unknown virtual node {id}")));
             }
@@ -414,10 +505,11 @@ impl Swarm {
     /// Records placements; returns how many changed. A virtual node being
     /// moved by an accepted migration is refused (its placement changes at
     /// the cutover); a proposed migration of it is superseded.
-    pub async fn set_placements(&self, ps: Vec<pb::PlacementAssignment>) -> Result<u32, ApiError> {
-        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
-        self.write(move |t, book| {
-            let ps = validate::placements(&ps, t)?;
+    pub async fn set_placements(&self, ps: Vec<(NodeId, Option<NodeId>)>) -> Result<u32, ApiError> {
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration);
+        self.write(move |m| {
+            let (t, book) = (&*m.topology, &m.book);
+            validate::placements_in(&ps, t)?;
             let mut changes = Vec::new();
             let mut migrations = Vec::new();
             let mut seen = HashSet::new();
@@ -454,7 +546,7 @@ impl Swarm {
     pub async fn observed_usage(&self) -> Result<ObservedUsage, ApiError> {
         let series = self.inner.series.clone();
         let from = self.now_ms() - self.inner.cfg.usage_window.as_millis() as i64;
-        tokio::task::spawn_blocking(move || {
+        series_call(move || {
             series.read(|f| -> Result<ObservedUsage, polars::error::PolarsError> {
                 let mut usage = ObservedUsage::default();
                 for kind in EntityKind::ALL {
@@ -478,8 +570,6 @@ impl Swarm {
             })
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// Steps the controller forecasts: its horizon when the model covers
@@ -500,7 +590,7 @@ impl Swarm {
         let model = self.inner.model.clone();
         let now = self.now_ms();
         let from = forecast::history_start_ms(&model, now);
-        tokio::task::spawn_blocking(move || {
+        series_call(move || {
             series.read(|f| -> Result<HashMap<String, CpuForecast>, polars::error::PolarsError> {
                 let peaks = f.recent(EntityKind::Virtual, Metric::CpuPeak, from)?;
                 let usage = f.recent(EntityKind::Virtual, Metric::CpuUsage, from)?;
@@ -525,20 +615,13 @@ impl Swarm {
             })
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// Data read per virtual node over the usage window: (location, bytes/s).
     async fn data_access(&self) -> Result<HashMap<String, Vec<(String, f64)>>, ApiError> {
         let series = self.inner.series.clone();
         let from = self.now_ms() - self.inner.cfg.usage_window.as_millis() as i64;
-        tokio::task::spawn_blocking(move || {
-            series.read(|f| f.window_mean_located(EntityKind::Virtual, Metric::DataAccess, from))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        series_call(move || series.read(|f| f.window_mean_located(EntityKind::Virtual, Metric::DataAccess, from))).await
     }
 
     /// Folds the window's latency and throughput of every virtual node into
@@ -546,7 +629,7 @@ impl Swarm {
     async fn observe_performance(&self) -> Result<(), ApiError> {
         let series = self.inner.series.clone();
         let from = self.now_ms() - self.inner.cfg.usage_window.as_millis() as i64;
-        let (lat, tput) = tokio::task::spawn_blocking(move || {
+        let (lat, tput) = series_call(move || {
             series.read(|f| -> Result<_, polars::error::PolarsError> {
                 Ok((
                     f.window_mean(EntityKind::Virtual, Metric::LatencyMs, from)?,
@@ -554,9 +637,7 @@ impl Swarm {
                 ))
             })
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
         if lat.is_empty() && tput.is_empty() {
             return Ok(());
         }
@@ -577,10 +658,7 @@ impl Swarm {
                 .collect()
         };
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.put_performance(&records))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Unavailable(e.to_string()))
+        store_call(move || store.put_performance(&records)).await
     }
 
     /// The current cluster as the placement math sees it: observed usage,
@@ -595,12 +673,10 @@ impl Swarm {
             forecasts: self.cpu_forecasts(horizon).await?,
             history,
             data_access: self.data_access().await?,
-            in_flight: self.inner.migrations.lock().expect("migrations lock").in_flight(horizon),
+            in_flight: self.meta().book.in_flight(horizon),
             spread_correlation: self.inner.cfg.controller.spread_correlation,
         };
-        tokio::task::spawn_blocking(move || ClusterView::build_with(&topo, &inputs))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        blocking(move || ClusterView::build_with(&topo, &inputs)).await
     }
 
     /// Points of one series in `[from_ms, to_ms)`, at most `limit`, and
@@ -619,12 +695,7 @@ impl Swarm {
     ) -> Result<(Vec<(i64, f64)>, bool), ApiError> {
         let series = self.inner.series.clone();
         let (entity, location) = (entity.to_owned(), location.to_owned());
-        tokio::task::spawn_blocking(move || {
-            series.read(|f| f.query(kind, metric, &entity, &location, from_ms, to_ms, limit))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        series_call(move || series.read(|f| f.query(kind, metric, &entity, &location, from_ms, to_ms, limit))).await
     }
 
     /// Points of one series since `from_ms` (at most 100,000).
@@ -679,7 +750,7 @@ impl Swarm {
     /// well as from its decision, so a move that took long (or a
     /// reconfiguration's) is not undone at once.
     fn cooldown_clock(&self) -> HashMap<NodeId, i64> {
-        let ended = self.inner.migrations.lock().expect("migrations lock").last_ended();
+        let ended = self.meta().book.last_ended();
         let mut last = self.inner.decisions.last_decided();
         for (v, at) in ended {
             if let Ok(id) = NodeId::parse(&v) {
@@ -692,13 +763,13 @@ impl Swarm {
 
     /// Affinity matrix for the given rows and columns (empty: all, capped).
     /// With `assess`, each cell also says what the controller's rules and
-    /// cost function make of moving there ([`crate::placement::assess`]).
+    /// cost function make of moving there ([`swarm_core::placement::assess`]).
     pub async fn affinity(
         &self,
         rows: Vec<String>,
         cols: Vec<String>,
         assess: bool,
-    ) -> Result<pb::GetAffinityResponse, ApiError> {
+    ) -> Result<AffinityMatrix, ApiError> {
         const CAP: usize = 1000;
         for (what, n) in [("virtual_node_ids", rows.len()), ("physical_node_ids", cols.len())] {
             if n > CAP {
@@ -744,27 +815,25 @@ impl Swarm {
                 // The authoritative placement (a migrating node's view
                 // placement is its reserved target).
                 let current = topo.virtual_nodes.get(&v.id).and_then(|n| n.placement.as_ref());
-                let mut row = pb::AffinityRow {
-                    virtual_node_id: v.id.to_string(),
-                    current_node_id: current.map(|p| p.to_string()).unwrap_or_default(),
-                    scores: col_idx
-                        .iter()
-                        .map(|&pi| convert::score(&affinity::score(&view, vi, pi, w, &limits)))
-                        .collect(),
-                    ..Default::default()
+                let mut row = AffinityRow {
+                    virt: v.id.clone(),
+                    current: current.cloned(),
+                    scores: col_idx.iter().map(|&pi| affinity::score(&view, vi, pi, w, &limits)).collect(),
+                    moves: Vec::new(),
+                    would_move_to: None,
                 };
                 if assess {
-                    let (all, choice) = crate::placement::assess::assess(&view, vi, &input, &cfg);
-                    row.moves = col_idx.iter().map(|&pi| convert::assessment(&all[pi])).collect();
-                    row.would_move_to = choice.map(|pi| view.phys[pi].id.to_string()).unwrap_or_default();
+                    let (all, choice) = swarm_core::placement::assess::assess(&view, vi, &input, &cfg);
+                    row.moves = col_idx.iter().map(|&pi| all[pi].clone()).collect();
+                    row.would_move_to = choice.map(|pi| view.phys[pi].id.clone());
                 }
                 row
             })
             .collect();
-        Ok(pb::GetAffinityResponse {
-            physical_node_ids: col_idx.iter().map(|&i| view.phys[i].id.to_string()).collect(),
+        Ok(AffinityMatrix {
+            physical: col_idx.iter().map(|&i| view.phys[i].id.clone()).collect(),
             rows: out_rows,
-            weights: convert::weights(w),
+            weights: *w,
             computed_at_ms: self.now_ms(),
         })
     }
@@ -776,8 +845,8 @@ impl Swarm {
         &self,
         top: usize,
         max_columns: usize,
-    ) -> Result<crate::placement::heatmap::Heatmap, ApiError> {
-        use crate::placement::heatmap;
+    ) -> Result<swarm_core::placement::heatmap::Heatmap, ApiError> {
+        use swarm_core::placement::heatmap;
         let view = self.cluster_view().await?;
         let topo = self.topology();
         let placement = topo
@@ -786,19 +855,20 @@ impl Swarm {
             .filter_map(|v| v.placement.as_ref().map(|p| (v.id.to_string(), p.to_string())))
             .collect();
         let migrations = {
-            let book = self.inner.migrations.lock().expect("migrations lock");
-            book.live().map(|m| (m.virt.clone(), (m.to.clone(), m.phase.name().to_owned(), m.id.clone()))).collect()
+            self.meta()
+                .book
+                .live()
+                .map(|m| (m.virt.clone(), (m.to.clone(), m.phase.name().to_owned(), m.id.clone())))
+                .collect()
         };
         let inp = heatmap::Inputs { top, max_columns, placement, migrations };
         let w = self.inner.cfg.controller.weights;
         let limits = self.inner.cfg.controller.limits();
-        tokio::task::spawn_blocking(move || heatmap::build(&view, &w, &limits, &inp))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        blocking(move || heatmap::build(&view, &w, &limits, &inp)).await
     }
 
     /// Runs one controller round (persisting and publishing unless `dry_run`).
-    pub async fn run_round(&self, dry_run: bool) -> Result<pb::RunRoundResponse, ApiError> {
+    pub async fn run_round(&self, dry_run: bool) -> Result<RoundReport, ApiError> {
         let _guard = self.inner.round.lock().await;
         let started = Instant::now();
         if !dry_run {
@@ -811,15 +881,14 @@ impl Swarm {
         let round_id = log.next_round_id();
         let step_ms = self.step_ms();
         let last = self.cooldown_clock();
-        let (outcome, decisions) = tokio::task::spawn_blocking(move || {
+        let (outcome, decisions) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
             let outcome = controller::run_round(&view, input, &cfg);
-            let ds: Vec<pb::Decision> =
-                outcome.proposals.iter().map(|p| convert::decision(p, &view, round_id, now, step_ms)).collect();
+            let ds: Vec<Decision> =
+                outcome.proposals.iter().map(|p| Decision::from_proposal(p, &view, round_id, now, step_ms)).collect();
             (outcome, ds)
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
         let decisions = if dry_run {
             decisions
         } else {
@@ -828,24 +897,18 @@ impl Swarm {
             self.commit_decisions(round_id, decisions, propose).await?
         };
         if !dry_run && self.inner.cfg.controller.automation == Automation::Apply && !decisions.is_empty() {
-            let moves = decisions
-                .iter()
-                .map(|d| pb::PlacementAssignment {
-                    virtual_node_id: d.virtual_node_id.clone(),
-                    physical_node_id: d.to_node_id.clone(),
-                })
-                .collect();
+            let moves = decisions.iter().map(|d| (d.virt.clone(), Some(d.to.clone()))).collect();
             self.set_placements(moves).await?;
         }
         if !dry_run {
             self.inner.telemetry.round(started.elapsed().as_secs_f64());
         }
-        let resp = pb::RunRoundResponse {
+        let resp = RoundReport {
             round_id,
             decisions,
-            virtual_nodes_evaluated: outcome.evaluated as u32,
-            skipped_cooldown: outcome.skipped_cooldown as u32,
-            skipped_budget: outcome.skipped_budget as u32,
+            evaluated: outcome.evaluated,
+            skipped_cooldown: outcome.skipped_cooldown,
+            skipped_budget: outcome.skipped_budget,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             dry_run,
         };
@@ -853,7 +916,7 @@ impl Swarm {
             round = round_id,
             dry_run,
             decisions = resp.decisions.len(),
-            evaluated = resp.virtual_nodes_evaluated,
+            evaluated = resp.evaluated,
             ms = format!("{:.1}", resp.duration_ms),
             "controller round"
         );
@@ -866,9 +929,9 @@ impl Swarm {
     async fn commit_decisions(
         &self,
         round_id: u64,
-        decisions: Vec<pb::Decision>,
-        propose: Option<Vec<Option<crate::reconfig::record::Origin>>>,
-    ) -> Result<Vec<pb::Decision>, ApiError> {
+        decisions: Vec<Decision>,
+        propose: Option<Vec<Option<swarm_core::reconfig::record::Origin>>>,
+    ) -> Result<Vec<Decision>, ApiError> {
         let log = self.inner.decisions.clone();
         let _guard = self.inner.mutate.lock().await;
         // At most one live migration per virtual node: a decision computed
@@ -877,39 +940,35 @@ impl Swarm {
         let (decisions, propose) = match propose {
             None => (decisions, None),
             Some(origins) => {
-                let book = self.inner.migrations.lock().expect("migrations lock");
+                let meta = self.meta();
+                let book = &meta.book;
                 let mut seen = HashSet::new();
                 let (d, o): (Vec<_>, Vec<_>) = decisions
                     .into_iter()
                     .zip(origins.into_iter().chain(std::iter::repeat(None)))
-                    .filter(|(d, _)| {
-                        book.live_of(&d.virtual_node_id).is_none() && seen.insert(d.virtual_node_id.clone())
-                    })
+                    .filter(|(d, _)| book.live_of(d.virt.as_str()).is_none() && seen.insert(d.virt.clone()))
                     .unzip();
                 (d, Some(o))
             }
         };
         // The migrations join the book before their decisions are published
         // (see `DecisionLog::commit_round`).
-        let inner = self.inner.clone();
-        let decisions = tokio::task::spawn_blocking(move || {
+        let swarm = self.clone();
+        let decisions = store_call(move || {
             log.commit_round(round_id, decisions, propose, |migrations| {
                 if migrations.is_empty() {
                     return;
                 }
-                let mut book = inner.migrations.lock().expect("migrations lock");
-                for m in migrations {
-                    book.insert(m);
+                let mut m = swarm.meta_mut();
+                for mig in migrations {
+                    m.book.insert(mig);
                 }
-                inner.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                m.version += 1;
             })
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .await?;
         for d in &decisions {
-            let kind = pb::DecisionKind::try_from(d.kind).map_or("unspecified", convert::decision_kind_name);
-            self.inner.telemetry.decision(kind);
+            self.inner.telemetry.decision(d.kind.name());
         }
         Ok(decisions)
     }
@@ -927,9 +986,8 @@ impl Swarm {
     /// The Prometheus text of swarmd's metrics, with levels read now.
     pub async fn metrics_text(&self) -> String {
         let migrations = {
-            let book = self.inner.migrations.lock().expect("migrations lock");
-            let counts = book.count_by_phase();
-            crate::migration::machine::Phase::ALL
+            let counts = self.meta().book.count_by_phase();
+            swarm_core::migration::machine::Phase::ALL
                 .iter()
                 .map(|p| (p.name(), counts.get(p).copied().unwrap_or(0) as i64))
                 .collect()
@@ -937,7 +995,7 @@ impl Swarm {
         let topo = self.topology();
         let dir = self.inner.cfg.data_dir.clone();
         let series = self.inner.series.clone();
-        let (metadata_bytes, series_bytes, series_rows) = tokio::task::spawn_blocking(move || {
+        let (metadata_bytes, series_bytes, series_rows) = blocking(move || {
             let meta = std::fs::metadata(meta_path(&dir)).map(|m| m.len()).unwrap_or(0);
             let ser = crate::telemetry::dir_bytes(&series_dir(&dir));
             (meta, ser, series.read(|f| f.row_count()))

@@ -1,4 +1,4 @@
-//! The IO around the pure planner ([`crate::reconfig`]): a configuration
+//! The IO around the pure planner ([`swarm_core::reconfig`]): a configuration
 //! change is validated and applied to a copy of the topology, turned into a
 //! planning problem, planned (a dry run kept for a while), and on Apply
 //! written in one transaction (topology, group policies, the applied plan);
@@ -9,19 +9,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use swarm_proto::v1 as pb;
-
-use super::{ApiError, Swarm, Write, migrations::release};
-use crate::convert;
-use crate::domain::{NodeId, PhysicalNode, PhysicalState, Topology, VirtualNode};
-use crate::migration::book::Book;
-use crate::migration::machine::Phase;
-use crate::placement::cost::CostModel;
-use crate::placement::view::Distance;
-use crate::reconfig::record::{GroupPolicy, Origin, PlannedMove, ReconfigState, Reconfiguration};
-use crate::reconfig::{self as planner, Domain, Item, Node, Objective, Problem, Rule};
+use super::{ApiError, Meta, Swarm, Write, blocking, migrations::release};
 use crate::store::TopologyChange;
 use crate::validate::{self, FieldError};
+use swarm_core::decision::{Decision, DecisionKind};
+use swarm_core::domain::{NodeId, PhysicalNode, PhysicalState, Topology, VirtualNode};
+use swarm_core::locality::{self, Distance};
+use swarm_core::migration::book::Book;
+use swarm_core::migration::machine::Phase;
+use swarm_core::placement::cost::CostModel;
+use swarm_core::reconfig::record::{GroupPolicy, Origin, PlannedMove, ReconfigState, Reconfiguration};
+use swarm_core::reconfig::{self as planner, Domain, Item, Node, Objective, Problem, Rule};
 
 /// How long a plan can be applied.
 const PLAN_TTL_MS: i64 = 15 * 60_000;
@@ -53,18 +51,7 @@ struct Resolved {
 }
 
 fn distance(a: &PhysicalNode, b: &PhysicalNode) -> Distance {
-    let label = |n: &PhysicalNode, k: &str| n.labels.get(k).cloned();
-    if a.id == b.id {
-        Distance::SameNode
-    } else if label(a, "zone").is_some() && label(a, "zone") == label(b, "zone") {
-        if label(a, "rack").is_some() && label(a, "rack") == label(b, "rack") {
-            Distance::SameRack
-        } else {
-            Distance::SameZone
-        }
-    } else {
-        Distance::Remote
-    }
+    locality::between((a.id.as_str(), &a.labels), (b.id.as_str(), &b.labels))
 }
 
 /// Seconds to carry out `moves` on `lanes` parallel lanes (longest first,
@@ -79,54 +66,80 @@ fn makespan(mut seconds: Vec<f64>, lanes: usize) -> f64 {
     lane.into_iter().fold(0.0, f64::max)
 }
 
-fn wire_move(m: &PlannedMove) -> pb::PlannedMove {
-    pb::PlannedMove {
-        virtual_node_id: m.virt.clone(),
-        from_node_id: m.from.clone(),
-        to_node_id: m.to.clone(),
-        bytes: m.bytes,
-        reason: m.reason.clone(),
-        estimated_seconds: m.seconds,
-    }
+/// A plan made (and kept for Apply).
+#[derive(Debug, Clone)]
+pub struct PlanSummary {
+    /// Id to apply it by.
+    pub plan_id: String,
+    /// Moves of running virtual nodes, in release order.
+    pub moves: Vec<PlannedMove>,
+    /// New virtual nodes and where they go: (virtual, physical).
+    pub placements: Vec<(String, String)>,
+    /// Bytes the moves transfer.
+    pub total_bytes: u64,
+    /// Estimated seconds at the default concurrency.
+    pub estimated_seconds: f64,
+    /// Proven lower bound of the objective (moves, or bytes).
+    pub lower_bound: u64,
+    /// The plan meets the bound.
+    pub optimal: bool,
+    /// The planner that made it.
+    pub method: String,
+    /// What was minimised.
+    pub objective: Objective,
+    /// When the plan is forgotten, ms.
+    pub expires_at_ms: i64,
 }
 
-fn domain(d: i32) -> Result<Option<Domain>, FieldError> {
-    match pb::SpreadDomain::try_from(d) {
-        Ok(pb::SpreadDomain::Unspecified) => Ok(None),
-        Ok(pb::SpreadDomain::Node) => Ok(Some(Domain::Node)),
-        Ok(pb::SpreadDomain::Rack) => Ok(Some(Domain::Rack)),
-        Ok(pb::SpreadDomain::Zone) => Ok(Some(Domain::Zone)),
-        Err(_) => Err(FieldError::new("spread", format!("unknown spread domain {d}"))),
-    }
+/// Where an applied plan is.
+#[derive(Debug, Clone)]
+pub struct ReconfigProgress {
+    /// The plan as applied.
+    pub reconfiguration: Reconfiguration,
+    /// Per move (same order): its migration's id and phase, once released.
+    pub migrations: Vec<Option<(String, Phase)>>,
+    /// Nodes still to remove.
+    pub removals_pending: Vec<String>,
 }
 
-fn node_id(field: String, s: &str) -> Result<NodeId, ApiError> {
-    NodeId::parse(s).map_err(|r| FieldError::new(field, format!("id {r}")).into())
+/// A configuration change as the state applies it: ids and nodes already
+/// validated at the edge (`validate::configuration_change`), checked against
+/// the topology here.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigChange {
+    /// Physical nodes to add or update.
+    pub upsert_physical: Vec<PhysicalNode>,
+    /// Physical nodes to drain (they stay, emptied).
+    pub drain: Vec<NodeId>,
+    /// Physical nodes to empty and remove.
+    pub remove: Vec<NodeId>,
+    /// Virtual nodes to remove.
+    pub remove_virtual: Vec<NodeId>,
+    /// Virtual nodes to add or update (placements unset: kept or planned).
+    pub upsert_virtual: Vec<VirtualNode>,
+    /// Group spreading rules to set (`None` removes the group's rule).
+    pub groups: Vec<(String, Option<GroupPolicy>)>,
+    /// Also rebalance load across the accepting nodes.
+    pub rebalance: bool,
 }
 
 impl Swarm {
     /// Validates `change` against the current topology and applies it to a copy.
-    fn resolve(&self, change: &pb::ConfigurationChange, book: &Book) -> Result<Resolved, ApiError> {
-        let topo = self.topology();
-        let mut after = (*topo).clone();
+    fn resolve(meta: &Meta, change: &ConfigChange) -> Result<Resolved, ApiError> {
+        let book = &meta.book;
+        let mut after = (*meta.topology).clone();
         let mut changes = Vec::new();
         let mut touched: HashSet<NodeId> = HashSet::new();
-        if !change.upsert_physical_nodes.is_empty() {
-            let nodes = validate::physical_nodes(&change.upsert_physical_nodes)
-                .map_err(|e| FieldError::new(format!("change.upsert_physical_{}", e.field), e.reason))?;
-            for n in nodes {
-                touched.insert(n.id.clone());
-                after.physical.insert(n.id.clone(), n.clone());
-                changes.push(TopologyChange::PutPhysical(n));
-            }
+        for n in &change.upsert_physical {
+            touched.insert(n.id.clone());
+            after.physical.insert(n.id.clone(), n.clone());
+            changes.push(TopologyChange::PutPhysical(n.clone()));
         }
         let mut removals = Vec::new();
-        for (list, field, remove) in [
-            (&change.drain_physical_nodes, "drain_physical_nodes", false),
-            (&change.remove_physical_nodes, "remove_physical_nodes", true),
-        ] {
+        for (list, field, remove) in
+            [(&change.drain, "drain_physical_nodes", false), (&change.remove, "remove_physical_nodes", true)]
+        {
             for (i, id) in list.iter().enumerate() {
-                let id = node_id(format!("change.{field}[{i}]"), id)?;
                 if !touched.insert(id.clone()) {
                     return Err(FieldError::new(
                         format!("change.{field}[{i}]"),
@@ -134,7 +147,7 @@ impl Swarm {
                     )
                     .into());
                 }
-                let Some(n) = after.physical.get_mut(&id) else {
+                let Some(n) = after.physical.get_mut(id) else {
                     return Err(ApiError::NotFound(format!("change.{field}[{i}]: unknown physical node {id}")));
                 };
                 if n.state == PhysicalState::Removed {
@@ -148,10 +161,9 @@ impl Swarm {
             }
         }
         let mut removed_virtual = HashSet::new();
-        for (i, id) in change.remove_virtual_nodes.iter().enumerate() {
+        for (i, id) in change.remove_virtual.iter().enumerate() {
             let field = format!("change.remove_virtual_nodes[{i}]");
-            let id = node_id(field.clone(), id)?;
-            if after.virtual_nodes.remove(&id).is_none() {
+            if after.virtual_nodes.remove(id).is_none() {
                 return Err(ApiError::NotFound(format!("{field}: unknown virtual node {id}")));
             }
             if let Some(m) = book.live_of(id.as_str()).filter(|m| m.reserves_target()) {
@@ -161,10 +173,10 @@ impl Swarm {
                 )));
             }
             removed_virtual.insert(id.clone());
-            changes.push(TopologyChange::DeleteVirtual(id));
+            changes.push(TopologyChange::DeleteVirtual(id.clone()));
         }
-        if !change.upsert_virtual_nodes.is_empty() {
-            let nodes = validate::virtual_nodes(&change.upsert_virtual_nodes, &after)
+        if !change.upsert_virtual.is_empty() {
+            let nodes = validate::virtual_nodes_in(change.upsert_virtual.clone(), &after)
                 .map_err(|e| FieldError::new(format!("change.upsert_virtual_{}", e.field), e.reason))?;
             for n in nodes {
                 if removed_virtual.contains(&n.id) {
@@ -176,30 +188,21 @@ impl Swarm {
                 changes.push(TopologyChange::PutVirtual(n));
             }
         }
-        let mut groups_after = self.inner.groups.lock().expect("groups lock").clone();
-        let mut group_changes = Vec::new();
-        for (i, g) in change.group_policies.iter().enumerate() {
-            let field = |f: &str| format!("change.group_policies[{i}].{f}");
-            if g.group.is_empty() || g.group.len() > 256 {
-                return Err(FieldError::new(field("group"), "must be 1..=256 bytes").into());
-            }
-            let d = domain(g.spread).map_err(|e| FieldError::new(field("spread"), e.reason))?;
-            let policy = match d {
-                None => None,
-                Some(domain) => {
-                    if g.max_per_domain == 0 {
-                        return Err(FieldError::new(field("max_per_domain"), "must be at least 1").into());
-                    }
-                    Some(GroupPolicy { domain, max_per_domain: g.max_per_domain })
-                }
-            };
+        let mut groups_after = meta.groups.clone();
+        for (name, policy) in &change.groups {
             match policy {
-                Some(p) => groups_after.insert(g.group.clone(), p),
-                None => groups_after.remove(&g.group),
+                Some(p) => groups_after.insert(name.clone(), *p),
+                None => groups_after.remove(name),
             };
-            group_changes.push((g.group.clone(), policy));
         }
-        Ok(Resolved { after, changes, removals, groups_after, group_changes, rebalance: change.rebalance })
+        Ok(Resolved {
+            after,
+            changes,
+            removals,
+            groups_after,
+            group_changes: change.groups.clone(),
+            rebalance: change.rebalance,
+        })
     }
 
     /// The planning problem for a resolved change.
@@ -208,19 +211,11 @@ impl Swarm {
         let phys: Vec<&PhysicalNode> =
             r.after.physical.values().filter(|n| n.state != PhysicalState::Removed).collect();
         let index: HashMap<&str, usize> = phys.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
-        let mut zones: HashMap<String, u32> = HashMap::new();
-        let mut racks: HashMap<(String, String), u32> = HashMap::new();
+        let mut places = locality::Places::default();
         let mut nodes: Vec<Node> = phys
             .iter()
             .map(|n| {
-                let zone = n.labels.get("zone").map(|z| {
-                    let k = zones.len() as u32;
-                    *zones.entry(z.clone()).or_insert(k)
-                });
-                let rack = n.labels.get("rack").map(|rk| {
-                    let k = racks.len() as u32;
-                    *racks.entry((n.labels.get("zone").cloned().unwrap_or_default(), rk.clone())).or_insert(k)
-                });
+                let locality::Place { zone, rack } = places.intern(&n.labels);
                 Node {
                     id: n.id.to_string(),
                     cap: [n.capacity.cpu_cores * overcommit, n.capacity.memory_bytes],
@@ -290,27 +285,16 @@ impl Swarm {
     }
 
     /// Plans `change` (a dry run, kept for Apply for 15 minutes).
-    pub async fn plan_reconfiguration(
-        &self,
-        change: pb::ConfigurationChange,
-        objective: i32,
-    ) -> Result<pb::PlanResponse, ApiError> {
-        let obj = match pb::PlanObjective::try_from(objective) {
-            Ok(pb::PlanObjective::Unspecified | pb::PlanObjective::FewestMoves) => Objective::Moves,
-            Ok(pb::PlanObjective::FewestBytes) => Objective::Bytes,
-            Err(_) => return Err(FieldError::new("objective", format!("unknown objective {objective}")).into()),
-        };
-        let version = self.inner.version.load(std::sync::atomic::Ordering::SeqCst);
-        let (resolved, problem, ids) = {
-            let book = self.inner.migrations.lock().expect("migrations lock");
-            let resolved = self.resolve(&change, &book)?;
-            let (problem, ids) = self.problem(&resolved, &book)?;
-            (resolved, problem, ids)
+    pub async fn plan_reconfiguration(&self, change: ConfigChange, obj: Objective) -> Result<PlanSummary, ApiError> {
+        let (version, resolved, problem, ids) = {
+            let meta = self.meta();
+            let resolved = Self::resolve(&meta, &change)?;
+            let (problem, ids) = self.problem(&resolved, &meta.book)?;
+            (meta.version, resolved, problem, ids)
         };
         let problem2 = problem.clone();
-        let plan = tokio::task::spawn_blocking(move || planner::plan(&problem2, obj))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+        let plan = blocking(move || planner::plan(&problem2, obj))
+            .await?
             .map_err(|e| ApiError::FailedPrecondition(format!("the new configuration cannot be satisfied: {e}")))?;
         let cost: CostModel = self.inner.cfg.controller.cost;
         let mut moves = Vec::new();
@@ -322,8 +306,7 @@ impl Swarm {
                 None => placements.push((it.id.clone(), to)),
                 Some(f) => {
                     let (a, b) = (&resolved.after.physical[&ids[f]], &resolved.after.physical[&ids[m.to]]);
-                    let seconds =
-                        cost.transfer_seconds(it.bytes, distance(a, b)) + cost.startup_seconds + cost.shutdown_seconds;
+                    let seconds = cost.move_seconds(it.bytes, distance(a, b));
                     moves.push(PlannedMove {
                         virt: it.id.clone(),
                         from: ids[f].to_string(),
@@ -337,20 +320,12 @@ impl Swarm {
         }
         let plan_id = format!("plan-{}-{}", self.now_ms(), version);
         let expires_ms = self.now_ms() + PLAN_TTL_MS;
-        let response = pb::PlanResponse {
+        let response = PlanSummary {
             plan_id: plan_id.clone(),
-            moves: moves.iter().map(wire_move).collect(),
             total_bytes: moves.iter().map(|m| m.bytes).sum(),
             estimated_seconds: makespan(moves.iter().map(|m| m.seconds).collect(), DEFAULT_CONCURRENCY as usize),
-            placements: placements
-                .iter()
-                .map(|(v, to)| pb::PlannedMove {
-                    virtual_node_id: v.clone(),
-                    to_node_id: to.clone(),
-                    reason: "new virtual node".into(),
-                    ..Default::default()
-                })
-                .collect(),
+            moves: moves.clone(),
+            placements: placements.clone(),
             lower_bound: match obj {
                 Objective::Moves => plan.lower_bound,
                 // Back from the objective's scaled KiB to bytes.
@@ -358,10 +333,7 @@ impl Swarm {
             },
             optimal: plan.optimal,
             method: plan.method.into(),
-            objective: match obj {
-                Objective::Moves => pb::PlanObjective::FewestMoves,
-                Objective::Bytes => pb::PlanObjective::FewestBytes,
-            } as i32,
+            objective: obj,
             expires_at_ms: expires_ms,
         };
         let stored = StoredPlan { version, expires_ms, change: resolved, moves, placements };
@@ -388,13 +360,14 @@ impl Swarm {
             return Err(ApiError::NotFound(format!("plan {plan_id} expired; plan again")));
         }
         let max_concurrent = if max_concurrent == 0 { DEFAULT_CONCURRENCY } else { max_concurrent.min(10_000) };
-        let (now, policy) = (self.now_ms(), self.inner.cfg.migration.policy);
+        let (now, policy) = (self.now_ms(), self.inner.cfg.migration);
         let swarm = self.clone();
         let plan_id = plan_id.to_owned();
         let n_moves = stored.moves.len();
         let id = self
-            .write(move |_, book| {
-                if swarm.inner.version.load(std::sync::atomic::Ordering::SeqCst) != stored.version {
+            .write(move |meta| {
+                let book = &meta.book;
+                if meta.version != stored.version {
                     return Err(ApiError::FailedPrecondition(format!(
                         "the cluster changed since plan {plan_id} was made; plan again"
                     )));
@@ -411,7 +384,7 @@ impl Swarm {
                 for m in &stored.moves {
                     migrations.extend(release(book, &m.virt, "a reconfiguration moves it", now, &policy)?);
                 }
-                let n = swarm.inner.reconfigs.lock().expect("reconfigurations lock").len() + 1;
+                let n = meta.reconfigs.len() + 1;
                 let rec = Reconfiguration {
                     id: format!("r{n}"),
                     plan_id: plan_id.clone(),
@@ -437,63 +410,37 @@ impl Swarm {
     }
 
     /// Progress of an applied plan.
-    pub fn reconfiguration(&self, id: &str) -> Result<pb::GetReconfigurationResponse, ApiError> {
-        let rec = self.inner.reconfigs.lock().expect("reconfigurations lock").get(id).cloned();
-        let Some(rec) = rec else {
+    pub fn reconfiguration(&self, id: &str) -> Result<ReconfigProgress, ApiError> {
+        let meta = self.meta();
+        let Some(rec) = meta.reconfigs.get(id).cloned() else {
             return Err(ApiError::NotFound(format!("unknown reconfiguration {id:?}")));
         };
-        let book = self.inner.migrations.lock().expect("migrations lock");
-        let released = book.of_reconfiguration(&rec.id);
-        let topo = self.topology();
-        let mut out = pb::GetReconfigurationResponse {
-            total_moves: rec.moves.len() as u32,
-            state: rec.state.name().into(),
-            ..Default::default()
-        };
-        for (i, m) in rec.moves.iter().enumerate() {
-            let mig = released.get(&i);
-            match mig.map(|x| x.phase) {
-                Some(Phase::Completed) => out.completed_moves += 1,
-                Some(p) if p.is_terminal() => out.failed_moves += 1,
-                Some(_) => out.in_flight_moves += 1,
-                None => out.pending_moves += 1,
-            }
-            out.moves.push(pb::ReconfigurationMove {
-                r#move: Some(wire_move(m)),
-                migration_id: mig.map(|x| x.id.clone()).unwrap_or_default(),
-                phase: mig.map_or(pb::MigrationPhase::Unspecified, |x| convert::phase(x.phase)) as i32,
-            });
-        }
-        out.removals_pending = rec
+        let released = meta.book.of_reconfiguration(&rec.id);
+        let topo = &meta.topology;
+        let moves = (0..rec.moves.len()).map(|i| released.get(&i).map(|m| (m.id.clone(), m.phase))).collect();
+        let removals_pending = rec
             .removals
             .iter()
             .filter(|n| topo.physical.get(n.as_str()).is_some_and(|p| p.state != PhysicalState::Removed))
             .cloned()
             .collect();
-        Ok(out)
+        Ok(ReconfigProgress { reconfiguration: rec, migrations: moves, removals_pending })
     }
 
     /// One step of every running reconfiguration: release moves up to the
     /// concurrency limit, and finish those whose moves have all ended.
     pub async fn run_reconfigurations(&self) -> Result<(), ApiError> {
         let _step = self.inner.reconfig_step.lock().await;
-        let running: Vec<Reconfiguration> = self
-            .inner
-            .reconfigs
-            .lock()
-            .expect("reconfigurations lock")
-            .values()
-            .filter(|r| r.state == ReconfigState::Running)
-            .cloned()
-            .collect();
+        let running: Vec<Reconfiguration> =
+            self.meta().reconfigs.values().filter(|r| r.state == ReconfigState::Running).cloned().collect();
         for rec in running {
             let (release_now, all_ended, failed) = {
-                let book = self.inner.migrations.lock().expect("migrations lock");
-                let released = book.of_reconfiguration(&rec.id);
+                let meta = self.meta();
+                let released = meta.book.of_reconfiguration(&rec.id);
                 let live = released.values().filter(|m| m.is_live()).count();
                 let failed = released.values().filter(|m| m.phase.is_terminal() && m.phase != Phase::Completed).count();
                 let mut room = (rec.max_concurrent as usize).saturating_sub(live);
-                let topo = self.topology();
+                let topo = &meta.topology;
                 let mut release_now = Vec::new();
                 let mut waiting = false;
                 for (i, m) in rec.moves.iter().enumerate() {
@@ -505,7 +452,7 @@ impl Swarm {
                         continue;
                     }
                     // Wait while another migration of it runs.
-                    if book.live_of(&m.virt).is_some() {
+                    if meta.book.live_of(&m.virt).is_some() {
                         waiting = true;
                         continue;
                     }
@@ -520,15 +467,24 @@ impl Swarm {
             if !release_now.is_empty() {
                 let now = self.now_ms();
                 let round_id = self.inner.decisions.next_round_id().saturating_sub(1);
-                let decisions: Vec<pb::Decision> = release_now
+                let id = |s: &str| {
+                    NodeId::parse(s)
+                        .map_err(|e| ApiError::Internal(format!("reconfiguration {} holds id {s:?}: {e}", rec.id)))
+                };
+                let decisions = release_now
                     .iter()
                     .map(|(i, from)| {
                         let m = &rec.moves[*i];
-                        pb::Decision {
+                        Ok(Decision {
+                            sequence: 0,
+                            round_id: 0,
                             decided_at_ms: now,
-                            virtual_node_id: m.virt.clone(),
-                            from_node_id: from.clone(),
-                            to_node_id: m.to.clone(),
+                            virt: id(&m.virt)?,
+                            from: id(from)?,
+                            to: id(&m.to)?,
+                            from_score: None,
+                            to_score: None,
+                            gain: 0.0,
                             reason: format!(
                                 "reconfiguration {} (move {} of {}): {}",
                                 rec.id,
@@ -536,11 +492,12 @@ impl Swarm {
                                 rec.moves.len(),
                                 m.reason
                             ),
-                            kind: pb::DecisionKind::Reconfiguration as i32,
-                            ..Default::default()
-                        }
+                            kind: DecisionKind::Reconfiguration,
+                            cost: None,
+                            expected_overload_at_ms: None,
+                        })
                     })
-                    .collect();
+                    .collect::<Result<Vec<_>, ApiError>>()?;
                 let origins = release_now
                     .iter()
                     .map(|(i, _)| Some(Origin { reconfiguration: rec.id.clone(), index: *i }))
@@ -555,7 +512,8 @@ impl Swarm {
 
     /// Removes the emptied nodes and records the outcome.
     async fn finish_reconfiguration(&self, mut rec: Reconfiguration, failed: usize) -> Result<(), ApiError> {
-        self.write(move |topo, book| {
+        self.write(move |meta| {
+            let (topo, book) = (&*meta.topology, &meta.book);
             let mut changes = Vec::new();
             let mut pending = 0;
             for id in &rec.removals {

@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use swarm_proto::v1 as pb;
 
+use super::records;
 use super::{Batch, Loaded, MetaStore, StoreError, TopologyChange};
-use crate::domain::{PhysicalNode, VirtualNode};
-use crate::history::Perf;
-use crate::migration::machine::Migration;
+use swarm_core::decision::Decision;
+use swarm_core::domain::{PhysicalNode, VirtualNode};
+use swarm_core::history::Perf;
+use swarm_core::migration::machine::Migration;
 
 const PHYSICAL: TableDefinition<&str, &[u8]> = TableDefinition::new("physical_nodes");
 const VIRTUAL: TableDefinition<&str, &[u8]> = TableDefinition::new("virtual_nodes");
@@ -107,8 +107,7 @@ fn write_topology(tx: &redb::WriteTransaction, changes: &[TopologyChange]) -> Re
 fn write_migrations(tx: &redb::WriteTransaction, migrations: &[Migration]) -> Result<(), StoreError> {
     let mut t = tryio!("open", tx.open_table(MIGRATIONS));
     for m in migrations {
-        let bytes = serde_json::to_vec(m).expect("migrations serialize");
-        tryio!("insert", t.insert(m.decision_sequence, bytes.as_slice()));
+        tryio!("insert", t.insert(m.decision_sequence, records::encode_migration(m).as_slice()));
     }
     Ok(())
 }
@@ -147,11 +146,7 @@ impl MetaStore for EmbeddedStore {
         let t = tryio!("open", tx.open_table(MIGRATIONS));
         for row in tryio!("scan", t.iter()) {
             let (k, v) = tryio!("scan", row);
-            out.migrations.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                what: "migration",
-                key: k.value().to_string(),
-                reason: e.to_string(),
-            })?);
+            out.migrations.push(records::decode_migration(k.value(), v.value())?);
         }
         let t = tryio!("open", tx.open_table(GROUP_POLICIES));
         for row in tryio!("scan", t.iter()) {
@@ -163,7 +158,11 @@ impl MetaStore for EmbeddedStore {
             })?;
             out.group_policies.push((k.value().to_owned(), p));
         }
-        out.reconfigurations = load_table(&tx, RECONFIGURATIONS, "reconfiguration")?;
+        let t = tryio!("open", tx.open_table(RECONFIGURATIONS));
+        for row in tryio!("scan", t.iter()) {
+            let (k, v) = tryio!("scan", row);
+            out.reconfigurations.push(records::decode_reconfiguration(k.value(), v.value())?);
+        }
         Ok(out)
     }
 
@@ -177,14 +176,14 @@ impl MetaStore for EmbeddedStore {
     fn append_decisions(
         &self,
         round_id: u64,
-        decisions: &[pb::Decision],
+        decisions: &[Decision],
         migrations: &[Migration],
     ) -> Result<(), StoreError> {
         let tx = tryio!("begin", self.db.begin_write());
         {
             let mut t = tryio!("open", tx.open_table(DECISIONS));
             for d in decisions {
-                tryio!("insert", t.insert(d.sequence, d.encode_to_vec().as_slice()));
+                tryio!("insert", t.insert(d.sequence, records::encode_decision(d).as_slice()));
             }
             let mut m = tryio!("open", tx.open_table(META));
             tryio!("insert", m.insert(LAST_ROUND, round_id));
@@ -213,8 +212,7 @@ impl MetaStore for EmbeddedStore {
             }
             let mut t = tryio!("open", tx.open_table(RECONFIGURATIONS));
             for r in b.reconfigurations {
-                let bytes = serde_json::to_vec(r).expect("reconfigurations serialize");
-                tryio!("insert", t.insert(r.id.as_str(), bytes.as_slice()));
+                tryio!("insert", t.insert(r.id.as_str(), records::encode_reconfiguration(r).as_slice()));
             }
         }
         tryio!("commit", tx.commit());
@@ -234,7 +232,7 @@ impl MetaStore for EmbeddedStore {
         Ok(())
     }
 
-    fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError> {
+    fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decision>, StoreError> {
         let tx = tryio!("begin", self.db.begin_read());
         let t = tryio!("open", tx.open_table(DECISIONS));
         let mut out = Vec::new();
@@ -243,12 +241,7 @@ impl MetaStore for EmbeddedStore {
                 break;
             }
             let (k, v) = tryio!("scan", row);
-            let d = pb::Decision::decode(v.value()).map_err(|e| StoreError::Corrupt {
-                what: "decision",
-                key: k.value().to_string(),
-                reason: e.to_string(),
-            })?;
-            out.push(d);
+            out.push(records::decode_decision(k.value(), v.value())?);
         }
         Ok(out)
     }
@@ -257,7 +250,7 @@ impl MetaStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{NodeId, PhysicalState, Resources};
+    use swarm_core::domain::{NodeId, PhysicalState, Resources};
 
     #[test]
     fn survives_reopen() {
@@ -272,7 +265,7 @@ mod tests {
                 state: PhysicalState::Active,
             })])
             .unwrap();
-            let d = |seq| pb::Decision { sequence: seq, virtual_node_id: format!("v{seq}"), ..Default::default() };
+            let d = |seq| crate::decisions::tests::decision(seq, &format!("v{seq}"));
             s.append_decisions(7, &[d(1), d(2), d(3)], &[]).unwrap();
         }
         let s = EmbeddedStore::open(&path).unwrap();

@@ -4,16 +4,18 @@
 //! Everything outside this module talks to [`MetaStore`], a deliberately
 //! narrow interface, so that a replicated backend (etcd with leases, for
 //! highly available controllers) can replace the embedded engine without
-//! touching the rest of the service. Only [`embedded`] knows about redb.
+//! touching the rest of the service. Only [`embedded`] knows about redb;
+//! [`records`] owns the on-disk form of decisions, migrations and
+//! reconfigurations (versioned, independent of the API's messages).
 
 pub mod embedded;
+pub mod records;
 
-use swarm_proto::v1 as pb;
-
-use crate::domain::{NodeId, PhysicalNode, Topology, VirtualNode};
-use crate::history::Perf;
-use crate::migration::machine::Migration;
-use crate::reconfig::record::{GroupPolicy, Reconfiguration};
+use swarm_core::decision::Decision;
+use swarm_core::domain::{NodeId, PhysicalNode, Topology, VirtualNode};
+use swarm_core::history::Perf;
+use swarm_core::migration::machine::Migration;
+use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +115,7 @@ pub trait MetaStore: Send + Sync + 'static {
     fn append_decisions(
         &self,
         round_id: u64,
-        decisions: &[pb::Decision],
+        decisions: &[Decision],
         migrations: &[Migration],
     ) -> Result<(), StoreError>;
     /// Writes a batch in one transaction (a cutover moves the placement
@@ -121,7 +123,7 @@ pub trait MetaStore: Send + Sync + 'static {
     /// topology together with its record).
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     /// Reads up to `limit` decisions with sequence >= `from_seq`, in order.
-    fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<pb::Decision>, StoreError>;
+    fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decision>, StoreError>;
     /// Stores performance records (virtual id, physical id, record).
     fn put_performance(&self, records: &[(String, String, Perf)]) -> Result<(), StoreError>;
 }

@@ -1,0 +1,571 @@
+//! Rendering of command results as tables for people or JSON for scripts.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use swarm_proto::v1 as pb;
+
+use super::{CtlError, IngestSummary};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+    /// CSV (RFC 4180, header row first) for spreadsheets and scripts; only
+    /// the command's table, without the sentences around it.
+    Csv,
+}
+
+/// One CSV field, quoted when it has to be.
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.to_owned() }
+}
+
+/// A table: aligned columns, or CSV. (JSON is each command's own shape.)
+pub(super) fn table(out: Output, header: &[&str], rows: &[Vec<String>]) -> Result<(), CtlError> {
+    let mut o = std::io::stdout().lock();
+    if out == Output::Csv {
+        writeln!(o, "{}", header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(","))?;
+        for r in rows {
+            writeln!(o, "{}", r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
+        }
+        return Ok(());
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+    };
+    writeln!(o, "{}", line(header.iter().map(|h| h.to_string()).collect()))?;
+    for r in rows {
+        writeln!(o, "{}", line(r.clone()))?;
+    }
+    Ok(())
+}
+
+/// A sentence around a table: printed for people, left out of CSV.
+pub(super) fn note(out: Output, text: std::fmt::Arguments<'_>) -> Result<(), CtlError> {
+    if out == Output::Table {
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "{text}")?;
+    }
+    Ok(())
+}
+
+/// Pretty JSON on stdout.
+pub(super) fn json(v: &serde_json::Value) -> Result<(), CtlError> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).map_err(std::io::Error::other)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A time for people: `2026-11-27 12:03:04Z`.
+pub(super) fn utc(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ")
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1}", b as f64 / (1u64 << 30) as f64)
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::PhysicalNodeState::try_from(s) {
+        Ok(pb::PhysicalNodeState::Draining) => "draining",
+        Ok(pb::PhysicalNodeState::Removed) => "removed",
+        _ => "active",
+    }
+}
+
+/// `nodes list`.
+pub fn physical_nodes(out: Output, nodes: &[pb::PhysicalNode], vnodes: &[pb::VirtualNode]) -> Result<(), CtlError> {
+    let mut count: HashMap<&str, (usize, f64)> = HashMap::new();
+    for v in vnodes {
+        let e = count.entry(v.placement.as_str()).or_default();
+        e.0 += 1;
+        e.1 += v.requested.as_ref().map_or(0.0, |r| r.cpu_cores);
+    }
+    if out == Output::Json {
+        let rows: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let c = n.capacity.unwrap_or_default();
+                let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
+                serde_json::json!({
+                    "id": n.id, "state": state_name(n.state), "cpu_cores": c.cpu_cores,
+                    "memory_bytes": c.memory_bytes, "network_bytes_per_sec": c.network_bytes_per_sec,
+                    "labels": n.labels, "virtual_nodes": vn, "requested_cpu_cores": req,
+                })
+            })
+            .collect();
+        return json(&serde_json::Value::Array(rows));
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let c = n.capacity.unwrap_or_default();
+            let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
+            vec![
+                n.id.clone(),
+                state_name(n.state).into(),
+                swarm_core::locality::zone_of(&n.labels).unwrap_or_default().to_owned(),
+                swarm_core::locality::rack_of(&n.labels).unwrap_or_default().to_owned(),
+                format!("{}", c.cpu_cores),
+                gib(c.memory_bytes),
+                vn.to_string(),
+                format!("{req}"),
+            ]
+        })
+        .collect();
+    table(out, &["ID", "STATE", "ZONE", "RACK", "CORES", "MEM_GIB", "VNODES", "REQ_CORES"], &rows)
+}
+
+/// `nodes list --virtual`.
+pub fn virtual_nodes(out: Output, nodes: &[pb::VirtualNode]) -> Result<(), CtlError> {
+    if out == Output::Json {
+        let rows: Vec<_> = nodes
+            .iter()
+            .map(|v| {
+                let r = v.requested.unwrap_or_default();
+                let c = v.constraints.clone().unwrap_or_default();
+                serde_json::json!({
+                    "id": v.id, "placement": v.placement, "cpu_cores": r.cpu_cores, "memory_bytes": r.memory_bytes,
+                    "state_size_bytes": v.state_size_bytes, "group": v.group,
+                    "pinned_node": c.pinned_node, "anti_affinity_group": c.anti_affinity_group,
+                })
+            })
+            .collect();
+        return json(&serde_json::Value::Array(rows));
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|v| {
+            let r = v.requested.unwrap_or_default();
+            vec![
+                v.id.clone(),
+                if v.placement.is_empty() { "-".into() } else { v.placement.clone() },
+                format!("{}", r.cpu_cores),
+                gib(r.memory_bytes),
+                gib(v.state_size_bytes),
+                v.group.clone(),
+            ]
+        })
+        .collect();
+    table(out, &["ID", "ON", "CORES", "MEM_GIB", "STATE_GIB", "GROUP"], &rows)
+}
+
+fn decision_json(d: &pb::Decision) -> serde_json::Value {
+    serde_json::json!({
+        "sequence": d.sequence, "round_id": d.round_id, "decided_at_ms": d.decided_at_ms,
+        "virtual_node_id": d.virtual_node_id, "from_node_id": d.from_node_id, "to_node_id": d.to_node_id,
+        "from_score": d.from_score.as_ref().map(|s| s.score), "to_score": d.to_score.as_ref().map(|s| s.score),
+        "gain": d.gain, "kind": kind_name(d.kind), "reason": d.reason,
+        "cost": d.cost.as_ref().map(|c| serde_json::json!({
+            "transfer_seconds": c.transfer_seconds, "overhead_seconds": c.overhead_seconds,
+            "benefit": c.benefit, "cost": c.cost,
+        })),
+        "expected_overload_at_ms": (d.expected_overload_at_ms != 0).then_some(d.expected_overload_at_ms),
+    })
+}
+
+fn kind_name(k: i32) -> &'static str {
+    pb::DecisionKind::try_from(k).map_or("unspecified", swarm_client::wire::decision_kind_name)
+}
+
+/// `round`.
+pub fn round(out: Output, r: &pb::RunRoundResponse) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::json!({
+            "round_id": r.round_id, "dry_run": r.dry_run, "virtual_nodes_evaluated": r.virtual_nodes_evaluated,
+            "skipped_cooldown": r.skipped_cooldown, "skipped_budget": r.skipped_budget, "duration_ms": r.duration_ms,
+            "decisions": r.decisions.iter().map(decision_json).collect::<Vec<_>>(),
+        }));
+    }
+    note(
+        out,
+        format_args!(
+            "round {}{}: {} decision(s); {} virtual nodes evaluated, {} in cooldown, {} over budget ({:.1} ms)",
+            r.round_id,
+            if r.dry_run { " (dry run)" } else { "" },
+            r.decisions.len(),
+            r.virtual_nodes_evaluated,
+            r.skipped_cooldown,
+            r.skipped_budget,
+            r.duration_ms
+        ),
+    )?;
+    decisions(out, &r.decisions)
+}
+
+/// A list of decisions.
+pub fn decisions(out: Output, ds: &[pb::Decision]) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::Value::Array(ds.iter().map(decision_json).collect()));
+    }
+    let rows: Vec<Vec<String>> = ds
+        .iter()
+        .map(|d| {
+            vec![
+                d.sequence.to_string(),
+                d.virtual_node_id.clone(),
+                format!("{} -> {}", d.from_node_id, d.to_node_id),
+                format!("{:+.2}", d.gain),
+                kind_name(d.kind).into(),
+                d.reason.clone(),
+            ]
+        })
+        .collect();
+    table(out, &["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "REASON"], &rows)
+}
+
+/// One decision as it arrives on a watch. For people: the time, sequence,
+/// kind (coloured), the move and its gain on one line, the reason wrapped
+/// and indented below; a JSON object per line or a CSV row for scripts
+/// (`header` once, before the first CSV row).
+pub fn decision_line(out: Output, style: super::Style, d: &pb::Decision, header: bool) -> Result<(), CtlError> {
+    let mut o = std::io::stdout().lock();
+    match out {
+        Output::Json => writeln!(o, "{}", decision_json(d))?,
+        Output::Csv => {
+            if header {
+                writeln!(
+                    o,
+                    "sequence,round_id,decided_at_ms,virtual_node_id,from_node_id,to_node_id,gain,kind,reason"
+                )?;
+            }
+            let cells = [
+                d.sequence.to_string(),
+                d.round_id.to_string(),
+                d.decided_at_ms.to_string(),
+                d.virtual_node_id.clone(),
+                d.from_node_id.clone(),
+                d.to_node_id.clone(),
+                format!("{:.4}", d.gain),
+                kind_name(d.kind).into(),
+                d.reason.clone(),
+            ];
+            writeln!(o, "{}", cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
+        }
+        Output::Table => {
+            let kind = kind_name(d.kind).to_uppercase();
+            let kind = if style.color {
+                let code = match pb::DecisionKind::try_from(d.kind) {
+                    Ok(pb::DecisionKind::Overload) => "1;31",
+                    Ok(pb::DecisionKind::Predictive) => "1;33",
+                    Ok(pb::DecisionKind::Evacuation) => "1;35",
+                    Ok(pb::DecisionKind::Reconfiguration) => "1;34",
+                    _ => "1;32",
+                };
+                format!("\x1b[{code}m{kind:<15}\x1b[0m")
+            } else {
+                format!("{kind:<15}")
+            };
+            let time = utc(d.decided_at_ms);
+            let time = time.split(' ').nth(1).unwrap_or(&time);
+            writeln!(
+                o,
+                "{time}  #{:<5} {kind} {}: {} → {}  gain {:+.2}  (round {})",
+                d.sequence, d.virtual_node_id, d.from_node_id, d.to_node_id, d.gain, d.round_id
+            )?;
+            let indent = " ".repeat(time.len() + 2);
+            for line in wrap(&d.reason, style.width.saturating_sub(indent.len()).max(30)) {
+                writeln!(o, "{indent}{line}")?;
+            }
+        }
+    }
+    o.flush()?;
+    Ok(())
+}
+
+/// Greedy word wrap at `width` characters (a longer word gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+fn comp(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+fn verdict_name(v: i32) -> &'static str {
+    match pb::MoveVerdict::try_from(v) {
+        Ok(pb::MoveVerdict::Current) => "current",
+        Ok(pb::MoveVerdict::Unplaced) => "unplaced",
+        Ok(pb::MoveVerdict::Infeasible) => "infeasible",
+        Ok(pb::MoveVerdict::Migrating) => "migrating",
+        Ok(pb::MoveVerdict::Cooling) => "cooling",
+        Ok(pb::MoveVerdict::Busy) => "busy",
+        Ok(pb::MoveVerdict::BelowThreshold) => "below-threshold",
+        Ok(pb::MoveVerdict::DoesNotPay) => "does-not-pay",
+        Ok(pb::MoveVerdict::Pays) => "pays",
+        _ => "-",
+    }
+}
+
+/// `affinity VNODE`: physical nodes ranked best first, each with its
+/// components and what the controller makes of moving there.
+pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError> {
+    let Some(row) = r.rows.first() else {
+        return Err(CtlError::Input("the server returned no row".into()));
+    };
+    let none = pb::MoveAssessment::default();
+    let mut ranked: Vec<(&String, &pb::AffinityScore, &pb::MoveAssessment)> = r
+        .physical_node_ids
+        .iter()
+        .zip(&row.scores)
+        .enumerate()
+        .map(|(i, (id, s))| (id, s, row.moves.get(i).unwrap_or(&none)))
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.1.feasible.cmp(&a.1.feasible).then(b.1.score.total_cmp(&a.1.score)).then_with(|| a.0.cmp(b.0))
+    });
+    let components = |s: &pb::AffinityScore| s.components.unwrap_or_default();
+    if out == Output::Json {
+        let rows: Vec<_> = ranked
+            .iter()
+            .map(|(id, s, m)| {
+                serde_json::json!({
+                    "physical_node_id": id, "current": **id == row.current_node_id, "score": s.score,
+                    "feasible": s.feasible, "infeasible_reason": s.infeasible_reason,
+                    "components": swarm_client::wire::components_json(&s.components),
+                    "verdict": verdict_name(m.verdict), "gain": m.gain, "explanation": m.explanation,
+                    "cost": m.cost.as_ref().map(|c| serde_json::json!({
+                        "transfer_seconds": c.transfer_seconds, "overhead_seconds": c.overhead_seconds,
+                        "benefit": c.benefit, "cost": c.cost, "net": c.benefit - c.cost,
+                    })),
+                })
+            })
+            .collect();
+        return json(&serde_json::json!({
+            "virtual_node_id": row.virtual_node_id, "current_node_id": row.current_node_id,
+            "would_move_to": (!row.would_move_to.is_empty()).then_some(&row.would_move_to),
+            "weights": r.weights, "ranking": rows,
+        }));
+    }
+    let current = ranked.iter().find(|(id, ..)| **id == row.current_node_id);
+    note(
+        out,
+        format_args!(
+            "{} runs on {}{}",
+            row.virtual_node_id,
+            if row.current_node_id.is_empty() { "nothing (unplaced)" } else { &row.current_node_id },
+            current.map(|(_, s, _)| format!(" (affinity {:.3})", s.score)).unwrap_or_default()
+        ),
+    )?;
+    if row.would_move_to.is_empty() {
+        note(out, format_args!("verdict: stays; no move passes the controller's rules (see WHY)"))?;
+    } else {
+        let why = ranked.iter().find(|(id, ..)| **id == row.would_move_to).map(|(_, _, m)| m.explanation.as_str());
+        note(
+            out,
+            format_args!("verdict: move to {}: {}", row.would_move_to, why.unwrap_or("(outside the columns shown)")),
+        )?;
+    }
+    note(out, format_args!(""))?;
+    let mut header =
+        vec!["RANK", "NODE", "SCORE", "CPU_HR", "MEM_HR", "NET_HR", "LOAD", "HIST", "LOCAL", "FCAST", "VERDICT"];
+    if out == Output::Csv {
+        header.extend(["GAIN", "BENEFIT", "COST", "WHY"]);
+    }
+    let rows: Vec<Vec<String>> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, (id, s, m))| {
+            let c = components(s);
+            let mut cells = vec![
+                (i + 1).to_string(),
+                format!("{}{}", id, if **id == row.current_node_id { " *" } else { "" }),
+                format!("{:.3}", s.score),
+                comp(c.cpu_headroom),
+                comp(c.memory_headroom),
+                comp(c.network_headroom),
+                comp(c.current_load),
+                comp(c.history),
+                comp(c.locality),
+                comp(c.forecast_headroom),
+                verdict_name(m.verdict).into(),
+            ];
+            if out == Output::Csv {
+                cells.extend([
+                    format!("{:.4}", m.gain),
+                    m.cost.map(|c| format!("{:.1}", c.benefit)).unwrap_or_default(),
+                    m.cost.map(|c| format!("{:.1}", c.cost)).unwrap_or_default(),
+                    m.explanation.clone(),
+                ]);
+            }
+            cells
+        })
+        .collect();
+    table(out, &header, &rows)?;
+    note(out, format_args!("(* = current placement; components in [0,1], higher is better; - = no data)"))?;
+    if ranked.iter().any(|(.., m)| !m.explanation.is_empty()) {
+        note(out, format_args!("\nWHY"))?;
+        for (id, _, m) in &ranked {
+            note(out, format_args!("  {id}: {}", m.explanation))?;
+        }
+    }
+    Ok(())
+}
+
+/// `ingest-csv`.
+pub fn ingest_summary(out: Output, s: &IngestSummary) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::to_value(s).map_err(std::io::Error::other)?);
+    }
+    println!(
+        "{} ({}): {} rows ({} bad, {} bad values, {} values without a Swarm metric), {} samples sent: {} accepted, {} rejected; {} nodes registered; {:.1}s ({:.0} samples/s)",
+        s.file,
+        s.format,
+        s.rows,
+        s.bad_rows,
+        s.bad_values,
+        s.skipped_values,
+        s.samples_sent,
+        s.accepted,
+        s.rejected,
+        s.registered,
+        s.seconds,
+        s.samples_sent as f64 / s.seconds.max(1e-9)
+    );
+    for (line, reason) in &s.bad_row_examples {
+        println!("  bad row at line {line}: {reason}");
+    }
+    for r in &s.rejection_examples {
+        println!("  rejected: {r}");
+    }
+    Ok(())
+}
+
+/// `replay`: the Markdown table for people, the report for scripts.
+pub fn replay(out: Output, r: &swarm_replay::report::Report) -> Result<(), CtlError> {
+    let mut w = std::io::stdout().lock();
+    match out {
+        Output::Table | Output::Csv => write!(w, "{}", r.to_markdown())?,
+        Output::Json => write!(w, "{}", r.to_json())?,
+    }
+    Ok(())
+}
+
+fn phase_name(p: i32) -> &'static str {
+    swarm_client::wire::phase_from_wire(p).map_or("unspecified", |p| p.name())
+}
+
+fn instruction_name(i: i32) -> &'static str {
+    match pb::Instruction::try_from(i) {
+        Ok(pb::Instruction::StartShadow) => "start-shadow",
+        Ok(pb::Instruction::KeepShadowing) => "keep-shadowing",
+        Ok(pb::Instruction::CutOver) => "cut-over",
+        Ok(pb::Instruction::RollBack) => "roll-back",
+        Ok(pb::Instruction::Done) => "done",
+        _ => "wait",
+    }
+}
+
+fn migration_json(m: &pb::Migration) -> serde_json::Value {
+    serde_json::json!({
+        "id": m.id, "decision_sequence": m.decision_sequence, "virtual_node_id": m.virtual_node_id,
+        "from_node_id": m.from_node_id, "to_node_id": m.to_node_id, "phase": phase_name(m.phase),
+        "epoch": m.epoch, "orchestrator_id": m.orchestrator_id, "instruction": instruction_name(m.instruction),
+        "phase_since_ms": m.phase_since_ms, "reserves_target": m.reserves_target,
+        "history": m.history.iter().map(|t| serde_json::json!({
+            "phase": phase_name(t.phase), "at_ms": t.at_ms, "cause": t.cause,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `migrations list`.
+pub fn migrations(out: Output, ms: &[pb::Migration]) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::Value::Array(ms.iter().map(migration_json).collect()));
+    }
+    let rows: Vec<Vec<String>> = ms
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.virtual_node_id.clone(),
+                format!("{} -> {}", m.from_node_id, m.to_node_id),
+                phase_name(m.phase).into(),
+                if m.orchestrator_id.is_empty() { "-".into() } else { format!("{}@{}", m.orchestrator_id, m.epoch) },
+                instruction_name(m.instruction).into(),
+            ]
+        })
+        .collect();
+    table(out, &["ID", "VNODE", "MOVE", "PHASE", "HELD_BY", "NEXT"], &rows)
+}
+
+/// `migrations show` and `abort`.
+pub fn migration(out: Output, m: &pb::Migration) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&migration_json(m));
+    }
+    note(
+        out,
+        format_args!(
+            "{} (decision #{}): move {} {} -> {}; {}{}; next: {}",
+            m.id,
+            m.decision_sequence,
+            m.virtual_node_id,
+            m.from_node_id,
+            m.to_node_id,
+            phase_name(m.phase),
+            if m.orchestrator_id.is_empty() {
+                String::new()
+            } else {
+                format!(", held by {} at epoch {}", m.orchestrator_id, m.epoch)
+            },
+            instruction_name(m.instruction)
+        ),
+    )?;
+    let t0 = m.history.first().map_or(0, |t| t.at_ms);
+    let rows: Vec<Vec<String>> = m
+        .history
+        .iter()
+        .map(|t| vec![format!("+{:.1}s", (t.at_ms - t0) as f64 / 1000.0), phase_name(t.phase).into(), t.cause.clone()])
+        .collect();
+    table(out, &["AT", "PHASE", "CAUSE"], &rows)
+}
+
+/// The agent's summary: one JSON object (for people and scripts alike).
+pub fn agent_summary(s: &swarm_client::agent::Summary) -> Result<(), CtlError> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{}", serde_json::to_string(s).map_err(std::io::Error::other)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it_and_wrap_keeps_words() {
+        assert_eq!(csv_field("p0"), "p0");
+        assert_eq!(csv_field("a, b"), "\"a, b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let w = wrap("one two three four five six seven", 10);
+        assert_eq!(w, vec!["one two", "three four", "five six", "seven"]);
+        assert!(wrap("", 10).is_empty());
+        assert_eq!(wrap("abcdefghijklmno x", 5), vec!["abcdefghijklmno", "x"]);
+    }
+}

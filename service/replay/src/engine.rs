@@ -1,0 +1,527 @@
+//! The replay loop: a real trace in virtual time through the placement
+//! code `swarmd` runs. Pure: the trace, the forecasts and the scenario come
+//! in, counts come out.
+//!
+//! Rules (those of the reference simulator in `shared/reference`, so
+//! `none` can be cross-checked exactly):
+//! - a VM's demand at step t is its cores × metric(t) / 100; a missing
+//!   point counts as 0;
+//! - a host's utilisation is the demand of its VMs, plus VMs still
+//!   migrating off it, over its cores; a host-interval is overloaded when
+//!   utilisation > the overload threshold (0.90);
+//! - the controller runs after every step, on what has been observed up to
+//!   it; a move decided at step t lasts as many steps as the cost model's
+//!   transfer + overhead time (at least one), during which both hosts carry
+//!   the VM; afterwards only the destination does.
+//!
+//! Policies: `none`; `reactive` — [`deschedule`] on the load observed now;
+//! `proactive` — [`run_round`] with the model's forecasts; `oracle` — the
+//! same round with the true future as a forecast with no spread.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::scenario::Scenario;
+use swarm_core::domain::{NodeId, PhysicalNode, PhysicalState, Resources, Topology, VirtualNode};
+use swarm_core::locality::{RACK_LABEL, ZONE_LABEL};
+use swarm_core::placement::controller::{ControllerConfig, ProposalKind, RoundInput, migration_steps, run_round};
+use swarm_core::placement::descheduler::{LowNodeUtilization, deschedule};
+use swarm_core::placement::view::{ClusterView, CpuForecast, InFlight, PartialResources, ViewInputs};
+
+/// A policy the replay compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// No migrations.
+    None,
+    /// LowNodeUtilization on observed load.
+    Reactive,
+    /// Swarm with forecasts.
+    Proactive,
+    /// Swarm with the true future.
+    Oracle,
+}
+
+impl Policy {
+    /// Name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::Reactive => "reactive",
+            Policy::Proactive => "proactive",
+            Policy::Oracle => "oracle",
+        }
+    }
+
+    /// Parses a comma-separated list.
+    pub fn parse_list(s: &str) -> Result<Vec<Policy>, String> {
+        let mut out = Vec::new();
+        for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let p = match p {
+                "none" => Policy::None,
+                "reactive" => Policy::Reactive,
+                "proactive" => Policy::Proactive,
+                "oracle" => Policy::Oracle,
+                _ => return Err(format!("unknown policy {p:?}; use none, reactive, proactive or oracle")),
+            };
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        if out.is_empty() {
+            return Err("no policy given".into());
+        }
+        Ok(out)
+    }
+}
+
+/// The demand the scenario's VMs put on their hosts, step by step.
+#[derive(Debug, Clone)]
+pub struct Demand {
+    /// Timestamp of step 0, ms.
+    pub start_ms: i64,
+    /// Step length, ms.
+    pub step_ms: i64,
+    /// Cores used, `[vm][step]` in scenario order.
+    pub cores: Vec<Vec<f64>>,
+}
+
+impl Demand {
+    /// Steps.
+    pub fn steps(&self) -> usize {
+        self.cores.first().map_or(0, Vec::len)
+    }
+}
+
+/// Forecasts of every VM at every origin, in cores.
+#[derive(Debug, Clone)]
+pub struct Forecasts {
+    /// Steps ahead per origin.
+    pub horizon: usize,
+    /// `[vm][t * horizon + k]`: mean at step t + 1 + k; NaN where the model
+    /// had too little history.
+    pub mean: Vec<Vec<f32>>,
+    /// Upper bounds, same layout.
+    pub upper: Vec<Vec<f32>>,
+}
+
+/// Fixed parameters of a replay.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Swarm's controller (proactive and oracle).
+    pub controller: ControllerConfig,
+    /// The reactive baseline.
+    pub reactive: LowNodeUtilization,
+    /// Overload threshold of the count.
+    pub overload: f64,
+    /// Memory (= state moved) per requested core, bytes.
+    pub memory_per_core: f64,
+}
+
+/// The replay's defaults differ from `swarmd`'s where the comparison needs
+/// it: the same per-run budget (5), cooldown (1 h) and destination limit
+/// (70 %) as the reactive baseline, so the policies differ only in *when*
+/// and *what* they move; micro-migrations off (the trace carries only CPU,
+/// so they could only rebalance CPU, which is what the relief phase does);
+/// and a modest error correlation between co-located VMs (0.15; 0 never
+/// raised an alarm before the load did, 0.3 and above flagged so much that
+/// moves found no target — measured with `swarmctl replay --spread-correlation`).
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            controller: ControllerConfig {
+                max_decisions_per_round: 5,
+                cooldown_ms: 3_600_000,
+                gain_threshold: 1.0,
+                max_cpu_utilization: 0.7,
+                spread_correlation: 0.15,
+                ..ControllerConfig::default()
+            },
+            reactive: LowNodeUtilization::default(),
+            overload: 0.9,
+            memory_per_core: 4.0 * 1073741824.0,
+        }
+    }
+}
+
+/// One move the replay carried out.
+#[derive(Debug, Clone, Copy)]
+pub struct MoveRecord {
+    /// Step decided at.
+    pub step: usize,
+    /// VM index.
+    pub vm: usize,
+    /// Source host index.
+    pub from: usize,
+    /// Steps the source kept carrying it.
+    pub steps: usize,
+    /// Made ahead of a forecast overload.
+    pub predictive: bool,
+}
+
+/// What one policy did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyResult {
+    /// Host-intervals over the threshold.
+    pub overload_intervals: u64,
+    /// The same in minutes.
+    pub overload_minutes: f64,
+    /// Migrations.
+    pub migrations: u64,
+    /// State moved, bytes.
+    pub bytes_moved: f64,
+    /// Migrations made ahead of a forecast overload (proactive and oracle).
+    pub predictive_migrations: u64,
+    /// Overloads the predictive migrations prevented: the source would
+    /// have been over the threshold with the VM still on it, and was not.
+    pub prevented_overloads: u64,
+    /// Median time from decision to the first overload it prevented.
+    pub lead_time_minutes_median: Option<f64>,
+    /// Share of prevented overloads acted on at least 10 minutes ahead.
+    pub lead_time_share_ge_10min: Option<f64>,
+    /// Mean host utilisation over the replay.
+    pub mean_host_utilization: f64,
+}
+
+/// Where the VMs were at every step of a replay.
+#[derive(Debug, Clone, Default)]
+pub struct Trajectory {
+    /// Host index of every VM, `[step][vm]`.
+    pub placement: Vec<Vec<usize>>,
+    /// Migrations in flight at every step: (vm, source, last step the
+    /// source carries it).
+    pub leaving: Vec<Vec<(usize, usize, usize)>>,
+    /// Host utilisation, `[host][step]`.
+    pub util: Vec<Vec<f64>>,
+}
+
+/// Replays `policy`: what it did, and where the VMs were at every step.
+/// `progress` is called with the number of steps done.
+#[allow(clippy::needless_range_loop)] // `t` is virtual time; it indexes demand, utilisation and moves alike
+pub fn simulate(
+    scenario: &Scenario,
+    demand: &Demand,
+    policy: Policy,
+    params: &Params,
+    forecasts: Option<&Forecasts>,
+    progress: &mut dyn FnMut(usize),
+) -> (PolicyResult, Trajectory) {
+    let mut record = Trajectory::default();
+    let steps = demand.steps();
+    let hosts = &scenario.hosts;
+    let cap: Vec<f64> = hosts.iter().map(|h| h.cores).collect();
+    let host_index: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (h.id.as_str(), i)).collect();
+    let mut placement: Vec<usize> = scenario.vms.iter().map(|v| host_index[v.host.as_str()]).collect();
+    // (vm, source, last step the source carries it)
+    let mut leaving: Vec<(usize, usize, usize)> = Vec::new();
+    let mut last_decided: HashMap<NodeId, i64> = HashMap::new();
+    let mut util = vec![vec![0.0f64; steps]; hosts.len()];
+    let mut moves: Vec<MoveRecord> = Vec::new();
+    let (mut overloads, mut bytes) = (0u64, 0.0f64);
+    let snap = Snapshot::new(scenario, demand, params);
+    let h_steps = params.controller.horizon_steps;
+    for t in 0..steps {
+        let mut load = vec![0.0f64; hosts.len()];
+        for (vm, &h) in placement.iter().enumerate() {
+            load[h] += demand.cores[vm][t];
+        }
+        leaving.retain(|&(_, _, until)| until >= t);
+        for &(vm, from, _) in &leaving {
+            load[from] += demand.cores[vm][t];
+        }
+        for h in 0..hosts.len() {
+            util[h][t] = load[h] / cap[h];
+            if util[h][t] > params.overload {
+                overloads += 1;
+            }
+        }
+        record.placement.push(placement.clone());
+        record.leaving.push(leaving.clone());
+        progress(t + 1);
+        if policy == Policy::None || t + 1 == steps {
+            continue;
+        }
+        // The cluster as the controller sees it after step t.
+        let (topo, mut inp) = snap.inputs(&placement, &leaving, t);
+        let now_ms = demand.start_ms + t as i64 * demand.step_ms;
+        let input = RoundInput { now_ms, step_ms: demand.step_ms, last_decided: &last_decided };
+        // (vm, to, predictive, seconds)
+        let decided: Vec<(usize, usize, bool, f64)> = match policy {
+            Policy::None => Vec::new(),
+            Policy::Reactive => {
+                let view = ClusterView::build_with(&topo, &inp);
+                let cost = &params.controller.cost;
+                deschedule(&view, input, &params.reactive)
+                    .into_iter()
+                    .map(|(vi, from, to)| {
+                        let secs = cost.move_seconds(view.virt[vi].state_size_bytes, view.node_distance(from, to));
+                        (vm_of(&view, vi, scenario), host_index[view.phys[to].id.as_str()], false, secs)
+                    })
+                    .collect()
+            }
+            Policy::Proactive | Policy::Oracle => {
+                let source = match policy {
+                    Policy::Oracle => ForecastSource::TrueFuture,
+                    _ => ForecastSource::Model(forecasts),
+                };
+                snap.add_forecasts(&mut inp, t, source);
+                let view = ClusterView::build_with(&topo, &inp);
+                let out = run_round(&view, input, &params.controller);
+                out.proposals
+                    .iter()
+                    .map(|p| {
+                        (
+                            vm_of(&view, p.virt, scenario),
+                            host_index[view.phys[p.to].id.as_str()],
+                            p.kind == ProposalKind::Predictive,
+                            p.cost.duration_seconds(),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        for (vm, to, predictive, secs) in decided {
+            let from = placement[vm];
+            let k = migration_steps(secs, demand.step_ms);
+            leaving.push((vm, from, t + k));
+            placement[vm] = to;
+            bytes += snap.state_bytes[vm] as f64;
+            last_decided.insert(snap.ids[vm].clone(), now_ms);
+            moves.push(MoveRecord { step: t, vm, from, steps: k, predictive });
+        }
+    }
+    let (prevented, leads) = lead_times(&moves, &util, demand, &cap, params.overload, h_steps);
+    let step_min = demand.step_ms as f64 / 60_000.0;
+    let mean_util = util.iter().flatten().sum::<f64>() / (util.len() * steps).max(1) as f64;
+    record.util = util;
+    let result = PolicyResult {
+        overload_intervals: overloads,
+        overload_minutes: overloads as f64 * step_min,
+        migrations: moves.len() as u64,
+        bytes_moved: bytes,
+        predictive_migrations: moves.iter().filter(|m| m.predictive).count() as u64,
+        prevented_overloads: prevented,
+        lead_time_minutes_median: median(&leads),
+        lead_time_share_ge_10min: (!leads.is_empty())
+            .then(|| leads.iter().filter(|&&l| l >= 10.0).count() as f64 / leads.len() as f64),
+        mean_host_utilization: mean_util,
+    };
+    (result, record)
+}
+
+/// Where a replayed controller's forecasts come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ForecastSource<'f> {
+    /// The trace itself: the true future, with no spread (the oracle).
+    TrueFuture,
+    /// A model's forecasts; VMs it has none for (too little history, or no
+    /// forecasts at all) get none.
+    Model(Option<&'f Forecasts>),
+}
+
+/// The scenario as the controller's inputs at any step: ids parsed once,
+/// the topology, observed usage and forecasts as `swarmd` would build them.
+/// The replay loop and the foresight analysis read the cluster through it.
+pub(crate) struct Snapshot<'a> {
+    scenario: &'a Scenario,
+    demand: &'a Demand,
+    params: &'a Params,
+    ids: Vec<NodeId>,
+    host_ids: Vec<NodeId>,
+    state_bytes: Vec<u64>,
+}
+
+impl<'a> Snapshot<'a> {
+    pub(crate) fn new(scenario: &'a Scenario, demand: &'a Demand, params: &'a Params) -> Snapshot<'a> {
+        let parse = |id: &str| NodeId::parse(id).expect("scenario ids are valid node ids");
+        Snapshot {
+            scenario,
+            demand,
+            params,
+            ids: scenario.vms.iter().map(|v| parse(&v.id)).collect(),
+            host_ids: scenario.hosts.iter().map(|h| parse(&h.id)).collect(),
+            state_bytes: scenario.vms.iter().map(|v| (v.cores * params.memory_per_core) as u64).collect(),
+        }
+    }
+
+    /// The topology and observed usage after step `t`, with VMs at
+    /// `placement` (host indices) and `leaving` = (vm, source, last step
+    /// the source carries it) still in flight.
+    pub(crate) fn inputs(
+        &self,
+        placement: &[usize],
+        leaving: &[(usize, usize, usize)],
+        t: usize,
+    ) -> (Topology, ViewInputs) {
+        let (hosts, demand) = (&self.scenario.hosts, self.demand);
+        let mut topo = Topology::default();
+        for (h, host) in hosts.iter().enumerate() {
+            topo.physical.insert(
+                self.host_ids[h].clone(),
+                PhysicalNode {
+                    id: self.host_ids[h].clone(),
+                    capacity: Resources { cpu_cores: host.cores, memory_bytes: 0.0, network_bps: 0.0 },
+                    labels: [(ZONE_LABEL.to_string(), "z0".to_string()), (RACK_LABEL.to_string(), "r0".to_string())]
+                        .into(),
+                    state: PhysicalState::Active,
+                },
+            );
+        }
+        let mut inp = ViewInputs::default();
+        for (vm, v) in self.scenario.vms.iter().enumerate() {
+            topo.virtual_nodes.insert(
+                self.ids[vm].clone(),
+                VirtualNode {
+                    id: self.ids[vm].clone(),
+                    requested: Resources { cpu_cores: v.cores, memory_bytes: 0.0, network_bps: 0.0 },
+                    state_size_bytes: self.state_bytes[vm],
+                    group: None,
+                    pinned: None,
+                    anti_affinity_group: None,
+                    placement: Some(self.host_ids[placement[vm]].clone()),
+                },
+            );
+            inp.usage.virtual_nodes.insert(
+                v.id.clone(),
+                PartialResources { cpu_cores: Some(demand.cores[vm][t]), memory_bytes: None, network_bps: None },
+            );
+        }
+        inp.in_flight = leaving
+            .iter()
+            .map(|&(vm, from, until)| InFlight {
+                virt: self.scenario.vms[vm].id.clone(),
+                from: hosts[from].id.clone(),
+                to: None,
+                remaining_steps: until - t,
+            })
+            .collect();
+        (topo, inp)
+    }
+
+    /// Adds every VM's CPU forecast at origin `t` over the controller's
+    /// horizon, from `source`.
+    pub(crate) fn add_forecasts(&self, inp: &mut ViewInputs, t: usize, source: ForecastSource) {
+        let h_steps = self.params.controller.horizon_steps;
+        let steps = self.demand.steps();
+        inp.horizon = h_steps;
+        inp.spread_correlation = self.params.controller.spread_correlation;
+        for (vm, v) in self.scenario.vms.iter().enumerate() {
+            let f = match source {
+                ForecastSource::TrueFuture => {
+                    let future: Vec<f64> =
+                        (1..=h_steps).map(|k| self.demand.cores[vm][(t + k).min(steps - 1)]).collect();
+                    Some(CpuForecast { mean: future.clone(), upper: future })
+                }
+                ForecastSource::Model(fc) => fc.and_then(|f| forecast_at(f, vm, t, h_steps, v.cores)),
+            };
+            if let Some(f) = f {
+                inp.forecasts.insert(v.id.clone(), f);
+            }
+        }
+    }
+}
+
+fn vm_of(view: &ClusterView, vi: usize, scenario: &Scenario) -> usize {
+    let id = view.virt[vi].id.as_str();
+    scenario.vms.iter().position(|v| v.id == id).expect("the view holds the scenario's VMs")
+}
+
+/// The model's forecast of `vm` at origin `t`, clamped to its cores.
+fn forecast_at(f: &Forecasts, vm: usize, t: usize, h: usize, cores: f64) -> Option<CpuForecast> {
+    if h > f.horizon {
+        return None;
+    }
+    let base = t * f.horizon;
+    let m = f.mean[vm].get(base..base + h)?;
+    let u = f.upper[vm].get(base..base + h)?;
+    if m.iter().chain(u).any(|x| x.is_nan()) {
+        return None;
+    }
+    Some(CpuForecast {
+        mean: m.iter().map(|&x| (x as f64).clamp(0.0, cores)).collect(),
+        upper: u.iter().map(|&x| (x as f64).clamp(0.0, cores)).collect(),
+    })
+}
+
+/// For each predictive move, the first later step in its horizon at which
+/// the source would have been overloaded with the VM still on it but was
+/// not: (count, lead times in minutes).
+#[allow(clippy::needless_range_loop)] // `u` is a step in virtual time
+fn lead_times(
+    moves: &[MoveRecord],
+    util: &[Vec<f64>],
+    demand: &Demand,
+    cap: &[f64],
+    thr: f64,
+    horizon: usize,
+) -> (u64, Vec<f64>) {
+    let steps = demand.steps();
+    let step_min = demand.step_ms as f64 / 60_000.0;
+    let mut leads = Vec::new();
+    for m in moves.iter().filter(|m| m.predictive) {
+        for u in (m.step + 1 + m.steps)..=(m.step + horizon).min(steps - 1) {
+            let actual = util[m.from][u];
+            if actual <= thr && actual + demand.cores[m.vm][u] / cap[m.from] > thr {
+                leads.push((u - m.step) as f64 * step_min);
+                break;
+            }
+        }
+    }
+    (leads.len() as u64, leads)
+}
+
+fn median(x: &[f64]) -> Option<f64> {
+    if x.is_empty() {
+        return None;
+    }
+    let mut v = x.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::scenario::{Host, Vm};
+
+    /// Two hosts of 10 cores and the VMs `(id, cores, host)`.
+    pub(crate) fn scenario(vms: &[(&str, f64, &str)]) -> Scenario {
+        Scenario {
+            format: String::new(),
+            seed: None,
+            overcommit: None,
+            rule: String::new(),
+            hosts: vec![Host { id: "h0".into(), cores: 10.0 }, Host { id: "h1".into(), cores: 10.0 }],
+            vms: vms.iter().map(|(i, c, h)| Vm { id: i.to_string(), cores: *c, host: h.to_string() }).collect(),
+        }
+    }
+
+    #[test]
+    fn none_counts_overloads_and_oracle_moves_ahead() {
+        // a and b share h0; b spikes to 100% at steps 6..10: h0 = 2 + 8 = 10 cores > 9.
+        let s = scenario(&[("a", 4.0, "h0"), ("b", 8.0, "h0"), ("c", 2.0, "h1")]);
+        let mut cores = vec![vec![2.0; 20], vec![1.0; 20], vec![1.0; 20]];
+        cores[1][6..10].fill(8.0);
+        let d = Demand { start_ms: 0, step_ms: 300_000, cores };
+        let p = Params::default();
+        let none = simulate(&s, &d, Policy::None, &p, None, &mut |_| {}).0;
+        assert_eq!(none.overload_intervals, 4);
+        assert_eq!(none.overload_minutes, 20.0);
+        assert_eq!(none.migrations, 0);
+        // Reactive sees the spike only once it happened: it loses the first
+        // step and, while the move is in flight, the second.
+        let reactive = simulate(&s, &d, Policy::Reactive, &p, None, &mut |_| {}).0;
+        assert_eq!(reactive.overload_intervals, 2, "{reactive:?}");
+        assert!(reactive.migrations >= 1);
+        // The oracle moves before the spike.
+        let oracle = simulate(&s, &d, Policy::Oracle, &p, None, &mut |_| {}).0;
+        assert_eq!(oracle.overload_intervals, 0, "{oracle:?}");
+        assert!(oracle.predictive_migrations >= 1 && oracle.prevented_overloads >= 1);
+        assert!(oracle.lead_time_minutes_median.unwrap() >= 10.0);
+        // State moved is the moved VMs' memory: whole multiples of a core's worth.
+        let per_core = p.memory_per_core.round();
+        assert!(oracle.bytes_moved >= 4.0 * per_core && (oracle.bytes_moved / per_core).fract() < 1e-9);
+    }
+}
