@@ -164,7 +164,7 @@ async fn samples_are_validated_per_sample_and_batches_are_bounded() {
 
 #[test]
 fn cli_errors_say_what_to_do() {
-    let out = std::process::Command::new(SWARMCTL)
+    let out = std::process::Command::new(&*SWARMCTL)
         .args(["--server", "http://127.0.0.1:9", "nodes", "list"])
         .output()
         .unwrap();

@@ -27,7 +27,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn ctl_json(server: &Server, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(SWARMCTL)
+    let out = Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "--output", "json"])
         .args(args)
         .output()

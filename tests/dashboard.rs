@@ -91,13 +91,13 @@ async fn the_heatmap_page_shows_cells_placements_and_proposed_migrations() {
     assert!(dom.contains("evacuation") || dom.contains("p0 is draining"), "{dom}");
 
     // The same heatmap from the CLI: coloured text and an SVG file.
-    let out = Command::new(SWARMCTL).args(["--server", &server.endpoint(), "heatmap"]).output().unwrap();
+    let out = Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "heatmap"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.starts_with("8 of 8 virtual nodes"), "{text}");
     assert_eq!(text.matches("0mP ").count(), 2, "{text}");
     assert_eq!(text.matches("0m● ").count(), 8, "{text}");
     let svg_path = tmp.path().join("heatmap.svg");
-    let out = Command::new(SWARMCTL)
+    let out = Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "heatmap", "--format", "svg", "--out"])
         .arg(&svg_path)
         .output()

@@ -129,7 +129,7 @@ async fn overloaded_node_gets_decisions_and_watch_resumes_exactly() {
     );
 
     // The CLI resumes the same way and prints one JSON object per decision.
-    let out = std::process::Command::new(SWARMCTL)
+    let out = std::process::Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "--output", "json", "decisions", "watch", "--from", "2", "--limit", "5"])
         .output()
         .unwrap();

@@ -201,7 +201,7 @@ async fn protocol_commits_once_fences_stale_epochs_and_refuses_bad_calls() {
 
     // The CLI shows the history.
     let out =
-        Command::new(SWARMCTL).args(["--server", &server.endpoint(), "migrations", "show", &id]).output().unwrap();
+        Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "migrations", "show", &id]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("completed") && text.contains("taken over by o2"), "{text}");
 }

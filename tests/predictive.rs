@@ -99,7 +99,7 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
     assert!(e.message().contains("needs 288 points"), "{}", e.message());
 
     // The CLI shows the same forecast.
-    let out = std::process::Command::new(SWARMCTL)
+    let out = std::process::Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "--output", "json", "forecast", "spiky", "--horizon", "6"])
         .output()
         .unwrap();
@@ -107,13 +107,13 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cli_means: Vec<f64> = cli["points"].as_array().unwrap().iter().map(|p| p["mean"].as_f64().unwrap()).collect();
     assert_eq!(cli_means, means);
-    let out = std::process::Command::new(SWARMCTL)
+    let out = std::process::Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "forecast", "fresh", "--metric", "cpu-peak"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "FAILED_PRECONDITION is not a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs 288 points"));
-    let out = std::process::Command::new(SWARMCTL)
+    let out = std::process::Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "forecast", "spiky", "--metric", "disk"])
         .output()
         .unwrap();

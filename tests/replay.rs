@@ -13,7 +13,7 @@ use common::*;
 fn replay(trace: &Path, extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let out = Command::new(SWARMCTL)
+    let out = Command::new(&*SWARMCTL)
         .args(["replay", "--quiet", "--trace"])
         .arg(trace)
         .arg("--report")
@@ -119,7 +119,7 @@ fn the_reference_scenario_without_migrations_has_exactly_275_overloads() {
 #[test]
 fn bad_arguments_fail_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(SWARMCTL)
+    let out = Command::new(&*SWARMCTL)
         .args(["replay", "--quiet", "--policy", "sometimes", "--trace"])
         .arg(dir.path().join("nope.csv"))
         .output()
@@ -130,7 +130,7 @@ fn bad_arguments_fail_with_a_clear_message() {
     std::fs::write(&bad, r#"{"hosts":[],"vms":[]}"#).unwrap();
     let trace = dir.path().join("t.csv");
     std::fs::write(&trace, "timestamp,vmid,max_cpu,avg_cpu\n0,a,10,5\n300,a,20,6\n").unwrap();
-    let out = Command::new(SWARMCTL)
+    let out = Command::new(&*SWARMCTL)
         .args(["replay", "--quiet", "--format", "azure-v1", "--trace"])
         .arg(&trace)
         .arg("--scenario")
@@ -143,7 +143,7 @@ fn bad_arguments_fail_with_a_clear_message() {
         ("--upper-quantile", "1.5", "--upper-quantile must be in (0.5, 1), got 1.5"),
         ("--cooldown-minutes", "-5", "--cooldown-minutes must be >= 0, got -5"),
     ] {
-        let out = Command::new(SWARMCTL)
+        let out = Command::new(&*SWARMCTL)
             .args(["replay", "--quiet", "--format", "azure-v1", "--trace"])
             .arg(&trace)
             .arg(format!("{flag}={value}"))
@@ -162,7 +162,7 @@ fn bad_arguments_fail_with_a_clear_message() {
 fn a_parquet_file_that_crashes_the_reader_is_an_input_error() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let crash = root.join("fuzz/known-aborts/import_parquet/page-validity-length-underflow.parquet");
-    let out = Command::new(SWARMCTL)
+    let out = Command::new(&*SWARMCTL)
         .args(["replay", "--quiet", "--format", "parquet", "--trace"])
         .arg(&crash)
         .output()
@@ -171,7 +171,7 @@ fn a_parquet_file_that_crashes_the_reader_is_an_input_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("page-validity-length-underflow.parquet: the parquet file is corrupt"), "{stderr}");
     let sound = root.join("fuzz/corpus/import_parquet/canonical.parquet");
-    let out = Command::new(SWARMCTL)
+    let out = Command::new(&*SWARMCTL)
         .args(["replay", "--quiet", "--format", "parquet", "--trace"])
         .arg(&sound)
         .output()

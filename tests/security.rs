@@ -88,7 +88,7 @@ async fn tokens_guard_every_call_and_refusals_change_nothing() {
 
     // swarmctl: the token from the environment or a file; refusals exit 4.
     let ctl = |env: Option<&str>, args: &[&str]| {
-        let mut c = Command::new(SWARMCTL);
+        let mut c = Command::new(&*SWARMCTL);
         c.args(["--server", &server.endpoint()]).args(args).env_remove("SWARM_TOKEN");
         if let Some(t) = env {
             c.env("SWARM_TOKEN", t);
@@ -176,7 +176,7 @@ async fn tls_on_grpc_and_the_dashboard() {
     }
 
     // swarmctl trusts the given CA; without it the certificate is unknown.
-    let ctl = |args: &[&str]| Command::new(SWARMCTL).args(args).output().unwrap();
+    let ctl = |args: &[&str]| Command::new(&*SWARMCTL).args(args).output().unwrap();
     let url = format!("https://127.0.0.1:{port}");
     let out = ctl(&["--server", &url, "--ca-cert", &cert, "--output", "json", "nodes", "list"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -29,9 +29,8 @@
 //!   planner, migration machine and book. No IO; the replay runs it too.
 //! - `swarm-client` (`service/client`): connecting to swarmd, the reference
 //!   orchestrator, wire names; the demo here and swarmctl both use it.
-//! - `swarm-ctl` (`service/ctl`): swarmctl's commands; the `swarmctl`
-//!   binary of this package is a one-line main over it, here so that the
-//!   end-to-end tests run both binaries.
+//! - `swarm-ctl` (`service/ctl`): swarmctl, its commands and its binary;
+//!   the end-to-end tests here run that binary beside `swarmd`.
 //! - `swarm-replay` (`service/replay`): the trace-replay simulator, linked
 //!   by swarmctl only.
 

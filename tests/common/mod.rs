@@ -12,7 +12,28 @@ use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
 pub const SWARMD: &str = env!("CARGO_BIN_EXE_swarmd");
-pub const SWARMCTL: &str = env!("CARGO_BIN_EXE_swarmctl");
+/// The `swarmctl` binary: package `swarm-ctl`'s, built beside `swarmd` by
+/// `cargo test --workspace` (that package's own tests need it). A missing
+/// or stale one fails here with what to run, rather than testing old code.
+pub static SWARMCTL: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
+    let bin = Path::new(SWARMD).with_file_name("swarmctl");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap_or_else(|e| {
+        panic!("{} is missing ({e}): run `cargo build -p swarm-ctl` (cargo test --workspace does)", bin.display())
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["ctl/src", "client/src", "core/src", "replay/src"] {
+        for f in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+            let newer = f.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > built);
+            assert!(
+                !newer,
+                "{} is older than {}: run `cargo build -p swarm-ctl` (cargo test --workspace does)",
+                bin.display(),
+                f.path().display()
+            );
+        }
+    }
+    bin
+});
 
 /// A running swarmd.
 pub struct Server {
@@ -221,7 +242,7 @@ pub async fn query(ch: Channel, kind: pb::EntityKind, id: &str, metric: pb::Metr
 
 /// Starts `swarmctl agent` against `server` with extra flags.
 pub fn agent(server: &Server, extra: &[&str]) -> Child {
-    Command::new(SWARMCTL)
+    Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "agent"])
         .args(extra)
         .env("SWARM_LOG", "warn")
