@@ -19,6 +19,7 @@ pub mod heatmap;
 mod output;
 pub mod reconfigure;
 pub mod replay;
+mod views;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,10 +1,14 @@
 //! Rendering of command results as tables for people or JSON for scripts.
+//! Tabular results go through [`super::views`]: one serializable view per
+//! row, whose JSON and cells are the two outputs.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use swarm_proto::v1 as pb;
 
+use super::views::{
+    DecisionView, MigrationView, PhysicalNodeView, VirtualNodeView, emit, instruction_name, kind_name, phase_name,
+};
 use super::{CtlError, IngestSummary};
 
 /// Output format.
@@ -73,111 +77,23 @@ pub(super) fn utc(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string().replace('T', " ")
 }
 
-fn gib(b: u64) -> String {
+/// Bytes as GiB with one decimal.
+pub(super) fn gib(b: u64) -> String {
     format!("{:.1}", b as f64 / (1u64 << 30) as f64)
-}
-
-fn state_name(s: i32) -> &'static str {
-    match pb::PhysicalNodeState::try_from(s) {
-        Ok(pb::PhysicalNodeState::Draining) => "draining",
-        Ok(pb::PhysicalNodeState::Removed) => "removed",
-        _ => "active",
-    }
 }
 
 /// `nodes list`.
 pub fn physical_nodes(out: Output, nodes: &[pb::PhysicalNode], vnodes: &[pb::VirtualNode]) -> Result<(), CtlError> {
-    let mut count: HashMap<&str, (usize, f64)> = HashMap::new();
-    for v in vnodes {
-        let e = count.entry(v.placement.as_str()).or_default();
-        e.0 += 1;
-        e.1 += v.requested.as_ref().map_or(0.0, |r| r.cpu_cores);
-    }
-    if out == Output::Json {
-        let rows: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                let c = n.capacity.unwrap_or_default();
-                let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
-                serde_json::json!({
-                    "id": n.id, "state": state_name(n.state), "cpu_cores": c.cpu_cores,
-                    "memory_bytes": c.memory_bytes, "network_bytes_per_sec": c.network_bytes_per_sec,
-                    "labels": n.labels, "virtual_nodes": vn, "requested_cpu_cores": req,
-                })
-            })
-            .collect();
-        return json(&serde_json::Value::Array(rows));
-    }
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            let c = n.capacity.unwrap_or_default();
-            let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
-            vec![
-                n.id.clone(),
-                state_name(n.state).into(),
-                swarm_core::locality::zone_of(&n.labels).unwrap_or_default().to_owned(),
-                swarm_core::locality::rack_of(&n.labels).unwrap_or_default().to_owned(),
-                format!("{}", c.cpu_cores),
-                gib(c.memory_bytes),
-                vn.to_string(),
-                format!("{req}"),
-            ]
-        })
-        .collect();
-    table(out, &["ID", "STATE", "ZONE", "RACK", "CORES", "MEM_GIB", "VNODES", "REQ_CORES"], &rows)
+    emit(out, &PhysicalNodeView::all(nodes, vnodes))
 }
 
 /// `nodes list --virtual`.
 pub fn virtual_nodes(out: Output, nodes: &[pb::VirtualNode]) -> Result<(), CtlError> {
-    if out == Output::Json {
-        let rows: Vec<_> = nodes
-            .iter()
-            .map(|v| {
-                let r = v.requested.unwrap_or_default();
-                let c = v.constraints.clone().unwrap_or_default();
-                serde_json::json!({
-                    "id": v.id, "placement": v.placement, "cpu_cores": r.cpu_cores, "memory_bytes": r.memory_bytes,
-                    "state_size_bytes": v.state_size_bytes, "group": v.group,
-                    "pinned_node": c.pinned_node, "anti_affinity_group": c.anti_affinity_group,
-                })
-            })
-            .collect();
-        return json(&serde_json::Value::Array(rows));
-    }
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|v| {
-            let r = v.requested.unwrap_or_default();
-            vec![
-                v.id.clone(),
-                if v.placement.is_empty() { "-".into() } else { v.placement.clone() },
-                format!("{}", r.cpu_cores),
-                gib(r.memory_bytes),
-                gib(v.state_size_bytes),
-                v.group.clone(),
-            ]
-        })
-        .collect();
-    table(out, &["ID", "ON", "CORES", "MEM_GIB", "STATE_GIB", "GROUP"], &rows)
+    emit(out, &nodes.iter().map(VirtualNodeView::from).collect::<Vec<_>>())
 }
 
 fn decision_json(d: &pb::Decision) -> serde_json::Value {
-    serde_json::json!({
-        "sequence": d.sequence, "round_id": d.round_id, "decided_at_ms": d.decided_at_ms,
-        "virtual_node_id": d.virtual_node_id, "from_node_id": d.from_node_id, "to_node_id": d.to_node_id,
-        "from_score": d.from_score.as_ref().map(|s| s.score), "to_score": d.to_score.as_ref().map(|s| s.score),
-        "gain": d.gain, "kind": kind_name(d.kind), "reason": d.reason,
-        "cost": d.cost.as_ref().map(|c| serde_json::json!({
-            "transfer_seconds": c.transfer_seconds, "overhead_seconds": c.overhead_seconds,
-            "benefit": c.benefit, "cost": c.cost,
-        })),
-        "expected_overload_at_ms": (d.expected_overload_at_ms != 0).then_some(d.expected_overload_at_ms),
-    })
-}
-
-fn kind_name(k: i32) -> &'static str {
-    pb::DecisionKind::try_from(k).map_or("unspecified", swarm_client::wire::decision_kind_name)
+    serde_json::to_value(DecisionView::from(d)).expect("views serialize")
 }
 
 /// `round`.
@@ -207,23 +123,7 @@ pub fn round(out: Output, r: &pb::RunRoundResponse) -> Result<(), CtlError> {
 
 /// A list of decisions.
 pub fn decisions(out: Output, ds: &[pb::Decision]) -> Result<(), CtlError> {
-    if out == Output::Json {
-        return json(&serde_json::Value::Array(ds.iter().map(decision_json).collect()));
-    }
-    let rows: Vec<Vec<String>> = ds
-        .iter()
-        .map(|d| {
-            vec![
-                d.sequence.to_string(),
-                d.virtual_node_id.clone(),
-                format!("{} -> {}", d.from_node_id, d.to_node_id),
-                format!("{:+.2}", d.gain),
-                kind_name(d.kind).into(),
-                d.reason.clone(),
-            ]
-        })
-        .collect();
-    table(out, &["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "REASON"], &rows)
+    emit(out, &ds.iter().map(DecisionView::from).collect::<Vec<_>>())
 }
 
 /// One decision as it arrives on a watch. For people: the time, sequence,
@@ -467,52 +367,13 @@ pub fn replay(out: Output, r: &swarm_replay::report::Report) -> Result<(), CtlEr
     Ok(())
 }
 
-fn phase_name(p: i32) -> &'static str {
-    swarm_client::wire::phase_from_wire(p).map_or("unspecified", |p| p.name())
-}
-
-fn instruction_name(i: i32) -> &'static str {
-    match pb::Instruction::try_from(i) {
-        Ok(pb::Instruction::StartShadow) => "start-shadow",
-        Ok(pb::Instruction::KeepShadowing) => "keep-shadowing",
-        Ok(pb::Instruction::CutOver) => "cut-over",
-        Ok(pb::Instruction::RollBack) => "roll-back",
-        Ok(pb::Instruction::Done) => "done",
-        _ => "wait",
-    }
-}
-
 fn migration_json(m: &pb::Migration) -> serde_json::Value {
-    serde_json::json!({
-        "id": m.id, "decision_sequence": m.decision_sequence, "virtual_node_id": m.virtual_node_id,
-        "from_node_id": m.from_node_id, "to_node_id": m.to_node_id, "phase": phase_name(m.phase),
-        "epoch": m.epoch, "orchestrator_id": m.orchestrator_id, "instruction": instruction_name(m.instruction),
-        "phase_since_ms": m.phase_since_ms, "reserves_target": m.reserves_target,
-        "history": m.history.iter().map(|t| serde_json::json!({
-            "phase": phase_name(t.phase), "at_ms": t.at_ms, "cause": t.cause,
-        })).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(MigrationView::from(m)).expect("views serialize")
 }
 
 /// `migrations list`.
 pub fn migrations(out: Output, ms: &[pb::Migration]) -> Result<(), CtlError> {
-    if out == Output::Json {
-        return json(&serde_json::Value::Array(ms.iter().map(migration_json).collect()));
-    }
-    let rows: Vec<Vec<String>> = ms
-        .iter()
-        .map(|m| {
-            vec![
-                m.id.clone(),
-                m.virtual_node_id.clone(),
-                format!("{} -> {}", m.from_node_id, m.to_node_id),
-                phase_name(m.phase).into(),
-                if m.orchestrator_id.is_empty() { "-".into() } else { format!("{}@{}", m.orchestrator_id, m.epoch) },
-                instruction_name(m.instruction).into(),
-            ]
-        })
-        .collect();
-    table(out, &["ID", "VNODE", "MOVE", "PHASE", "HELD_BY", "NEXT"], &rows)
+    emit(out, &ms.iter().map(MigrationView::from).collect::<Vec<_>>())
 }
 
 /// `migrations show` and `abort`.

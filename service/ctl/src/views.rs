@@ -1,0 +1,292 @@
+//! One serializable view per tabular result. `--output json` is the view
+//! serialized; `--output table` and `csv` are its cells. Both come from the
+//! same value, so the JSON and the table of a command cannot disagree about
+//! what it returned.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use swarm_proto::v1 as pb;
+
+use super::output::{gib, json, table};
+use super::{CtlError, Output};
+
+/// A row of a command's result: its JSON form and its table cells.
+pub(super) trait TableView: Serialize {
+    /// Column names of the table (and of the CSV header).
+    const HEADER: &'static [&'static str];
+    /// The row's cells, in `HEADER`'s order.
+    fn cells(&self) -> Vec<String>;
+}
+
+/// Prints `rows` as `out` says: a JSON array of the views, or their table.
+pub(super) fn emit<V: TableView>(out: Output, rows: &[V]) -> Result<(), CtlError> {
+    if out == Output::Json {
+        return json(&serde_json::to_value(rows).map_err(std::io::Error::other)?);
+    }
+    table(out, V::HEADER, &rows.iter().map(TableView::cells).collect::<Vec<_>>())
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::PhysicalNodeState::try_from(s) {
+        Ok(pb::PhysicalNodeState::Draining) => "draining",
+        Ok(pb::PhysicalNodeState::Removed) => "removed",
+        _ => "active",
+    }
+}
+
+/// `nodes list`: a physical node with what runs on it.
+#[derive(Serialize)]
+pub(super) struct PhysicalNodeView {
+    id: String,
+    state: &'static str,
+    cpu_cores: f64,
+    memory_bytes: u64,
+    network_bytes_per_sec: u64,
+    labels: HashMap<String, String>,
+    virtual_nodes: usize,
+    requested_cpu_cores: f64,
+}
+
+impl PhysicalNodeView {
+    /// Every physical node, with the count and requested cores of the virtual nodes placed on it.
+    pub(super) fn all(nodes: &[pb::PhysicalNode], vnodes: &[pb::VirtualNode]) -> Vec<PhysicalNodeView> {
+        let mut count: HashMap<&str, (usize, f64)> = HashMap::new();
+        for v in vnodes {
+            let e = count.entry(v.placement.as_str()).or_default();
+            e.0 += 1;
+            e.1 += v.requested.as_ref().map_or(0.0, |r| r.cpu_cores);
+        }
+        nodes
+            .iter()
+            .map(|n| {
+                let c = n.capacity.unwrap_or_default();
+                let (vn, req) = count.get(n.id.as_str()).copied().unwrap_or_default();
+                PhysicalNodeView {
+                    id: n.id.clone(),
+                    state: state_name(n.state),
+                    cpu_cores: c.cpu_cores,
+                    memory_bytes: c.memory_bytes,
+                    network_bytes_per_sec: c.network_bytes_per_sec,
+                    labels: n.labels.clone(),
+                    virtual_nodes: vn,
+                    requested_cpu_cores: req,
+                }
+            })
+            .collect()
+    }
+}
+
+impl TableView for PhysicalNodeView {
+    const HEADER: &'static [&'static str] = &["ID", "STATE", "ZONE", "RACK", "CORES", "MEM_GIB", "VNODES", "REQ_CORES"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.state.into(),
+            swarm_core::locality::zone_of(&self.labels).unwrap_or_default().to_owned(),
+            swarm_core::locality::rack_of(&self.labels).unwrap_or_default().to_owned(),
+            format!("{}", self.cpu_cores),
+            gib(self.memory_bytes),
+            self.virtual_nodes.to_string(),
+            format!("{}", self.requested_cpu_cores),
+        ]
+    }
+}
+
+/// `nodes list --virtual`.
+#[derive(Serialize)]
+pub(super) struct VirtualNodeView {
+    id: String,
+    placement: String,
+    cpu_cores: f64,
+    memory_bytes: u64,
+    state_size_bytes: u64,
+    group: String,
+    pinned_node: String,
+    anti_affinity_group: String,
+}
+
+impl From<&pb::VirtualNode> for VirtualNodeView {
+    fn from(v: &pb::VirtualNode) -> Self {
+        let r = v.requested.unwrap_or_default();
+        let c = v.constraints.clone().unwrap_or_default();
+        VirtualNodeView {
+            id: v.id.clone(),
+            placement: v.placement.clone(),
+            cpu_cores: r.cpu_cores,
+            memory_bytes: r.memory_bytes,
+            state_size_bytes: v.state_size_bytes,
+            group: v.group.clone(),
+            pinned_node: c.pinned_node,
+            anti_affinity_group: c.anti_affinity_group,
+        }
+    }
+}
+
+impl TableView for VirtualNodeView {
+    const HEADER: &'static [&'static str] = &["ID", "ON", "CORES", "MEM_GIB", "STATE_GIB", "GROUP"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            if self.placement.is_empty() { "-".into() } else { self.placement.clone() },
+            format!("{}", self.cpu_cores),
+            gib(self.memory_bytes),
+            gib(self.state_size_bytes),
+            self.group.clone(),
+        ]
+    }
+}
+
+/// The cost function's figures of a decision.
+#[derive(Serialize)]
+struct CostView {
+    transfer_seconds: f64,
+    overhead_seconds: f64,
+    benefit: f64,
+    cost: f64,
+}
+
+/// A decision (`decisions list`, `round`, each line of `decisions watch --output json`).
+#[derive(Serialize)]
+pub(super) struct DecisionView {
+    sequence: u64,
+    round_id: u64,
+    decided_at_ms: i64,
+    virtual_node_id: String,
+    from_node_id: String,
+    to_node_id: String,
+    from_score: Option<f64>,
+    to_score: Option<f64>,
+    gain: f64,
+    kind: &'static str,
+    reason: String,
+    cost: Option<CostView>,
+    expected_overload_at_ms: Option<i64>,
+}
+
+impl From<&pb::Decision> for DecisionView {
+    fn from(d: &pb::Decision) -> Self {
+        DecisionView {
+            sequence: d.sequence,
+            round_id: d.round_id,
+            decided_at_ms: d.decided_at_ms,
+            virtual_node_id: d.virtual_node_id.clone(),
+            from_node_id: d.from_node_id.clone(),
+            to_node_id: d.to_node_id.clone(),
+            from_score: d.from_score.as_ref().map(|s| s.score),
+            to_score: d.to_score.as_ref().map(|s| s.score),
+            gain: d.gain,
+            kind: kind_name(d.kind),
+            reason: d.reason.clone(),
+            cost: d.cost.as_ref().map(|c| CostView {
+                transfer_seconds: c.transfer_seconds,
+                overhead_seconds: c.overhead_seconds,
+                benefit: c.benefit,
+                cost: c.cost,
+            }),
+            expected_overload_at_ms: (d.expected_overload_at_ms != 0).then_some(d.expected_overload_at_ms),
+        }
+    }
+}
+
+impl TableView for DecisionView {
+    const HEADER: &'static [&'static str] = &["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "REASON"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.sequence.to_string(),
+            self.virtual_node_id.clone(),
+            format!("{} -> {}", self.from_node_id, self.to_node_id),
+            format!("{:+.2}", self.gain),
+            self.kind.into(),
+            self.reason.clone(),
+        ]
+    }
+}
+
+/// A wire decision kind's name.
+pub(super) fn kind_name(k: i32) -> &'static str {
+    pb::DecisionKind::try_from(k).map_or("unspecified", swarm_client::wire::decision_kind_name)
+}
+
+/// A migration phase's name.
+pub(super) fn phase_name(p: i32) -> &'static str {
+    swarm_client::wire::phase_from_wire(p).map_or("unspecified", |p| p.name())
+}
+
+/// A wire instruction's name.
+pub(super) fn instruction_name(i: i32) -> &'static str {
+    match pb::Instruction::try_from(i) {
+        Ok(pb::Instruction::StartShadow) => "start-shadow",
+        Ok(pb::Instruction::KeepShadowing) => "keep-shadowing",
+        Ok(pb::Instruction::CutOver) => "cut-over",
+        Ok(pb::Instruction::RollBack) => "roll-back",
+        Ok(pb::Instruction::Done) => "done",
+        _ => "wait",
+    }
+}
+
+/// One transition of a migration.
+#[derive(Serialize)]
+pub(super) struct TransitionView {
+    phase: &'static str,
+    at_ms: i64,
+    cause: String,
+}
+
+/// A migration (`migrations list`, `show`, `abort`).
+#[derive(Serialize)]
+pub(super) struct MigrationView {
+    id: String,
+    decision_sequence: u64,
+    virtual_node_id: String,
+    from_node_id: String,
+    to_node_id: String,
+    phase: &'static str,
+    epoch: u64,
+    orchestrator_id: String,
+    instruction: &'static str,
+    phase_since_ms: i64,
+    reserves_target: bool,
+    history: Vec<TransitionView>,
+}
+
+impl From<&pb::Migration> for MigrationView {
+    fn from(m: &pb::Migration) -> Self {
+        MigrationView {
+            id: m.id.clone(),
+            decision_sequence: m.decision_sequence,
+            virtual_node_id: m.virtual_node_id.clone(),
+            from_node_id: m.from_node_id.clone(),
+            to_node_id: m.to_node_id.clone(),
+            phase: phase_name(m.phase),
+            epoch: m.epoch,
+            orchestrator_id: m.orchestrator_id.clone(),
+            instruction: instruction_name(m.instruction),
+            phase_since_ms: m.phase_since_ms,
+            reserves_target: m.reserves_target,
+            history: m
+                .history
+                .iter()
+                .map(|t| TransitionView { phase: phase_name(t.phase), at_ms: t.at_ms, cause: t.cause.clone() })
+                .collect(),
+        }
+    }
+}
+
+impl TableView for MigrationView {
+    const HEADER: &'static [&'static str] = &["ID", "VNODE", "MOVE", "PHASE", "HELD_BY", "NEXT"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.virtual_node_id.clone(),
+            format!("{} -> {}", self.from_node_id, self.to_node_id),
+            self.phase.into(),
+            if self.orchestrator_id.is_empty() {
+                "-".into()
+            } else {
+                format!("{}@{}", self.orchestrator_id, self.epoch)
+            },
+            self.instruction.into(),
+        ]
+    }
+}
