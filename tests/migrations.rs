@@ -477,3 +477,62 @@ async fn stress_1000_concurrent_migrations_with_faults() {
     // The faults are frequent enough that every outcome occurs, and most moves still succeed.
     assert!(completed > N / 2 && rolled > 0 && rejected > 0, "{count:?}");
 }
+
+/// An orchestrator accepts a migration, it is aborted, and the orchestrator
+/// vanishes without reporting the roll-back: after the phase timeout the
+/// migration ends on its own, releases its target's reservation, and stays
+/// ended across a restart; then the virtual node can be placed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_migration_ends_on_its_own_and_releases_its_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        "verify_window = \"500ms\"\nphase_timeout = \"1s\"\ntick = \"100ms\"",
+        "max_in_flight_per_node = 10",
+    );
+    let mut server = Server::start(&["--round-interval", "1h", "--config", &cfg]);
+    let ch = server.channel().await;
+    draining_cluster(ch.clone(), 1, 16.0, 1, 2.0).await;
+    let ds = round(ch.clone()).await;
+    assert_eq!(ds.len(), 1);
+    let id = format!("m{}", ds[0].sequence);
+    let mut m = Mig::new(ch.clone());
+    accept(&mut m, ds[0].sequence, "vanishing").await.unwrap();
+    let aborted = m
+        .abort_migration(pb::AbortMigrationRequest { id: id.clone(), reason: "the operator changed their mind".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .migration
+        .unwrap();
+    assert_eq!(aborted.phase, P::Aborted as i32);
+    assert!(aborted.reserves_target, "an aborted migration holds its target until the roll-back ends");
+    // Nobody reports the roll-back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let x = get(&mut m, &id).await;
+        if x.phase == P::RolledBack as i32 {
+            break x;
+        }
+        assert!(Instant::now() < deadline, "still {:?} after 20 s", P::try_from(x.phase));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!ended.reserves_target);
+    let cause = &ended.history.last().unwrap().cause;
+    assert!(cause.contains("assumed rolled back"), "{cause}");
+    // Ended for good: across a restart, and placements are accepted again.
+    server.kill_and_restart();
+    let ch = server.channel().await;
+    let mut m = Mig::new(ch.clone());
+    assert_eq!(get(&mut m, &id).await.phase, P::RolledBack as i32);
+    let mut t = pb::topology_client::TopologyClient::new(ch);
+    let placed = t
+        .set_placements(pb::SetPlacementsRequest {
+            placements: vec![pb::PlacementAssignment {
+                virtual_node_id: "v0000".into(),
+                physical_node_id: "t0".into(),
+            }],
+        })
+        .await;
+    assert!(placed.is_ok(), "{placed:?}");
+}

@@ -107,6 +107,46 @@ pub fn decode_records(data: &[u8]) -> Decoded {
     Decoded { samples, records, valid_len: pos, damage }
 }
 
+/// The smallest encoded sample: kind, metric, a one-byte id, an empty
+/// location, time and value.
+const MIN_SAMPLE_BYTES: usize = 1 + 1 + 3 + 2 + 8 + 8;
+
+/// Where the first intact record (length in bounds, checksum and content
+/// valid) starts in `data[from..]`, if anywhere. Recovery asks this after a
+/// damaged record in the newest segment: a torn tail has nothing intact
+/// after it; bit rot in the middle of the file has. Cheap structural checks
+/// come before the checksum, so scanning a long tail stays fast.
+pub fn intact_record_after(data: &[u8], from: usize) -> Option<usize> {
+    let mut interner: HashMap<Box<[u8]>, Arc<str>> = HashMap::new();
+    let mut scratch = Vec::new();
+    let mut pos = from;
+    while pos + 8 + 4 <= data.len() {
+        let at = pos;
+        pos += 1;
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if !(4..=MAX_PAYLOAD).contains(&len) || data.len() - at - 8 < len {
+            continue;
+        }
+        let payload = &data[at + 8..at + 8 + len];
+        let count = u32::from_le_bytes(payload[..4].try_into().unwrap()) as usize;
+        if count == 0 || count.saturating_mul(MIN_SAMPLE_BYTES) > len - 4 {
+            continue;
+        }
+        if EntityKind::from_code(payload[4]).is_none() || Metric::from_code(payload[5]).is_none() {
+            continue;
+        }
+        let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap());
+        if crc32fast::hash(payload) != crc {
+            continue;
+        }
+        scratch.clear();
+        if decode_payload(payload, &mut interner, &mut scratch).is_ok() {
+            return Some(at);
+        }
+    }
+    None
+}
+
 /// Appends a record's samples to `out`, all or none: a malformed record
 /// leaves `out` as it was (found by the `wal_records` fuzz target: a record
 /// cut inside a sample used to leave its first samples behind).

@@ -23,6 +23,16 @@ use super::sample::Sample;
 /// Errors of the on-disk series files.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
+    /// A segment between the snapshot and the newest segment is gone.
+    #[error(
+        "{path} is missing (segments present: {present}): the samples written to it are gone. Refusing to start so that is not silent; restore the file, or move the series directory aside to start without samples"
+    )]
+    Missing {
+        /// The missing file.
+        path: PathBuf,
+        /// Segment numbers that are there.
+        present: String,
+    },
     /// An IO operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -35,7 +45,7 @@ pub enum WalError {
     },
     /// A file is damaged where damage cannot come from a crash.
     #[error(
-        "{path} is corrupt at byte {offset}: {what}. Refusing to start so no data is silently lost; move the file aside to discard what it holds from that point"
+        "{path} is corrupt at byte {offset}: {what}. Refusing to start so no data is silently lost; restore the file from a backup, or move the series directory aside to start without samples (moving only this file aside loses every sample in it, and the segments before it may already be gone)"
     )]
     Corrupt {
         /// The file.
@@ -126,6 +136,17 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
         out.from_snapshot = out.samples.len();
     }
     let live: Vec<u64> = segments.iter().copied().filter(|&n| n >= base).collect();
+    // Segments are numbered without gaps from the snapshot's number (or 1);
+    // a missing one held acknowledged samples.
+    for (expect, &n) in (base.max(1)..).zip(&live) {
+        if n != expect {
+            let path = dir.join(file_name(FileKind::Segment, expect));
+            return Err(WalError::Missing {
+                path,
+                present: live.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
     for (i, &n) in live.iter().enumerate() {
         let path = dir.join(file_name(FileKind::Segment, n));
         let data = read_file(&path)?;
@@ -142,6 +163,20 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
             let torn = last && matches!(damage, Damage::Truncated | Damage::BadChecksum);
             if !torn {
                 return Err(WalError::Corrupt { path, offset: 8 + d.valid_len, what: describe(&damage) });
+            }
+            // A torn tail is an incomplete *last* record. A damaged record
+            // with intact records after it is bit rot: cutting there would
+            // drop acknowledged samples, so refuse instead.
+            if let Some(next) = codec::intact_record_after(body, d.valid_len + 1) {
+                return Err(WalError::Corrupt {
+                    path,
+                    offset: 8 + d.valid_len,
+                    what: format!(
+                        "{}, and intact records follow it (the next at byte {}), so this is damage, not a torn tail",
+                        describe(&damage),
+                        8 + next
+                    ),
+                });
             }
             let keep = 8 + d.valid_len;
             out.truncated_bytes += data.len() - keep;
@@ -317,6 +352,53 @@ mod tests {
         let r = recover(dir.path()).unwrap();
         assert_eq!(r.truncated_bytes, 0);
         assert_eq!(r.samples.len(), 3);
+    }
+
+    #[test]
+    fn bit_rot_in_the_newest_segment_is_an_error_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 1, false).unwrap();
+        for i in 0..100 {
+            w.append(&framed(&[s(i), s(i + 1000)])).unwrap();
+        }
+        drop(w);
+        let p = dir.path().join(file_name(FileKind::Segment, 1));
+        let mut data = fs::read(&p).unwrap();
+        let n = data.len();
+        let mid = n / 2;
+        data[mid..mid + 4].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        fs::write(&p, &data).unwrap();
+        let err = recover(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("wal-0000000000000001.log is corrupt at byte"), "{err}");
+        assert!(err.contains("intact records follow it"), "{err}");
+        assert_eq!(fs::read(&p).unwrap().len(), n, "nothing was cut");
+        // A damaged last record (its payload garbled before the fsync) is still a torn tail.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 1, false).unwrap();
+        w.append(&framed(&[s(1)])).unwrap();
+        let mut last = framed(&[s(2)]);
+        let k = last.len() - 1;
+        last[k] ^= 0xff;
+        w.append(&last).unwrap();
+        drop(w);
+        let r = recover(dir.path()).unwrap();
+        assert_eq!(r.samples, vec![s(1)]);
+        assert_eq!(r.truncated_bytes, last.len());
+    }
+
+    #[test]
+    fn a_missing_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 1..=3 {
+            SegmentWriter::create(dir.path(), n, false).unwrap().append(&framed(&[s(n as i64)])).unwrap();
+        }
+        fs::remove_file(dir.path().join(file_name(FileKind::Segment, 2))).unwrap();
+        let err = recover(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("wal-0000000000000002.log is missing (segments present: 1, 3)"), "{err}");
+        // Without a snapshot the log starts at segment 1.
+        fs::remove_file(dir.path().join(file_name(FileKind::Segment, 1))).unwrap();
+        let err = recover(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("wal-0000000000000001.log is missing"), "{err}");
     }
 
     #[test]

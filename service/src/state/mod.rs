@@ -81,6 +81,16 @@ pub enum OpenError {
     /// The forecasting model.
     #[error(transparent)]
     Model(#[from] swarm_models::ArtifactError),
+    /// The metadata store is gone but samples are there.
+    #[error(
+        "{meta} is missing but {series} holds samples: the topology, placements and decisions they belong to are gone. Restore meta.redb from a backup, or move the whole data directory aside to start empty"
+    )]
+    MetadataMissing {
+        /// The missing store.
+        meta: String,
+        /// The series directory.
+        series: String,
+    },
     /// Stored migrations break an invariant.
     #[error(transparent)]
     Migrations(#[from] swarm_core::migration::book::TwoLive),
@@ -237,6 +247,28 @@ pub struct StartReport {
     pub live_migrations: usize,
 }
 
+/// A data directory whose `meta.redb` is gone while its series files hold
+/// samples lost its topology: starting would create an empty store beside
+/// orphaned samples without a word. (A new data directory has neither.)
+fn refuse_orphaned_samples(dir: &Path) -> Result<(), OpenError> {
+    let (meta, series) = (meta_path(dir), series_dir(dir));
+    if meta.exists() {
+        return Ok(());
+    }
+    let holds_samples = std::fs::read_dir(&series).into_iter().flatten().flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // A segment is more than its 8-byte header once it holds a record.
+        (name.starts_with("wal-") || name.starts_with("snapshot-")) && e.metadata().is_ok_and(|m| m.len() > 8)
+    });
+    if holds_samples {
+        return Err(OpenError::MetadataMissing {
+            meta: meta.display().to_string(),
+            series: series.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Loads the configured model artifact, or the bundled default.
 fn load_model(path: Option<&Path>) -> Result<Artifact, swarm_models::ArtifactError> {
     match path {
@@ -252,8 +284,9 @@ impl Swarm {
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|source| OpenError::DataDir { path: dir.display().to_string(), source })?;
-        let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(&meta_path(&dir))?);
-        let mut loaded = store.load()?;
+        refuse_orphaned_samples(&dir)?;
+        let (store, mut loaded) = EmbeddedStore::open_loaded(&meta_path(&dir))?;
+        let store: Arc<dyn MetaStore> = Arc::new(store);
         let decisions = DecisionLog::open(store.clone(), &loaded, clock.now_ms(), cfg.controller.cooldown_ms)?;
         let book = Book::new(std::mem::take(&mut loaded.migrations))?;
         let series_cfg =
@@ -902,6 +935,13 @@ impl Swarm {
         }
         if !dry_run {
             self.inner.telemetry.round(started.elapsed().as_secs_f64());
+        }
+        if outcome.refused_non_finite > 0 {
+            tracing::warn!(
+                round = round_id,
+                refused = outcome.refused_non_finite,
+                "moves refused because a number in them (a utilisation, gain or cost) was not finite or not plausible: check the samples of the nodes involved"
+            );
         }
         let resp = RoundReport {
             round_id,

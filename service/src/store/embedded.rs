@@ -41,12 +41,50 @@ macro_rules! tryio {
     };
 }
 
+/// What to do about a store that cannot be read.
+const DAMAGED: &str = "the file is damaged: restore meta.redb from a backup, or move the data directory aside to start empty (its samples are then orphaned)";
+
+/// Runs `f` on the engine, turning a panic inside it (redb asserts on some
+/// damaged pages instead of returning an error) into a refusal naming the
+/// file, so a damaged store stops start-up with a message, not a crash.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!("the storage engine failed reading it ({what}); {DAMAGED}"),
+        })
+    })
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_loaded(path).map(|(store, _)| store)
+    }
+
+    /// Opens (or creates) the store at `path` and reads everything in it:
+    /// start-up's one read, so a damaged file is refused here, with its
+    /// path and what to do, and never by a crash (see [`guarded`]).
+    pub fn open_loaded(path: &Path) -> Result<(Self, Loaded), StoreError> {
+        guarded(path, || {
+            let store = Self::open_unguarded(path)?;
+            let loaded = store.load().map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: format!("{e}; {DAMAGED}"),
+            })?;
+            Ok((store, loaded))
+        })
+    }
+
+    fn open_unguarded(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
-            reason: format!("{e} (is another swarmd using this data directory, or is the file damaged?)"),
+            reason: format!("{e}; if no other swarmd uses this data directory, {DAMAGED}"),
         })?;
         let tx = tryio!("begin", db.begin_write());
         {

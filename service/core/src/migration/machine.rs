@@ -280,9 +280,13 @@ impl Policy {
     fn timeout(&self, p: Phase) -> Option<i64> {
         match p {
             Proposed => Some(self.accept_timeout_ms),
-            Accepted | ShadowStarting | Verified | CuttingOver => Some(self.phase_timeout_ms),
+            // An undoing phase waits this long for the orchestrator to
+            // confirm its roll-back, then ends on its own (see `tick`).
+            Accepted | ShadowStarting | Verified | CuttingOver | TimedOut | ShadowUnhealthy | Aborted => {
+                Some(self.phase_timeout_ms)
+            }
             Shadowing => Some(self.shadow_timeout_ms),
-            _ => None,
+            Completed | Rejected | RolledBack => None,
         }
     }
 }
@@ -628,7 +632,24 @@ impl Migration {
             && now_ms - self.phase_since_ms() > limit
         {
             let phase = self.phase;
-            self.go(TimedOut, now_ms, format!("{} took longer than {} s", phase.name(), limit / 1000))?;
+            if phase.is_undoing() {
+                // The orchestrator told to roll back never confirmed it (it
+                // is gone, or lost the migration): end it here, so its
+                // reservation on the target is released and nothing waits
+                // on it for ever. A late report of the roll-back is then
+                // refused as ended.
+                self.go(
+                    RolledBack,
+                    now_ms,
+                    format!(
+                        "no roll-back report within {} s of {}: assumed rolled back (the old instance kept serving throughout); the target's reservation is released",
+                        limit / 1000,
+                        phase.name()
+                    ),
+                )?;
+            } else {
+                self.go(TimedOut, now_ms, format!("{} took longer than {} s", phase.name(), limit / 1000))?;
+            }
         }
         self.settle(now_ms)
     }
@@ -704,6 +725,37 @@ mod tests {
         w.apply(Event::Abort { reason: "maintenance".into() }, 5, &p).unwrap();
         assert_eq!(w.phase, RolledBack);
         assert!(w.apply(Event::Accept { orchestrator: "o".into() }, 6, &p).is_err());
+    }
+
+    #[test]
+    fn an_abandoned_roll_back_ends_on_its_own_after_the_phase_timeout() {
+        let p = Policy::default();
+        for undo in [Event::Abort { reason: "ops".into() }, Event::Tick] {
+            let mut x = m();
+            x.apply(Event::Accept { orchestrator: "o1".into() }, 0, &p).unwrap();
+            x.apply(report(1, Shadowing, Some(OK), "a"), 10, &p).unwrap();
+            // Aborted by an operator, or timed out: the orchestrator is told to roll back.
+            let at = if matches!(undo, Event::Tick) { 10 + p.shadow_timeout_ms + 1 } else { 20 };
+            x.apply(undo, at, &p).unwrap();
+            assert!(x.phase.is_undoing() && x.reserves_target(), "{:?}", x.phase);
+            // The orchestrator is gone: nothing happens until the phase timeout...
+            x.apply(Event::Tick, at + p.phase_timeout_ms, &p).unwrap();
+            assert!(x.phase.is_undoing());
+            // ...then it ends, and holds nothing on the target.
+            x.apply(Event::Tick, at + p.phase_timeout_ms + 1, &p).unwrap();
+            assert_eq!(x.phase, RolledBack);
+            assert!(!x.reserves_target());
+            assert!(x.history.last().unwrap().cause.contains("assumed rolled back"));
+            // Aborting again changes nothing and says why; so does a late report.
+            assert_eq!(
+                x.apply(Event::Abort { reason: "again".into() }, at + p.phase_timeout_ms + 2, &p),
+                Err(Refusal::Ended(RolledBack))
+            );
+            assert_eq!(
+                x.apply(report(1, RolledBack, None, "late"), at + p.phase_timeout_ms + 3, &p),
+                Err(Refusal::Ended(RolledBack))
+            );
+        }
     }
 
     #[test]

@@ -177,10 +177,41 @@ pub struct Proposal {
     pub reason: String,
 }
 
+/// A utilisation no measurement can produce: a node at a million times its
+/// capacity is a bad sample (or a bug), and a decision on it would print
+/// "inf%" (the percentage overflows before the value does).
+const ABSURD_UTIL: f64 = 1e6;
+
+/// Whether a utilisation is a number a decision may be made on.
+fn plausible_util(u: f64) -> bool {
+    u.is_finite() && u.abs() < ABSURD_UTIL
+}
+
 impl Proposal {
     /// Affinity gain.
     pub fn gain(&self) -> f64 {
         self.to_score.score - self.from_score.score
+    }
+
+    /// Whether every number it would be decided on is finite (and every
+    /// utilisation plausible).
+    pub fn is_finite(&self) -> bool {
+        let c = &self.cost;
+        let (f, t) = (&self.from_score, &self.to_score);
+        [
+            self.gain(),
+            c.transfer_seconds,
+            c.overhead_seconds,
+            c.benefit,
+            c.cost,
+            f.projected_cpu_util,
+            t.projected_cpu_util,
+        ]
+        .iter()
+        .all(|x| x.is_finite())
+            && [self.source_peak, f.forecast_peak.map(|p| p.0), t.forecast_peak.map(|p| p.0)]
+                .iter()
+                .all(|x| x.is_none_or(f64::is_finite))
     }
 }
 
@@ -195,6 +226,9 @@ pub struct RoundOutcome {
     pub skipped_cooldown: usize,
     /// Would have moved but the round's budget was spent.
     pub skipped_budget: usize,
+    /// Proposals refused because a number in them was not finite (NaN or
+    /// infinite): a bug or an absurd input, never a decision.
+    pub refused_non_finite: usize,
     /// Physical nodes at risk of overload at the start of the round.
     pub at_risk: usize,
     /// (virtual, physical) pairs scored.
@@ -437,6 +471,14 @@ impl Round<'_> {
     }
 
     fn take(&mut self, prop: Proposal) {
+        // A decision is never made on numbers that are not numbers: an
+        // absurd sample that slipped past validation must not become a
+        // migration whose reason reads "inf%" and "benefit NaN".
+        let loads_finite = [prop.from, prop.to].iter().all(|&p| plausible_util(self.view.phys[p].cpu_util()));
+        if !prop.is_finite() || !loads_finite {
+            self.out.refused_non_finite += 1;
+            return;
+        }
         let (vi, from, to) = (prop.virt, prop.from, prop.to);
         self.view.apply_move(vi, to);
         self.index.mark_dirty(&self.view, &self.cfg.weights, from);
@@ -820,6 +862,22 @@ mod tests {
         // Once balanced, a second round proposes nothing (hysteresis).
         let again = round(&v, 0, &HashMap::new(), &ControllerConfig::default());
         assert!(again.proposals.is_empty(), "{:?}", again.proposals.iter().map(|p| &p.reason).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn numbers_that_are_not_numbers_never_become_decisions() {
+        let t = topo(&[("hot", 16.0), ("cold", 16.0)], &[("a", 2.0, "hot"), ("b", 2.0, "hot"), ("c", 2.0, "hot")]);
+        let mut usage = ObservedUsage::default();
+        let huge = crate::placement::view::PartialResources { cpu_cores: Some(1.7e308), ..Default::default() };
+        usage.virtual_nodes.insert("a".into(), huge);
+        usage.physical.insert("hot".into(), huge);
+        let view = ClusterView::build(&t, &usage);
+        let out = round(&view, 0, &HashMap::new(), &ControllerConfig::default());
+        for p in &out.proposals {
+            assert!(p.is_finite(), "{}", p.reason);
+            assert!(!p.reason.contains("inf") && !p.reason.contains("NaN"), "{}", p.reason);
+        }
+        assert!(out.refused_non_finite > 0, "the move off the absurd node was refused, and counted");
     }
 
     #[test]
