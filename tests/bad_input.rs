@@ -187,3 +187,37 @@ fn cli_errors_say_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("format version 7"), "{err}");
 }
+
+/// Finite but absurd values are refused with the bound they break, and the
+/// round that follows decides nothing on them (a CPU sample of 1.7e308
+/// cores used to become an OVERLOAD decision reading "inf%" and "benefit
+/// NaN"); a capacity outside the API's range is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_values_are_refused_with_the_bound() {
+    let server = Server::start(&["--round-interval", "1h"]);
+    let ch = server.channel().await;
+    register_cluster(ch.clone(), 2, &[2, 0]).await;
+    let now = now_ms();
+    let batch = vec![
+        sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, now - 1000, 1.7e308),
+        sample(pb::EntityKind::Virtual, "v0-0", pb::Metric::CpuUsage, now - 1000, 1e9),
+        sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, now - 1000, 3.0),
+    ];
+    let r = ingest(ch.clone(), vec![batch]).await.unwrap();
+    assert_eq!((r.accepted, r.rejected), (1, 2), "{:?}", r.rejections);
+    for x in &r.rejections {
+        assert_eq!(x.field, "value");
+        assert!(x.reason.contains("implausible") && x.reason.contains("limits.max_cpu_multiple"), "{}", x.reason);
+    }
+    let mut p = pb::placement_client::PlacementClient::new(ch.clone());
+    let round = p.run_round(pb::RunRoundRequest { dry_run: true }).await.unwrap().into_inner();
+    for d in &round.decisions {
+        assert!(!d.reason.contains("inf") && !d.reason.contains("NaN"), "{}", d.reason);
+    }
+    let mut t = pb::topology_client::TopologyClient::new(ch);
+    let mut huge = physical("p9", 8.0);
+    huge.capacity.as_mut().unwrap().memory_bytes = u64::MAX;
+    let e = t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![huge] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("nodes[0].capacity.memory_bytes") && e.message().contains("2^63"), "{}", e.message());
+}

@@ -128,7 +128,13 @@ fn main() {
         };
         topo.virtual_nodes.insert(v.id.clone(), v);
     }
-    let limits = swarm_service::validate::SampleLimits { now_ms: now, max_future_skew_ms: 300_000, oldest_ms: 0 };
+    let limits = swarm_service::validate::SampleLimits {
+        now_ms: now,
+        max_future_skew_ms: 300_000,
+        oldest_ms: 0,
+        cpu_multiple: 4.0,
+        memory_multiple: 2.0,
+    };
     let mut interner: std::collections::HashMap<String, Arc<str>> = Default::default();
     let mut valid = Vec::new();
     stage("validation (ids, values, timestamps)", total, || {

@@ -43,7 +43,13 @@ fn topology() -> Topology {
 }
 
 fn limits() -> SampleLimits {
-    SampleLimits { now_ms: NOW_MS, max_future_skew_ms: 300_000, oldest_ms: NOW_MS - 15 * 86_400_000 }
+    SampleLimits {
+        now_ms: NOW_MS,
+        max_future_skew_ms: 300_000,
+        oldest_ms: NOW_MS - 15 * 86_400_000,
+        cpu_multiple: 4.0,
+        memory_multiple: 2.0,
+    }
 }
 
 /// Validates `samples` and checks what passes: known entity, finite

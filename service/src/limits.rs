@@ -34,6 +34,11 @@ pub struct Limits {
     /// How long a batch waits for room among the pending samples.
     #[serde(with = "swarm_core::duration::text")]
     pub overload_wait: Duration,
+    /// A CPU sample may be at most this multiple of its node's cores (a
+    /// virtual node's: its request or its host's, whichever is larger).
+    pub max_cpu_multiple: f64,
+    /// A memory sample may be at most this multiple of its node's memory.
+    pub max_memory_multiple: f64,
 }
 
 impl Default for Limits {
@@ -44,6 +49,8 @@ impl Default for Limits {
             max_pending_samples: 1_000_000,
             max_stream_samples_per_sec: 2_000_000,
             overload_wait: Duration::from_secs(2),
+            max_cpu_multiple: 4.0,
+            max_memory_multiple: 2.0,
         }
     }
 }
@@ -53,6 +60,13 @@ impl Limits {
     pub fn validate(&self, max_batch_samples: usize) -> Result<(), String> {
         if self.max_message_bytes < 64 << 10 {
             return Err("limits.max_message_bytes must be at least 65536".into());
+        }
+        for (name, v) in
+            [("max_cpu_multiple", self.max_cpu_multiple), ("max_memory_multiple", self.max_memory_multiple)]
+        {
+            if !(v.is_finite() && v >= 1.0) {
+                return Err(format!("limits.{name} must be a number >= 1, got {v}"));
+            }
         }
         if self.overload_wait > Duration::from_secs(60) {
             return Err("limits.overload_wait must be at most 60s (a client would time out first)".into());

@@ -68,6 +68,11 @@ fn resources(field: &str, r: Option<&pb::Resources>, cpu_required: bool) -> Resu
     if cpu > 1e6 {
         return Err(FieldError::new(format!("{field}.cpu_cores"), format!("{cpu} is above the limit of 1e6 cores")));
     }
+    for (name, v) in [("memory_bytes", r.memory_bytes), ("network_bytes_per_sec", r.network_bytes_per_sec)] {
+        if v >= 1u64 << 63 {
+            return Err(FieldError::new(format!("{field}.{name}"), format!("{v} is not below 2^63 (the API's range)")));
+        }
+    }
     Ok(Resources { cpu_cores: cpu, memory_bytes: r.memory_bytes as f64, network_bps: r.network_bytes_per_sec as f64 })
 }
 
@@ -314,6 +319,53 @@ pub struct SampleLimits {
     pub max_future_skew_ms: i64,
     /// Samples older than this are rejected (outside retention), ms since the epoch.
     pub oldest_ms: i64,
+    /// CPU samples may be at most this multiple of the entity's cores.
+    pub cpu_multiple: f64,
+    /// Memory samples may be at most this multiple of the entity's memory.
+    pub memory_multiple: f64,
+}
+
+/// Rates no real system reaches: 10 TB/s, 10^12 requests/s, and a latency
+/// of over eleven days. Above them a sample is a unit mistake or garbage.
+const MAX_BYTES_PER_SEC: f64 = 1e13;
+const MAX_RPS: f64 = 1e12;
+const MAX_LATENCY_MS: f64 = 1e9;
+
+/// The largest plausible value of `metric` for this entity, and what the
+/// bound is made of (for the error message). CPU and memory are bounded by
+/// the entity's own size (a virtual node's: its request or its host's
+/// capacity, whichever is larger), so an absurd sample is refused at the
+/// edge instead of poisoning affinity and forecasts.
+fn plausible_max(topo: &Topology, kind: EntityKind, id: &str, metric: Metric, l: &SampleLimits) -> (f64, String) {
+    let size = match kind {
+        EntityKind::Physical => topo.physical.get(id).map(|p| p.capacity).unwrap_or_default(),
+        EntityKind::Virtual => {
+            let v = topo.virtual_nodes.get(id);
+            let host = v.and_then(|v| v.placement.as_ref()).and_then(|p| topo.physical.get(p)).map(|p| p.capacity);
+            let req = v.map(|v| v.requested).unwrap_or_default();
+            let host = host.unwrap_or_default();
+            Resources {
+                cpu_cores: req.cpu_cores.max(host.cpu_cores),
+                memory_bytes: req.memory_bytes.max(host.memory_bytes),
+                network_bps: req.network_bps.max(host.network_bps),
+            }
+        }
+    };
+    let of = if kind == EntityKind::Virtual { "its request or its host's capacity" } else { "its capacity" };
+    match metric {
+        Metric::CpuUsage | Metric::CpuPeak => (
+            size.cpu_cores * l.cpu_multiple,
+            format!("{} x {} cores, {of} (limits.max_cpu_multiple)", l.cpu_multiple, size.cpu_cores),
+        ),
+        Metric::MemoryBytes if size.memory_bytes > 0.0 => (
+            size.memory_bytes * l.memory_multiple,
+            format!("{} x {} bytes, {of} (limits.max_memory_multiple)", l.memory_multiple, size.memory_bytes),
+        ),
+        Metric::MemoryBytes => ((1u64 << 63) as f64, "2^63 bytes".into()),
+        Metric::NetworkRx | Metric::NetworkTx | Metric::DataAccess => (MAX_BYTES_PER_SEC, "10 TB/s".into()),
+        Metric::ThroughputRps => (MAX_RPS, "10^12 requests/s".into()),
+        Metric::LatencyMs => (MAX_LATENCY_MS, "10^9 ms".into()),
+    }
 }
 
 /// Parses an entity kind.
@@ -390,6 +442,18 @@ pub fn sample(
         ));
     }
     let value = finite_nonneg("value", s.value)?;
+    let (max, why) = plausible_max(topo, kind, &s.entity_id, metric, limits);
+    if value > max {
+        return Err(FieldError::new(
+            "value",
+            format!(
+                "{value} is implausible for {} on {} node {:?}: at most {max} ({why})",
+                metric.name(),
+                kind.name(),
+                s.entity_id
+            ),
+        ));
+    }
     Ok(Sample {
         kind,
         entity: intern(&s.entity_id),
@@ -440,7 +504,13 @@ mod tests {
     #[test]
     fn samples_are_checked() {
         let t = topo();
-        let limits = SampleLimits { now_ms: 1_000_000, max_future_skew_ms: 1000, oldest_ms: 0 };
+        let limits = SampleLimits {
+            now_ms: 1_000_000,
+            max_future_skew_ms: 1000,
+            oldest_ms: 0,
+            cpu_multiple: 4.0,
+            memory_multiple: 2.0,
+        };
         let mut intern = |s: &str| Arc::<str>::from(s);
         let good = pb::Sample {
             entity_kind: pb::EntityKind::Physical as i32,

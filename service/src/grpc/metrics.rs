@@ -33,6 +33,8 @@ pub(crate) fn validate_batch(
         now_ms: swarm.now_ms(),
         max_future_skew_ms: cfg.max_future_skew.as_millis() as i64,
         oldest_ms: swarm.series().cutoff_ms(),
+        cpu_multiple: cfg.limits.max_cpu_multiple,
+        memory_multiple: cfg.limits.max_memory_multiple,
     };
     let mut intern = |s: &str| -> Arc<str> {
         if let Some(a) = interner.get(s) {
