@@ -171,6 +171,12 @@ fn cli_errors_say_what_to_do() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server not reachable at http://127.0.0.1:9") && err.contains("Is swarmd running?"), "{err}");
+    // No scheme is bad input (exit 2), not an unreachable server.
+    let out =
+        std::process::Command::new(&*SWARMCTL).args(["--server", "localhost:9", "nodes", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no scheme: write http://localhost:9"), "{err}");
     let out = std::process::Command::new(SWARMD).args(["--retention", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
@@ -220,4 +226,28 @@ async fn absurd_values_are_refused_with_the_bound() {
     let e = t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![huge] }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("nodes[0].capacity.memory_bytes") && e.message().contains("2^63"), "{}", e.message());
+}
+
+/// Control characters in any text field are refused (a label with ESC used
+/// to reach `swarmctl nodes list` raw); the field is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_are_refused_in_every_text_field() {
+    let server = Server::start(&["--round-interval", "1h"]);
+    let mut t = pb::topology_client::TopologyClient::new(server.channel().await);
+    let mut escape = physical("p0", 8.0);
+    escape.labels.insert("zone".into(), "z1\u{1b}[31m".into());
+    let e = t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![escape] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("labels") && e.message().contains("control character"), "{}", e.message());
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![physical("p0", 8.0)] }).await.unwrap();
+    for (group, anti) in [("db\0", ""), ("db", "a\u{7}")] {
+        let mut v = virt("v0", 1.0);
+        v.group = group.into();
+        v.constraints = Some(pb::Constraints { pinned_node: String::new(), anti_affinity_group: anti.into() });
+        let e = t.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vec![v] }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("control character"), "{}", e.message());
+    }
+    let listed = t.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.nodes.is_empty(), "nothing was stored");
 }

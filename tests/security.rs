@@ -236,4 +236,15 @@ fn bad_security_files_stop_swarmd_with_a_clear_message() {
     let (code, err) = run(&["--demo", "--admin-token-file", weak.to_str().unwrap()]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--demo"), "{err}");
+    // A token in both files would be silently admin: refused.
+    let (admin, read) = (dir.path().join("admin.token"), dir.path().join("read.token"));
+    std::fs::write(&admin, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::write(&read, "fedcba9876543210fedcba9876543210\n0123456789abcdef0123456789abcdef\n").unwrap();
+    let (code, err) =
+        run(&["--admin-token-file", admin.to_str().unwrap(), "--read-token-file", read.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("token 2 of the read-only file is also an admin token") && err.contains("read.token"),
+        "{err}"
+    );
 }

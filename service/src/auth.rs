@@ -146,6 +146,8 @@ impl Tokens {
 
     /// Loads the token files; `None` for both means authentication is off.
     pub fn load(admin: Option<&Path>, read: Option<&Path>) -> Result<Tokens, TokenError> {
+        let read_file = read;
+        let read_path = |p: Option<&Path>| p.map_or("read token file".into(), |p| p.display().to_string());
         let load = |p: &Path| {
             let text = std::fs::read_to_string(p)
                 .map_err(|source| TokenError::Read { path: p.display().to_string(), source })?;
@@ -157,6 +159,16 @@ impl Tokens {
             return Err(TokenError::Invalid {
                 path: "read token file".into(),
                 why: "a read-only token needs an admin token too (nothing could change the cluster)".into(),
+            });
+        }
+        // A token in both files would be silently admin: say so instead.
+        if let Some(i) = read.iter().position(|t| admin.contains(t)) {
+            return Err(TokenError::Invalid {
+                path: read_path(read_file),
+                why: format!(
+                    "token {} of the read-only file is also an admin token; a token is one or the other",
+                    i + 1
+                ),
             });
         }
         Ok(Tokens { admin, read })

@@ -44,6 +44,9 @@ pub fn node_id(field: &str, s: &str) -> Result<NodeId, FieldError> {
     id(field, s)
 }
 
+/// The most cores a node may declare.
+const MAX_CORES: f64 = 1e6;
+
 fn finite_nonneg(field: &str, v: f64) -> Result<f64, FieldError> {
     if v.is_nan() {
         return Err(FieldError::new(field, "is NaN"));
@@ -65,7 +68,7 @@ fn resources(field: &str, r: Option<&pb::Resources>, cpu_required: bool) -> Resu
     if cpu_required && cpu <= 0.0 {
         return Err(FieldError::new(format!("{field}.cpu_cores"), "must be > 0"));
     }
-    if cpu > 1e6 {
+    if cpu > MAX_CORES {
         return Err(FieldError::new(format!("{field}.cpu_cores"), format!("{cpu} is above the limit of 1e6 cores")));
     }
     for (name, v) in [("memory_bytes", r.memory_bytes), ("network_bytes_per_sec", r.network_bytes_per_sec)] {
@@ -76,9 +79,14 @@ fn resources(field: &str, r: Option<&pb::Resources>, cpu_required: bool) -> Resu
     Ok(Resources { cpu_cores: cpu, memory_bytes: r.memory_bytes as f64, network_bps: r.network_bytes_per_sec as f64 })
 }
 
+/// A label, group or location: at most [`MAX_ID_LEN`] bytes and no control
+/// characters (NUL and ESC reach terminals and logs otherwise).
 fn short_text(field: &str, s: &str) -> Result<(), FieldError> {
     if s.len() > MAX_ID_LEN {
         return Err(FieldError::new(field, format!("is {} bytes; the limit is {MAX_ID_LEN}", s.len())));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(FieldError::new(field, format!("contains the control character {c:?}")));
     }
     Ok(())
 }
@@ -276,9 +284,10 @@ pub fn configuration_change(c: &pb::ConfigurationChange) -> Result<ConfigChange,
     let mut groups = Vec::new();
     for (i, g) in c.group_policies.iter().enumerate() {
         let field = |f: &str| format!("change.group_policies[{i}].{f}");
-        if g.group.is_empty() || g.group.len() > 256 {
+        if g.group.is_empty() {
             return Err(FieldError::new(field("group"), "must be 1..=256 bytes"));
         }
+        short_text(&field("group"), &g.group)?;
         let policy = match spread_domain(&field("spread"), g.spread)? {
             None => None,
             Some(domain) => {
@@ -343,7 +352,10 @@ fn plausible_max(topo: &Topology, kind: EntityKind, id: &str, metric: Metric, l:
             let v = topo.virtual_nodes.get(id);
             let host = v.and_then(|v| v.placement.as_ref()).and_then(|p| topo.physical.get(p)).map(|p| p.capacity);
             let req = v.map(|v| v.requested).unwrap_or_default();
-            let host = host.unwrap_or_default();
+            // Unplaced, it may run on any host: bound it by the largest
+            // node the API accepts rather than by its request (a request
+            // is not a limit).
+            let host = host.unwrap_or(Resources { cpu_cores: MAX_CORES, memory_bytes: 0.0, network_bps: 0.0 });
             Resources {
                 cpu_cores: req.cpu_cores.max(host.cpu_cores),
                 memory_bytes: req.memory_bytes.max(host.memory_bytes),

@@ -18,7 +18,7 @@ pub const SWARMD: &str = env!("CARGO_BIN_EXE_swarmd");
 pub static SWARMCTL: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
     let bin = Path::new(SWARMD).with_file_name("swarmctl");
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap_or_else(|e| {
-        panic!("{} is missing ({e}): run `cargo build -p swarm-ctl` (cargo test --workspace does)", bin.display())
+        panic!("{} is missing ({e}): run `cargo build --workspace` (cargo test --workspace does)", bin.display())
     });
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["ctl/src", "client/src", "core/src", "replay/src"] {
@@ -26,7 +26,7 @@ pub static SWARMCTL: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| 
             let newer = f.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > built);
             assert!(
                 !newer,
-                "{} is older than {}: run `cargo build -p swarm-ctl` (cargo test --workspace does)",
+                "{} is older than {}: run `cargo build --workspace` (cargo test --workspace does)",
                 bin.display(),
                 f.path().display()
             );

@@ -65,6 +65,13 @@ pub fn with_token(channel: Channel, token: Option<&str>) -> Result<Conn, Connect
 
 /// Connects to `server` (`http://host:port` or `https://host:port`).
 pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, ConnectError> {
+    // `localhost:50051` parses as a URL with scheme "localhost" and then
+    // fails to connect, which would read as "unreachable": it is bad input.
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        return Err(ConnectError::Input(format!(
+            "--server {server:?} has no scheme: write http://{server} (or https:// for TLS)"
+        )));
+    }
     let mut endpoint = Channel::from_shared(server.to_owned())
         .map_err(|e| ConnectError::Input(format!("--server {server:?} is not a valid URL: {e}")))?
         .connect_timeout(Duration::from_secs(5));

@@ -53,9 +53,10 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tokens = security.tokens.clone();
+    let tls = security.tls.is_some();
     let app = router(swarm.clone()).layer(axum::middleware::from_fn(move |req, next| {
         let (tokens, swarm) = (tokens.clone(), swarm.clone());
-        async move { require_token(tokens, swarm, req, next).await }
+        async move { require_token(tokens, swarm, tls, req, next).await }
     }));
     match &security.tls {
         Some(tls) => {
@@ -72,6 +73,7 @@ const COOKIE: &str = "swarm_token";
 async fn require_token(
     tokens: std::sync::Arc<crate::auth::Tokens>,
     swarm: Swarm,
+    tls: bool,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -98,7 +100,9 @@ async fn require_token(
         Ok(()) => {
             let mut resp = next.run(req).await;
             if let Some(t) = from_query {
-                let cookie = format!("{COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/");
+                // Over TLS the cookie must never travel in clear text.
+                let secure = if tls { "; Secure" } else { "" };
+                let cookie = format!("{COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/{secure}");
                 if let Ok(v) = header::HeaderValue::from_str(&cookie) {
                     resp.headers_mut().append(header::SET_COOKIE, v);
                 }
