@@ -251,3 +251,29 @@ async fn control_characters_are_refused_in_every_text_field() {
     let listed = t.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner();
     assert!(listed.nodes.is_empty(), "nothing was stored");
 }
+
+/// A trace whose timestamps are in seconds (1970 as milliseconds) is read
+/// but every sample falls outside retention: storing nothing from a
+/// non-empty file is a failure (exit 2) that names the likely cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_that_stores_nothing_fails_with_the_likely_cause() {
+    let server = Server::start(&["--round-interval", "1h"]);
+    register_cluster(server.channel().await, 1, &[1]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("seconds.csv");
+    let now_s = now_ms() / 1000;
+    std::fs::write(
+        &csv,
+        format!("timestamp,entity,metric,value\n{},v0-0,cpu,1.5\n{},v0-0,cpu,1.0\n", now_s - 60, now_s),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &server.endpoint(), "ingest-csv", "--format", "long-csv"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nothing from") && err.contains("all rejected"), "{err}");
+    assert!(err.contains("timestamps in seconds"), "{err}");
+}

@@ -798,7 +798,22 @@ async fn ingest_csv(ch: Conn, out: Output, a: IngestCsvArgs) -> Result<(), CtlEr
         .map(|r| format!("batch {} sample {}: {}: {}", r.batch_index, r.sample_index, r.field, r.reason))
         .collect();
     summary.seconds = started.elapsed().as_secs_f64();
-    output::ingest_summary(out, &summary)
+    output::ingest_summary(out, &summary)?;
+    // A run that stores nothing from a file that had rows did not work,
+    // whatever the transport said: exit 2 with the likely cause.
+    if summary.rows > 0 && summary.accepted == 0 {
+        let first = summary.rejection_examples.first().cloned().unwrap_or_else(|| "no sample was sent".into());
+        let hint = if first.contains("older than the retention window") {
+            " (timestamps in seconds instead of milliseconds look like 1970: pass --start-ms, or convert the column)"
+        } else {
+            ""
+        };
+        return Err(CtlError::Input(format!(
+            "nothing from {} was stored: {} rows read, {} samples sent, all rejected; first: {first}{hint}",
+            summary.file, summary.rows, summary.samples_sent
+        )));
+    }
+    Ok(())
 }
 
 async fn register(ch: Conn, entities: &[String], physical: bool, a: &IngestCsvArgs) -> Result<u64, CtlError> {
