@@ -277,3 +277,147 @@ async fn ingest_that_stores_nothing_fails_with_the_likely_cause() {
     assert!(err.contains("nothing from") && err.contains("all rejected"), "{err}");
     assert!(err.contains("timestamps in seconds"), "{err}");
 }
+
+/// Sends raw bytes as a request body: what a broken encoder would send.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct Raw;
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = prost::bytes::Buf::remaining(buf);
+        Ok(Some(prost::bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_invalid_argument() {
+    let (server, _d) = start_small_batches();
+    let ch = server.channel().await;
+    // Field 1 (nodes) as a length-delimited record claiming 100 bytes, with 2.
+    let garbage = vec![0x0a, 0x64, 0x01, 0x02];
+    let path = |p: &'static str| http::uri::PathAndQuery::from_static(p);
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let e = grpc
+        .unary(tonic::Request::new(garbage.clone()), path("/swarm.v1.Topology/UpsertPhysicalNodes"), RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("not a valid protobuf message"), "{}", e.message());
+    // The same inside a stream.
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let e = grpc
+        .client_streaming(
+            tonic::Request::new(tokio_stream::iter(vec![garbage])),
+            path("/swarm.v1.Metrics/Ingest"),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // Nothing was registered, and the server still answers.
+    let mut t = pb::topology_client::TopologyClient::new(ch);
+    let listed = t.list_physical_nodes(pb::ListPhysicalNodesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.nodes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_locations_must_be_known_and_are_bounded_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("swarm.toml");
+    std::fs::write(&cfg, "round_interval = \"1h\"\n[limits]\nmax_locations_per_node = 3\n").unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let ch = server.channel().await;
+    let mut t = pb::topology_client::TopologyClient::new(ch.clone());
+    let mut p = physical("p0", 8.0);
+    p.labels = [("zone".to_string(), "eu-1".to_string()), ("rack".to_string(), "r7".to_string())].into();
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p] }).await.unwrap();
+    t.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vec![virt("v0", 1.0)] }).await.unwrap();
+    let at = |loc: &str, ts: i64| pb::Sample {
+        location: loc.to_string(),
+        ..sample(pb::EntityKind::Virtual, "v0", pb::Metric::DataAccessBytesPerSec, ts, 1e6)
+    };
+    let now = now_ms() - 60_000;
+    let r = ingest(
+        ch.clone(),
+        vec![vec![
+            at("p0", now),
+            at("eu-1", now),
+            at("eu-1/r7", now),
+            at("eu-1/r7", now + 1),
+            at("eu-2", now),
+            at("p9", now),
+        ]],
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.accepted, r.rejected), (4, 2), "{:?}", r.rejections);
+    assert!(r.rejections.iter().all(|x| x.field == "location" && x.reason.contains("neither a registered")));
+    // Three known locations held; a fourth is refused with the limit named,
+    // the three keep being accepted.
+    p_add_rack(&mut t).await;
+    let r = ingest(ch.clone(), vec![vec![at("eu-1/r8", now + 2), at("p0", now + 2)]]).await.unwrap();
+    assert_eq!((r.accepted, r.rejected), (1, 1), "{:?}", r.rejections);
+    assert!(r.rejections[0].reason.contains("limits.max_locations_per_node"), "{:?}", r.rejections);
+}
+
+/// A second node in another rack, so `eu-1/r8` is a known location.
+async fn p_add_rack(t: &mut pb::topology_client::TopologyClient<tonic::transport::Channel>) {
+    let mut p = physical("p1", 8.0);
+    p.labels = [("zone".to_string(), "eu-1".to_string()), ("rack".to_string(), "r8".to_string())].into();
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p] }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spreadsheet_csv_is_ingested_and_unread_columns_are_named() {
+    let server = Server::start(&["--round-interval", "1h"]);
+    register_cluster(server.channel().await, 1, &[1]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("export.csv");
+    let now = now_ms() - 60_000;
+    std::fs::write(
+        &csv,
+        format!(
+            "\u{feff}\"timestamp\",\"entity\",\"metric\",\"value\",\"owner\"\n{},\"v0-0\",cpu,1.5,ops\n{},\"v0-0\",cpu,1.0,ops\n",
+            now - 300_000,
+            now
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &server.endpoint(), "ingest-csv"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("2 accepted"), "{stdout}");
+    assert!(stdout.contains("columns not read") && stdout.contains("owner"), "{stdout}");
+}

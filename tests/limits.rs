@@ -2,7 +2,8 @@
 //! too many concurrent ingest streams and a stream over its rate are
 //! answered RESOURCE_EXHAUSTED (with a retry hint) instead of being
 //! buffered; retrying is safe (a resent sample is stored once); the
-//! refusals are counted in `/metrics`.
+//! refusals are counted in `/metrics`. Idle streams end, and one
+//! connection cannot take every slot.
 
 mod common;
 
@@ -108,4 +109,67 @@ fn limits_are_validated_at_start() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_pending_samples (10) must be at least max_batch_samples (1000)"), "{err}");
+}
+
+/// Streams that open and never write (a buggy or hostile client) end after
+/// `stream_idle_timeout`, and one connection gets at most its share of the
+/// slots: legitimate writers are not locked out for long, and never by a
+/// single connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_end_and_one_connection_cannot_take_every_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = limits_config(
+        dir.path(),
+        "max_ingest_streams = 4\nmax_ingest_streams_per_connection = 2\nstream_idle_timeout = \"2s\"\n",
+    );
+    let server = Server::start(&["--config", &cfg, "--http", "127.0.0.1:0", "--round-interval", "1h"]);
+    register_cluster(server.channel().await, 1, &[1]).await;
+    let now = now_ms() - 60_000;
+    type Held = (
+        tokio::sync::mpsc::Sender<pb::IngestBatch>,
+        tokio::task::JoinHandle<Result<tonic::Response<pb::IngestResponse>, tonic::Status>>,
+    );
+    let hold = |ch: tonic::transport::Channel| -> Held {
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestBatch>(1);
+        let mut m = pb::metrics_client::MetricsClient::new(ch);
+        (tx, tokio::spawn(async move { m.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await }))
+    };
+    // Connection A holds its two slots; the first of them wrote one batch.
+    let a = server.channel().await;
+    let (tx_a1, h_a1) = hold(a.clone());
+    tx_a1.send(pb::IngestBatch { samples: batch("v0-0", now, 10) }).await.unwrap();
+    let (_tx_a2, h_a2) = hold(a.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = ingest(a.clone(), vec![batch("v0-0", now + 100, 10)]).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("on this connection"), "{}", e.message());
+    // Another connection still writes.
+    let b = server.channel().await;
+    assert_eq!(ingest(b.clone(), vec![batch("v0-0", now + 200, 10)]).await.unwrap().accepted, 10);
+    // C takes the last two slots: now everyone is refused ...
+    let c = server.channel().await;
+    let (_tx_c1, h_c1) = hold(c.clone());
+    let (_tx_c2, h_c2) = hold(c.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = ingest(b.clone(), vec![batch("v0-0", now + 300, 10)]).await.unwrap_err();
+    assert!(e.message().contains("limits.max_ingest_streams)"), "{}", e.message());
+    // ... until the idle streams are ended, saying why and what was kept.
+    for h in [h_a1, h_a2, h_c1, h_c2] {
+        let e = tokio::time::timeout(Duration::from_secs(10), h).await.expect("ended").unwrap().unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+        assert!(e.message().contains("limits.stream_idle_timeout"), "{}", e.message());
+    }
+    drop(tx_a1);
+    assert_eq!(ingest(b.clone(), vec![batch("v0-0", now + 300, 10)]).await.unwrap().accepted, 10);
+    // The batch the idle stream sent before it went quiet is stored.
+    let stored = query(b.clone(), pb::EntityKind::Virtual, "v0-0", pb::Metric::CpuUsage).await;
+    assert!((now..now + 10).all(|t| stored.iter().any(|p| p.timestamp_ms == t)), "{stored:?}");
+    let (_, _, text) = http_get(server.http.as_ref().unwrap(), "/metrics", "");
+    for line in [
+        "swarm_ingest_overload_total{source=\"grpc\",reason=\"connection\"} 1",
+        "swarm_ingest_overload_total{source=\"grpc\",reason=\"streams\"} 1",
+        "swarm_ingest_overload_total{source=\"grpc\",reason=\"idle\"} 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }

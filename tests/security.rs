@@ -181,8 +181,11 @@ async fn tls_on_grpc_and_the_dashboard() {
     let out = ctl(&["--server", &url, "--ca-cert", &cert, "--output", "json", "nodes", "list"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"p0\""));
+    // An untrusted certificate is a configuration to fix (exit 2), not an
+    // unreachable server (exit 3, which scripts retry).
     let out = ctl(&["--server", &url, "nodes", "list"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS with"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stderr).to_lowercase().contains("certificate"),
         "{}",
@@ -247,4 +250,36 @@ fn bad_security_files_stop_swarmd_with_a_clear_message() {
         err.contains("token 2 of the read-only file is also an admin token") && err.contains("read.token"),
         "{err}"
     );
+}
+
+/// Under TLS the dashboard's token cookie is `Secure`, so a browser never
+/// sends it over plain HTTP to the same host.
+#[test]
+fn the_token_cookie_is_secure_under_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let (admin, read) = tokens(dir.path());
+    let server = Server::start(&[
+        "--http",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--admin-token-file",
+        &admin,
+        "--read-token-file",
+        &read,
+    ]);
+    let base = server.http.clone().unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert", &cert, "-D", "-", "-o", "/dev/null"])
+        .arg(format!("{base}/?token={READ}"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 200") || head.starts_with("http/2 200"), "{head}");
+    let cookie = head.lines().find(|l| l.starts_with("set-cookie:")).unwrap_or_else(|| panic!("no cookie: {head}"));
+    assert!(cookie.contains(&format!("swarm_token={READ}")), "{cookie}");
+    assert!(cookie.contains("httponly") && cookie.contains("secure"), "{cookie}");
 }

@@ -110,6 +110,8 @@ pub struct Imported {
     pub bad_values: u64,
     /// The first bad rows.
     pub bad_examples: Vec<BadRow>,
+    /// Header columns the format does not read (said, not silently dropped).
+    pub ignored_columns: Vec<String>,
 }
 
 /// Errors that stop an import.
@@ -176,7 +178,7 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
         return Ok(Format::Parquet);
     }
     let first = first_line(path)?;
-    let cols: Vec<&str> = first.split(',').map(str::trim).collect();
+    let cols = fields(&first);
     let has = |n: &str| cols.iter().any(|c| c.eq_ignore_ascii_case(n));
     let numeric = |i: usize| cols.get(i).is_some_and(|c| c.parse::<f64>().is_ok());
     if has("vmid") {
@@ -209,7 +211,20 @@ fn first_line(path: &Path) -> Result<String, ImportError> {
     if line.trim().is_empty() {
         return Err(ferr(path, "line 1: the file is empty"));
     }
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    // A byte-order mark (spreadsheet exports write one) is not part of the
+    // first column's name; Polars skips it when reading the rows too.
+    Ok(line.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// The fields of a header line: trimmed, quotes around a name removed
+/// (`"timestamp","entity"` is the same header as `timestamp,entity`).
+fn fields(line: &str) -> Vec<String> {
+    line.split(',')
+        .map(|c| {
+            let c = c.trim();
+            c.strip_prefix('"').and_then(|c| c.strip_suffix('"')).unwrap_or(c).trim().to_owned()
+        })
+        .collect()
 }
 
 /// Imports `path`, detecting the format when `format` is `None`.
@@ -267,7 +282,7 @@ struct Mapping {
 
 fn mapping(path: &Path, format: Format) -> Result<Mapping, ImportError> {
     let first = first_line(path)?;
-    let header_cols: Vec<String> = first.split(',').map(|c| c.trim().to_owned()).collect();
+    let header_cols = fields(&first);
     let header_numeric = header_cols.first().is_some_and(|c| c.parse::<f64>().is_ok());
     let need = |names: &[&str]| -> Result<(), ImportError> {
         for n in names {
@@ -355,6 +370,22 @@ fn mapping(path: &Path, format: Format) -> Result<Mapping, ImportError> {
     })
 }
 
+impl Mapping {
+    /// Header columns that nothing reads.
+    fn ignored(&self) -> Vec<String> {
+        if !self.header {
+            return Vec::new();
+        }
+        let read = |n: &str| {
+            n == self.entity
+                || n == self.ts.0
+                || (self.long && (n == "metric" || n == "value"))
+                || self.values.contains(&n)
+        };
+        self.names.iter().filter(|n| !read(n)).cloned().collect()
+    }
+}
+
 /// Builds a "why is this row bad" expression: the first failing check wins.
 fn reason_expr(checks: Vec<(Expr, String)>) -> Expr {
     let mut it = checks.into_iter().rev();
@@ -368,6 +399,7 @@ fn reason_expr(checks: Vec<(Expr, String)>) -> Expr {
 
 fn import_csv(path: &Path, format: Format) -> Result<Imported, ImportError> {
     let m = mapping(path, format)?;
+    let ignored_columns = m.ignored();
     let schema: Schema = m.names.iter().map(|n| Field::new(n.as_str().into(), DataType::String)).collect();
     let lf = LazyCsvReader::new(PlRefPath::new(path.to_string_lossy().as_ref()))
         .with_has_header(false)
@@ -448,7 +480,7 @@ fn import_csv(path: &Path, format: Format) -> Result<Imported, ImportError> {
     let counted = long.with_column(is_bad_value.alias("__bad")).collect().map_err(perr(path))?;
     let bad_values = counted.column("__bad").and_then(|c| c.bool()).map_err(perr(path))?.sum().unwrap_or(0) as u64;
     let frame = counted.lazy().filter(col("__bad").not()).drop(cols(["__bad"])).collect().map_err(perr(path))?;
-    Ok(Imported { format, frame, rows, bad_rows: bad.height() as u64, bad_values, bad_examples })
+    Ok(Imported { format, frame, rows, bad_rows: bad.height() as u64, bad_values, bad_examples, ignored_columns })
 }
 
 /// Checks the file's footer before Polars decodes the data: the footer's
@@ -513,6 +545,8 @@ fn import_parquet(path: &Path) -> Result<Imported, ImportError> {
         ("metric", |d| matches!(d, DataType::String)),
         ("value", |d| d.is_primitive_numeric()),
     ];
+    let ignored_columns =
+        schema.iter_names().filter(|n| !checks.iter().any(|(c, _)| *c == n.as_str())).map(|n| n.to_string()).collect();
     for (name, ok) in checks {
         match schema.get(name) {
             None => return Err(ferr(path, format!("column {name:?} is missing"))),
@@ -555,7 +589,15 @@ fn import_parquet(path: &Path) -> Result<Imported, ImportError> {
         .select([col("timestamp"), col("entity"), col("metric"), col("value")])
         .collect()
         .map_err(perr(path))?;
-    Ok(Imported { format: Format::Parquet, frame, rows, bad_rows: bad.height() as u64, bad_values: 0, bad_examples })
+    Ok(Imported {
+        format: Format::Parquet,
+        frame,
+        rows,
+        bad_rows: bad.height() as u64,
+        bad_values: 0,
+        bad_examples,
+        ignored_columns,
+    })
 }
 
 /// Writes a canonical frame as Parquet (Swarm's own columnar format).
@@ -630,6 +672,30 @@ mod tests {
         assert_eq!(col_f64(&avg(&ib), "value"), vec![20.0, 30.0]);
         let ts: Vec<i64> = avg(&ia).column("timestamp").unwrap().i64().unwrap().into_no_null_iter().collect();
         assert_eq!(ts, vec![0, 300_000]);
+    }
+
+    #[test]
+    fn a_bom_quoted_names_and_extra_columns_are_read_as_a_spreadsheet_writes_them() {
+        let d = tempfile::tempdir().unwrap();
+        let plain = write(d.path(), "plain.csv", "timestamp,entity,metric,value\n1000,v1,cpu_usage,2.5\n");
+        let bom = write(d.path(), "bom.csv", "\u{feff}timestamp,entity,metric,value\n1000,v1,cpu_usage,2.5\n");
+        let quoted = write(
+            d.path(),
+            "quoted.csv",
+            "\u{feff}\"timestamp\",\"entity\",\"metric\",\"value\",\"note\"\n1000,\"v1\",cpu_usage,2.5,hello\n",
+        );
+        let headerless = write(d.path(), "azure.csv", "\u{feff}0,vm1,1.0,50.0,20.0\n");
+        let p = import(&plain, None).unwrap();
+        for f in [&bom, &quoted] {
+            let i = import(f, None).unwrap();
+            assert_eq!(i.format, Format::LongCsv, "{f:?}");
+            assert_eq!((i.rows, i.bad_rows), (1, 0), "{f:?}: {:?}", i.bad_examples);
+            assert!(i.frame.equals(&p.frame), "{f:?}: {:?}", i.frame);
+        }
+        assert_eq!(import(&bom, None).unwrap().ignored_columns, Vec::<String>::new());
+        assert_eq!(import(&quoted, None).unwrap().ignored_columns, vec!["note".to_string()]);
+        let a = import(&headerless, None).unwrap();
+        assert_eq!((a.format, a.rows, a.bad_rows), (Format::AzureV1, 1, 0), "{:?}", a.bad_examples);
     }
 
     #[test]

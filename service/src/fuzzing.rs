@@ -130,6 +130,43 @@ pub fn wal_records(data: &[u8]) {
     assert_eq!(bits(&again.samples), bits(&d.samples));
 }
 
+/// The metadata store's open path on an arbitrary `meta.redb`: it opens
+/// and reads everything, or refuses with an error — never a panic (redb
+/// asserts on some damaged pages; [`crate::store::embedded`] catches that),
+/// never a hang. What opens reads back the same a second time.
+pub fn store_open(data: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "swarm-fuzz-store-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let path = dir.join("meta.redb");
+    std::fs::write(&path, data).expect("the scratch file");
+    // The engine's panics that the store catches are expected here; the
+    // fuzzer's hook would abort on them before they are caught. A panic
+    // that escapes this function still reaches the fuzzer's catch.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let first = crate::store::embedded::EmbeddedStore::open_loaded(&path).map(|(_, l)| format!("{l:?}"));
+    let second =
+        first.is_ok().then(|| crate::store::embedded::EmbeddedStore::open_loaded(&path).map(|(_, l)| format!("{l:?}")));
+    std::panic::set_hook(hook);
+    let _ = std::fs::remove_dir_all(&dir);
+    match (first, second) {
+        (Ok(a), Some(Ok(b))) => assert_eq!(a, b, "a store that opened reads back the same"),
+        (Ok(_), Some(Err(e))) => panic!("a store that opened once is refused the second time: {e}"),
+        (Err(e), _) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&path.display().to_string()), "a refusal names the file: {msg}");
+            assert!(msg.contains("restore meta.redb from a backup"), "a refusal says what to do: {msg}");
+        }
+        (Ok(_), None) => unreachable!("a second open follows a first that succeeded"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -161,5 +198,6 @@ mod tests {
         replay("ingest_batch", super::ingest_batch);
         replay("otlp_export", super::otlp_export);
         replay("wal_records", super::wal_records);
+        replay("store_open", super::store_open);
     }
 }

@@ -1,7 +1,14 @@
 //! Limits and back-pressure of the ingest path, so that overload costs the
 //! client a retry instead of costing swarmd unbounded memory.
 //!
-//! - At most `max_ingest_streams` Ingest calls (and OTLP exports) at once.
+//! - At most `max_ingest_streams` Ingest calls (and OTLP exports) at once,
+//!   and at most `max_ingest_streams_per_connection` of them on one
+//!   connection, so one client cannot take every slot.
+//! - An Ingest stream that sends nothing for `stream_idle_timeout` is ended
+//!   (its earlier batches stay durable): a client that opens streams and
+//!   never writes would otherwise hold its slots until it disconnects.
+//!   HTTP/2 keep-alive pings (`keepalive_interval`, `keepalive_timeout`)
+//!   reap connections whose peer is gone without a word.
 //! - Samples received but not yet durable, all streams together, at most
 //!   `max_pending_samples`: a batch waits up to `overload_wait` for room,
 //!   then its call ends with RESOURCE_EXHAUSTED.
@@ -13,7 +20,9 @@
 //! batch twice stores it once. Only a call's OK answer acknowledges its
 //! samples.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -27,6 +36,17 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Concurrent ingest calls (Ingest streams and OTLP exports).
     pub max_ingest_streams: usize,
+    /// Concurrent ingest calls on one connection.
+    pub max_ingest_streams_per_connection: usize,
+    /// An Ingest stream with no batch for this long is ended.
+    #[serde(with = "swarm_core::duration::text")]
+    pub stream_idle_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval on every connection.
+    #[serde(with = "swarm_core::duration::text")]
+    pub keepalive_interval: Duration,
+    /// A connection whose ping is not answered within this is closed.
+    #[serde(with = "swarm_core::duration::text")]
+    pub keepalive_timeout: Duration,
     /// Samples received and not yet durable, all calls together.
     pub max_pending_samples: usize,
     /// Average samples per second one Ingest stream may send (0: no limit).
@@ -39,6 +59,9 @@ pub struct Limits {
     pub max_cpu_multiple: f64,
     /// A memory sample may be at most this multiple of its node's memory.
     pub max_memory_multiple: f64,
+    /// Distinct data locations (`DATA_ACCESS_BYTES_PER_SEC` series) one
+    /// virtual node may have; each costs a series in memory.
+    pub max_locations_per_node: usize,
 }
 
 impl Default for Limits {
@@ -46,11 +69,16 @@ impl Default for Limits {
         Limits {
             max_message_bytes: 16 << 20,
             max_ingest_streams: 4096,
+            max_ingest_streams_per_connection: 256,
+            stream_idle_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
             max_pending_samples: 1_000_000,
             max_stream_samples_per_sec: 2_000_000,
             overload_wait: Duration::from_secs(2),
             max_cpu_multiple: 4.0,
             max_memory_multiple: 2.0,
+            max_locations_per_node: 64,
         }
     }
 }
@@ -74,6 +102,25 @@ impl Limits {
         if self.max_ingest_streams == 0 {
             return Err("limits.max_ingest_streams must be at least 1".into());
         }
+        // Above max_ingest_streams it simply never binds.
+        if self.max_ingest_streams_per_connection == 0 {
+            return Err("limits.max_ingest_streams_per_connection must be at least 1".into());
+        }
+        for (name, v) in [
+            ("stream_idle_timeout", self.stream_idle_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&v) {
+                return Err(format!(
+                    "limits.{name} must be between 100ms and 1h, got {}",
+                    humantime::format_duration(v)
+                ));
+            }
+        }
+        if self.max_locations_per_node == 0 {
+            return Err("limits.max_locations_per_node must be at least 1".into());
+        }
         if self.max_pending_samples < max_batch_samples {
             return Err(format!(
                 "limits.max_pending_samples ({}) must be at least max_batch_samples ({max_batch_samples}), or no full batch could ever be admitted",
@@ -90,6 +137,11 @@ pub enum Overload {
     /// Too many concurrent calls.
     #[error("too many concurrent ingest calls (the limit is {0}, limits.max_ingest_streams); retry later")]
     Streams(usize),
+    /// Too many concurrent calls on one connection.
+    #[error(
+        "too many concurrent ingest calls on this connection (the limit is {0}, limits.max_ingest_streams_per_connection); end some or open another connection"
+    )]
+    Connection(usize),
     /// The pending-samples budget stayed full.
     #[error(
         "swarmd is overloaded: {pending} samples are waiting to be written (limits.max_pending_samples) and no room came within {wait_ms} ms; retry this stream later (re-sending samples is safe)"
@@ -111,7 +163,7 @@ impl Overload {
     /// The retry hint, ms.
     pub fn retry_after_ms(&self) -> u64 {
         match self {
-            Overload::Streams(_) => 1_000,
+            Overload::Streams(_) | Overload::Connection(_) => 1_000,
             Overload::Pending { wait_ms, .. } => (*wait_ms).max(500),
             Overload::Rate(_) => 1_000,
         }
@@ -121,6 +173,7 @@ impl Overload {
     pub fn reason(&self) -> &'static str {
         match self {
             Overload::Streams(_) => "streams",
+            Overload::Connection(_) => "connection",
             Overload::Pending { .. } => "pending",
             Overload::Rate(_) => "rate",
         }
@@ -157,18 +210,43 @@ impl Bucket {
     }
 }
 
+/// Open calls per connection (by peer address, which names one TCP
+/// connection); an entry lives while a call of its connection is open.
+type PerConnection = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
 /// The shared gate every ingest call goes through.
 #[derive(Debug, Clone)]
 pub struct Gate {
     limits: Limits,
     streams: Arc<Semaphore>,
     pending: Arc<Semaphore>,
+    connections: PerConnection,
+}
+
+/// One call's place in its connection's count, given back on drop.
+#[derive(Debug)]
+struct ConnectionSlot {
+    connections: PerConnection,
+    peer: SocketAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// Held while a call is open.
 #[derive(Debug)]
 pub struct StreamPermit {
     _permit: OwnedSemaphorePermit,
+    _slot: Option<ConnectionSlot>,
     bucket: Option<Bucket>,
 }
 
@@ -183,15 +261,35 @@ impl Gate {
             limits,
             streams: Arc::new(Semaphore::new(limits.max_ingest_streams)),
             pending: Arc::new(Semaphore::new(limits.max_pending_samples)),
+            connections: PerConnection::default(),
         }
     }
 
-    /// Opens a call, or refuses it at once.
-    pub fn open(&self, now: Instant) -> Result<StreamPermit, Overload> {
+    /// Opens a call from `peer` (None: a transport without addresses, which
+    /// only the global limit bounds), or refuses it at once.
+    pub fn open(&self, peer: Option<SocketAddr>, now: Instant) -> Result<StreamPermit, Overload> {
+        let slot = match peer {
+            Some(peer) => {
+                let mut map = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+                let n = map.entry(peer).or_insert(0);
+                if *n >= self.limits.max_ingest_streams_per_connection {
+                    return Err(Overload::Connection(self.limits.max_ingest_streams_per_connection));
+                }
+                *n += 1;
+                Some(ConnectionSlot { connections: self.connections.clone(), peer })
+            }
+            None => None,
+        };
+        // A refusal here drops `slot`, giving the connection's place back.
         let permit =
             self.streams.clone().try_acquire_owned().map_err(|_| Overload::Streams(self.limits.max_ingest_streams))?;
         let rate = self.limits.max_stream_samples_per_sec;
-        Ok(StreamPermit { _permit: permit, bucket: (rate > 0).then(|| Bucket::new(rate, now)) })
+        Ok(StreamPermit { _permit: permit, _slot: slot, bucket: (rate > 0).then(|| Bucket::new(rate, now)) })
+    }
+
+    /// How long an Ingest stream may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        self.limits.stream_idle_timeout
     }
 
     /// Admits a batch of `n` samples of `stream`: within its rate, and with
@@ -253,9 +351,9 @@ mod tests {
         };
         let gate = Gate::new(limits);
         let now = Instant::now();
-        let mut a = gate.open(now).unwrap();
-        let _b = gate.open(now).unwrap();
-        assert_eq!(gate.open(now).unwrap_err(), Overload::Streams(2));
+        let mut a = gate.open(None, now).unwrap();
+        let _b = gate.open(None, now).unwrap();
+        assert_eq!(gate.open(None, now).unwrap_err(), Overload::Streams(2));
         let held = gate.admit(&mut a, 80, now).await.unwrap();
         assert_eq!(gate.pending(), 80);
         let e = gate.admit(&mut a, 30, now).await.unwrap_err();
@@ -265,5 +363,29 @@ mod tests {
         assert!(gate.admit(&mut a, 30, now).await.is_ok());
         assert!(Limits::default().validate(100_000).is_ok());
         assert!(Limits { max_pending_samples: 10, ..Limits::default() }.validate(100_000).is_err());
+    }
+
+    #[test]
+    fn one_connection_cannot_take_every_slot() {
+        let limits = Limits { max_ingest_streams: 10, max_ingest_streams_per_connection: 2, ..Limits::default() };
+        let gate = Gate::new(limits);
+        let now = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:1000".parse().unwrap(), "127.0.0.1:1001".parse().unwrap());
+        let a1 = gate.open(Some(a), now).unwrap();
+        let _a2 = gate.open(Some(a), now).unwrap();
+        assert_eq!(gate.open(Some(a), now).unwrap_err(), Overload::Connection(2));
+        // Another connection still gets in, and a closed call frees its place.
+        let _b1 = gate.open(Some(b), now).unwrap();
+        drop(a1);
+        let _a3 = gate.open(Some(a), now).unwrap();
+        assert_eq!(gate.connections.lock().unwrap().get(&a), Some(&2));
+        // A refusal by the global limit does not leak a connection place.
+        let gate =
+            Gate::new(Limits { max_ingest_streams: 1, max_ingest_streams_per_connection: 1, ..Limits::default() });
+        let _held = gate.open(Some(a), now).unwrap();
+        assert_eq!(gate.open(Some(b), now).unwrap_err(), Overload::Streams(1));
+        assert_eq!(gate.connections.lock().unwrap().get(&b), None);
+        assert!(Limits { max_ingest_streams_per_connection: 0, ..Limits::default() }.validate(100_000).is_err());
+        assert!(Limits { stream_idle_timeout: Duration::ZERO, ..Limits::default() }.validate(100_000).is_err());
     }
 }

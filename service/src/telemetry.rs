@@ -6,7 +6,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `swarm_ingest_samples_total` | counter | `source` (grpc, otlp), `result` (accepted, rejected) |
-//! | `swarm_ingest_overload_total` | counter | `source`, `reason` (streams, pending, rate): calls answered RESOURCE_EXHAUSTED |
+//! | `swarm_ingest_overload_total` | counter | `source`, `reason`: ingest calls a limit refused or ended — `streams` (max_ingest_streams), `connection` (max_ingest_streams_per_connection), `pending` (max_pending_samples), `rate` (max_stream_samples_per_sec): RESOURCE_EXHAUSTED; `idle` (stream_idle_timeout): DEADLINE_EXCEEDED |
 //! | `swarm_ingest_pending_samples` | gauge | samples received and not yet durable |
 //! | `swarm_rounds_total` | counter | |
 //! | `swarm_round_duration_seconds` | histogram | |
@@ -124,7 +124,7 @@ impl Telemetry {
         }
     }
 
-    /// A call refused for overload, and why (`streams`, `pending`, `rate`).
+    /// A call refused or ended by a limit, and which (`streams`, `connection`, `pending`, `rate`, `idle`).
     pub fn overload(&self, source: &'static str, reason: &'static str) {
         self.overload.get_or_create(&vec![("source", source.into()), ("reason", reason.into())]).inc();
     }

@@ -410,6 +410,41 @@ pub fn known(topo: &Topology, kind: EntityKind, id: &str) -> bool {
     }
 }
 
+/// What a data location may name (metrics.proto): a registered physical
+/// node, a zone of one, or a `zone/rack` pair of one. Built once per batch
+/// that has data-access samples, so checking one is a hash lookup.
+#[derive(Debug, Default)]
+pub struct KnownLocations(std::collections::HashSet<String>);
+
+impl KnownLocations {
+    /// The zones and `zone/rack` pairs of `topo`'s physical nodes.
+    pub fn of(topo: &Topology) -> KnownLocations {
+        let mut set = std::collections::HashSet::new();
+        for n in topo.physical.values() {
+            if let Some(zone) = swarm_core::locality::zone_of(&n.labels) {
+                set.insert(zone.to_owned());
+                if let Some(rack) = swarm_core::locality::rack_of(&n.labels) {
+                    set.insert(format!("{zone}/{rack}"));
+                }
+            }
+        }
+        KnownLocations(set)
+    }
+
+    /// Refuses a location the topology does not know: a typo or a stale id
+    /// would otherwise be a series that no locality score ever reads.
+    pub fn check(&self, topo: &Topology, location: &str) -> Result<(), FieldError> {
+        if topo.physical.contains_key(location) || self.0.contains(location) {
+            Ok(())
+        } else {
+            Err(FieldError::new(
+                "location",
+                format!("{location:?} is neither a registered physical node nor one's zone or zone/rack"),
+            ))
+        }
+    }
+}
+
 /// Validates one sample against the topology; `intern` maps ids to shared strings.
 pub fn sample(
     s: &pb::Sample,

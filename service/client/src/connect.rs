@@ -50,6 +50,36 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
+    /// Something answered, but the TLS handshake failed: the server's
+    /// certificate is not trusted or does not name the host. Not
+    /// "unreachable": retrying will not help, the configuration must change.
+    #[error(
+        "TLS with {addr} failed: {reason}. Pass --ca-cert with the CA that signed swarmd's certificate, and connect by a name the certificate carries"
+    )]
+    Tls {
+        /// Address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The TLS failure behind a connection error, if that is what it was. The
+/// rustls error sits inside an `io::Error`, whose `source()` skips it.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(t) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && let Some(t) = t.downcast_ref::<rustls::Error>()
+        {
+            return Some(t.to_string());
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Wraps a channel so its calls carry `token`.
@@ -87,7 +117,10 @@ pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, Connect
         return Err(ConnectError::Input("--ca-cert needs an https:// --server".into()));
     }
     let channel = endpoint.connect().await.map_err(|e| {
-        // The innermost cause says what happened (refused, certificate, ...).
+        if let Some(reason) = tls_failure(&e) {
+            return ConnectError::Tls { addr: server.to_owned(), reason };
+        }
+        // The innermost cause says what happened (refused, reset, ...).
         let mut reason = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {

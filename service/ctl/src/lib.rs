@@ -441,7 +441,7 @@ impl CtlError {
             CtlError::Input(_) => 2,
             CtlError::Rpc(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => 4,
             CtlError::Rpc(s) if s.code() == tonic::Code::InvalidArgument || s.code() == tonic::Code::NotFound => 2,
-            CtlError::Connect(swarm_client::ConnectError::Input(_)) => 2,
+            CtlError::Connect(swarm_client::ConnectError::Input(_) | swarm_client::ConnectError::Tls { .. }) => 2,
             CtlError::Connect(swarm_client::ConnectError::Unreachable { .. }) | CtlError::Unreachable(_) => 3,
             CtlError::Rpc(s) if s.code() == tonic::Code::Unavailable => 3,
             _ => 1,
@@ -639,6 +639,8 @@ pub struct IngestSummary {
     pub bad_row_examples: Vec<(u64, String)>,
     /// Values dropped by a format rule.
     pub bad_values: u64,
+    /// Header columns the format does not read.
+    pub ignored_columns: Vec<String>,
     /// Values of metrics Swarm has no counterpart for (e.g. Alibaba `mkpi`).
     pub skipped_values: u64,
     /// Samples sent.
@@ -705,6 +707,7 @@ async fn ingest_csv(ch: Conn, out: Output, a: IngestCsvArgs) -> Result<(), CtlEr
         bad_rows: imported.bad_rows,
         bad_row_examples: imported.bad_examples.iter().map(|b| (b.line, b.reason.clone())).collect(),
         bad_values: imported.bad_values,
+        ignored_columns: imported.ignored_columns.clone(),
         ..Default::default()
     };
     let physical_trace = format == Format::Alibaba;

@@ -348,6 +348,9 @@ pub fn ingest_summary(out: Output, s: &IngestSummary) -> Result<(), CtlError> {
         s.seconds,
         s.samples_sent as f64 / s.seconds.max(1e-9)
     );
+    if !s.ignored_columns.is_empty() {
+        println!("  columns not read (the {} format has no use for them): {}", s.format, s.ignored_columns.join(", "));
+    }
     for (line, reason) in &s.bad_row_examples {
         println!("  bad row at line {line}: {reason}");
     }

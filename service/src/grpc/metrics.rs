@@ -46,13 +46,70 @@ pub(crate) fn validate_batch(
     };
     let mut valid = Vec::with_capacity(samples.len());
     let mut rejected = Vec::new();
+    let mut locations = LocationBudget::new(swarm, cfg.limits.max_locations_per_node);
     for (i, s) in samples.iter().enumerate() {
-        match validate::sample(s, &topo, &limits, &mut intern) {
+        match validate::sample(s, &topo, &limits, &mut intern)
+            .and_then(|v| if v.metric.needs_location() { locations.admit(&topo, v) } else { Ok(v) })
+        {
             Ok(v) => valid.push(v),
             Err(e) => rejected.push((i, e)),
         }
     }
     (valid, rejected)
+}
+
+/// Data locations of one batch: each must be known to the topology, and a
+/// virtual node gets at most `max` distinct ones (each is a series held in
+/// memory; an orchestrator bug once sent 150,000 for one node). Concurrent
+/// streams may each add up to the limit before seeing the other's, so the
+/// bound can be passed by at most one batch per stream, never without end.
+struct LocationBudget<'a> {
+    swarm: &'a Swarm,
+    max: usize,
+    known: Option<validate::KnownLocations>,
+    /// Locations this batch adds, per entity.
+    fresh: HashMap<Arc<str>, std::collections::HashSet<Arc<str>>>,
+}
+
+impl<'a> LocationBudget<'a> {
+    fn new(swarm: &'a Swarm, max: usize) -> Self {
+        LocationBudget { swarm, max, known: None, fresh: HashMap::new() }
+    }
+
+    fn admit(
+        &mut self,
+        topo: &swarm_core::domain::Topology,
+        v: crate::series::Sample,
+    ) -> Result<crate::series::Sample, validate::FieldError> {
+        self.known.get_or_insert_with(|| validate::KnownLocations::of(topo)).check(topo, &v.location)?;
+        let fresh = self.fresh.entry(v.entity.clone()).or_default();
+        if fresh.contains(&v.location) {
+            return Ok(v);
+        }
+        let read = || self.swarm.series().read(|f| f.locations(v.kind, v.metric, &v.entity, &v.location));
+        // The frames' lock may be held by a merge for a while: on the
+        // multi-threaded runtime let the worker's other tasks move away.
+        let (held, has) = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
+            _ => read(),
+        };
+        if has {
+            return Ok(v);
+        }
+        if held + fresh.len() >= self.max {
+            return Err(validate::FieldError::new(
+                "location",
+                format!(
+                    "{} node {:?} already has {} distinct data locations, the limit (limits.max_locations_per_node); report data by zone or rack instead of by object",
+                    v.kind.name(),
+                    v.entity,
+                    held + fresh.len()
+                ),
+            ));
+        }
+        fresh.insert(v.location.clone());
+        Ok(v)
+    }
 }
 
 /// Waits for a batch's durability task.
@@ -68,13 +125,32 @@ impl pb::metrics_server::Metrics for MetricsSvc {
     async fn ingest(&self, req: Request<Streaming<pb::IngestBatch>>) -> Result<Response<pb::IngestResponse>, Status> {
         let swarm = &self.0;
         let cfg = swarm.config();
+        let peer = req.remote_addr();
         let mut stream = req.into_inner();
         let mut out = pb::IngestResponse::default();
         let mut interner: HashMap<String, Arc<str>> = HashMap::new();
         let mut in_flight = std::collections::VecDeque::new();
         let mut batch_index: u32 = 0;
-        let mut permit = swarm.gate().open(Instant::now()).map_err(|o| super::overloaded(swarm, "grpc", o))?;
-        while let Some(batch) = stream.message().await.map_err(|s| super::too_large(s, cfg.limits.max_message_bytes))? {
+        let mut permit = swarm.gate().open(peer, Instant::now()).map_err(|o| super::overloaded(swarm, "grpc", o))?;
+        let idle = swarm.gate().idle_timeout();
+        loop {
+            let next = match tokio::time::timeout(idle, stream.message()).await {
+                Ok(next) => next.map_err(|s| super::read_error(s, cfg.limits.max_message_bytes))?,
+                Err(_) => {
+                    // What came before is stored: make it durable before
+                    // saying so, then free the slot for someone who writes.
+                    for done in in_flight {
+                        durable(done).await?;
+                    }
+                    swarm.telemetry().overload("grpc", "idle");
+                    return Err(Status::deadline_exceeded(format!(
+                        "no batch arrived for {} (limits.stream_idle_timeout), so the stream was ended; the {} samples accepted from its earlier batches are durable; open a new stream to send more",
+                        humantime::format_duration(idle),
+                        out.accepted
+                    )));
+                }
+            };
+            let Some(batch) = next else { break };
             if batch.samples.len() > cfg.max_batch_samples {
                 return Err(Status::invalid_argument(format!(
                     "batches[{batch_index}].samples: has {} samples; the limit is {} per batch (max_batch_samples); split the batch",

@@ -4,6 +4,7 @@
 //! call [`crate::state`] and map its errors to status codes here, in one place.
 
 mod auth;
+mod decode_errors;
 mod metrics;
 mod migrations;
 mod otlp;
@@ -15,7 +16,6 @@ use std::future::Future;
 
 use swarm_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 
 use crate::decisions::WatchError;
@@ -33,10 +33,13 @@ pub(crate) fn overloaded(swarm: &Swarm, source: &'static str, o: crate::limits::
     status
 }
 
-/// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's
+/// A failure to read a stream's next message, as the client should see it:
+/// tonic reports a message over the size limit as OUT_OF_RANGE, where gRPC's
 /// convention (and what clients retry on smaller batches) is
-/// RESOURCE_EXHAUSTED, with the limit named.
-pub(crate) fn too_large(s: Status, limit: usize) -> Status {
+/// RESOURCE_EXHAUSTED with the limit named; and a message that is not valid
+/// protobuf as INTERNAL, where it is INVALID_ARGUMENT.
+pub(crate) fn read_error(s: Status, limit: usize) -> Status {
+    let s = decode_errors::remap(s);
     if s.code() == tonic::Code::OutOfRange && s.message().contains("too large") {
         Status::resource_exhausted(format!("{}; split the batch (limits.max_message_bytes = {limit})", s.message()))
     } else {
@@ -125,13 +128,23 @@ pub async fn serve_with(
     let reflection_v1 = reflection().build_v1().expect("the descriptor sets are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the descriptor sets are valid");
     use swarm_proto::otlp::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
-    let mut builder = tonic::transport::Server::builder();
+    // Keep-alive pings find peers that vanished without closing (a
+    // crashed host, a dropped NAT entry) so their calls and slots end.
+    let limits = swarm.config().limits;
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
+    // TCP keep-alive too, for peers that stop answering before HTTP/2 is up.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(limits.keepalive_interval));
     if let Some(tls) = &security.tls {
         let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
         builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let result = builder
         .layer(auth::AuthLayer::new(security.tokens.clone(), swarm.clone()))
+        .layer(decode_errors::DecodeErrorsLayer)
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -155,7 +168,7 @@ pub async fn serve_with(
             pb::reconfiguration_server::ReconfigurationServer::new(reconfiguration::ReconfigurationSvc(swarm.clone()))
                 .max_decoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(incoming, signal)
         .await;
     swarm.close().await;
     tracing::info!("stopped");

@@ -30,7 +30,8 @@ impl MetricsService for OtlpSvc {
         req: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let swarm = &self.0;
-        let mut permit = swarm.gate().open(Instant::now()).map_err(|o| super::overloaded(swarm, "otlp", o))?;
+        let mut permit =
+            swarm.gate().open(req.remote_addr(), Instant::now()).map_err(|o| super::overloaded(swarm, "otlp", o))?;
         let req = req.into_inner();
         let topo = swarm.topology();
         let mut converted = crate::otlp::convert(&req, |id| topo.physical.contains_key(id));

@@ -35,6 +35,8 @@ pub struct Frames {
 struct MetricFrame {
     ids: HashMap<(Arc<str>, Arc<str>), u32>,
     names: Vec<(Arc<str>, Arc<str>)>,
+    /// Distinct locations per entity (what `limits.max_locations_per_node` bounds).
+    locations: HashMap<Arc<str>, u32>,
     sealed: DataFrame,
     hot_sid: Vec<u32>,
     hot_ts: Vec<i64>,
@@ -46,6 +48,7 @@ impl Default for MetricFrame {
         MetricFrame {
             ids: HashMap::new(),
             names: Vec::new(),
+            locations: HashMap::new(),
             sealed: frame_of(&[], &[], &[]).expect("an empty frame is valid"),
             hot_sid: Vec::new(),
             hot_ts: Vec::new(),
@@ -95,6 +98,7 @@ impl MetricFrame {
         let id = self.names.len() as u32;
         self.names.push((entity.clone(), location.clone()));
         self.ids.insert((entity.clone(), location.clone()), id);
+        *self.locations.entry(entity.clone()).or_default() += 1;
         id
     }
 
@@ -143,6 +147,14 @@ impl Frames {
             f.merge(cutoff_ms)?;
         }
         Ok(())
+    }
+
+    /// How many distinct locations `entity` has series of under `metric`,
+    /// and whether `location` is one of them.
+    pub fn locations(&self, kind: EntityKind, metric: Metric, entity: &str, location: &str) -> (usize, bool) {
+        self.frames.get(&(kind, metric)).map_or((0, false), |f| {
+            (f.locations.get(entity).copied().unwrap_or(0) as usize, f.lookup(entity, location).is_some())
+        })
     }
 
     /// Stored rows plus buffered rows (buffered duplicates counted until merged).

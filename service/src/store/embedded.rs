@@ -71,12 +71,14 @@ impl EmbeddedStore {
     /// start-up's one read, so a damaged file is refused here, with its
     /// path and what to do, and never by a crash (see [`guarded`]).
     pub fn open_loaded(path: &Path) -> Result<(Self, Loaded), StoreError> {
+        // Every refusal names the file and what to do, whichever step failed.
+        let named = |e: StoreError| match e {
+            e @ StoreError::Open { .. } => e,
+            e => StoreError::Open { path: path.display().to_string(), reason: format!("{e}; {DAMAGED}") },
+        };
         guarded(path, || {
-            let store = Self::open_unguarded(path)?;
-            let loaded = store.load().map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                reason: format!("{e}; {DAMAGED}"),
-            })?;
+            let store = Self::open_unguarded(path).map_err(named)?;
+            let loaded = store.load().map_err(named)?;
             Ok((store, loaded))
         })
     }
