@@ -1,12 +1,13 @@
 //! A seeded synthetic cluster and its load.
 //!
-//! Used by unit tests (small, known data), by `swarmd --demo` (accelerated
-//! time) and by anyone who wants a cluster without a trace. Everything is a
+//! Used by unit tests (small, known data), by `swarmd --demo` (in real
+//! time, with a week of history) and by anyone who wants a cluster without
+//! a trace. Everything is a
 //! pure function of the parameters and the seed: the load of virtual node
 //! `v` at time `t` is the same whoever asks and in whatever order.
 //!
 //! Load of a virtual node, as a fraction of its requested cores:
-//! `base × daily(t) × weekly(t) × trend(t) × regime(t) × group_burst(t) × (1 + noise)`,
+//! `base × daily(t) × weekly(t) × trend(t) × regime(t) × group_burst(t) × scheduled(t) × (1 + noise)`,
 //! clamped to [0, 1.5], where
 //! - `daily` = 1 + `daily_amplitude`·sin(2π(t − phase)) with a per-node phase
 //!   jitter of ±2 h around a common peak;
@@ -17,6 +18,9 @@
 //! - `group_burst`: nodes of a group share bursts (correlated load):
 //!   `bursts_per_day` per group on average, each lasting 15–90 minutes at
 //!   `burst_scale`× load;
+//! - `scheduled_peak` (off by default): one group's load multiplied at the
+//!   same time every day, as a nightly batch or a daily report does — the
+//!   kind of peak history foretells;
 //! - `noise`: uniform in ±`noise`, a hash of (seed, node, 5-minute step).
 
 use rand::rngs::StdRng;
@@ -51,6 +55,30 @@ pub struct SynthParams {
     pub noise: f64,
     /// Length of the generated history (bursts and regimes are drawn for it), days.
     pub horizon_days: f64,
+    /// A daily peak of one group at a fixed time of day.
+    #[serde(default)]
+    pub scheduled_peak: Option<ScheduledPeak>,
+}
+
+/// A group's load multiplied every day in the same window.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduledPeak {
+    /// The group.
+    pub group: usize,
+    /// Start, as a fraction of the day in [0, 1).
+    pub at_day: f64,
+    /// Length, hours.
+    pub hours: f64,
+    /// Load multiplier.
+    pub scale: f64,
+}
+
+impl ScheduledPeak {
+    /// Whether `t_days` falls in a day's window (which may wrap past midnight).
+    pub fn active(&self, t_days: f64) -> bool {
+        let into = (t_days - self.at_day).rem_euclid(1.0);
+        into < self.hours / 24.0
+    }
 }
 
 impl Default for SynthParams {
@@ -69,6 +97,7 @@ impl Default for SynthParams {
             regime_shifts_per_week: 0.5,
             noise: 0.1,
             horizon_days: 28.0,
+            scheduled_peak: None,
         }
     }
 }
@@ -215,10 +244,14 @@ impl Cluster {
         let g = self.virtual_nodes[v].group;
         let burst =
             if self.group_bursts[g].iter().any(|(a, b)| *a <= t_days && t_days < *b) { p.burst_scale } else { 1.0 };
+        let scheduled = match p.scheduled_peak {
+            Some(s) if s.group == g && s.active(t_days) => s.scale,
+            _ => 1.0,
+        };
         let step = (t_days * 288.0).floor() as i64 as u64;
         let h = splitmix(p.seed ^ splitmix((v as u64) << 32 ^ step));
         let noise = ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * p.noise;
-        (prof.base * daily * weekly * trend * regime.min(4.0) * burst * (1.0 + noise)).clamp(0.0, 1.5)
+        (prof.base * daily * weekly * trend * regime.min(4.0) * burst * scheduled * (1.0 + noise)).clamp(0.0, 1.5)
     }
 
     /// CPU use of virtual node `v` at `t_days`, cores.
@@ -249,6 +282,25 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_peak_repeats_daily_for_its_group_only() {
+        let peak = ScheduledPeak { group: 3, at_day: 0.95, hours: 2.0, scale: 3.0 };
+        let calm = SynthParams { noise: 0.0, bursts_per_day: 0.0, regime_shifts_per_week: 0.0, ..Default::default() };
+        let a = Cluster::generate(calm);
+        let b = Cluster::generate(SynthParams { scheduled_peak: Some(peak), ..calm });
+        let (member, other) = (3, 4); // groups are i % 10
+        for day in [0.0, 1.0, 5.0] {
+            // 23:31 and, past midnight, 00:30: inside; 02:00: outside.
+            for (t, inside) in [(0.98, true), (1.02, true), (1.09, false)] {
+                let t = day + t;
+                let want = if inside { 3.0 } else { 1.0 };
+                let got = b.utilization(member, t) / a.utilization(member, t);
+                assert!((got - want).abs() < 1e-9 || b.utilization(member, t) == 1.5, "{t}: {got}");
+                assert_eq!(b.utilization(other, t), a.utilization(other, t));
+            }
+        }
+    }
 
     #[test]
     fn seeded_and_deterministic() {

@@ -113,22 +113,33 @@ pub async fn run(ch: Conn, out: Output, style: Style, a: ForecastArgs) -> Result
         .iter()
         .any(|n| n.id == a.node);
     let kind = if physical { pb::EntityKind::Physical } else { pb::EntityKind::Virtual };
-    let metric = a.metric.unwrap_or(if physical { ForecastMetric::Cpu } else { ForecastMetric::CpuPeak });
     let steps = match a.horizon {
         Some(Horizon::Steps(n)) => n,
         _ => 0,
     };
     let history_ms = i64::try_from(a.history.as_millis()).unwrap_or(i64::MAX);
     let mut c = pb::placement_client::PlacementClient::new(ch);
-    let mut r = c
-        .get_forecast(pb::GetForecastRequest {
-            entity_kind: kind as i32,
-            entity_id: a.node.clone(),
-            metric: metric.wire() as i32,
-            horizon_steps: steps,
-            history_ms,
-        })
-        .await
+    let request = |metric: ForecastMetric| pb::GetForecastRequest {
+        entity_kind: kind as i32,
+        entity_id: a.node.clone(),
+        metric: metric.wire() as i32,
+        horizon_steps: steps,
+        history_ms,
+    };
+    // A virtual node's default is its peak series (peaks overload); where
+    // only usage is reported, the controller forecasts usage, and so do we
+    // (as the dashboard does), saying so.
+    let mut metric = a.metric.unwrap_or(if physical { ForecastMetric::Cpu } else { ForecastMetric::CpuPeak });
+    let mut answer = c.get_forecast(request(metric)).await;
+    if a.metric.is_none()
+        && metric == ForecastMetric::CpuPeak
+        && matches!(&answer, Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().contains("has 0 usable"))
+    {
+        eprintln!("{} has no cpu_peak series; forecasting cpu (usage) instead", a.node);
+        metric = ForecastMetric::Cpu;
+        answer = c.get_forecast(request(metric)).await;
+    }
+    let mut r = answer
         .map_err(|s| match s.code() {
             tonic::Code::NotFound => CtlError::Rpc(tonic::Status::not_found(format!(
                 "no virtual or physical node {:?}; list them with `swarmctl nodes list` and `swarmctl nodes list --virtual`",

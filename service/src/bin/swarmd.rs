@@ -140,13 +140,15 @@ async fn run(cfg: Config, security: Security) -> Result<(), String> {
     tokio::spawn(swarm.clone().run_migration_timer());
     if demo {
         let endpoint = format!("http://{addr}");
+        let params = swarm_service::demo::DemoParams::default();
+        let lead = params.peak_lead.as_secs() / 60;
         println!(
-            "demo cluster starting. In another terminal:\n  swarmctl --server {endpoint} decisions watch\n  swarmctl --server {endpoint} nodes list\n  swarmctl --server {endpoint} affinity v000"
+            "demo cluster starting with a week of history; one service peaks every day, next in {lead} min. In another terminal:\n  swarmctl --server {endpoint} forecast v000            # a forecast with its interval\n  swarmctl --server {endpoint} decisions watch         # decisions as they come; kind PREDICTIVE moves ahead of an overload\n  swarmctl --server {endpoint} nodes list\n  swarmctl --server {endpoint} affinity v000"
         );
         let mut stop = swarm.shutdown_signal();
         tokio::spawn(async move {
             tokio::select! {
-                r = swarm_service::demo::run(endpoint, Default::default()) => {
+                r = swarm_service::demo::run(endpoint, params) => {
                     if let Err(e) = r { tracing::error!(error = %e, "demo stopped"); }
                 }
                 _ = swarm_service::state::stopped(&mut stop) => {}

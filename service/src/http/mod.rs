@@ -121,7 +121,7 @@ async fn require_token(
 /// The routes.
 pub fn router(swarm: Swarm) -> Router {
     Router::new()
-        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
+        .route("/", get(index))
         .route("/api/heatmap", get(heatmap))
         .route("/api/affinity", get(affinity))
         .route("/api/forecast", get(forecast))
@@ -164,15 +164,34 @@ struct HeatmapQ {
     columns: Option<usize>,
 }
 
-async fn heatmap(State(s): State<Swarm>, Query(q): Query<HeatmapQ>) -> Result<Json<Value>, Error> {
-    let h = s.heatmap(q.top.unwrap_or(40).clamp(1, 500), q.columns.unwrap_or(60).clamp(1, 500)).await?;
+/// The page, with what its first paint shows (the heatmap and both tables,
+/// as the API would answer the page's own requests) embedded, so it renders
+/// at load without a round trip and without waiting on the event stream.
+/// A part that cannot be computed is left out; the page fetches it.
+async fn index(State(s): State<Swarm>) -> impl IntoResponse {
+    let initial = json!({
+        "heatmap": heatmap_json(&s, 40, 60).await.ok(),
+        "decisions": decisions_json(&s, 20).await.ok(),
+        "migrations": migrations_json(&s, 20),
+    });
+    // JSON in a <script> element: only "</" could end it early.
+    let page = INDEX.replacen("__INITIAL__", &initial.to_string().replace("</", "<\\/"), 1);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page)
+}
+
+async fn heatmap_json(s: &Swarm, top: usize, columns: usize) -> Result<Value, Error> {
+    let h = s.heatmap(top.clamp(1, 500), columns.clamp(1, 500)).await?;
     let topo = s.topology();
-    Ok(Json(json!({
+    Ok(json!({
         "heatmap": h,
         "physical_nodes": topo.physical.len(),
         "overload_threshold": s.config().controller.overload_threshold,
         "now_ms": s.now_ms(),
-    })))
+    }))
+}
+
+async fn heatmap(State(s): State<Swarm>, Query(q): Query<HeatmapQ>) -> Result<Json<Value>, Error> {
+    Ok(Json(heatmap_json(&s, q.top.unwrap_or(40), q.columns.unwrap_or(60)).await?))
 }
 
 #[derive(Deserialize)]
@@ -267,17 +286,26 @@ fn decision_json(d: &Decision) -> Value {
     })
 }
 
-async fn decisions(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Result<Json<Value>, Error> {
-    let limit = q.limit.unwrap_or(30).clamp(1, 1000);
+/// The newest `limit` decisions, newest first.
+async fn decisions_json(s: &Swarm, limit: u64) -> Result<Value, Error> {
+    let limit = limit.clamp(1, 1000);
     let from = s.decisions().last_sequence().saturating_sub(limit - 1).max(1);
     let mut ds = s.list_decisions(from, limit as usize).await?;
     ds.reverse();
-    Ok(Json(Value::Array(ds.iter().map(decision_json).collect())))
+    Ok(Value::Array(ds.iter().map(decision_json).collect()))
+}
+
+async fn decisions(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Result<Json<Value>, Error> {
+    Ok(Json(decisions_json(&s, q.limit.unwrap_or(30)).await?))
 }
 
 async fn migrations(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Json<Value> {
-    let ms = s.migrations(false, None, q.limit.unwrap_or(30).clamp(1, 1000) as usize);
-    Json(Value::Array(
+    Json(migrations_json(&s, q.limit.unwrap_or(30)))
+}
+
+fn migrations_json(s: &Swarm, limit: u64) -> Value {
+    let ms = s.migrations(false, None, limit.clamp(1, 1000) as usize);
+    Value::Array(
         ms.iter()
             .map(|m| {
                 let w = convert::migration(m, false);
@@ -286,7 +314,7 @@ async fn migrations(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Json<Val
                         "cause": m.history.last().map(|t| t.cause.clone()).unwrap_or_default() })
             })
             .collect(),
-    ))
+    )
 }
 
 async fn events(

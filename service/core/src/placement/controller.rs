@@ -587,8 +587,12 @@ impl Round<'_> {
                 let r = r.expect("at risk");
                 let predictive = now_util <= thr;
                 let when = r.first as i64 * self.input.step_ms / 60_000;
+                // `first` 0 is the load now (a node over the threshold
+                // already): "in 0 min" would read as a forecast.
                 let outlook = if self.view.horizon == 0 {
                     "no forecast".to_string()
+                } else if r.first == 0 {
+                    format!("over the threshold now, peak {:.0}% within the horizon", r.peak * 100.0)
                 } else {
                     format!("forecast upper bound {:.0}% in {when} min", r.peak * 100.0)
                 };
