@@ -144,7 +144,7 @@ pub async fn serve_with(
     }
     let result = builder
         .layer(auth::AuthLayer::new(security.tokens.clone(), swarm.clone()))
-        .layer(decode_errors::DecodeErrorsLayer)
+        .layer(tower::util::MapResponseLayer::new(decode_errors::remap_response))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
