@@ -252,26 +252,33 @@ async fn control_characters_are_refused_in_every_text_field() {
     assert!(listed.nodes.is_empty(), "nothing was stored");
 }
 
+/// `swarmctl ingest-csv` (with `extra` flags) of a file holding `contents`,
+/// against a fresh swarmd with one physical and one virtual node (`v0-0`).
+async fn ingest_csv_file(contents: &str, extra: &[&str]) -> std::process::Output {
+    let server = Server::start(&["--round-interval", "1h"]);
+    register_cluster(server.channel().await, 1, &[1]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("input.csv");
+    std::fs::write(&csv, contents).unwrap();
+    std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &server.endpoint(), "ingest-csv"])
+        .args(extra)
+        .arg(&csv)
+        .output()
+        .unwrap()
+}
+
 /// A trace whose timestamps are in seconds (1970 as milliseconds) is read
 /// but every sample falls outside retention: storing nothing from a
 /// non-empty file is a failure (exit 2) that names the likely cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_that_stores_nothing_fails_with_the_likely_cause() {
-    let server = Server::start(&["--round-interval", "1h"]);
-    register_cluster(server.channel().await, 1, &[1]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("seconds.csv");
     let now_s = now_ms() / 1000;
-    std::fs::write(
-        &csv,
-        format!("timestamp,entity,metric,value\n{},v0-0,cpu,1.5\n{},v0-0,cpu,1.0\n", now_s - 60, now_s),
+    let out = ingest_csv_file(
+        &format!("timestamp,entity,metric,value\n{},v0-0,cpu,1.5\n{},v0-0,cpu,1.0\n", now_s - 60, now_s),
+        &["--format", "long-csv"],
     )
-    .unwrap();
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "ingest-csv", "--format", "long-csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
+    .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("nothing from") && err.contains("all rejected"), "{err}");
@@ -356,9 +363,7 @@ async fn data_locations_must_be_known_and_are_bounded_per_node() {
     let server = Server::start(&["--config", cfg.to_str().unwrap()]);
     let ch = server.channel().await;
     let mut t = pb::topology_client::TopologyClient::new(ch.clone());
-    let mut p = physical("p0", 8.0);
-    p.labels = [("zone".to_string(), "eu-1".to_string()), ("rack".to_string(), "r7".to_string())].into();
-    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p] }).await.unwrap();
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![in_rack("p0", "eu-1", "r7")] }).await.unwrap();
     t.upsert_virtual_nodes(pb::UpsertVirtualNodesRequest { nodes: vec![virt("v0", 1.0)] }).await.unwrap();
     let at = |loc: &str, ts: i64| pb::Sample {
         location: loc.to_string(),
@@ -382,40 +387,33 @@ async fn data_locations_must_be_known_and_are_bounded_per_node() {
     assert!(r.rejections.iter().all(|x| x.field == "location" && x.reason.contains("neither a registered")));
     // Three known locations held; a fourth is refused with the limit named,
     // the three keep being accepted.
-    p_add_rack(&mut t).await;
+    // A second node in another rack makes `eu-1/r8` a known location.
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![in_rack("p1", "eu-1", "r8")] }).await.unwrap();
     let r = ingest(ch.clone(), vec![vec![at("eu-1/r8", now + 2), at("p0", now + 2)]]).await.unwrap();
     assert_eq!((r.accepted, r.rejected), (1, 1), "{:?}", r.rejections);
     assert!(r.rejections[0].reason.contains("limits.max_locations_per_node"), "{:?}", r.rejections);
 }
 
-/// A second node in another rack, so `eu-1/r8` is a known location.
-async fn p_add_rack(t: &mut pb::topology_client::TopologyClient<tonic::transport::Channel>) {
-    let mut p = physical("p1", 8.0);
-    p.labels = [("zone".to_string(), "eu-1".to_string()), ("rack".to_string(), "r8".to_string())].into();
-    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p] }).await.unwrap();
+/// An 8-core physical node in `zone`/`rack`.
+fn in_rack(id: &str, zone: &str, rack: &str) -> pb::PhysicalNode {
+    pb::PhysicalNode {
+        labels: [("zone".to_string(), zone.to_string()), ("rack".to_string(), rack.to_string())].into(),
+        ..physical(id, 8.0)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spreadsheet_csv_is_ingested_and_unread_columns_are_named() {
-    let server = Server::start(&["--round-interval", "1h"]);
-    register_cluster(server.channel().await, 1, &[1]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("export.csv");
     let now = now_ms() - 60_000;
-    std::fs::write(
-        &csv,
-        format!(
+    let out = ingest_csv_file(
+        &format!(
             "\u{feff}\"timestamp\",\"entity\",\"metric\",\"value\",\"owner\"\n{},\"v0-0\",cpu,1.5,ops\n{},\"v0-0\",cpu,1.0,ops\n",
             now - 300_000,
             now
         ),
+        &[],
     )
-    .unwrap();
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "ingest-csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
+    .await;
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("2 accepted"), "{stdout}");

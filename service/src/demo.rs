@@ -85,9 +85,9 @@ impl LoadClock {
 /// peak overloads that node (and the forecast can see it coming).
 fn peak_group(c: &Cluster, placement: &HashMap<String, usize>) -> usize {
     let mut per: HashMap<(usize, usize), f64> = HashMap::new();
-    for (i, v) in c.virtual_nodes.iter().enumerate() {
+    for v in &c.virtual_nodes {
         let at = placement.get(&v.id).copied().unwrap_or(v.placement);
-        *per.entry((v.group, at)).or_default() += c.virtual_nodes[i].cores;
+        *per.entry((v.group, at)).or_default() += v.cores;
     }
     per.into_iter().max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0))).map_or(0, |((g, _), _)| g)
 }
@@ -141,8 +141,8 @@ fn wire(c: &Cluster) -> (Vec<pb::PhysicalNode>, Vec<pb::VirtualNode>, Vec<pb::Pl
 pub async fn run(endpoint: String, p: DemoParams) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let start_ms = wall_ms()?;
     let clock = LoadClock::new(start_ms);
-    let plain = Cluster::generate(p.synth);
-    let (physical, virtual_nodes, placements) = wire(&plain);
+    let mut cluster = Cluster::generate(p.synth);
+    let (physical, virtual_nodes, placements) = wire(&cluster);
     let channel = connect(&endpoint).await?;
     let mut topo = pb::topology_client::TopologyClient::new(channel.clone());
     topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: physical }).await?;
@@ -155,16 +155,18 @@ pub async fn run(endpoint: String, p: DemoParams) -> Result<(), Box<dyn std::err
     if !initial.is_empty() {
         topo.set_placements(pb::SetPlacementsRequest { placements: initial }).await?;
     }
-    let host_index: HashMap<&str, usize> = plain.physical.iter().enumerate().map(|(i, h)| (h.id.as_str(), i)).collect();
+    let host_index: HashMap<&str, usize> =
+        cluster.physical.iter().enumerate().map(|(i, h)| (h.id.as_str(), i)).collect();
     let now_placed: HashMap<String, usize> =
         placed.iter().filter_map(|(v, h)| host_index.get(h.as_str()).map(|&i| (v.clone(), i))).collect();
     let peak = ScheduledPeak {
-        group: peak_group(&plain, &now_placed),
+        group: peak_group(&cluster, &now_placed),
         at_day: (LoadClock::START_OF_DAY + p.peak_lead.as_secs_f64() / 86_400.0).rem_euclid(1.0),
         hours: 1.5,
         scale: 3.0,
     };
-    let cluster = Cluster::generate(SynthParams { scheduled_peak: Some(peak), ..p.synth });
+    // The peak changes only the load, which reads the parameters.
+    cluster.params.scheduled_peak = Some(peak);
     let written = write_history(channel.clone(), &cluster, &clock, &now_placed, start_ms, p.history).await?;
     tracing::info!(
         physical = cluster.physical.len(),

@@ -112,6 +112,16 @@ impl<'a> LocationBudget<'a> {
     }
 }
 
+/// Waits until every batch still in flight is durable.
+async fn all_durable(
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<(), crate::series::SeriesError>>>,
+) -> Result<(), Status> {
+    for done in in_flight {
+        durable(done).await?;
+    }
+    Ok(())
+}
+
 /// Waits for a batch's durability task.
 async fn durable(t: tokio::task::JoinHandle<Result<(), crate::series::SeriesError>>) -> Result<(), Status> {
     match t.await {
@@ -139,9 +149,7 @@ impl pb::metrics_server::Metrics for MetricsSvc {
                 Err(_) => {
                     // What came before is stored: make it durable before
                     // saying so, then free the slot for someone who writes.
-                    for done in in_flight {
-                        durable(done).await?;
-                    }
+                    all_durable(in_flight).await?;
                     swarm.telemetry().overload("grpc", "idle");
                     return Err(Status::deadline_exceeded(format!(
                         "no batch arrived for {} (limits.stream_idle_timeout), so the stream was ended; the {} samples accepted from its earlier batches are durable; open a new stream to send more",
@@ -194,9 +202,7 @@ impl pb::metrics_server::Metrics for MetricsSvc {
             batch_index = batch_index.saturating_add(1);
         }
         // Acknowledge only what is durable.
-        for done in in_flight {
-            durable(done).await?;
-        }
+        all_durable(in_flight).await?;
         Ok(Response::new(out))
     }
 
