@@ -76,6 +76,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Message sizes, concurrent streams, pending samples, stream rates.
     pub limits: crate::limits::Limits,
+    /// Where metric series live: embedded, or a Prometheus-compatible server.
+    pub metrics: crate::prometheus::MetricsConfig,
 }
 
 impl Default for Config {
@@ -98,6 +100,7 @@ impl Default for Config {
             http: None,
             security: SecurityConfig::default(),
             limits: crate::limits::Limits::default(),
+            metrics: crate::prometheus::MetricsConfig::default(),
         }
     }
 }
@@ -164,6 +167,12 @@ pub struct Flags {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "SWARM_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Where metric series live: `embedded` (swarmd's own store) or `prometheus` (a Prometheus-compatible server, with --prometheus-url) [default: embedded].
+    #[arg(long, env = "SWARM_METRICS_BACKEND", value_enum)]
+    pub metrics_backend: Option<crate::prometheus::Backend>,
+    /// Base URL of the Prometheus-compatible server, e.g. http://127.0.0.1:9090 (implies --metrics-backend prometheus).
+    #[arg(long, env = "SWARM_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
 }
 
 fn parse_automation(s: &str) -> Result<Automation, String> {
@@ -223,6 +232,11 @@ impl Config {
         set(&mut c.max_future_skew, &o.max_future_skew);
         set(&mut c.controller.gain_threshold, &o.gain_threshold);
         set(&mut c.controller.automation, &o.automation);
+        if let Some(url) = &o.prometheus_url {
+            c.metrics.url = Some(url.clone());
+            c.metrics.backend = crate::prometheus::Backend::Prometheus;
+        }
+        set(&mut c.metrics.backend, &o.metrics_backend);
         if o.no_fsync {
             c.fsync = false;
         }
@@ -266,6 +280,12 @@ impl Config {
         self.migration.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate(self.max_batch_samples).map_err(ConfigError::Invalid)?;
+        self.metrics.validate().map_err(ConfigError::Invalid)?;
+        if self.demo && self.metrics.backend != crate::prometheus::Backend::Embedded {
+            return Err(ConfigError::Invalid(
+                "--demo writes a week of history in one go, which a Prometheus server refuses as out of bounds; run the demo on the embedded metrics store".into(),
+            ));
+        }
         if self.demo && self.security.any() {
             return Err(ConfigError::Invalid(
                 "--demo runs its own in-process clients without TLS or tokens; start the demo without [security]"

@@ -16,6 +16,8 @@
 //!   and reflection, and [`grpc::serve`];
 //! - [`http`]: the web dashboard (heatmap, forecasts, decisions), its JSON
 //!   API and Prometheus `/metrics`;
+//! - [`prometheus`]: a Prometheus-compatible server as the metrics backend
+//!   (PromQL reads into the frames as a cache, remote-write);
 //! - [`otlp`]: OTLP metrics → samples (pure); [`telemetry`]: swarmd's own metrics;
 //! - [`auth`]: who may call what (bearer tokens, pure); [`security`]: loading
 //!   tokens and TLS; [`limits`]: ingest limits and back-pressure;
@@ -48,6 +50,7 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod otlp;
+pub mod prometheus;
 pub mod security;
 pub mod series;
 pub mod state;

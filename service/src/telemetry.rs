@@ -16,6 +16,9 @@
 //! | `swarm_store_bytes` | gauge | `store` (metadata, series) |
 //! | `swarm_series_rows` | gauge | |
 //! | `swarm_auth_denied_total` | counter | `code` (unauthenticated, permission_denied) |
+//! | `swarm_rounds_skipped_total` | counter | `reason` (`metrics_backend`: the Prometheus backend could not be read) |
+//! | `swarm_metrics_backend_refreshes_total` | counter | `result` (ok, error): reads of the Prometheus backend |
+//! | `swarm_metrics_backend_up` | gauge | `backend` (prometheus): 1 when the last read or write of the Prometheus backend succeeded, 0 when it failed (absent with the embedded store) |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +44,9 @@ pub struct Telemetry {
     series_rows: Gauge,
     pending: Gauge,
     auth_denied: Family<Labels, Counter>,
+    rounds_skipped: Family<Labels, Counter>,
+    backend_refreshes: Family<Labels, Counter>,
+    backend_up: Family<Labels, Gauge>,
 }
 
 /// Levels read from the state at scrape time.
@@ -60,6 +66,8 @@ pub struct Levels {
     pub series_rows: i64,
     /// Samples received and not yet durable.
     pub pending_samples: i64,
+    /// The Prometheus backend's health (`None`: embedded store, or not read yet).
+    pub backend_up: Option<bool>,
 }
 
 impl Default for Telemetry {
@@ -98,6 +106,21 @@ impl Telemetry {
         registry.register("ingest_pending_samples", "Samples received and not yet durable", pending.clone());
         let auth_denied = Family::<Labels, Counter>::default();
         registry.register("auth_denied", "Calls refused by authentication", auth_denied.clone());
+        let rounds_skipped = Family::<Labels, Counter>::default();
+        registry.register("rounds_skipped", "Rounds not run, by reason", rounds_skipped.clone());
+        let backend_refreshes = Family::<Labels, Counter>::default();
+        registry.register(
+            "metrics_backend_refreshes",
+            "Reads of the Prometheus metrics backend, by result",
+            backend_refreshes.clone(),
+        );
+        // A family, so it has no line at all until there is a backend.
+        let backend_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "metrics_backend_up",
+            "1 if the last read or write of the metrics backend succeeded",
+            backend_up.clone(),
+        );
         Telemetry {
             registry,
             ingest,
@@ -111,7 +134,20 @@ impl Telemetry {
             series_rows,
             pending,
             auth_denied,
+            rounds_skipped,
+            backend_refreshes,
+            backend_up,
         }
+    }
+
+    /// A round that did not run, and why.
+    pub fn round_skipped(&self, reason: &'static str) {
+        self.rounds_skipped.get_or_create(&vec![("reason", reason.into())]).inc();
+    }
+
+    /// A read of the metrics backend.
+    pub fn metrics_refresh(&self, ok: bool) {
+        self.backend_refreshes.get_or_create(&vec![("result", if ok { "ok" } else { "error" }.into())]).inc();
     }
 
     /// Samples taken and refused by one intake.
@@ -156,6 +192,9 @@ impl Telemetry {
         self.store_bytes.get_or_create(&vec![("store", "series".into())]).set(levels.series_bytes);
         self.series_rows.set(levels.series_rows);
         self.pending.set(levels.pending_samples);
+        if let Some(up) = levels.backend_up {
+            self.backend_up.get_or_create(&vec![("backend", "prometheus".into())]).set(up as i64);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -195,6 +234,7 @@ mod tests {
             series_bytes: 100,
             series_rows: 77,
             pending_samples: 5,
+            backend_up: Some(false),
         });
         for line in [
             "swarm_ingest_samples_total{source=\"grpc\",result=\"accepted\"} 10",
@@ -208,6 +248,7 @@ mod tests {
             "swarm_store_bytes{store=\"metadata\"} 4096",
             "swarm_series_rows 77",
             "swarm_ingest_pending_samples 5",
+            "swarm_metrics_backend_up{backend=\"prometheus\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

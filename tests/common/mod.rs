@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
+pub mod prom;
+
 pub const SWARMD: &str = env!("CARGO_BIN_EXE_swarmd");
 /// The `swarmctl` binary: package `swarm-ctl`'s, built beside `swarmd` by
 /// `cargo test --workspace` (that package's own tests need it). A missing

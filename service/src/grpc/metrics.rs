@@ -125,7 +125,7 @@ async fn all_durable(
 /// Waits for a batch's durability task.
 async fn durable(t: tokio::task::JoinHandle<Result<(), crate::series::SeriesError>>) -> Result<(), Status> {
     match t.await {
-        Ok(r) => r.map_err(|e| Status::unavailable(e.to_string())),
+        Ok(r) => r.map_err(super::store_status),
         Err(e) => Err(Status::internal(format!("durability task failed: {e}"))),
     }
 }
@@ -185,7 +185,7 @@ impl pb::metrics_server::Metrics for MetricsSvc {
                     .admit(&mut permit, valid.len(), Instant::now())
                     .await
                     .map_err(|o| super::overloaded(swarm, "grpc", o))?;
-                let done = swarm.series().append_start(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
+                let done = swarm.append_start(valid).await.map_err(super::store_status)?;
                 // The room is given back the moment the batch is durable,
                 // not when this handler gets round to looking.
                 in_flight.push_back(tokio::spawn(async move {

@@ -33,6 +33,15 @@ pub(crate) fn overloaded(swarm: &Swarm, source: &'static str, o: crate::limits::
     status
 }
 
+/// A batch the metric store did not take: refused by the backend as bad
+/// data (INVALID_ARGUMENT, the client's to fix), else UNAVAILABLE (retry).
+pub(crate) fn store_status(e: crate::series::SeriesError) -> Status {
+    match e {
+        crate::series::SeriesError::Rejected(m) => Status::invalid_argument(m),
+        e => Status::unavailable(e.to_string()),
+    }
+}
+
 /// A failure to read a stream's next message, as the client should see it:
 /// tonic reports a message over the size limit as OUT_OF_RANGE, where gRPC's
 /// convention (and what clients retry on smaller batches) is
@@ -110,6 +119,26 @@ pub async fn serve_with(
     let otlp_name = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     for name in SERVICES.into_iter().chain([otlp_name]) {
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+    // With a Prometheus backend, swarm.v1.Metrics (and the OTLP receiver)
+    // follow its health: neither can store or read a sample while it is down.
+    if let Some(p) = swarm.metrics_backend() {
+        let (health, mut rx) = (health.clone(), p.health());
+        let mut stop = swarm.shutdown_signal();
+        tokio::spawn(async move {
+            loop {
+                let up = !matches!(*rx.borrow_and_update(), crate::prometheus::Health::Down(_));
+                let status =
+                    if up { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                for name in ["swarm.v1.Metrics", otlp_name] {
+                    health.set_service_status(name, status).await;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = crate::state::stopped(&mut stop) => return,
+                }
+            }
+        });
     }
     let signal = async move {
         shutdown.await;

@@ -54,8 +54,8 @@ impl MetricsService for OtlpSvc {
                     .admit(&mut permit, valid.len(), Instant::now())
                     .await
                     .map_err(|o| super::overloaded(swarm, "otlp", o))?;
-                let done = swarm.series().append_start(valid).await.map_err(|e| Status::unavailable(e.to_string()))?;
-                done.await.map_err(|e| Status::unavailable(e.to_string()))?;
+                let done = swarm.append_start(valid).await.map_err(super::store_status)?;
+                done.await.map_err(super::store_status)?;
             }
         }
         let rejected = converted.refused;

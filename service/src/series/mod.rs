@@ -63,9 +63,14 @@ pub enum SeriesError {
     /// The in-memory frames.
     #[error("frame operation failed: {0}")]
     Frame(#[from] polars::error::PolarsError),
-    /// The writer stopped (after an IO error or at shutdown); nothing more can be made durable.
-    #[error("the write-ahead log is not accepting writes: {0}")]
+    /// The writer stopped (after an IO error or at shutdown), or the metrics
+    /// backend could not be reached; nothing more can be made durable now.
+    #[error("the metric store is not accepting writes: {0}")]
     Unavailable(String),
+    /// The metrics backend read the samples and refused them (e.g. older
+    /// than what it holds for the series): the sender's to fix.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 enum Cmd {
@@ -77,7 +82,8 @@ enum Cmd {
 /// Cheap-clone handle to the series store.
 #[derive(Clone)]
 pub struct SeriesStore {
-    tx: mpsc::Sender<Cmd>,
+    /// The log writer; `None` for a cache of a remote backend.
+    tx: Option<mpsc::Sender<Cmd>>,
     frames: Arc<RwLock<Frames>>,
     clock: SharedClock,
     retention_ms: i64,
@@ -85,7 +91,7 @@ pub struct SeriesStore {
 }
 
 /// What opening the store recovered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct OpenReport {
     /// Samples loaded from the snapshot.
     pub from_snapshot: usize,
@@ -131,7 +137,7 @@ impl SeriesStore {
             .map_err(|e| SeriesError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok((
             SeriesStore {
-                tx,
+                tx: Some(tx),
                 frames,
                 clock,
                 retention_ms: cfg.retention_ms,
@@ -139,6 +145,31 @@ impl SeriesStore {
             },
             report,
         ))
+    }
+
+    /// Frames only, nothing on disk: the read-through cache of a remote
+    /// metrics backend, filled by [`SeriesStore::insert_cached`].
+    pub fn cache(retention_ms: i64, clock: SharedClock) -> Self {
+        SeriesStore {
+            tx: None,
+            frames: Arc::new(RwLock::new(Frames::default())),
+            clock,
+            retention_ms,
+            writer: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Puts samples read from the backend into a cache's frames (the same
+    /// last-write-wins merge as the log's). Blocking: call off the runtime.
+    pub fn insert_cached(&self, samples: &[Sample]) -> Result<(), SeriesError> {
+        let cutoff = self.cutoff_ms();
+        Ok(self.frames.write().expect("frames lock").insert(samples, cutoff)?)
+    }
+
+    fn writer(&self) -> Result<&mpsc::Sender<Cmd>, SeriesError> {
+        self.tx.as_ref().ok_or_else(|| {
+            SeriesError::Unavailable("this store is a cache of the metrics backend; samples go to the backend".into())
+        })
     }
 
     /// Makes `samples` durable and visible. Returns once they are fsynced.
@@ -154,7 +185,7 @@ impl SeriesStore {
         samples: Vec<Sample>,
     ) -> Result<impl std::future::Future<Output = Result<(), SeriesError>> + use<>, SeriesError> {
         let (ack, done) = oneshot::channel();
-        self.tx
+        self.writer()?
             .send(Cmd::Append(samples, ack))
             .await
             .map_err(|_| SeriesError::Unavailable("the writer has stopped".into()))?;
@@ -170,7 +201,7 @@ impl SeriesStore {
     /// Writes a snapshot now (also done automatically).
     pub async fn snapshot(&self) -> Result<(), SeriesError> {
         let (ack, done) = oneshot::channel();
-        self.tx
+        self.writer()?
             .send(Cmd::Snapshot(ack))
             .await
             .map_err(|_| SeriesError::Unavailable("the writer has stopped".into()))?;
@@ -196,7 +227,9 @@ impl SeriesStore {
     /// Stops accepting writes once everything queued before this call is
     /// durable, and waits for the writer thread to finish.
     pub async fn close(&self) {
-        let _ = self.tx.send(Cmd::Shutdown).await;
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Cmd::Shutdown).await;
+        }
         let handle = self.writer.lock().expect("writer lock").take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;

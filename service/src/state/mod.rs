@@ -31,6 +31,7 @@ use swarm_core::placement::controller::{self, Automation};
 use swarm_core::placement::view::{CpuForecast, ViewInputs};
 use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
+mod metrics_source;
 mod migrations;
 mod reconfig;
 
@@ -81,6 +82,9 @@ pub enum OpenError {
     /// The forecasting model.
     #[error(transparent)]
     Model(#[from] swarm_models::ArtifactError),
+    /// The Prometheus backend's settings.
+    #[error(transparent)]
+    MetricsBackend(#[from] crate::prometheus::PromError),
     /// The metadata store is gone but samples are there.
     #[error(
         "{meta} is missing but {series} holds samples: the topology, placements and decisions they belong to are gone. Restore meta.redb from a backup, or move the whole data directory aside to start empty"
@@ -149,7 +153,10 @@ struct Inner {
     reconfig_step: Mutex<()>,
     history: std::sync::Mutex<PerfTable>,
     plans: std::sync::Mutex<HashMap<String, reconfig::StoredPlan>>,
+    /// The embedded store, or the read cache of `prometheus`.
     series: SeriesStore,
+    /// The Prometheus-compatible backend, when configured.
+    prometheus: Option<crate::prometheus::Prometheus>,
     decisions: DecisionLog,
     model: Arc<Artifact>,
     shutdown: watch::Sender<bool>,
@@ -289,9 +296,20 @@ impl Swarm {
         let store: Arc<dyn MetaStore> = Arc::new(store);
         let decisions = DecisionLog::open(store.clone(), &loaded, clock.now_ms(), cfg.controller.cooldown_ms)?;
         let book = Book::new(std::mem::take(&mut loaded.migrations))?;
-        let series_cfg =
-            SeriesConfig { retention_ms: cfg.retention.as_millis() as i64, fsync: cfg.fsync, ..Default::default() };
-        let (series, series_report) = SeriesStore::open(&series_dir(&dir), series_cfg, clock.clone())?;
+        let retention_ms = cfg.retention.as_millis() as i64;
+        let (series, series_report, prometheus) = match cfg.metrics.backend {
+            crate::prometheus::Backend::Embedded => {
+                let series_cfg = SeriesConfig { retention_ms, fsync: cfg.fsync, ..Default::default() };
+                let (series, report) = SeriesStore::open(&series_dir(&dir), series_cfg, clock.clone())?;
+                (series, report, None)
+            }
+            crate::prometheus::Backend::Prometheus => {
+                let cache = SeriesStore::cache(retention_ms, clock.clone());
+                let step = model.training.interval_ms.max(1);
+                let prom = crate::prometheus::Prometheus::start(&cfg.metrics, cache.clone(), step)?;
+                (cache, OpenReport::default(), Some(prom))
+            }
+        };
         let report = StartReport {
             series: series_report,
             physical_nodes: loaded.topology.physical.len(),
@@ -320,6 +338,7 @@ impl Swarm {
             }),
             plans: std::sync::Mutex::new(HashMap::new()),
             series,
+            prometheus,
             decisions,
             model,
             shutdown,
@@ -660,6 +679,7 @@ impl Swarm {
     /// Folds the window's latency and throughput of every virtual node into
     /// the performance history of the node it runs on, and persists it.
     async fn observe_performance(&self) -> Result<(), ApiError> {
+        self.refresh_metrics(false).await?;
         let series = self.inner.series.clone();
         let from = self.now_ms() - self.inner.cfg.usage_window.as_millis() as i64;
         let (lat, tput) = series_call(move || {
@@ -697,6 +717,7 @@ impl Swarm {
     /// The current cluster as the placement math sees it: observed usage,
     /// CPU forecasts, performance history and data locations.
     pub async fn cluster_view(&self) -> Result<ClusterView, ApiError> {
+        self.refresh_metrics(false).await?;
         let topo = self.topology();
         let horizon = self.forecast_horizon();
         let history = self.inner.history.lock().expect("history lock").normalized();
@@ -726,6 +747,7 @@ impl Swarm {
         to_ms: i64,
         limit: usize,
     ) -> Result<(Vec<(i64, f64)>, bool), ApiError> {
+        self.refresh_metrics(false).await?;
         let series = self.inner.series.clone();
         let (entity, location) = (entity.to_owned(), location.to_owned());
         series_call(move || series.read(|f| f.query(kind, metric, &entity, &location, from_ms, to_ms, limit))).await
@@ -904,6 +926,13 @@ impl Swarm {
     pub async fn run_round(&self, dry_run: bool) -> Result<RoundReport, ApiError> {
         let _guard = self.inner.round.lock().await;
         let started = Instant::now();
+        if let Err(e) = self.refresh_metrics(true).await {
+            self.inner.telemetry.round_skipped("metrics_backend");
+            tracing::warn!(error = %e, dry_run, "round skipped: the metrics backend could not be read");
+            return Err(ApiError::Unavailable(format!(
+                "round skipped: {e}; rounds run again once the backend answers"
+            )));
+        }
         if !dry_run {
             self.observe_performance().await?;
         }
@@ -1050,6 +1079,11 @@ impl Swarm {
             series_bytes: series_bytes as i64,
             series_rows: series_rows as i64,
             pending_samples: self.inner.gate.pending() as i64,
+            backend_up: self.inner.prometheus.as_ref().and_then(|p| match &*p.health().borrow() {
+                crate::prometheus::Health::Unknown => None,
+                crate::prometheus::Health::Up => Some(true),
+                crate::prometheus::Health::Down(_) => Some(false),
+            }),
         };
         self.inner.telemetry.render(&levels)
     }
