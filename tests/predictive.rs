@@ -58,17 +58,7 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
 
     let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
     // GetForecast: the model's view of "spiky".
-    let f = placement
-        .get_forecast(pb::GetForecastRequest {
-            entity_kind: pb::EntityKind::Virtual as i32,
-            entity_id: "spiky".into(),
-            metric: pb::Metric::CpuPeak as i32,
-            horizon_steps: 6,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let f = forecast(ch.clone(), pb::EntityKind::Virtual, "spiky", pb::Metric::CpuPeak, 6).await.unwrap();
     let means: Vec<f64> = f.points.iter().map(|p| p.mean).collect();
     assert_eq!(means.len(), 6);
     assert!(means[0] < 2.5 && means[1] < 2.5 && means[2..].iter().all(|m| (m - 8.0).abs() < 0.5), "{means:?}");

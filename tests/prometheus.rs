@@ -277,18 +277,9 @@ async fn exporter_metrics_scraped_by_prometheus_feed_forecasts_and_decisions() {
 
     // Forecasts from that history (the seasonal-naive model repeats the
     // day before, so they follow the wave).
-    let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
-    let f = placement
-        .get_forecast(pb::GetForecastRequest {
-            entity_kind: pb::EntityKind::Virtual as i32,
-            entity_id: "v3".into(),
-            metric: pb::Metric::CpuUsage as i32,
-            horizon_steps: 6,
-            ..Default::default()
-        })
+    let f = forecast(ch.clone(), pb::EntityKind::Virtual, "v3", pb::Metric::CpuUsage, 6)
         .await
-        .expect("a day of scraped history is enough for the model")
-        .into_inner();
+        .expect("a day of scraped history is enough for the model");
     assert_eq!(f.points.len(), 6);
     for p in &f.points {
         let want = v3.at(p.timestamp_ms as f64 / 1000.0);
@@ -306,6 +297,7 @@ async fn exporter_metrics_scraped_by_prometheus_feed_forecasts_and_decisions() {
     assert!(status == 200 && body.contains("\"v1\"") && body.contains("\"p2\""), "{status} {body}");
 
     // p1 is over the threshold: the round moves one of its virtual nodes to p2.
+    let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
     let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
     let d = round.decisions.first().unwrap_or_else(|| panic!("a decision for the overloaded p1: {round:?}"));
     assert_eq!((d.from_node_id.as_str(), d.to_node_id.as_str()), ("p1", "p2"), "{d:?}");

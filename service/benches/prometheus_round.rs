@@ -78,6 +78,20 @@ async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
     (r, t.elapsed().as_secs_f64())
 }
 
+/// The median of three dry-run rounds, a little over a second apart (so a
+/// Prometheus-backed one reads the backend each time, as a real round would).
+async fn median_round(swarm: &Swarm) -> f64 {
+    let mut t = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (r, s) = timed(swarm.run_round(true)).await;
+        r.unwrap();
+        t.push(s);
+    }
+    t.sort_by(f64::total_cmp);
+    t[1]
+}
+
 fn main() {
     let v: usize = std::env::var("VIRTUAL").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let hours: i64 = std::env::var("HOURS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
@@ -114,15 +128,7 @@ fn main() {
         let (r, fill) = timed(reader.swarm.run_round(true)).await;
         let r = r.unwrap();
         println!("  first round (cache filled from Prometheus)           {fill:>8.2} s  ({} evaluated)", r.evaluated);
-        let mut steady = Vec::new();
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(1100)).await;
-            let (r, s) = timed(reader.swarm.run_round(true)).await;
-            r.unwrap();
-            steady.push(s);
-        }
-        steady.sort_by(f64::total_cmp);
-        let steady = steady[1];
+        let steady = median_round(&reader.swarm).await;
         println!("  steady-state round (median of 3; re-reads 10 min)    {steady:>8.2} s");
         let _ = reader.stop.send(());
 
@@ -130,14 +136,7 @@ fn main() {
         let embedded = start(Default::default()).await;
         register(embedded.ch.clone(), v, p).await;
         common::ingest(embedded.ch.clone(), history).await.unwrap();
-        let mut base = Vec::new();
-        for _ in 0..3 {
-            let (r, s) = timed(embedded.swarm.run_round(true)).await;
-            r.unwrap();
-            base.push(s);
-        }
-        base.sort_by(f64::total_cmp);
-        let base = base[1];
+        let base = median_round(&embedded.swarm).await;
         println!("  embedded-store round, same samples (median of 3)     {base:>8.2} s");
         println!(
             "  steady-state round / embedded round: {:.2}x; its Prometheus reads: {:.2} s",

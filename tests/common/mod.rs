@@ -242,6 +242,25 @@ pub async fn query(ch: Channel, kind: pb::EntityKind, id: &str, metric: pb::Metr
     .points
 }
 
+/// GetForecast of one series, `horizon` steps ahead.
+pub async fn forecast(
+    ch: Channel,
+    kind: pb::EntityKind,
+    id: &str,
+    metric: pb::Metric,
+    horizon: u32,
+) -> Result<pb::GetForecastResponse, tonic::Status> {
+    let mut placement = pb::placement_client::PlacementClient::new(ch);
+    let req = pb::GetForecastRequest {
+        entity_kind: kind as i32,
+        entity_id: id.into(),
+        metric: metric as i32,
+        horizon_steps: horizon,
+        ..Default::default()
+    };
+    placement.get_forecast(req).await.map(|r| r.into_inner())
+}
+
 /// Starts `swarmctl agent` against `server` with extra flags.
 pub fn agent(server: &Server, extra: &[&str]) -> Child {
     Command::new(&*SWARMCTL)
