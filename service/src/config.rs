@@ -78,6 +78,8 @@ pub struct Config {
     pub limits: crate::limits::Limits,
     /// Where metric series live: embedded, or a Prometheus-compatible server.
     pub metrics: crate::prometheus::MetricsConfig,
+    /// Where metadata lives: embedded, or etcd (replicas with one leader).
+    pub store: crate::store::config::StoreConfig,
 }
 
 impl Default for Config {
@@ -101,6 +103,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             limits: crate::limits::Limits::default(),
             metrics: crate::prometheus::MetricsConfig::default(),
+            store: crate::store::config::StoreConfig::default(),
         }
     }
 }
@@ -173,6 +176,12 @@ pub struct Flags {
     /// Base URL of the Prometheus-compatible server, e.g. http://127.0.0.1:9090 (implies --metrics-backend prometheus).
     #[arg(long, env = "SWARM_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
+    /// Where metadata lives: `embedded` (meta.redb in the data directory) or `etcd` (replicas elect a leader; needs the Prometheus metrics backend) [default: embedded].
+    #[arg(long, env = "SWARM_META_STORE", value_enum)]
+    pub meta_store: Option<crate::store::config::StoreBackend>,
+    /// etcd client URLs, comma-separated, e.g. http://127.0.0.1:2379,http://127.0.0.1:22379 (implies --meta-store etcd).
+    #[arg(long, env = "SWARM_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
 }
 
 fn parse_automation(s: &str) -> Result<Automation, String> {
@@ -237,6 +246,11 @@ impl Config {
             c.metrics.backend = crate::prometheus::Backend::Prometheus;
         }
         set(&mut c.metrics.backend, &o.metrics_backend);
+        if !o.etcd_endpoints.is_empty() {
+            c.store.etcd_endpoints = o.etcd_endpoints.clone();
+            c.store.backend = crate::store::config::StoreBackend::Etcd;
+        }
+        set(&mut c.store.backend, &o.meta_store);
         if o.no_fsync {
             c.fsync = false;
         }
@@ -281,6 +295,19 @@ impl Config {
         self.security.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate(self.max_batch_samples).map_err(ConfigError::Invalid)?;
         self.metrics.validate().map_err(ConfigError::Invalid)?;
+        self.store.validate().map_err(ConfigError::Invalid)?;
+        if self.store.backend == crate::store::config::StoreBackend::Etcd
+            && self.metrics.backend == crate::prometheus::Backend::Embedded
+        {
+            return Err(ConfigError::Invalid(
+                "--meta-store etcd needs the Prometheus metrics backend (--prometheus-url): with the embedded metrics store every replica would hold only the samples sent to it, and a new leader would decide on none".into(),
+            ));
+        }
+        if self.store.backend == crate::store::config::StoreBackend::Etcd && self.demo {
+            return Err(ConfigError::Invalid(
+                "--demo runs on the embedded stores; start it without --meta-store etcd".into(),
+            ));
+        }
         if self.demo && self.metrics.backend != crate::prometheus::Backend::Embedded {
             return Err(ConfigError::Invalid(
                 "--demo writes a week of history in one go, which a Prometheus server refuses as out of bounds; run the demo on the embedded metrics store".into(),

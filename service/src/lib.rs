@@ -6,8 +6,9 @@
 //! - [`validate`]: wire messages to domain types, with field paths in errors;
 //! - [`series`]: durable metric intake (write-ahead log with group commit,
 //!   snapshots) into Polars frames;
-//! - [`store`]: the narrow interface to durable metadata and its embedded
-//!   (redb) implementation;
+//! - [`store`]: the narrow interface to durable metadata, its embedded
+//!   (redb) and etcd (fenced transactions) implementations;
+//! - [`ha`]: leader election on etcd leases, and what a standby serves;
 //! - [`decisions`]: the sequenced, resumable decision log;
 //! - [`forecast`]: raw samples → the model's grid → forecasts (serving);
 //! - [`state`]: the cheap-clone [`state::Swarm`] handle that does the IO
@@ -47,6 +48,7 @@ pub mod demo;
 pub mod forecast;
 pub mod fuzzing;
 pub mod grpc;
+pub mod ha;
 pub mod http;
 pub mod limits;
 pub mod otlp;

@@ -18,6 +18,9 @@
 //! | `swarm_auth_denied_total` | counter | `code` (unauthenticated, permission_denied) |
 //! | `swarm_rounds_skipped_total` | counter | `reason` (`metrics_backend`: the Prometheus backend could not be read) |
 //! | `swarm_metrics_backend_refreshes_total` | counter | `result` (ok, error): reads of the Prometheus backend |
+//! | `swarm_leader_term` | gauge | with `[store] backend = "etcd"`: the term this replica leads in (0 on the embedded store) |
+//! | `swarm_leader_wait_seconds` | gauge | how long this replica stood by before it was elected |
+//! | `swarm_leader_lease_renewals_total` | counter | renewals of the leader lease etcd acknowledged |
 //! | `swarm_metrics_backend_up` | gauge | `backend` (prometheus): 1 when the last read or write of the Prometheus backend succeeded, 0 when it failed (absent with the embedded store) |
 
 use prometheus_client::encoding::text::encode;
@@ -47,6 +50,9 @@ pub struct Telemetry {
     rounds_skipped: Family<Labels, Counter>,
     backend_refreshes: Family<Labels, Counter>,
     backend_up: Family<Labels, Gauge>,
+    leader_term: Gauge,
+    failover_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    lease_renewals: Counter,
 }
 
 /// Levels read from the state at scrape time.
@@ -121,6 +127,24 @@ impl Telemetry {
             "1 if the last read or write of the metrics backend succeeded",
             backend_up.clone(),
         );
+        let leader_term = Gauge::default();
+        registry.register(
+            "leader_term",
+            "The etcd term (leader key revision) this replica leads in; absent on the embedded store",
+            leader_term.clone(),
+        );
+        let failover_seconds = prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "leader_wait_seconds",
+            "How long this replica stood by before it was elected",
+            failover_seconds.clone(),
+        );
+        let lease_renewals = Counter::default();
+        registry.register(
+            "leader_lease_renewals",
+            "Renewals of the leader lease etcd acknowledged",
+            lease_renewals.clone(),
+        );
         Telemetry {
             registry,
             ingest,
@@ -137,6 +161,23 @@ impl Telemetry {
             rounds_skipped,
             backend_refreshes,
             backend_up,
+            leader_term,
+            failover_seconds,
+            lease_renewals,
+        }
+    }
+
+    /// This replica leads in `term`, after standing by for `waited` seconds.
+    pub fn leader(&self, term: i64, waited: f64) {
+        self.leader_term.set(term);
+        self.failover_seconds.set(waited);
+    }
+
+    /// The lease renewals acknowledged so far (a running total).
+    pub fn lease_renewals(&self, total: u64) {
+        let now = self.lease_renewals.get();
+        if total > now {
+            self.lease_renewals.inc_by(total - now);
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
+pub mod etcd;
 pub mod prom;
 
 pub const SWARMD: &str = env!("CARGO_BIN_EXE_swarmd");
@@ -107,6 +108,28 @@ impl Server {
         self.terminate_nowait();
         let mut c = self.child.take().expect("running");
         c.wait().expect("wait").success()
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(status) = c.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().to_string();
+        assert!(Command::new("kill").args([&format!("-{sig}"), &pid]).status().unwrap().success());
     }
 
     /// The process id of the running swarmd.

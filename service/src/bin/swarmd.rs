@@ -11,6 +11,11 @@ use swarm_service::clock::SystemClock;
 use swarm_service::config::{Config, Flags, LogFormat};
 use swarm_service::security::Security;
 use swarm_service::state::Swarm;
+use swarm_service::store::MetaStore;
+use swarm_service::store::config::StoreBackend;
+use swarm_service::{ha, store};
+
+use std::time::Duration;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -44,7 +49,10 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("swarmd: {e}");
-            ExitCode::FAILURE
+            // At once, without tearing the runtime down task by task: a
+            // deposed leader must stop acting now, and tasks still running
+            // would only fail against a runtime that is going away.
+            std::process::exit(1)
         }
     }
 }
@@ -72,14 +80,101 @@ fn warn_exposed(what: &str, addr: std::net::SocketAddr, security: &Security) {
     }
 }
 
-async fn run(cfg: Config, security: Security) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e} (is another swarmd running? use --listen)", cfg.listen))?;
+        .map_err(|e| format!("cannot listen on {addr}: {e} (is another swarmd running? use --listen)"))
+}
+
+async fn run(cfg: Config, security: Security) -> Result<(), String> {
+    let listener = bind(cfg.listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     warn_exposed("gRPC", addr, &security);
-    let demo = cfg.demo;
+    if cfg.store.backend == StoreBackend::Etcd {
+        return run_replica(listener, addr, cfg, security).await;
+    }
     let (swarm, report) = Swarm::open(cfg, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+    serve_state(listener, addr, swarm, report, security, shutdown_signal()).await
+}
+
+/// One replica of an etcd-backed deployment: stands by (answering
+/// UNAVAILABLE with the leader's address) until it wins the election, then
+/// loads the state from etcd and serves as the leader until shutdown, or
+/// until it is deposed, when it exits (a supervisor restarts it as a standby).
+async fn run_replica(
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    cfg: Config,
+    security: Security,
+) -> Result<(), String> {
+    let client = ha::connect(&cfg.store).await.map_err(|e| e.to_string())?;
+    let scheme = if security.tls.is_some() { "https" } else { "http" };
+    let advertise = cfg.store.advertise.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel("no leader has been seen yet".to_owned());
+    let (stop_standby, standby_stopped) = tokio::sync::oneshot::channel::<()>();
+    let standby = tokio::spawn(ha::standby::serve(listener, leader_rx, async {
+        let _ = standby_stopped.await;
+    }));
+    println!("swarmd listening on {addr}");
+    tracing::info!(%addr, advertise, prefix = %cfg.store.key_prefix, "standing by until elected leader");
+    let mut shutdown = Box::pin(shutdown_signal());
+    let leadership = tokio::select! {
+        l = ha::campaign(&client, &cfg.store, &advertise, &leader_tx) => l.map_err(|e| e.to_string())?,
+        _ = &mut shutdown => return Ok(()),
+    };
+    // Hand the port from the standby server to the leader's.
+    let _ = stop_standby.send(());
+    let mut standby = standby;
+    if tokio::time::timeout(Duration::from_secs(2), &mut standby).await.is_err() {
+        standby.abort();
+        let _ = standby.await;
+    }
+    let listener = bind(addr).await?;
+    let term = leadership.term;
+    let fence = store::etcd::Fence { key: leadership.key.clone(), term };
+    let etcd_store = Arc::new(store::etcd::EtcdStore::new(
+        client,
+        tokio::runtime::Handle::current(),
+        cfg.store.key_prefix.clone(),
+        fence,
+        cfg.store.etcd_timeout,
+        leadership.deposed_tx.clone(),
+    ));
+    let reader = etcd_store.clone();
+    let loaded = tokio::task::spawn_blocking(move || reader.load())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let (swarm, report) = Swarm::open_on(cfg, Arc::new(SystemClock), etcd_store, loaded).map_err(|e| e.to_string())?;
+    swarm.telemetry().leader(term, leadership.waited.as_secs_f64());
+    let stats = leadership.stats.clone();
+    let t = swarm.clone();
+    tokio::spawn(async move {
+        loop {
+            t.telemetry().lease_renewals(stats.renewals.load(std::sync::atomic::Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut deposed = leadership.deposed.clone();
+    tokio::select! {
+        r = serve_state(listener, addr, swarm, report, security, shutdown) => r,
+        _ = deposed.wait_for(|d| *d) => Err(format!(
+            "lost the leadership of term {term} (the lease expired or a write was fenced); exiting so that this replica restarts as a standby"
+        )),
+    }
+}
+
+/// Serves an opened state: the dashboard, the timers, the demo, and gRPC
+/// until `shutdown`.
+async fn serve_state(
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    swarm: Swarm,
+    report: swarm_service::state::StartReport,
+    security: Security,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let demo = swarm.config().demo;
     tracing::info!(
         %addr,
         data_dir = %swarm.config().data_dir.display(),
@@ -134,8 +229,11 @@ async fn run(cfg: Config, security: Security) -> Result<(), String> {
             }
         });
     }
-    // The address line is machine-readable for scripts and tests that bind port 0.
-    println!("swarmd listening on {addr}");
+    // The address line is machine-readable for scripts and tests that bind
+    // port 0 (a replica printed it already, when it began standing by).
+    if swarm.config().store.backend == StoreBackend::Embedded {
+        println!("swarmd listening on {addr}");
+    }
     tokio::spawn(swarm.clone().run_round_timer());
     tokio::spawn(swarm.clone().run_migration_timer());
     if demo {
@@ -155,7 +253,7 @@ async fn run(cfg: Config, security: Security) -> Result<(), String> {
             }
         });
     }
-    swarm_service::grpc::serve_with(listener, swarm, security, shutdown_signal()).await.map_err(|e| e.to_string())
+    swarm_service::grpc::serve_with(listener, swarm, security, shutdown).await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

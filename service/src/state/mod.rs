@@ -169,7 +169,14 @@ struct Inner {
 /// Runs blocking work (store, series, planners) off the runtime's threads;
 /// a panic in it is an internal error, not a crash of the server.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_cancelled() {
+            // Only a runtime that is shutting down cancels blocking tasks.
+            ApiError::Unavailable("swarmd is shutting down; retry against the running server".into())
+        } else {
+            ApiError::Internal(format!("a blocking task failed: {e}"))
+        }
+    })
 }
 
 /// [`blocking`] for a store call: a store failure is UNAVAILABLE.
@@ -285,15 +292,27 @@ fn load_model(path: Option<&Path>) -> Result<Artifact, swarm_models::ArtifactErr
 }
 
 impl Swarm {
-    /// Opens (or creates) the state under `cfg.data_dir`.
+    /// Opens (or creates) the state under `cfg.data_dir`, metadata in the
+    /// embedded store there.
     pub fn open(cfg: Config, clock: SharedClock) -> Result<(Swarm, StartReport), OpenError> {
-        let model = Arc::new(load_model(cfg.model.as_deref())?);
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|source| OpenError::DataDir { path: dir.display().to_string(), source })?;
         refuse_orphaned_samples(&dir)?;
-        let (store, mut loaded) = EmbeddedStore::open_loaded(&meta_path(&dir))?;
-        let store: Arc<dyn MetaStore> = Arc::new(store);
+        let (store, loaded) = EmbeddedStore::open_loaded(&meta_path(&dir))?;
+        Swarm::open_on(cfg, clock, Arc::new(store), loaded)
+    }
+
+    /// Opens the state on a metadata store already read (`loaded`): the
+    /// embedded one, or etcd for an elected leader.
+    pub fn open_on(
+        cfg: Config,
+        clock: SharedClock,
+        store: Arc<dyn MetaStore>,
+        mut loaded: crate::store::Loaded,
+    ) -> Result<(Swarm, StartReport), OpenError> {
+        let model = Arc::new(load_model(cfg.model.as_deref())?);
+        let dir = cfg.data_dir.clone();
         let decisions = DecisionLog::open(store.clone(), &loaded, clock.now_ms(), cfg.controller.cooldown_ms)?;
         let book = Book::new(std::mem::take(&mut loaded.migrations))?;
         let retention_ms = cfg.retention.as_millis() as i64;

@@ -8,7 +8,9 @@
 //! [`records`] owns the on-disk form of decisions, migrations and
 //! reconfigurations (versioned, independent of the API's messages).
 
+pub mod config;
 pub mod embedded;
+pub mod etcd;
 pub mod records;
 
 use swarm_core::decision::Decision;
@@ -35,6 +37,24 @@ pub enum StoreError {
         op: &'static str,
         /// Why.
         reason: String,
+    },
+    /// The store understood the request and refused it (too large, not
+    /// permitted): repeating it will not help.
+    #[error("metadata store {op} refused: {reason}")]
+    Refused {
+        /// The operation.
+        op: &'static str,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A replicated store refused the write: this replica no longer leads
+    /// (its term's leader key is gone or another replica holds it).
+    #[error(
+        "metadata write refused: this replica's leadership (term {term}) has ended, so it may not write; the current leader serves writes"
+    )]
+    Fenced {
+        /// The term this replica held.
+        term: i64,
     },
     /// A stored record could not be decoded.
     #[error("metadata store holds an undecodable {what} record {key}: {reason}")]

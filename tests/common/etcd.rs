@@ -1,0 +1,127 @@
+//! A real etcd cluster (Debian's `etcd-server`) of three members on loopback
+//! ports with temporary data directories, for the high-availability tests.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::prom::free_port;
+
+/// A running etcd cluster; every member is killed when dropped.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    _tmp: tempfile::TempDir,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster answers.
+    pub fn start(n: usize) -> EtcdCluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client, peer))| Member {
+                name: format!("m{i}"),
+                client,
+                args: vec![
+                    format!("--name=m{i}"),
+                    format!("--data-dir={}", tmp.path().join(format!("m{i}")).display()),
+                    format!("--listen-client-urls=http://127.0.0.1:{client}"),
+                    format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+                    format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+                    format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+                    format!("--initial-cluster={}", initial.join(",")),
+                    "--initial-cluster-state=new".into(),
+                    "--initial-cluster-token=swarm-test".into(),
+                    "--max-txn-ops=10000".into(),
+                    "--logger=zap".into(),
+                    "--log-level=error".into(),
+                ],
+                child: None,
+            })
+            .collect();
+        let mut c = EtcdCluster { members, _tmp: tmp };
+        for i in 0..n {
+            c.start_member(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    /// Client URLs, comma-separated (the form `--etcd-endpoints` takes).
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        let bin = which("etcd");
+        m.child = Some(
+            Command::new(bin)
+                .args(&m.args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn etcd {}: {e}", m.name)),
+        );
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let m = &self.members[i];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = format!("http://127.0.0.1:{}", m.client);
+            if std::net::TcpStream::connect(("127.0.0.1", m.client)).is_ok() {
+                let (status, _, body) = super::http_get(&url, "/health", "");
+                if status == 200 && body.contains("true") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "etcd member {} did not become healthy", m.name);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.start_member(i);
+        self.wait_healthy(i);
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn which(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` is not installed: `apt-get install etcd-server` (.ci/run installs it)"))
+}

@@ -1,0 +1,246 @@
+//! High availability end to end: three swarmd replicas on a real three-member
+//! etcd cluster (Debian's etcd-server) and a real Prometheus, all on
+//! loopback. One replica leads; the others stand by and name it; a killed
+//! leader is replaced with its state and its decision sequence intact; a
+//! paused leader that wakes after losing its lease writes nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::etcd::EtcdCluster;
+use common::prom::Prometheus;
+use common::*;
+use swarm_proto::v1 as pb;
+use tokio_stream::StreamExt;
+
+const TTL_S: u64 = 2;
+
+struct Fleet {
+    etcd: EtcdCluster,
+    prom: Prometheus,
+    cfg: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let etcd = EtcdCluster::start(3);
+        let prom = Prometheus::start(&[]);
+        let cfg = tempfile::tempdir().unwrap();
+        std::fs::write(
+            cfg.path().join("swarm.toml"),
+            format!(
+                "round_interval = \"1h\"\n[store]\nlease_ttl = \"{TTL_S}s\"\nkey_prefix = \"/swarm-test/\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 10\ncooldown = \"1h\"\n"
+            ),
+        )
+        .unwrap();
+        Fleet { etcd, prom, cfg }
+    }
+
+    fn replica(&self) -> Server {
+        let cfg = self.cfg.path().join("swarm.toml").display().to_string();
+        let endpoints = self.etcd.endpoints();
+        Server::start(&["--config", &cfg, "--etcd-endpoints", &endpoints, "--prometheus-url", &self.prom.url])
+    }
+}
+
+async fn dry_round(s: &Server) -> Result<pb::RunRoundResponse, tonic::Status> {
+    let ch = tonic::transport::Channel::from_shared(s.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut p = pb::placement_client::PlacementClient::new(ch);
+    p.run_round(pb::RunRoundRequest { dry_run: true }).await.map(|r| r.into_inner())
+}
+
+/// Waits until one of `replicas` leads; its index.
+async fn leader_of(replicas: &[&Server], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut why = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            match dry_round(r).await {
+                Ok(_) => return i,
+                Err(e) => why.push(e.message().to_owned()),
+            }
+        }
+        assert!(Instant::now() < deadline, "no replica became leader within {within:?}: {why:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn round(ch: tonic::transport::Channel) -> pb::RunRoundResponse {
+    let mut p = pb::placement_client::PlacementClient::new(ch);
+    p.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner()
+}
+
+/// p0 runs four busy virtual nodes; p1 and p2 are idle.
+async fn overload_p0(ch: tonic::transport::Channel) {
+    register_cluster(ch.clone(), 3, &[4, 0, 0]).await;
+    let now = now_ms();
+    let mut samples = Vec::new();
+    for k in 0..30i64 {
+        let ts = now - (29 - k) * 30_000;
+        samples.push(sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, ts, 15.5));
+        for v in 0..4 {
+            samples.push(sample(pb::EntityKind::Virtual, &format!("v0-{v}"), pb::Metric::CpuUsage, ts, 1.9));
+        }
+    }
+    assert_eq!(ingest(ch, vec![samples]).await.unwrap().accepted, 150);
+}
+
+async fn decisions(ch: tonic::transport::Channel) -> Vec<u64> {
+    let mut p = pb::placement_client::PlacementClient::new(ch);
+    let r = p.list_decisions(pb::ListDecisionsRequest { from_sequence: 0, limit: 100 }).await.unwrap().into_inner();
+    r.decisions.iter().map(|d| d.sequence).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
+    let mut fleet = Fleet::start();
+    let mut a = fleet.replica();
+    let b = fleet.replica();
+    let l = leader_of(&[&a, &b], Duration::from_secs(20)).await;
+    assert_eq!(l, 0, "the first replica started leads");
+
+    // The standby answers every call UNAVAILABLE, naming the leader.
+    let e = dry_round(&b).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains("standby") && e.message().contains(&a.endpoint()), "{}", e.message());
+    assert_eq!(e.metadata().get("swarm-leader").and_then(|v| v.to_str().ok()), Some(a.endpoint().as_str()));
+
+    let ch = a.channel().await;
+    overload_p0(ch.clone()).await;
+    let first = round(ch.clone()).await;
+    assert_eq!(first.decisions.len(), 1, "{first:?}");
+    // One etcd member down: a majority remains and the leader goes on.
+    fleet.etcd.kill(2);
+    let second = round(ch.clone()).await;
+    assert_eq!(second.decisions.len(), 1);
+    assert_eq!(decisions(ch.clone()).await, vec![1, 2]);
+
+    // SIGKILL the leader: the standby takes over once the lease expires.
+    let killed = Instant::now();
+    a.kill();
+    let _ = leader_of(&[&b], Duration::from_secs(TTL_S + 15)).await;
+    let failover = killed.elapsed();
+    eprintln!("failover after SIGKILL took {failover:?} (lease TTL {TTL_S} s)");
+    let ch = b.channel().await;
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
+    let nodes = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
+    assert_eq!(nodes.len(), 4, "the topology came from etcd");
+    assert!(nodes.iter().all(|n| n.placement == "p0"), "every virtual node has its one placement: {nodes:?}");
+    assert_eq!(decisions(ch.clone()).await, vec![1, 2], "no decision lost or renumbered");
+    let third = round(ch.clone()).await;
+    assert_eq!(third.decisions.iter().map(|d| d.sequence).collect::<Vec<_>>(), vec![3], "the sequence goes on");
+
+    // An orchestrator that reconnects to the new leader sees every decision once.
+    let mut p = pb::placement_client::PlacementClient::new(ch.clone());
+    let mut watch = p.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 1 }).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("decision").unwrap().unwrap();
+        seen.push(d.sequence);
+    }
+    assert_eq!(seen, vec![1, 2, 3]);
+
+    // The killed replica, restarted, stands by behind the new leader.
+    fleet.etcd.restart(2);
+    let c = fleet.replica();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = dry_round(&c).await.unwrap_err();
+        if e.message().contains(&b.endpoint()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted replica never named the leader: {}", e.message());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_and_steps_down() {
+    let fleet = Fleet::start();
+    let mut a = fleet.replica();
+    let b = fleet.replica();
+    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let ch_a = a.channel().await;
+    overload_p0(ch_a.clone()).await;
+
+    // Pause the leader past its lease; the standby takes over.
+    a.signal("STOP");
+    let _ = leader_of(&[&b], Duration::from_secs(TTL_S + 15)).await;
+    // A write reaches the paused leader and waits in its socket...
+    let intruder = tokio::spawn(async move {
+        let mut topo = pb::topology_client::TopologyClient::new(ch_a);
+        topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![physical("intruder", 8.0)] }).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...then it wakes: the fence refuses the write, and it exits.
+    a.signal("CONT");
+    let r = tokio::time::timeout(Duration::from_secs(15), intruder).await.expect("the call ends").unwrap();
+    let e = r.expect_err("a deposed leader acknowledges nothing");
+    // UNAVAILABLE from the fence, or the connection reset by its exit.
+    assert!(matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Unknown), "{e:?}");
+    let status = a.wait_exit(Duration::from_secs(15)).expect("the deposed leader exits");
+    assert!(!status.success(), "{status:?}");
+
+    let ch = b.channel().await;
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
+    let phys = topo.list_physical_nodes(pb::ListPhysicalNodesRequest::default()).await.unwrap().into_inner().nodes;
+    let ids: Vec<&str> = phys.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, vec!["p0", "p1", "p2"], "nothing the old leader was asked after losing its lease was written");
+    assert_eq!(round(ch).await.decisions[0].sequence, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_of_a_stale_term_is_refused_by_etcd() {
+    use swarm_service::store::{MetaStore, StoreError, TopologyChange, etcd};
+    let cluster = EtcdCluster::start(1);
+    let cfg = swarm_service::store::config::StoreConfig {
+        backend: swarm_service::store::config::StoreBackend::Etcd,
+        etcd_endpoints: cluster.endpoints().split(',').map(str::to_owned).collect(),
+        key_prefix: "/fence-test/".into(),
+        ..Default::default()
+    };
+    let client = swarm_service::ha::connect(&cfg).await.unwrap();
+    let (tx, _) = tokio::sync::watch::channel(String::new());
+    let lead = swarm_service::ha::campaign(&client, &cfg, "http://127.0.0.1:1", &tx).await.unwrap();
+    let node = |id: &str| {
+        let p = physical(id, 8.0);
+        swarm_core::domain::PhysicalNode {
+            id: swarm_core::domain::NodeId::parse(&p.id).unwrap(),
+            capacity: swarm_core::domain::Resources { cpu_cores: 8.0, memory_bytes: 1e9, network_bps: 1e9 },
+            labels: Default::default(),
+            state: swarm_core::domain::PhysicalState::Active,
+        }
+    };
+    let open = |term| {
+        let (deposed, seen) = tokio::sync::watch::channel(false);
+        let fence = etcd::Fence { key: lead.key.clone(), term };
+        let store = etcd::EtcdStore::new(
+            client.clone(),
+            tokio::runtime::Handle::current(),
+            cfg.key_prefix.clone(),
+            fence,
+            Duration::from_secs(5),
+            deposed,
+        );
+        (store, seen)
+    };
+    let (current, _) = open(lead.term);
+    let (stale, deposed) = open(lead.term - 1);
+    tokio::task::spawn_blocking(move || {
+        current.apply(&[TopologyChange::PutPhysical(node("kept"))]).unwrap();
+        let e = stale.apply(&[TopologyChange::PutPhysical(node("stale"))]).unwrap_err();
+        assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+        assert!(e.to_string().contains("leadership"), "{e}");
+        assert!(*deposed.borrow(), "a fenced write says leadership is gone");
+        let loaded = current.load().unwrap();
+        let ids: Vec<&str> = loaded.topology.physical.keys().map(|k| k.as_str()).collect();
+        assert_eq!(ids, vec!["kept"]);
+    })
+    .await
+    .unwrap();
+}
