@@ -30,7 +30,7 @@ impl Fleet {
         std::fs::write(
             cfg.path().join("swarm.toml"),
             format!(
-                "round_interval = \"1h\"\n[store]\nlease_ttl = \"{TTL_S}s\"\nkey_prefix = \"/swarm-test/\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 10\ncooldown = \"1h\"\n"
+                "round_interval = \"1h\"\n[store]\nlease_ttl = \"{TTL_S}s\"\netcd_timeout = \"1s\"\nkey_prefix = \"/swarm-test/\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 10\ncooldown = \"1h\"\n"
             ),
         )
         .unwrap();
@@ -157,6 +157,16 @@ async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
         assert!(Instant::now() < deadline, "the restarted replica never named the leader: {}", e.message());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // swarmctl pointed at the standby follows it to the leader.
+    let out = std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &c.endpoint(), "--output", "json", "decisions", "list"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("following the leader at {}", b.endpoint())), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed.as_array().map(|a| a.len()), Some(3), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,4 +253,49 @@ async fn every_write_of_a_stale_term_is_refused_by_etcd() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_etcd_member_down_nothing_is_decided_and_service_resumes_after() {
+    let mut fleet = Fleet::start();
+    let mut a = fleet.replica();
+    let b = fleet.replica();
+    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let ch = a.channel().await;
+    overload_p0(ch.clone()).await;
+    assert_eq!(round(ch.clone()).await.decisions[0].sequence, 1);
+
+    fleet.etcd.kill_all();
+    // The leader cannot commit a round: UNAVAILABLE, saying the store is unreachable...
+    let mut p = pb::placement_client::PlacementClient::new(ch.clone());
+    let e = p.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("etcd"), "{}", e.message());
+    // ...and once it cannot renew its lease for a whole TTL it steps down.
+    let status = a.wait_exit(Duration::from_secs(TTL_S + 10)).expect("the leader steps down without etcd");
+    assert!(!status.success());
+    // The standby says why no one leads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = dry_round(&b).await.unwrap_err();
+        if e.message().contains("no leader is known: etcd unreachable") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", e.message());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // etcd returns; the supervisor (here, the test) restarts the replica
+    // that stepped down; one of them leads with everything intact.
+    fleet.etcd.restart_all();
+    let a = fleet.replica();
+    let l = leader_of(&[&a, &b], Duration::from_secs(TTL_S + 20)).await;
+    let ch = [&a, &b][l].channel().await;
+    assert_eq!(decisions(ch.clone()).await, vec![1], "nothing lost, nothing half-written");
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
+    assert_eq!(
+        topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes.len(),
+        4
+    );
+    assert_eq!(round(ch).await.decisions[0].sequence, 2, "the sequence goes on");
 }

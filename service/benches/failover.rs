@@ -75,7 +75,7 @@ fn main() {
         let cfg = dir.path().join("swarm.toml");
         std::fs::write(
             &cfg,
-            format!("round_interval = \"1h\"\n[store]\nlease_ttl = \"{ttl}s\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 100\ncooldown = \"1h\"\n"),
+            format!("round_interval = \"1h\"\n[store]\nlease_ttl = \"{ttl}s\"\netcd_timeout = \"1s\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 100\ncooldown = \"1h\"\n"),
         )
         .unwrap();
         let cfg = cfg.display().to_string();

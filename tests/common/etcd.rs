@@ -101,6 +101,25 @@ impl EtcdCluster {
         }
     }
 
+    /// SIGKILL every member.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+
+    /// Starts every member again on its data directory (a member alone has
+    /// no quorum, so all start before any is waited for).
+    pub fn restart_all(&mut self) {
+        self.kill_all();
+        for i in 0..self.members.len() {
+            self.start_member(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
+    }
+
     /// Starts member `i` again on its data directory.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);

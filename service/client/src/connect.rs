@@ -93,8 +93,38 @@ pub fn with_token(channel: Channel, token: Option<&str>) -> Result<Conn, Connect
     Ok(InterceptedService::new(channel, Bearer(value)))
 }
 
-/// Connects to `server` (`http://host:port` or `https://host:port`).
+/// Connects to `server` (`http://host:port` or `https://host:port`). When
+/// it is a standby replica of a highly available deployment, which answers
+/// every call UNAVAILABLE with the leader's address in `swarm-leader`,
+/// connects to that leader instead (one hop, said on stderr).
 pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, ConnectError> {
+    let conn = connect_once(server, opts).await?;
+    match leader_named_by(conn.clone()).await {
+        Some(leader) if leader != server => {
+            eprintln!("{server} is a standby replica; following the leader at {leader}");
+            connect_once(&leader, opts).await
+        }
+        _ => Ok(conn),
+    }
+}
+
+/// The leader a standby names in answer to a cheap read (`None`: the
+/// server answered as a leader, or failed for another reason, which the
+/// real call will report).
+async fn leader_named_by(conn: Conn) -> Option<String> {
+    use swarm_proto::v1 as pb;
+    let mut p = pb::placement_client::PlacementClient::new(conn);
+    let probe = pb::ListDecisionsRequest { from_sequence: u64::MAX, limit: 1 };
+    let e = tokio::time::timeout(Duration::from_secs(5), p.list_decisions(probe)).await.ok()?.err()?;
+    if e.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let leader = e.metadata().get("swarm-leader")?.to_str().ok()?.to_owned();
+    (leader.starts_with("http://") || leader.starts_with("https://")).then_some(leader)
+}
+
+/// Connects to `server` without following a standby's redirect.
+pub async fn connect_once(server: &str, opts: &ClientOptions) -> Result<Conn, ConnectError> {
     // `localhost:50051` parses as a URL with scheme "localhost" and then
     // fails to connect, which would read as "unreachable": it is bad input.
     if !(server.starts_with("http://") || server.starts_with("https://")) {

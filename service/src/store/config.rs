@@ -92,6 +92,14 @@ impl StoreConfig {
         if self.etcd_timeout < Duration::from_millis(100) {
             return Err("store.etcd_timeout must be at least 100ms".into());
         }
+        // A store call still retrying when the lease could have lapsed
+        // would report nothing useful: the leader is deposed by then.
+        if self.etcd_timeout >= self.lease_ttl {
+            return Err(format!(
+                "store.etcd_timeout ({:?}) must be shorter than store.lease_ttl ({:?})",
+                self.etcd_timeout, self.lease_ttl
+            ));
+        }
         Ok(())
     }
 }
