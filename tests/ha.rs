@@ -14,7 +14,7 @@ use common::*;
 use swarm_proto::v1 as pb;
 use tokio_stream::StreamExt;
 
-const TTL_S: u64 = 2;
+const TTL_S: u64 = 3;
 
 struct Fleet {
     etcd: EtcdCluster,
@@ -30,7 +30,7 @@ impl Fleet {
         std::fs::write(
             cfg.path().join("swarm.toml"),
             format!(
-                "round_interval = \"1h\"\n[store]\nlease_ttl = \"{TTL_S}s\"\netcd_timeout = \"1s\"\nkey_prefix = \"/swarm-test/\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 10\ncooldown = \"1h\"\n"
+                "round_interval = \"1h\"\n[store]\nlease_ttl = \"{TTL_S}s\"\netcd_timeout = \"2s\"\nkey_prefix = \"/swarm-test/\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 10\ncooldown = \"1h\"\n"
             ),
         )
         .unwrap();
@@ -298,4 +298,96 @@ async fn with_every_etcd_member_down_nothing_is_decided_and_service_resumes_afte
         4
     );
     assert_eq!(round(ch).await.decisions[0].sequence, 2, "the sequence goes on");
+}
+
+/// The leader among `replicas`, if one answers within `within`.
+async fn try_leader(replicas: &[Server], within: Duration) -> Option<usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        for (i, r) in replicas.iter().enumerate() {
+            if dry_round(r).await.is_ok() {
+                return Some(i);
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaos_loop_of_kills_keeps_every_decision_once_and_in_order() {
+    use rand::{Rng, SeedableRng};
+    let mut fleet = Fleet::start();
+    let mut replicas: Vec<Server> = (0..3).map(|_| fleet.replica()).collect();
+    let l = try_leader(&replicas, Duration::from_secs(20)).await.expect("a leader");
+    let ch = replicas[l].channel().await;
+    register_cluster(ch.clone(), 3, &[24, 0, 0]).await;
+    let now = now_ms();
+    let mut samples = Vec::new();
+    for k in 0..30i64 {
+        let ts = now - (29 - k) * 30_000;
+        samples.push(sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, ts, 15.9));
+        for v in 0..24 {
+            samples.push(sample(pb::EntityKind::Virtual, &format!("v0-{v}"), pb::Metric::CpuUsage, ts, 0.6));
+        }
+    }
+    ingest(ch, vec![samples]).await.unwrap();
+
+    // 20 random kills (seeded, so a failure replays): a replica (the
+    // supervisor restarts it at once) or one etcd member (restarted after
+    // the next round, so a majority always remains); a round after each.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let mut acknowledged: Vec<(u64, String)> = Vec::new();
+    let mut etcd_down = None;
+    for _ in 0..20 {
+        if rng.random_bool(0.6) {
+            let i = rng.random_range(0..replicas.len());
+            replicas[i].kill();
+            replicas[i] = fleet.replica();
+        } else {
+            let m = rng.random_range(0..3);
+            fleet.etcd.kill(m);
+            etcd_down = Some(m);
+        }
+        if let Some(l) = try_leader(&replicas, Duration::from_secs(TTL_S + 10)).await {
+            let ch = replicas[l].channel().await;
+            let mut p = pb::placement_client::PlacementClient::new(ch);
+            // A round that answered committed; one that failed may or may not have.
+            if let Ok(r) = p.run_round(pb::RunRoundRequest { dry_run: false }).await {
+                acknowledged.extend(r.into_inner().decisions.into_iter().map(|d| (d.sequence, d.virtual_node_id)));
+            }
+        }
+        if let Some(m) = etcd_down.take() {
+            fleet.etcd.restart(m);
+        }
+    }
+
+    let l = try_leader(&replicas, Duration::from_secs(TTL_S + 20)).await.expect("a leader after the chaos");
+    let ch = replicas[l].channel().await;
+    let mut p = pb::placement_client::PlacementClient::new(ch.clone());
+    let stored =
+        p.list_decisions(pb::ListDecisionsRequest { from_sequence: 1, limit: 1000 }).await.unwrap().into_inner();
+    let seqs: Vec<u64> = stored.decisions.iter().map(|d| d.sequence).collect();
+    assert!(acknowledged.len() >= 5, "the loop made progress: {acknowledged:?}");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free, in order, none twice");
+    for (seq, v) in &acknowledged {
+        let d = &stored.decisions[*seq as usize - 1];
+        assert_eq!(&d.virtual_node_id, v, "decision {seq} was acknowledged for {v} and kept as such");
+    }
+    let mut moved: Vec<&str> = stored.decisions.iter().map(|d| d.virtual_node_id.as_str()).collect();
+    moved.sort();
+    moved.dedup();
+    assert_eq!(moved.len(), stored.decisions.len(), "no virtual node decided twice (cooldown survived failovers)");
+    let mut watch = p.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 1 }).await.unwrap().into_inner();
+    for want in &seqs {
+        let d = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("decision").unwrap().unwrap();
+        assert_eq!(d.sequence, *want);
+    }
+    let mut topo = pb::topology_client::TopologyClient::new(ch);
+    let nodes = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
+    assert_eq!(nodes.len(), 24);
+    assert!(nodes.iter().all(|n| n.placement == "p0"), "recommend mode: every virtual node keeps its one placement");
+    eprintln!("chaos: {} decisions acknowledged, {} stored", acknowledged.len(), seqs.len());
 }

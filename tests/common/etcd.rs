@@ -43,6 +43,9 @@ impl EtcdCluster {
                     "--initial-cluster-state=new".into(),
                     "--initial-cluster-token=swarm-test".into(),
                     "--max-txn-ops=10000".into(),
+                    // Elections in half a second: the tests kill members.
+                    "--heartbeat-interval=50".into(),
+                    "--election-timeout=500".into(),
                     "--logger=zap".into(),
                     "--log-level=error".into(),
                 ],
