@@ -30,7 +30,7 @@ impl Fleet {
         std::fs::write(
             cfg.path().join("swarm.toml"),
             format!(
-                "round_interval = \"1h\"\n[store]\nlease_ttl = \"{TTL_S}s\"\netcd_timeout = \"2s\"\nkey_prefix = \"/swarm-test/\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 10\ncooldown = \"1h\"\n"
+                "round_interval = \"1h\"\n[store]\nlease_ttl = \"{TTL_S}s\"\netcd_timeout = \"2s\"\nkey_prefix = \"/swarm-test/\"\n[controller]\nmax_decisions_per_round = 1\nmax_in_flight_per_node = 10\ncooldown = \"1h\"\n[migration]\nverify_window = \"1s\"\ntick = \"100ms\"\n"
             ),
         )
         .unwrap();
@@ -390,4 +390,74 @@ async fn a_chaos_loop_of_kills_keeps_every_decision_once_and_in_order() {
     assert_eq!(nodes.len(), 24);
     assert!(nodes.iter().all(|n| n.placement == "p0"), "recommend mode: every virtual node keeps its one placement");
     eprintln!("chaos: {} decisions acknowledged, {} stored", acknowledged.len(), seqs.len());
+}
+
+async fn migrations(ch: tonic::transport::Channel) -> Vec<pb::Migration> {
+    let mut m = pb::migrations_client::MigrationsClient::new(ch);
+    m.list_migrations(pb::ListMigrationsRequest { limit: 100, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .migrations
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_follows_the_leader_and_every_migration_ends() {
+    let fleet = Fleet::start();
+    let mut a = fleet.replica();
+    let b = fleet.replica();
+    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let ch = a.channel().await;
+    overload_p0(ch.clone()).await;
+    // The reference orchestrator, given both replicas.
+    let servers = format!("{},{}", a.endpoint(), b.endpoint());
+    let agent = std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &servers, "agent", "--id", "ha-agent", "--report-every", "200ms"])
+        .args(["--shadow-start", "300ms", "--exit-when-idle", "6s"])
+        .env("SWARM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = round(ch.clone()).await.decisions.remove(0);
+    // Kill the leader while the migration is under way.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ms = migrations(ch.clone()).await;
+        let m = ms.iter().find(|m| m.decision_sequence == first.sequence).expect("the decision's migration");
+        if m.phase == pb::MigrationPhase::Shadowing as i32 || m.phase == pb::MigrationPhase::ShadowStarting as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent never took the migration: {m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill();
+    let _ = leader_of(&[&b], Duration::from_secs(TTL_S + 15)).await;
+    let ch = b.channel().await;
+    // The new leader decides again; the agent carries both out through it.
+    let second = round(ch.clone()).await.decisions.remove(0);
+    assert_eq!(second.sequence, first.sequence + 1);
+    let s = summary(agent);
+    assert_eq!(s["instances_inconsistent"], 0, "{s}");
+    let terminal = [
+        pb::MigrationPhase::Completed,
+        pb::MigrationPhase::RolledBack,
+        pb::MigrationPhase::TimedOut,
+        pb::MigrationPhase::Rejected,
+        pb::MigrationPhase::ShadowUnhealthy,
+    ]
+    .map(|p| p as i32);
+    let ms = migrations(ch.clone()).await;
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    for m in &ms {
+        assert!(terminal.contains(&m.phase), "every migration ends: {m:?}");
+    }
+    let second_m = ms.iter().find(|m| m.decision_sequence == second.sequence).unwrap();
+    assert_eq!(second_m.phase, pb::MigrationPhase::Completed as i32, "{second_m:?}");
+    let mut topo = pb::topology_client::TopologyClient::new(ch);
+    let nodes = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
+    for n in &nodes {
+        let done = ms.iter().find(|m| m.virtual_node_id == n.id && m.phase == pb::MigrationPhase::Completed as i32);
+        let want = done.map_or("p0", |m| m.to_node_id.as_str());
+        assert_eq!(n.placement, want, "{} has exactly its one placement", n.id);
+    }
 }

@@ -4,15 +4,17 @@
 //! all connect through here.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-/// A connection: a channel whose calls carry the token.
-pub type Conn = InterceptedService<Channel, Bearer>;
+/// A connection: a channel (over one or several replicas, following the
+/// leader) whose calls carry the token.
+pub type Conn = InterceptedService<crate::follow::Replicas, Bearer>;
 
 /// Adds `authorization: Bearer <token>` to every call (nothing without a token).
 #[derive(Clone, Default)]
@@ -82,30 +84,58 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-/// Wraps a channel so its calls carry `token`.
+/// Wraps a channel to one server so its calls carry `token`.
 pub fn with_token(channel: Channel, token: Option<&str>) -> Result<Conn, ConnectError> {
+    let single = crate::follow::Replicas::new((String::new(), channel), Vec::new(), Arc::new(|_: &str| None));
+    bearer(single, token)
+}
+
+fn bearer(replicas: crate::follow::Replicas, token: Option<&str>) -> Result<Conn, ConnectError> {
     let value = token
         .map(|t| {
             MetadataValue::try_from(format!("Bearer {}", t.trim()))
                 .map_err(|_| ConnectError::Input("the token must be printable ASCII".into()))
         })
         .transpose()?;
-    Ok(InterceptedService::new(channel, Bearer(value)))
+    Ok(InterceptedService::new(replicas, Bearer(value)))
 }
 
-/// Connects to `server` (`http://host:port` or `https://host:port`). When
-/// it is a standby replica of a highly available deployment, which answers
-/// every call UNAVAILABLE with the leader's address in `swarm-leader`,
-/// connects to that leader instead (one hop, said on stderr).
+/// Connects to `server` (`http://host:port` or `https://host:port`), or to
+/// the first of several replicas that answers (`a,b,c`). Calls follow the
+/// leader from then on ([`crate::follow`]): when the server is a standby of
+/// a highly available deployment, which answers every call UNAVAILABLE
+/// with the leader's address in `swarm-leader`, the connection moves to
+/// that leader at once (said on stderr); when the server stops answering,
+/// to the next replica given.
 pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, ConnectError> {
-    let conn = connect_once(server, opts).await?;
-    match leader_named_by(conn.clone()).await {
-        Some(leader) if leader != server => {
-            eprintln!("{server} is a standby replica; following the leader at {leader}");
-            connect_once(&leader, opts).await
-        }
-        _ => Ok(conn),
+    let all: Vec<String> = server.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    if all.is_empty() {
+        return Err(ConnectError::Input("--server is empty".into()));
     }
+    for a in &all {
+        endpoint(a, opts)?;
+    }
+    let mut last = None;
+    for (i, first) in all.iter().enumerate() {
+        let channel = match endpoint(first, opts)?.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                last = Some(connect_error(first, e));
+                continue;
+            }
+        };
+        let others = all.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, a)| a.clone()).collect();
+        let make_opts = opts.clone();
+        let make = Arc::new(move |a: &str| endpoint(a, &make_opts).ok());
+        let replicas = crate::follow::Replicas::new((first.clone(), channel), others, make);
+        let conn = bearer(replicas.clone(), opts.token.as_deref())?;
+        if let Some(leader) = leader_named_by(conn.clone()).await {
+            eprintln!("{first} is a standby replica; following the leader at {leader}");
+            replicas.follow(&leader);
+        }
+        return Ok(conn);
+    }
+    Err(last.expect("at least one address was tried"))
 }
 
 /// The leader a standby names in answer to a cheap read (`None`: the
@@ -123,8 +153,8 @@ async fn leader_named_by(conn: Conn) -> Option<String> {
     (leader.starts_with("http://") || leader.starts_with("https://")).then_some(leader)
 }
 
-/// Connects to `server` without following a standby's redirect.
-pub async fn connect_once(server: &str, opts: &ClientOptions) -> Result<Conn, ConnectError> {
+/// The endpoint of one address, with TLS for `https://`.
+fn endpoint(server: &str, opts: &ClientOptions) -> Result<Endpoint, ConnectError> {
     // `localhost:50051` parses as a URL with scheme "localhost" and then
     // fails to connect, which would read as "unreachable": it is bad input.
     if !(server.starts_with("http://") || server.starts_with("https://")) {
@@ -146,18 +176,20 @@ pub async fn connect_once(server: &str, opts: &ClientOptions) -> Result<Conn, Co
     } else if opts.ca_cert.is_some() {
         return Err(ConnectError::Input("--ca-cert needs an https:// --server".into()));
     }
-    let channel = endpoint.connect().await.map_err(|e| {
-        if let Some(reason) = tls_failure(&e) {
-            return ConnectError::Tls { addr: server.to_owned(), reason };
-        }
-        // The innermost cause says what happened (refused, reset, ...).
-        let mut reason = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            reason = s.to_string();
-            src = s.source();
-        }
-        ConnectError::Unreachable { addr: server.to_owned(), reason }
-    })?;
-    with_token(channel, opts.token.as_deref())
+    Ok(endpoint)
+}
+
+/// What a failed connection attempt means for the user.
+fn connect_error(server: &str, e: tonic::transport::Error) -> ConnectError {
+    if let Some(reason) = tls_failure(&e) {
+        return ConnectError::Tls { addr: server.to_owned(), reason };
+    }
+    // The innermost cause says what happened (refused, reset, ...).
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        reason = s.to_string();
+        src = s.source();
+    }
+    ConnectError::Unreachable { addr: server.to_owned(), reason }
 }

@@ -2,8 +2,9 @@
 //! `swarmd` and the end-to-end tests.
 //!
 //! Layout:
-//! - connecting ([`connect`], [`ClientOptions`], [`Conn`]): the address,
-//!   TLS for `https://` URLs, a bearer token on every call;
+//! - connecting ([`connect`], [`ClientOptions`], [`Conn`]): the address
+//!   (or several replicas' — [`follow`] keeps calls on the leader), TLS for
+//!   `https://` URLs, a bearer token on every call;
 //! - [`agent`]: the reference orchestrator that carries migrations out on a
 //!   simulated cluster (with fault injection);
 //! - [`tokens`]: reading token files (swarmd's and `--token-file`);
@@ -18,6 +19,7 @@
 
 pub mod agent;
 mod connect;
+pub mod follow;
 pub mod tokens;
 pub mod wire;
 

@@ -33,6 +33,12 @@ pub(crate) fn overloaded(swarm: &Swarm, source: &'static str, o: crate::limits::
     status
 }
 
+/// Swarm's own services, by their gRPC names (health reports each).
+pub(crate) const SERVICES: [&str; 5] =
+    ["swarm.v1.Topology", "swarm.v1.Metrics", "swarm.v1.Placement", "swarm.v1.Migrations", "swarm.v1.Reconfiguration"];
+/// The OTLP metrics receiver's gRPC name.
+pub(crate) const OTLP_SERVICE: &str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+
 /// A batch the metric store did not take: refused by the backend as bad
 /// data (INVALID_ARGUMENT, the client's to fix), else UNAVAILABLE (retry).
 pub(crate) fn store_status(e: crate::series::SeriesError) -> Status {
@@ -108,16 +114,9 @@ pub async fn serve_with(
     // gRPC health checking: every service (and "", the server) is SERVING
     // until shutdown begins, then NOT_SERVING while calls drain.
     let (health, health_svc) = tonic_health::server::health_reporter();
-    const SERVICES: [&str; 6] = [
-        "",
-        "swarm.v1.Topology",
-        "swarm.v1.Metrics",
-        "swarm.v1.Placement",
-        "swarm.v1.Migrations",
-        "swarm.v1.Reconfiguration",
-    ];
-    let otlp_name = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    for name in SERVICES.into_iter().chain([otlp_name]) {
+    let otlp_name = OTLP_SERVICE;
+    let every = || [""].into_iter().chain(SERVICES).chain([OTLP_SERVICE]);
+    for name in every() {
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
     // With a Prometheus backend, swarm.v1.Metrics (and the OTLP receiver)
@@ -143,7 +142,7 @@ pub async fn serve_with(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight calls");
-        for name in SERVICES.into_iter().chain([otlp_name]) {
+        for name in every() {
             health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
         }
         s.begin_shutdown();

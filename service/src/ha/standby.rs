@@ -9,16 +9,6 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// The services a standby does not serve.
-const SERVICES: [&str; 6] = [
-    "swarm.v1.Topology",
-    "swarm.v1.Metrics",
-    "swarm.v1.Placement",
-    "swarm.v1.Migrations",
-    "swarm.v1.Reconfiguration",
-    "opentelemetry.proto.collector.metrics.v1.MetricsService",
-];
-
 /// The answer to any call on a standby.
 pub fn not_leader(leader: &str) -> tonic::Status {
     let mut s = if leader.starts_with("http://") || leader.starts_with("https://") {
@@ -39,7 +29,8 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_svc) = tonic_health::server::health_reporter();
-    for name in SERVICES {
+    // The services a standby does not serve.
+    for name in crate::grpc::SERVICES.into_iter().chain([crate::grpc::OTLP_SERVICE]) {
         health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
     }
     let fallback = move || {
