@@ -6,39 +6,17 @@
 
 mod common;
 
+use common::otlp::{gauge, kv, point};
 use common::*;
 use swarm_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use swarm_proto::otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use swarm_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 use swarm_proto::otlp::metrics::v1::{
-    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
-    number_data_point,
+    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
 };
 use swarm_proto::otlp::resource::v1::Resource;
 use swarm_proto::v1 as pb;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
-fn gauge(name: &str, points: Vec<NumberDataPoint>) -> Metric {
-    Metric { name: name.into(), data: Some(metric::Data::Gauge(Gauge { data_points: points })), ..Default::default() }
-}
-
-fn point(attrs: Vec<KeyValue>, ts_ms: i64, v: f64) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes: attrs,
-        time_unix_nano: ts_ms as u64 * 1_000_000,
-        value: Some(number_data_point::Value::AsDouble(v)),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection() {

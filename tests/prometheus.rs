@@ -68,6 +68,38 @@ async fn samples_go_to_prometheus_by_remote_write_and_come_back_by_promql() {
         assert_eq!(mine, expected, "v{}", v + 1);
     }
 
+    // The OTLP receiver forwards the same way.
+    {
+        use swarm_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+        use swarm_proto::otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+        use swarm_proto::otlp::metrics::v1::{ResourceMetrics, ScopeMetrics};
+        use swarm_proto::otlp::resource::v1::Resource;
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![common::otlp::kv("swarm.node.id", "v3")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![common::otlp::gauge(
+                        "swarm.latency_ms",
+                        vec![common::otlp::point(vec![], last - STEP, 12.5), common::otlp::point(vec![], last, 13.5)],
+                    )],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let r = MetricsServiceClient::new(ch.clone()).export(req).await.unwrap().into_inner();
+        assert!(r.partial_success.is_none(), "{r:?}");
+        let answer = prom.query(r#"swarm_latency_ms{swarm_node="v3",swarm_kind="virtual"}"#);
+        assert_eq!(answer["data"]["result"][0]["value"][1], "13.5", "{answer}");
+        let pts = query(ch.clone(), pb::EntityKind::Virtual, "v3", pb::Metric::LatencyMs).await;
+        let mine: Vec<(i64, f64)> =
+            pts.iter().filter(|p| p.timestamp_ms <= last).map(|p| (p.timestamp_ms, p.value)).collect();
+        assert_eq!(mine, vec![(last - STEP, 12.5), (last, 13.5)]);
+    }
+
     // A sample older than what Prometheus holds for its series is refused
     // by the backend: INVALID_ARGUMENT with its reason, nothing else lost.
     let stale = vec![sample(pb::EntityKind::Virtual, "v1", pb::Metric::CpuUsage, last - 30 * 60_000 + 1, 9.0)];

@@ -12,6 +12,7 @@ use swarm_proto::v1 as pb;
 use tonic::transport::Channel;
 
 pub mod etcd;
+pub mod otlp;
 pub mod prom;
 
 pub const SWARMD: &str = env!("CARGO_BIN_EXE_swarmd");
