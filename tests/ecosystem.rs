@@ -206,5 +206,7 @@ async fn otlp_metrics_arrive_and_prometheus_counts_them() {
     assert!(value("swarm_store_bytes{store=\"metadata\"}") > 0.0);
     assert!(value("swarm_store_bytes{store=\"series\"}") > 0.0);
     assert_eq!(value("swarm_series_rows"), 6.0, "2 + 1 + 1 + 1 by OTLP, 1 by Ingest");
+    // Registering the cluster committed nodes and placements: each commit is timed.
+    assert!(value("swarm_metadata_store_seconds_count{op=\"commit\"}") >= 3.0);
     assert!(text.ends_with("# EOF\n"));
 }

@@ -18,6 +18,7 @@
 //! | `swarm_auth_denied_total` | counter | `code` (unauthenticated, permission_denied) |
 //! | `swarm_rounds_skipped_total` | counter | `reason` (`metrics_backend`: the Prometheus backend could not be read) |
 //! | `swarm_metrics_backend_refreshes_total` | counter | `result` (ok, error): reads of the Prometheus backend |
+//! | `swarm_metadata_store_seconds` | histogram | `op` (commit, append decisions, read decisions, put performance): metadata store calls, embedded or etcd |
 //! | `swarm_leader_term` | gauge | with `[store] backend = "etcd"`: the term this replica leads in (0 on the embedded store) |
 //! | `swarm_leader_wait_seconds` | gauge | how long this replica stood by before it was elected |
 //! | `swarm_leader_lease_renewals_total` | counter | renewals of the leader lease etcd acknowledged |
@@ -53,6 +54,7 @@ pub struct Telemetry {
     leader_term: Gauge,
     failover_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
     lease_renewals: Counter,
+    store_seconds: Family<Labels, Histogram>,
 }
 
 /// Levels read from the state at scrape time.
@@ -145,6 +147,14 @@ impl Telemetry {
             "Renewals of the leader lease etcd acknowledged",
             lease_renewals.clone(),
         );
+        let store_seconds = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "metadata_store_seconds",
+            "Duration of metadata store calls (embedded or etcd), by operation",
+            store_seconds.clone(),
+        );
         Telemetry {
             registry,
             ingest,
@@ -164,6 +174,7 @@ impl Telemetry {
             leader_term,
             failover_seconds,
             lease_renewals,
+            store_seconds,
         }
     }
 
@@ -179,6 +190,11 @@ impl Telemetry {
         if total > now {
             self.lease_renewals.inc_by(total - now);
         }
+    }
+
+    /// A metadata store call and how long it took.
+    pub fn store_call(&self, op: &'static str, seconds: f64) {
+        self.store_seconds.get_or_create(&vec![("op", op.into())]).observe(seconds);
     }
 
     /// A round that did not run, and why.

@@ -179,13 +179,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
-/// [`blocking`] for a store call: a store failure is UNAVAILABLE.
-async fn store_call<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    blocking(f).await?.map_err(|e| ApiError::Unavailable(e.to_string()))
-}
-
 /// [`blocking`] for a series read: a Polars failure is internal.
 async fn series_call<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, polars::error::PolarsError> + Send + 'static,
@@ -292,6 +285,19 @@ fn load_model(path: Option<&Path>) -> Result<Artifact, swarm_models::ArtifactErr
 }
 
 impl Swarm {
+    /// [`blocking`] for a metadata store call, timed in `/metrics` by `op`:
+    /// a store failure is UNAVAILABLE.
+    async fn store_call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let r = blocking(f).await?.map_err(|e| ApiError::Unavailable(e.to_string()));
+        self.inner.telemetry.store_call(op, started.elapsed().as_secs_f64());
+        r
+    }
+
     /// Opens (or creates) the state under `cfg.data_dir`, metadata in the
     /// embedded store there.
     pub fn open(cfg: Config, clock: SharedClock) -> Result<(Swarm, StartReport), OpenError> {
@@ -415,7 +421,7 @@ impl Swarm {
     /// Up to `limit` decisions from sequence `from` on, read from the store.
     pub async fn list_decisions(&self, from: u64, limit: usize) -> Result<Vec<Decision>, ApiError> {
         let log = self.inner.decisions.clone();
-        store_call(move || log.list(from, limit)).await
+        self.store_call("read decisions", move || log.list(from, limit)).await
     }
 
     /// Resolves when shutdown has begun.
@@ -456,16 +462,17 @@ impl Swarm {
         }
         let store = self.inner.store.clone();
         let Write { changes, migrations, result, groups, reconfigs } = w;
-        let (changes, migrations, groups, reconfigs) = store_call(move || {
-            let batch = Batch {
-                topology: &changes,
-                migrations: &migrations,
-                group_policies: &groups,
-                reconfigurations: &reconfigs,
-            };
-            store.commit(&batch).map(|()| (changes, migrations, groups, reconfigs))
-        })
-        .await?;
+        let (changes, migrations, groups, reconfigs) = self
+            .store_call("commit", move || {
+                let batch = Batch {
+                    topology: &changes,
+                    migrations: &migrations,
+                    group_policies: &groups,
+                    reconfigurations: &reconfigs,
+                };
+                store.commit(&batch).map(|()| (changes, migrations, groups, reconfigs))
+            })
+            .await?;
         let mut m = self.meta_mut();
         m.version += 1;
         for (name, p) in groups {
@@ -730,7 +737,7 @@ impl Swarm {
                 .collect()
         };
         let store = self.inner.store.clone();
-        store_call(move || store.put_performance(&records)).await
+        self.store_call("put performance", move || store.put_performance(&records)).await
     }
 
     /// The current cluster as the placement math sees it: observed usage,
@@ -1042,19 +1049,20 @@ impl Swarm {
         // The migrations join the book before their decisions are published
         // (see `DecisionLog::commit_round`).
         let swarm = self.clone();
-        let decisions = store_call(move || {
-            log.commit_round(round_id, decisions, propose, |migrations| {
-                if migrations.is_empty() {
-                    return;
-                }
-                let mut m = swarm.meta_mut();
-                for mig in migrations {
-                    m.book.insert(mig);
-                }
-                m.version += 1;
+        let decisions = self
+            .store_call("append decisions", move || {
+                log.commit_round(round_id, decisions, propose, |migrations| {
+                    if migrations.is_empty() {
+                        return;
+                    }
+                    let mut m = swarm.meta_mut();
+                    for mig in migrations {
+                        m.book.insert(mig);
+                    }
+                    m.version += 1;
+                })
             })
-        })
-        .await?;
+            .await?;
         for d in &decisions {
             self.inner.telemetry.decision(d.kind.name());
         }
