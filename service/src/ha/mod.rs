@@ -171,41 +171,45 @@ pub async fn campaign(
 /// known to be gone (etcd says its TTL is 0) or could not be renewed for a
 /// whole TTL: past that point etcd may have expired it and a standby may
 /// lead, so this replica must stop.
+///
+/// Each renewal opens a keep-alive stream of its own, sends one request and
+/// waits for one answer, retrying at once on failure: a long-lived stream
+/// stays bound to the member it was opened on, and when that member dies
+/// the renewals would wait on it (etcd-client's balancer routes each new
+/// stream afresh).
 async fn keep_lease(client: Client, lease: i64, ttl: Duration, deposed: watch::Sender<bool>, stats: Arc<HaStats>) {
     let every = ttl / 3;
+    let attempt_limit = (every / 2).max(Duration::from_millis(200));
     let mut last_ok = Instant::now();
     loop {
-        if let Ok((mut keeper, mut stream)) = client.clone().lease_keep_alive(lease).await {
-            loop {
-                if keeper.keep_alive().await.is_err() {
-                    break;
-                }
-                match tokio::time::timeout(every, stream.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                        last_ok = Instant::now();
-                        stats.renewals.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Ok(Some(_))) => {
-                        tracing::error!(lease, "the leader lease has expired");
-                        let _ = deposed.send(true);
-                        return;
-                    }
-                    _ => break,
-                }
-                if deposed.is_closed() || *deposed.borrow() {
-                    return;
-                }
-                tokio::time::sleep(every).await;
-                if last_ok.elapsed() >= ttl {
-                    break;
-                }
-            }
-        }
-        if last_ok.elapsed() >= ttl {
-            tracing::error!(lease, ttl = ?ttl, "the leader lease could not be renewed for its whole TTL");
-            let _ = deposed.send(true);
+        if deposed.is_closed() || *deposed.borrow() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let renewed = tokio::time::timeout(attempt_limit, async {
+            let (mut keeper, mut stream) = client.clone().lease_keep_alive(lease).await.ok()?;
+            keeper.keep_alive().await.ok()?;
+            stream.message().await.ok()?
+        })
+        .await
+        .ok()
+        .flatten();
+        match renewed {
+            Some(r) if r.ttl() > 0 => {
+                last_ok = Instant::now();
+                stats.renewals.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(every).await;
+            }
+            Some(_) => {
+                tracing::error!(lease, "the leader lease has expired");
+                let _ = deposed.send(true);
+                return;
+            }
+            None if last_ok.elapsed() >= ttl => {
+                tracing::error!(lease, ttl = ?ttl, "the leader lease could not be renewed for its whole TTL");
+                let _ = deposed.send(true);
+                return;
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
