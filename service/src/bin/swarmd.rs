@@ -112,9 +112,13 @@ async fn run_replica(
     let advertise = cfg.store.advertise.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let (leader_tx, leader_rx) = tokio::sync::watch::channel("no leader has been seen yet".to_owned());
     let (stop_standby, standby_stopped) = tokio::sync::oneshot::channel::<()>();
-    let standby = tokio::spawn(ha::standby::serve(listener, leader_rx, async {
-        let _ = standby_stopped.await;
-    }));
+    let tls = security.tls.clone();
+    let standby = tokio::spawn(async move {
+        ha::standby::serve(listener, tls.as_ref(), leader_rx, async {
+            let _ = standby_stopped.await;
+        })
+        .await
+    });
     println!("swarmd listening on {addr}");
     tracing::info!(%addr, advertise, prefix = %cfg.store.key_prefix, "standing by until elected leader");
     let mut shutdown = Box::pin(shutdown_signal());

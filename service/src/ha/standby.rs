@@ -22,9 +22,12 @@ pub fn not_leader(leader: &str) -> tonic::Status {
     s
 }
 
-/// Serves the standby answers on `listener` until `stop` resolves.
+/// Serves the standby answers on `listener` until `stop` resolves, over
+/// TLS when the leader would serve TLS (a client configured for https must
+/// be able to hear where the leader is).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<&crate::security::Tls>,
     leader: watch::Receiver<String>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -39,8 +42,10 @@ pub async fn serve(
     };
     let router = tonic::service::Routes::new(health_svc).into_axum_router().fallback(fallback);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tonic::transport::Server::builder()
-        .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder.add_routes(tonic::service::Routes::from(router)).serve_with_incoming_shutdown(incoming, stop).await
 }
