@@ -77,17 +77,7 @@ async fn round(ch: tonic::transport::Channel) -> pb::RunRoundResponse {
 
 /// p0 runs four busy virtual nodes; p1 and p2 are idle.
 async fn overload_p0(ch: tonic::transport::Channel) {
-    register_cluster(ch.clone(), 3, &[4, 0, 0]).await;
-    let now = now_ms();
-    let mut samples = Vec::new();
-    for k in 0..30i64 {
-        let ts = now - (29 - k) * 30_000;
-        samples.push(sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, ts, 15.5));
-        for v in 0..4 {
-            samples.push(sample(pb::EntityKind::Virtual, &format!("v0-{v}"), pb::Metric::CpuUsage, ts, 1.9));
-        }
-    }
-    assert_eq!(ingest(ch, vec![samples]).await.unwrap().accepted, 150);
+    assert_eq!(busy_p0(ch, 4, 15.5, 1.9).await, 150);
 }
 
 async fn decisions(ch: tonic::transport::Channel) -> Vec<u64> {
@@ -323,17 +313,7 @@ async fn a_chaos_loop_of_kills_keeps_every_decision_once_and_in_order() {
     let mut replicas: Vec<Server> = (0..3).map(|_| fleet.replica()).collect();
     let l = try_leader(&replicas, Duration::from_secs(20)).await.expect("a leader");
     let ch = replicas[l].channel().await;
-    register_cluster(ch.clone(), 3, &[24, 0, 0]).await;
-    let now = now_ms();
-    let mut samples = Vec::new();
-    for k in 0..30i64 {
-        let ts = now - (29 - k) * 30_000;
-        samples.push(sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, ts, 15.9));
-        for v in 0..24 {
-            samples.push(sample(pb::EntityKind::Virtual, &format!("v0-{v}"), pb::Metric::CpuUsage, ts, 0.6));
-        }
-    }
-    ingest(ch, vec![samples]).await.unwrap();
+    assert_eq!(busy_p0(ch, 24, 15.9, 0.6).await, 30 * 25);
 
     // 20 random kills (seeded, so a failure replays): a replica (the
     // supervisor restarts it at once) or one etcd member (restarted after

@@ -42,17 +42,7 @@ fn summary(xs: &mut [f64]) -> (f64, f64) {
 
 /// Rounds that each commit one decision, timed: the median, seconds.
 async fn round_cost(ch: tonic::transport::Channel, rounds: usize) -> f64 {
-    common::register_cluster(ch.clone(), 3, &[rounds + 2, 0, 0]).await;
-    let now = common::now_ms();
-    let mut samples = Vec::new();
-    for k in 0..30i64 {
-        let ts = now - (29 - k) * 30_000;
-        samples.push(common::sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, ts, 15.5));
-        for v in 0..rounds + 2 {
-            samples.push(common::sample(pb::EntityKind::Virtual, &format!("v0-{v}"), pb::Metric::CpuUsage, ts, 1.0));
-        }
-    }
-    common::ingest(ch.clone(), vec![samples]).await.unwrap();
+    common::busy_p0(ch.clone(), rounds + 2, 15.5, 1.0).await;
     let mut p = pb::placement_client::PlacementClient::new(ch);
     let mut t = Vec::new();
     for _ in 0..rounds {

@@ -239,6 +239,23 @@ pub async fn register_cluster(ch: Channel, phys: usize, per: &[usize]) -> Vec<Ve
     ids
 }
 
+/// Registers p0, p1, p2 (16 cores) with `n` virtual nodes on p0, and the
+/// last 15 minutes (every 30 s) of p0 at `p0_cores` and each virtual node at
+/// `per_vm` cores: a busy p0 beside two idle nodes. Returns the samples accepted.
+pub async fn busy_p0(ch: Channel, n: usize, p0_cores: f64, per_vm: f64) -> u64 {
+    register_cluster(ch.clone(), 3, &[n, 0, 0]).await;
+    let now = now_ms();
+    let mut samples = Vec::new();
+    for k in 0..30i64 {
+        let ts = now - (29 - k) * 30_000;
+        samples.push(sample(pb::EntityKind::Physical, "p0", pb::Metric::CpuUsage, ts, p0_cores));
+        for v in 0..n {
+            samples.push(sample(pb::EntityKind::Virtual, &format!("v0-{v}"), pb::Metric::CpuUsage, ts, per_vm));
+        }
+    }
+    ingest(ch, vec![samples]).await.unwrap().accepted
+}
+
 /// Streams `batches` in one Ingest call.
 pub async fn ingest(ch: Channel, batches: Vec<Vec<pb::Sample>>) -> Result<pb::IngestResponse, tonic::Status> {
     let mut m = pb::metrics_client::MetricsClient::new(ch).max_encoding_message_size(64 << 20);
