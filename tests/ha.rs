@@ -90,6 +90,8 @@ async fn decisions(ch: tonic::transport::Channel) -> Vec<u64> {
 async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
     let mut fleet = Fleet::start();
     let mut a = fleet.replica();
+    // The second starts once the first leads: which one leads is then known.
+    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
     let b = fleet.replica();
     let l = leader_of(&[&a, &b], Duration::from_secs(20)).await;
     assert_eq!(l, 0, "the first replica started leads");
@@ -163,6 +165,8 @@ async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
 async fn a_paused_leader_is_fenced_and_steps_down() {
     let fleet = Fleet::start();
     let mut a = fleet.replica();
+    // The second starts once the first leads: which one leads is then known.
+    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
     let b = fleet.replica();
     assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
     let ch_a = a.channel().await;
@@ -249,6 +253,8 @@ async fn every_write_of_a_stale_term_is_refused_by_etcd() {
 async fn with_every_etcd_member_down_nothing_is_decided_and_service_resumes_after() {
     let mut fleet = Fleet::start();
     let mut a = fleet.replica();
+    // The second starts once the first leads: which one leads is then known.
+    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
     let b = fleet.replica();
     assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
     let ch = a.channel().await;
@@ -385,6 +391,8 @@ async fn migrations(ch: tonic::transport::Channel) -> Vec<pb::Migration> {
 async fn the_agent_follows_the_leader_and_every_migration_ends() {
     let fleet = Fleet::start();
     let mut a = fleet.replica();
+    // The second starts once the first leads: which one leads is then known.
+    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
     let b = fleet.replica();
     assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
     let ch = a.channel().await;
