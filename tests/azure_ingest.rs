@@ -1,7 +1,7 @@
 //! End to end on real data: the shared Azure VM CPU trace (100 VMs × 8,004
 //! five-minute readings = 800,400 rows) through `swarmctl ingest-csv`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use swarm_proto::v1 as pb;

@@ -1,7 +1,7 @@
 //! End to end: every kind of bad input gets the right status code, a message
 //! naming the field, and changes nothing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use swarm_proto::v1 as pb;

@@ -13,7 +13,7 @@
 //! ahead of it (the one move that brings p0 back under), then "idle" to p0
 //! (the emptier node).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -3,7 +3,7 @@
 //! every stored sample (`tests/fixtures/datadir-v1/README.md` says how the
 //! fixture was made). Guards the store's record formats.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! (`target/tmp/dashboard.png`). Also the JSON API behind it, the event
 //! stream, and `swarmctl heatmap` (ANSI and SVG) on the same cluster.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! End to end: register a cluster, stream 100k samples, run rounds, and
 //! receive the decisions on WatchDecisions, resuming from a sequence number.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! reference orchestrator carries them out through the migration protocol
 //! (shadow, verify, cut over).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! in-flight ingest stream finish (and makes it durable), ends watch
 //! streams, and `serve` returns.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! End to end: SIGKILL swarmd after acknowledged writes; after a restart
 //! samples, topology, placement and decisions are all there.
 
-mod common;
+use crate::common;
 
 use common::*;
 use swarm_proto::v1 as pb;

@@ -4,7 +4,7 @@
 //! receiver (gauges, delta sums, partial success for what it cannot take),
 //! and Prometheus `/metrics` on the HTTP port.
 
-mod common;
+use crate::common;
 
 use common::otlp::{gauge, kv, point};
 use common::*;

@@ -38,9 +38,15 @@ impl Fleet {
     }
 
     fn replica(&self) -> Server {
+        self.replica_with(&[])
+    }
+
+    fn replica_with(&self, extra: &[&str]) -> Server {
         let cfg = self.cfg.path().join("swarm.toml").display().to_string();
         let endpoints = self.etcd.endpoints();
-        Server::start(&["--config", &cfg, "--etcd-endpoints", &endpoints, "--prometheus-url", &self.prom.url])
+        let mut args = vec!["--config", &cfg, "--etcd-endpoints", &endpoints, "--prometheus-url", &self.prom.url];
+        args.extend_from_slice(extra);
+        Server::start(&args)
     }
 }
 
@@ -92,7 +98,10 @@ async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
     let mut a = fleet.replica();
     // The second starts once the first leads: which one leads is then known.
     let _ = leader_of(&[&a], Duration::from_secs(20)).await;
-    let b = fleet.replica();
+    // The standby's dashboard (and /metrics) port is chosen here: it opens
+    // only once the replica leads, after start-up has been read.
+    let b_http = format!("127.0.0.1:{}", common::prom::free_port());
+    let b = fleet.replica_with(&["--http", &b_http]);
     let l = leader_of(&[&a, &b], Duration::from_secs(20)).await;
     assert_eq!(l, 0, "the first replica started leads");
 
@@ -126,6 +135,10 @@ async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
     assert_eq!(decisions(ch.clone()).await, vec![1, 2], "no decision lost or renumbered");
     let third = round(ch.clone()).await;
     assert_eq!(third.decisions.iter().map(|d| d.sequence).collect::<Vec<_>>(), vec![3], "the sequence goes on");
+    // The new leader's /metrics counts the deployment's elections: a's and its own.
+    let (_, _, text) = http_get(&format!("http://{b_http}"), "/metrics", "");
+    let elections = text.lines().find_map(|l| l.strip_prefix("swarm_leader_elections ")).map(str::trim);
+    assert_eq!(elections, Some("2"), "one failover, so two elections:\n{text}");
 
     // An orchestrator that reconnects to the new leader sees every decision once.
     let mut p = pb::placement_client::PlacementClient::new(ch.clone());
@@ -441,6 +454,10 @@ async fn the_agent_follows_the_leader_and_every_migration_ends() {
     }
     let second_m = ms.iter().find(|m| m.decision_sequence == second.sequence).unwrap();
     assert_eq!(second_m.phase, pb::MigrationPhase::Completed as i32, "{second_m:?}");
+    // Epochs carry the term of the leader that handed them out.
+    let first_m = ms.iter().find(|m| m.decision_sequence == first.sequence).unwrap();
+    let (t1, t2) = (first_m.epoch >> 20, second_m.epoch >> 20);
+    assert!(t1 > 0 && t2 > t1, "the second migration was accepted under the newer term: {first_m:?} {second_m:?}");
     let mut topo = pb::topology_client::TopologyClient::new(ch);
     let nodes = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
     for n in &nodes {

@@ -5,7 +5,7 @@
 //! refusals are counted in `/metrics`. Idle streams end, and one
 //! connection cannot take every slot.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,9 +4,9 @@
 //! every acknowledged call is there, and swarmd's peak memory stayed under
 //! the stated bound. Prints the figures that BENCHMARKS.md records:
 //!
-//!     cargo test -p swarm-service --test load -- --nocapture
+//!     cargo test -p swarm-service --test e2e load:: -- --nocapture
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! every phase; SIGKILL of the agent and a takeover; and a stress run of
 //! 1,000 concurrent migrations with random faults.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;

@@ -7,7 +7,7 @@
 //! pipeline — samples → grid → model → view → decision — not model quality
 //! (the training tests do that).
 
-mod common;
+use crate::common;
 
 use common::*;
 use swarm_proto::v1 as pb;

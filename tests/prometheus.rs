@@ -4,7 +4,7 @@
 //! the reason and loses nothing; exporter metrics scraped by Prometheus
 //! feed forecasts and decisions.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! and reused while that file is unchanged. A missing `python3` is a
 //! failure, not a skip.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

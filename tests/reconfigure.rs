@@ -3,7 +3,7 @@
 //! through the migration protocol; infeasible changes refused with the
 //! constraint and the shortfall; stale plans refused; the CLI.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! Needs the shared datasets (a failure, not a skip, when
 //! SWARM_REQUIRE_DATASETS=1).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! with a certificate, gRPC and the dashboard speak TLS only; bad security
 //! files stop swarmd with a clear message.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -21,6 +21,7 @@
 //! | `swarm_metadata_store_seconds` | histogram | `op` (commit, append decisions, read decisions, put performance): metadata store calls, embedded or etcd |
 //! | `swarm_leader_term` | gauge | with `[store] backend = "etcd"`: the term this replica leads in (0 on the embedded store) |
 //! | `swarm_leader_wait_seconds` | gauge | how long this replica stood by before it was elected |
+//! | `swarm_leader_elections` | gauge | leader elections the deployment (etcd key prefix) has had, this leader's included: failovers are one fewer |
 //! | `swarm_leader_lease_renewals_total` | counter | renewals of the leader lease etcd acknowledged |
 //! | `swarm_metrics_backend_up` | gauge | `backend` (prometheus): 1 when the last read or write of the Prometheus backend succeeded, 0 when it failed (absent with the embedded store) |
 
@@ -52,6 +53,7 @@ pub struct Telemetry {
     backend_refreshes: Family<Labels, Counter>,
     backend_up: Family<Labels, Gauge>,
     leader_term: Gauge,
+    elections: Gauge,
     failover_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
     lease_renewals: Counter,
     store_seconds: Family<Labels, Histogram>,
@@ -141,6 +143,12 @@ impl Telemetry {
             "How long this replica stood by before it was elected",
             failover_seconds.clone(),
         );
+        let elections = Gauge::default();
+        registry.register(
+            "leader_elections",
+            "Leader elections this deployment (etcd key prefix) has had, this leader's included: failovers are one fewer",
+            elections.clone(),
+        );
         let lease_renewals = Counter::default();
         registry.register(
             "leader_lease_renewals",
@@ -172,15 +180,18 @@ impl Telemetry {
             backend_refreshes,
             backend_up,
             leader_term,
+            elections,
             failover_seconds,
             lease_renewals,
             store_seconds,
         }
     }
 
-    /// This replica leads in `term`, after standing by for `waited` seconds.
-    pub fn leader(&self, term: i64, waited: f64) {
+    /// This replica leads in `term`, after standing by for `waited`
+    /// seconds; the deployment has had `elections` elections.
+    pub fn leader(&self, term: i64, waited: f64, elections: u64) {
         self.leader_term.set(term);
+        self.elections.set(elections.min(i64::MAX as u64) as i64);
         self.failover_seconds.set(waited);
     }
 

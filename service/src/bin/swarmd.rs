@@ -150,7 +150,7 @@ async fn run_replica(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let (swarm, report) = Swarm::open_on(cfg, Arc::new(SystemClock), etcd_store, loaded).map_err(|e| e.to_string())?;
-    swarm.telemetry().leader(term, leadership.waited.as_secs_f64());
+    swarm.telemetry().leader(term, leadership.waited.as_secs_f64(), leadership.elections);
     let stats = leadership.stats.clone();
     let t = swarm.clone();
     tokio::spawn(async move {

@@ -87,11 +87,21 @@ pub struct Leadership {
     pub stats: Arc<HaStats>,
     /// How long the campaign waited for a previous leader, from start.
     pub waited: Duration,
+    /// Elections this deployment (key prefix) has had, this one included:
+    /// failovers are one fewer. Read from etcd, so every leader reports
+    /// the deployment's count, not its own.
+    pub elections: u64,
 }
 
 /// The election key under `prefix`.
 pub fn leader_key(prefix: &str) -> Vec<u8> {
     format!("{prefix}leader").into_bytes()
+}
+
+/// The key every winning campaign writes in its winning transaction (no
+/// lease, so it outlives terms): its etcd version counts the elections.
+fn elections_key(prefix: &str) -> Vec<u8> {
+    format!("{prefix}elections").into_bytes()
 }
 
 /// Campaigns until this replica holds the leader key. Meanwhile `leader`
@@ -105,6 +115,7 @@ pub async fn campaign(
 ) -> Result<Leadership, HaError> {
     let started = Instant::now();
     let key = leader_key(&cfg.key_prefix);
+    let count_key = elections_key(&cfg.key_prefix);
     let ttl = cfg.lease_ttl.as_secs().max(2) as i64;
     let stats = Arc::new(HaStats::default());
     let etcd_err =
@@ -127,13 +138,28 @@ pub async fn campaign(
         while !*deposed.borrow() {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.clone(), advertise, Some(PutOptions::new().with_lease(lease)))])
+                .and_then([
+                    TxnOp::put(key.clone(), advertise, Some(PutOptions::new().with_lease(lease))),
+                    TxnOp::put(count_key.clone(), advertise, None),
+                    TxnOp::get(count_key.clone(), None),
+                ])
                 .or_else([TxnOp::get(key.clone(), None)]);
             match client.clone().txn(txn).await {
                 Ok(resp) if resp.succeeded() => {
                     let term = resp.header().map(|h| h.revision()).unwrap_or_default();
-                    tracing::info!(term, lease, advertise, "elected leader");
-                    return Ok(Leadership { term, key, deposed, deposed_tx, stats, waited: started.elapsed() });
+                    let waited = started.elapsed();
+                    // Read in the winning transaction itself (its ops apply in
+                    // order, so the get sees the put): no second call to fail.
+                    let elections = resp
+                        .op_responses()
+                        .into_iter()
+                        .find_map(|r| match r {
+                            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.version().max(0) as u64),
+                            _ => None,
+                        })
+                        .unwrap_or(0);
+                    tracing::info!(term, lease, advertise, elections, "elected leader");
+                    return Ok(Leadership { term, key, deposed, deposed_tx, stats, waited, elections });
                 }
                 Ok(resp) => {
                     stats.waits.fetch_add(1, Ordering::Relaxed);

@@ -9,11 +9,26 @@ use crate::store::TopologyChange;
 use crate::validate::FieldError;
 use swarm_core::domain::{NodeId, PhysicalState, Topology};
 use swarm_core::migration::book::{Book, parse_migration_id};
-use swarm_core::migration::machine::{Applied, Event, Health, Migration, Phase, Policy, Refusal};
+use swarm_core::migration::machine::{Applied, Event, Health, Migration, Phase, Policy, Refusal, epoch_term};
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> ApiError {
         ApiError::FailedPrecondition(r.to_string())
+    }
+}
+
+/// A refusal as the orchestrator should hear it from a replica leading
+/// `term`: an epoch handed out under a newer term means a newer leader
+/// exists and this replica is deposed, which is UNAVAILABLE (report to the
+/// current leader), not a wrong request.
+fn refused(r: Refusal, term: u64) -> ApiError {
+    match r {
+        Refusal::UnknownEpoch { got, .. } if epoch_term(got) > term => ApiError::Unavailable(format!(
+            "epoch {got} was handed out by the leader of term {}, newer than this replica's term {term}: \
+             this replica no longer leads; report to the current leader",
+            epoch_term(got)
+        )),
+        r => r.into(),
     }
 }
 
@@ -104,6 +119,7 @@ impl Swarm {
     ) -> Result<R, ApiError> {
         let now = self.now_ms();
         let policy = self.policy();
+        let term = self.inner.store.term();
         self.write(move |meta| {
             let (topo, book) = (&*meta.topology, &meta.book);
             let seq = seq(book)?;
@@ -111,7 +127,7 @@ impl Swarm {
                 book.get(seq).ok_or_else(|| ApiError::NotFound(format!("no migration for decision {seq}")))?;
             let ev = event(current, topo, book)?;
             let mut m = current.clone();
-            let applied = m.apply(ev, now, &policy)?;
+            let applied = m.apply(ev, now, &policy).map_err(|r| refused(r, term))?;
             let mut changes = Vec::new();
             if applied.committed {
                 let mut v = topo.virtual_nodes.get(m.virt.as_str()).cloned().ok_or_else(|| {
@@ -133,6 +149,7 @@ impl Swarm {
     pub async fn accept_migration(&self, seq: u64, orchestrator_id: &str) -> Result<Migration, ApiError> {
         let who = orchestrator(orchestrator_id)?;
         let overcommit = self.inner.cfg.migration.cpu_overcommit;
+        let term = self.inner.store.term();
         self.transition(
             move |book| {
                 book.get(seq).map(|_| seq).ok_or_else(|| {
@@ -147,7 +164,7 @@ impl Swarm {
                         ApiError::FailedPrecondition(format!("cannot accept {}: {why}; reject it instead", m.id))
                     })?;
                 }
-                Ok(Event::Accept { orchestrator: who })
+                Ok(Event::Accept { orchestrator: who, term })
             },
             |m, _| m.clone(),
         )

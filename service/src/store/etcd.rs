@@ -95,11 +95,6 @@ impl EtcdStore {
         EtcdStore { client, rt, prefix, fence, timeout, deposed }
     }
 
-    /// The term writes are fenced on.
-    pub fn term(&self) -> i64 {
-        self.fence.term
-    }
-
     /// Runs a request, again while it fails on the transport (a member
     /// down: the client's balancer may still route to it) until the
     /// deadline. Every request here is safe to repeat: reads, and
@@ -227,6 +222,11 @@ pub async fn load(client: &Client, prefix: &str) -> Result<Loaded, StoreError> {
 }
 
 impl MetaStore for EtcdStore {
+    fn term(&self) -> u64 {
+        // A create revision, so positive.
+        self.fence.term.max(0) as u64
+    }
+
     fn load(&self) -> Result<Loaded, StoreError> {
         self.run("load", || load(&self.client, &self.prefix))
     }

@@ -146,4 +146,9 @@ pub trait MetaStore: Send + Sync + 'static {
     fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decision>, StoreError>;
     /// Stores performance records (virtual id, physical id, record).
     fn put_performance(&self, records: &[(String, String, Perf)]) -> Result<(), StoreError>;
+    /// The leader term writes are fenced on; 0 for a store with no leader
+    /// election (the embedded one). Migration epochs carry it.
+    fn term(&self) -> u64 {
+        0
+    }
 }

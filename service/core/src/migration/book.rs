@@ -272,7 +272,7 @@ mod tests {
         let mut a = Migration::propose(migration_id(1), 1, "v0".into(), "p0".into(), "p1".into(), 0);
         let b = Migration::propose(migration_id(2), 2, "v1".into(), "p0".into(), "p1".into(), 0);
         assert!(book.room_for(&t, &a, 1.0).is_ok());
-        a.apply(Event::Accept { orchestrator: "o".into() }, 1, &p).unwrap();
+        a.apply(Event::Accept { orchestrator: "o".into(), term: 0 }, 1, &p).unwrap();
         book.insert(a.clone());
         book.insert(b.clone());
         let e = book.room_for(&t, &b, 1.0).unwrap_err();
@@ -310,7 +310,7 @@ mod tests {
                         seq += 1;
                         let mut m = Migration::propose(migration_id(seq), seq, virt, from, format!("p{to}"), 0);
                         if book.room_for(&t, &m, 1.0).is_ok() {
-                            m.apply(Event::Accept { orchestrator: "o".into() }, 0, &p).unwrap();
+                            m.apply(Event::Accept { orchestrator: "o".into(), term: 0 }, 0, &p).unwrap();
                         }
                         book.insert(m);
                     }

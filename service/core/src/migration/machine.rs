@@ -13,7 +13,10 @@
 //!
 //! Fencing: every acceptance (including a takeover by a new orchestrator
 //! instance) bumps the epoch; a report carrying an older epoch changes
-//! nothing and is refused. Reports are idempotent: a repeated request id, a
+//! nothing and is refused. With replicated controllers the leader's term is
+//! part of the epoch ([`next_epoch`]): an epoch handed out under a newer
+//! term is above every epoch of the terms before it, and a replica can tell
+//! from an epoch alone that a newer leader issued it ([`epoch_term`]). Reports are idempotent: a repeated request id, a
 //! repeat of the current phase or a late report of an earlier phase returns
 //! the current instruction without a transition.
 
@@ -309,6 +312,9 @@ pub enum Event {
     Accept {
         /// Who.
         orchestrator: String,
+        /// The term of the controller handing out the epoch (0 without
+        /// leader election).
+        term: u64,
     },
     /// The orchestrator declines it.
     Reject {
@@ -400,6 +406,26 @@ pub struct Migration {
     /// The applied reconfiguration plan it carries a move of, if any.
     #[serde(default)]
     pub origin: Option<crate::reconfig::record::Origin>,
+}
+
+/// Bits of an epoch below its leader term: the acceptances one term can
+/// hand out for one migration (a million; each is an orchestrator taking
+/// the migration over).
+pub const EPOCH_TERM_SHIFT: u32 = 20;
+
+/// The epoch after `current`, handed out by a controller leading `term`
+/// (0 without leader election, where epochs simply count up): above
+/// `current`, and above every epoch any earlier term can have handed out,
+/// so an orchestrator holding an old leader's epoch is fenced by the new
+/// leader's first takeover.
+pub fn next_epoch(current: u64, term: u64) -> u64 {
+    (current + 1).max((term << EPOCH_TERM_SHIFT) | 1)
+}
+
+/// The leader term that handed out `epoch` (0 for epochs of a controller
+/// without leader election).
+pub fn epoch_term(epoch: u64) -> u64 {
+    epoch >> EPOCH_TERM_SHIFT
 }
 
 /// Request ids remembered per migration.
@@ -501,7 +527,7 @@ impl Migration {
         let before = self.history.len();
         let was_completed = self.phase == Completed;
         match ev {
-            Event::Accept { orchestrator } => {
+            Event::Accept { orchestrator, term } => {
                 if self.phase.is_terminal() {
                     return Err(Refusal::Ended(self.phase));
                 }
@@ -511,7 +537,7 @@ impl Migration {
                 if self.owner.as_deref() == Some(orchestrator.as_str()) {
                     // A retried acceptance: same epoch, same answer.
                 } else {
-                    self.epoch += 1;
+                    self.epoch = next_epoch(self.epoch, term);
                     let first = self.owner.is_none();
                     self.owner = Some(orchestrator.clone());
                     if first {
@@ -675,7 +701,7 @@ mod tests {
     fn happy_path_commits_once() {
         let p = Policy::default();
         let mut x = m();
-        let a = x.apply(Event::Accept { orchestrator: "o1".into() }, 1_000, &p).unwrap();
+        let a = x.apply(Event::Accept { orchestrator: "o1".into(), term: 0 }, 1_000, &p).unwrap();
         assert_eq!((a.instruction, x.epoch), (Instruction::StartShadow, 1));
         x.apply(report(1, ShadowStarting, None, "r1"), 2_000, &p).unwrap();
         let s = x.apply(report(1, Shadowing, Some(OK), "r2"), 3_000, &p).unwrap();
@@ -698,7 +724,7 @@ mod tests {
     fn unhealthy_shadow_timeouts_takeover_and_abort() {
         let p = Policy::default();
         let mut x = m();
-        x.apply(Event::Accept { orchestrator: "o1".into() }, 0, &p).unwrap();
+        x.apply(Event::Accept { orchestrator: "o1".into(), term: 0 }, 0, &p).unwrap();
         x.apply(report(1, Shadowing, Some(OK), "a"), 1_000, &p).unwrap();
         let bad = Health { error_rate: 0.2, ..OK };
         let r = x.apply(report(1, Shadowing, Some(bad), "b"), 2_000, &p).unwrap();
@@ -709,8 +735,8 @@ mod tests {
 
         // A new orchestrator takes over; the old one's late reports are refused.
         let mut y = m();
-        y.apply(Event::Accept { orchestrator: "o1".into() }, 0, &p).unwrap();
-        y.apply(Event::Accept { orchestrator: "o2".into() }, 10, &p).unwrap();
+        y.apply(Event::Accept { orchestrator: "o1".into(), term: 0 }, 0, &p).unwrap();
+        y.apply(Event::Accept { orchestrator: "o2".into(), term: 0 }, 10, &p).unwrap();
         assert_eq!(y.epoch, 2);
         let e = y.apply(report(1, ShadowStarting, None, "z"), 20, &p).unwrap_err();
         assert_eq!(e, Refusal::StaleEpoch { got: 1, current: 2 });
@@ -724,7 +750,35 @@ mod tests {
         let mut w = m();
         w.apply(Event::Abort { reason: "maintenance".into() }, 5, &p).unwrap();
         assert_eq!(w.phase, RolledBack);
-        assert!(w.apply(Event::Accept { orchestrator: "o".into() }, 6, &p).is_err());
+        assert!(w.apply(Event::Accept { orchestrator: "o".into(), term: 0 }, 6, &p).is_err());
+    }
+
+    #[test]
+    fn epochs_carry_the_leader_term_and_a_newer_term_fences_every_older_epoch() {
+        let p = Policy::default();
+        let mut x = m();
+        x.apply(Event::Accept { orchestrator: "o1".into(), term: 7 }, 0, &p).unwrap();
+        assert_eq!(epoch_term(x.epoch), 7);
+        // Takeovers within one term count up inside it.
+        x.apply(Event::Accept { orchestrator: "o2".into(), term: 7 }, 1, &p).unwrap();
+        let in_term_7 = x.epoch;
+        assert_eq!((epoch_term(in_term_7), in_term_7 & 0xf), (7, 2));
+        // The same orchestrator re-accepting under a new leader keeps its epoch.
+        x.apply(Event::Accept { orchestrator: "o2".into(), term: 9 }, 2, &p).unwrap();
+        assert_eq!(x.epoch, in_term_7);
+        // A takeover under the new leader is above anything term 7 handed out.
+        x.apply(Event::Accept { orchestrator: "o3".into(), term: 9 }, 3, &p).unwrap();
+        assert_eq!(epoch_term(x.epoch), 9);
+        assert!(x.epoch > (8 << EPOCH_TERM_SHIFT));
+        let e = x.apply(report(in_term_7, ShadowStarting, None, "late"), 4, &p).unwrap_err();
+        assert!(matches!(e, Refusal::StaleEpoch { .. }), "{e:?}");
+        // An old leader (term 7) sees the new term's epoch as never issued.
+        let mut old = m();
+        old.apply(Event::Accept { orchestrator: "o1".into(), term: 7 }, 0, &p).unwrap();
+        let e = old.apply(report(x.epoch, ShadowStarting, None, "r"), 5, &p).unwrap_err();
+        assert!(matches!(e, Refusal::UnknownEpoch { got, .. } if epoch_term(got) == 9), "{e:?}");
+        // Without leader election (term 0) epochs are 1, 2, 3, ...
+        assert_eq!((next_epoch(0, 0), next_epoch(1, 0)), (1, 2));
     }
 
     #[test]
@@ -732,7 +786,7 @@ mod tests {
         let p = Policy::default();
         for undo in [Event::Abort { reason: "ops".into() }, Event::Tick] {
             let mut x = m();
-            x.apply(Event::Accept { orchestrator: "o1".into() }, 0, &p).unwrap();
+            x.apply(Event::Accept { orchestrator: "o1".into(), term: 0 }, 0, &p).unwrap();
             x.apply(report(1, Shadowing, Some(OK), "a"), 10, &p).unwrap();
             // Aborted by an operator, or timed out: the orchestrator is told to roll back.
             let at = if matches!(undo, Event::Tick) { 10 + p.shadow_timeout_ms + 1 } else { 20 };
@@ -818,7 +872,7 @@ mod tests {
 
     fn event(step: Step, x: &Migration) -> Event {
         match step {
-            Step::Accept(o) => Event::Accept { orchestrator: o.into() },
+            Step::Accept(o) => Event::Accept { orchestrator: o.into(), term: 0 },
             Step::Reject => Event::Reject { orchestrator: "o1".into(), reason: "busy".into() },
             Step::Report { epoch_off, phase, health, req } => Event::Report {
                 epoch: (x.epoch as i64 + epoch_off as i64).max(0) as u64,
