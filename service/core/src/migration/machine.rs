@@ -16,9 +16,11 @@
 //! nothing and is refused. With replicated controllers the leader's term is
 //! part of the epoch ([`next_epoch`]): an epoch handed out under a newer
 //! term is above every epoch of the terms before it, and a replica can tell
-//! from an epoch alone that a newer leader issued it ([`epoch_term`]). Reports are idempotent: a repeated request id, a
-//! repeat of the current phase or a late report of an earlier phase returns
-//! the current instruction without a transition.
+//! from an epoch alone that a newer leader issued it ([`epoch_term`]).
+//!
+//! Reports are idempotent: a repeated request id, a repeat of the current
+//! phase or a late report of an earlier phase returns the current
+//! instruction without a transition.
 
 use serde::{Deserialize, Serialize};
 
@@ -762,7 +764,7 @@ mod tests {
         // Takeovers within one term count up inside it.
         x.apply(Event::Accept { orchestrator: "o2".into(), term: 7 }, 1, &p).unwrap();
         let in_term_7 = x.epoch;
-        assert_eq!((epoch_term(in_term_7), in_term_7 & 0xf), (7, 2));
+        assert_eq!(in_term_7, (7 << EPOCH_TERM_SHIFT) | 2);
         // The same orchestrator re-accepting under a new leader keeps its epoch.
         x.apply(Event::Accept { orchestrator: "o2".into(), term: 9 }, 2, &p).unwrap();
         assert_eq!(x.epoch, in_term_7);
