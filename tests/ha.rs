@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::etcd::EtcdCluster;
 use common::prom::Prometheus;
 use common::*;
+use pb::MigrationPhase as P;
 use swarm_proto::v1 as pb;
 use tokio_stream::StreamExt;
 
@@ -105,10 +106,15 @@ async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
     let l = leader_of(&[&a, &b], Duration::from_secs(20)).await;
     assert_eq!(l, 0, "the first replica started leads");
 
-    // The standby answers every call UNAVAILABLE, naming the leader.
-    let e = dry_round(&b).await.unwrap_err();
+    // The standby answers a write UNAVAILABLE, naming the leader (once its
+    // first campaign attempt has seen who leads).
+    let e = eventually(Duration::from_secs(5), "the standby names the leader", || async {
+        let e = dry_round(&b).await.unwrap_err();
+        e.message().contains(&a.endpoint()).then_some(e)
+    })
+    .await;
     assert_eq!(e.code(), tonic::Code::Unavailable);
-    assert!(e.message().contains("standby") && e.message().contains(&a.endpoint()), "{}", e.message());
+    assert!(e.message().contains("standby"), "{}", e.message());
     assert_eq!(e.metadata().get("swarm-leader").and_then(|v| v.to_str().ok()), Some(a.endpoint().as_str()));
 
     let ch = a.channel().await;
@@ -172,6 +178,93 @@ async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
     assert!(stderr.contains(&format!("following the leader at {}", b.endpoint())), "{stderr}");
     let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(listed.as_array().map(|a| a.len()), Some(3), "{stdout}");
+}
+
+/// Polls `f` until it returns `Some`, for at most `within`.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    within: Duration,
+    what: &str,
+    f: impl Fn() -> F,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_serves_reads_from_its_etcd_fed_copy_while_members_die() {
+    let mut fleet = Fleet::start();
+    let a = fleet.replica();
+    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
+    let b = fleet.replica();
+    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let ch = a.channel().await;
+    overload_p0(ch.clone()).await;
+    let sb = b.channel().await;
+
+    // The topology the leader wrote reaches the standby, which answers from
+    // its copy and says so.
+    let listed = eventually(Duration::from_secs(10), "the standby lists the leader's virtual nodes", || {
+        let sb = sb.clone();
+        async move {
+            let mut t = pb::topology_client::TopologyClient::new(sb);
+            let r = t.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.ok()?;
+            (r.get_ref().nodes.len() == 4).then_some(r)
+        }
+    })
+    .await;
+    let md = listed.metadata();
+    assert_eq!(md.get("swarm-role").and_then(|v| v.to_str().ok()), Some("standby"));
+    assert_eq!(md.get("swarm-leader").and_then(|v| v.to_str().ok()), Some(a.endpoint().as_str()));
+    let revision: i64 = md.get("swarm-revision").and_then(|v| v.to_str().ok()).unwrap().parse().unwrap();
+    assert!(revision > 0);
+    assert!(listed.get_ref().nodes.iter().all(|n| n.placement == "p0"));
+
+    // A decision watch on the standby sees every decision the leader
+    // commits, once and in order, while each etcd member in turn dies
+    // (one of them is the member the standby's watch runs on).
+    let mut p = pb::placement_client::PlacementClient::new(sb.clone());
+    let mut watch = p.watch_decisions(pb::WatchDecisionsRequest { from_sequence: 1 }).await.unwrap().into_inner();
+    for m in 0..3 {
+        fleet.etcd.kill(m);
+        let d = round(ch.clone()).await.decisions.remove(0);
+        let seen = tokio::time::timeout(Duration::from_secs(15), watch.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("decision {} did not reach the standby's watch with member {m} down", d.sequence)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((seen.sequence, &seen.virtual_node_id), (d.sequence, &d.virtual_node_id));
+        fleet.etcd.restart(m);
+    }
+    assert_eq!(decisions(sb.clone()).await, vec![1, 2, 3]);
+    assert_eq!(decisions(ch.clone()).await, vec![1, 2, 3]);
+
+    // Migrations as the leader has them, one by id, and an unknown id refused.
+    let (on_leader, on_standby) = (migrations(ch.clone()).await, migrations(sb.clone()).await);
+    let key = |ms: &[pb::Migration]| ms.iter().map(|m| (m.id.clone(), m.phase, m.epoch)).collect::<Vec<_>>();
+    assert_eq!(key(&on_standby), key(&on_leader));
+    assert_eq!(on_standby.len(), 3);
+    let mut mig = pb::migrations_client::MigrationsClient::new(sb.clone());
+    let one = mig.get_migration(pb::GetMigrationRequest { id: on_leader[0].id.clone() }).await.unwrap().into_inner();
+    assert_eq!(one.migration.unwrap().decision_sequence, on_leader[0].decision_sequence);
+    let e = mig.get_migration(pb::GetMigrationRequest { id: "m999".into() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // Writes, and the reads that need the leader's series, still go there.
+    let mut topo = pb::topology_client::TopologyClient::new(sb.clone());
+    let e = topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![physical("p9", 8.0)] }).await;
+    let e = e.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert_eq!(e.metadata().get("swarm-leader").and_then(|v| v.to_str().ok()), Some(a.endpoint().as_str()));
+    let e = p.get_affinity(pb::GetAffinityRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,25 +419,38 @@ async fn try_leader(replicas: &[Server], within: Duration) -> Option<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chaos_loop_of_kills_keeps_every_decision_once_and_in_order() {
+async fn a_chaos_loop_of_kills_keeps_every_decision_once_and_every_migration_ends() {
     use rand::{Rng, SeedableRng};
     let mut fleet = Fleet::start();
     let mut replicas: Vec<Server> = (0..3).map(|_| fleet.replica()).collect();
     let l = try_leader(&replicas, Duration::from_secs(20)).await.expect("a leader");
     let ch = replicas[l].channel().await;
     assert_eq!(busy_p0(ch, 24, 15.9, 0.6).await, 30 * 25);
+    // The reference orchestrator carries out every decision throughout.
+    let servers = replicas.iter().map(|r| r.endpoint()).collect::<Vec<_>>().join(",");
+    let agent = |extra: &[&str]| {
+        std::process::Command::new(&*SWARMCTL)
+            .args(["--server", &servers, "agent", "--id", "chaos-agent", "--report-every", "200ms"])
+            .args(["--shadow-start", "300ms"])
+            .args(extra)
+            .env("SWARM_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first_agent = agent(&[]);
 
     // 20 random kills (seeded, so a failure replays): a replica (the
-    // supervisor restarts it at once) or one etcd member (restarted after
-    // the next round, so a majority always remains); a round after each.
+    // supervisor restarts it at once, on its port) or one etcd member
+    // (restarted after the next round, so a majority always remains); a
+    // round after each.
     let mut rng = rand::rngs::StdRng::seed_from_u64(22);
     let mut acknowledged: Vec<(u64, String)> = Vec::new();
     let mut etcd_down = None;
     for _ in 0..20 {
         if rng.random_bool(0.6) {
             let i = rng.random_range(0..replicas.len());
-            replicas[i].kill();
-            replicas[i] = fleet.replica();
+            replicas[i].kill_and_restart_same_port();
         } else {
             let m = rng.random_range(0..3);
             fleet.etcd.kill(m);
@@ -362,6 +468,12 @@ async fn a_chaos_loop_of_kills_keeps_every_decision_once_and_in_order() {
             fleet.etcd.restart(m);
         }
     }
+    // The orchestrator dies too (SIGKILL) and comes back under the same
+    // id: it adopts every live migration and ends it.
+    let _ = first_agent.kill();
+    let _ = first_agent.wait();
+    let s = summary_within(agent(&["--exit-when-idle", "5s"]), Duration::from_secs(90));
+    assert_eq!(s["instances_inconsistent"], 0, "{s}");
 
     let l = try_leader(&replicas, Duration::from_secs(TTL_S + 20)).await.expect("a leader after the chaos");
     let ch = replicas[l].channel().await;
@@ -384,11 +496,29 @@ async fn a_chaos_loop_of_kills_keeps_every_decision_once_and_in_order() {
         let d = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("decision").unwrap().unwrap();
         assert_eq!(d.sequence, *want);
     }
-    let mut topo = pb::topology_client::TopologyClient::new(ch);
-    let nodes = topo.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes;
+    // Every migration ended: completed (the virtual node is on its
+    // target) or not (it is still on p0); each has exactly one placement.
+    let ms = migrations(ch.clone()).await;
+    assert_eq!(ms.len(), seqs.len(), "one migration per decision");
+    let nodes = topo_of(&ch).await;
     assert_eq!(nodes.len(), 24);
-    assert!(nodes.iter().all(|n| n.placement == "p0"), "recommend mode: every virtual node keeps its one placement");
-    eprintln!("chaos: {} decisions acknowledged, {} stored", acknowledged.len(), seqs.len());
+    let mut completed = 0;
+    for m in &ms {
+        let ended = [P::Completed, P::RolledBack, P::Rejected].map(|p| p as i32);
+        assert!(ended.contains(&m.phase), "every migration completes or rolls back: {m:?}");
+        let n = nodes.iter().find(|n| n.id == m.virtual_node_id).unwrap();
+        let want = if m.phase == P::Completed as i32 { &m.to_node_id } else { &m.from_node_id };
+        assert_eq!(&n.placement, want, "{m:?}");
+        completed += usize::from(m.phase == P::Completed as i32);
+    }
+    let decided: std::collections::HashSet<&str> = ms.iter().map(|m| m.virtual_node_id.as_str()).collect();
+    assert!(nodes.iter().filter(|n| !decided.contains(n.id.as_str())).all(|n| n.placement == "p0"));
+    assert!(completed >= 1, "the agent completed migrations through the chaos: {ms:?}");
+    eprintln!(
+        "chaos: {} decisions acknowledged, {} stored, {completed} migrations completed, agent {s}",
+        acknowledged.len(),
+        seqs.len()
+    );
 }
 
 async fn migrations(ch: tonic::transport::Channel) -> Vec<pb::Migration> {
@@ -437,7 +567,7 @@ async fn the_agent_follows_the_leader_and_every_migration_ends() {
     // The new leader decides again; the agent carries both out through it.
     let second = round(ch.clone()).await.decisions.remove(0);
     assert_eq!(second.sequence, first.sequence + 1);
-    let s = summary(agent);
+    let s = summary_within(agent, Duration::from_secs(90));
     assert_eq!(s["instances_inconsistent"], 0, "{s}");
     let terminal = [
         pb::MigrationPhase::Completed,
@@ -465,4 +595,170 @@ async fn the_agent_follows_the_leader_and_every_migration_ends() {
         let want = done.map_or("p0", |m| m.to_node_id.as_str());
         assert_eq!(n.placement, want, "{} has exactly its one placement", n.id);
     }
+}
+
+/// A progress report to `ch` for migration `id` under `epoch`; the
+/// migration after it.
+async fn report(
+    ch: &tonic::transport::Channel,
+    id: &str,
+    epoch: u64,
+    phase: pb::MigrationPhase,
+    sick: bool,
+) -> pb::Migration {
+    let n = request_number();
+    let health = (phase == pb::MigrationPhase::Shadowing).then_some(pb::ShadowHealth {
+        latency_ms: 10.0,
+        original_latency_ms: 10.0,
+        error_rate: if sick { 0.9 } else { 0.0 },
+        lag_ms: 0.0,
+    });
+    let mut m = pb::migrations_client::MigrationsClient::new(ch.clone());
+    let r = m.report_progress(pb::ReportProgressRequest {
+        migration_id: id.into(),
+        epoch,
+        phase: phase as i32,
+        health,
+        request_id: format!("r{n}"),
+    });
+    r.await.unwrap_or_else(|e| panic!("report {phase:?} for {id}: {e:?}")).into_inner().migration.unwrap()
+}
+
+/// Accepts the migration of decision `seq` on `ch`; its epoch.
+async fn accept(ch: &tonic::transport::Channel, seq: u64) -> u64 {
+    let mut m = pb::migrations_client::MigrationsClient::new(ch.clone());
+    let req = pb::AcceptMigrationRequest {
+        decision_sequence: seq,
+        orchestrator_id: "phase-test".into(),
+        request_id: format!("accept-{}", request_number()),
+    };
+    m.accept_migration(req).await.unwrap().into_inner().epoch
+}
+
+/// The agent's summary once it exits, which must be within `within`.
+fn summary_within(mut agent: std::process::Child, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    while agent.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = agent.kill();
+            panic!("the agent did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    summary(agent)
+}
+
+/// A fresh idempotency key suffix.
+fn request_number() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_with_a_migration_in_every_phase_hands_each_on_intact() {
+    let fleet = Fleet::start();
+    let mut a = fleet.replica();
+    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
+    let b = fleet.replica();
+    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let ch = a.channel().await;
+    // Eight virtual nodes on p0; draining p0 moves them, one per round.
+    register_cluster(ch.clone(), 3, &[8, 0, 0]).await;
+    let mut p0 = physical("p0", 16.0);
+    p0.state = pb::PhysicalNodeState::Draining as i32;
+    let mut topo = pb::topology_client::TopologyClient::new(ch.clone());
+    topo.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![p0] }).await.unwrap();
+    for k in 1..=8u64 {
+        let r = round(ch.clone()).await;
+        assert_eq!(r.decisions.iter().map(|d| d.sequence).collect::<Vec<_>>(), vec![k], "{r:?}");
+    }
+    let mut ms = migrations(ch.clone()).await;
+    ms.sort_by_key(|m| m.decision_sequence);
+    assert_eq!(ms.len(), 8);
+
+    // As an orchestrator, hold one migration in each live phase:
+    // proposed, accepted, shadow-starting, shadowing, verified,
+    // cutting-over, and two rolling back (shadow unhealthy, aborted).
+    let mut epoch = [0u64; 8];
+    for (i, m) in ms.iter().enumerate().skip(1) {
+        epoch[i] = accept(&ch, m.decision_sequence).await;
+    }
+    report(&ch, &ms[2].id, epoch[2], P::ShadowStarting, false).await;
+    for i in [3, 4, 5] {
+        report(&ch, &ms[i].id, epoch[i], P::Shadowing, false).await;
+    }
+    report(&ch, &ms[6].id, epoch[6], P::Shadowing, true).await;
+    let mut mig = pb::migrations_client::MigrationsClient::new(ch.clone());
+    mig.abort_migration(pb::AbortMigrationRequest { id: ms[7].id.clone(), reason: "operator".into() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the verify window
+    for i in [4, 5] {
+        assert_eq!(report(&ch, &ms[i].id, epoch[i], P::Shadowing, false).await.phase, P::Verified as i32);
+    }
+    report(&ch, &ms[5].id, epoch[5], P::CuttingOver, false).await;
+    let held = [
+        P::Proposed,
+        P::Accepted,
+        P::ShadowStarting,
+        P::Shadowing,
+        P::Verified,
+        P::CuttingOver,
+        P::ShadowUnhealthy,
+        P::Aborted,
+    ]
+    .map(|p| p as i32);
+    let mut before = migrations(ch.clone()).await;
+    before.sort_by_key(|m| m.decision_sequence);
+    assert_eq!(before.iter().map(|m| m.phase).collect::<Vec<_>>(), held, "{before:?}");
+
+    // SIGKILL the leader: a new one within the lease TTL + 2 s, holding
+    // every migration in its phase under the epoch the orchestrator has.
+    let killed = Instant::now();
+    a.kill();
+    let _ = leader_of(&[&b], Duration::from_secs(TTL_S + 15)).await;
+    let failover = killed.elapsed();
+    assert!(failover <= Duration::from_secs(TTL_S + 2), "failover took {failover:?} with a {TTL_S} s lease");
+    let ch = b.channel().await;
+    let mut after = migrations(ch.clone()).await;
+    after.sort_by_key(|m| m.decision_sequence);
+    let key = |ms: &[pb::Migration]| {
+        ms.iter().map(|m| (m.id.clone(), m.phase, m.epoch, m.to_node_id.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(key(&after), key(&before), "every migration kept its phase, epoch and target");
+
+    // The orchestrator carries each on through the new leader.
+    epoch[0] = accept(&ch, ms[0].decision_sequence).await;
+    assert!(epoch[0] >> 20 > epoch[1] >> 20, "accepted under the newer term: {epoch:?}");
+    for i in 0..4 {
+        report(&ch, &ms[i].id, epoch[i], P::Shadowing, false).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for i in 0..4 {
+        let m = report(&ch, &ms[i].id, epoch[i], P::Shadowing, false).await;
+        assert_eq!(m.phase, P::Verified as i32, "{m:?}");
+    }
+    for i in 0..5 {
+        report(&ch, &ms[i].id, epoch[i], P::CuttingOver, false).await;
+    }
+    for i in 0..6 {
+        assert_eq!(report(&ch, &ms[i].id, epoch[i], P::Completed, false).await.phase, P::Completed as i32);
+    }
+    for i in [6, 7] {
+        assert_eq!(report(&ch, &ms[i].id, epoch[i], P::RolledBack, false).await.phase, P::RolledBack as i32);
+    }
+
+    // Every virtual node has exactly one placement: the target of a
+    // completed move, p0 for the two rolled back; the decisions intact.
+    let nodes = topo_of(&ch).await;
+    assert_eq!(nodes.len(), 8);
+    for (i, m) in ms.iter().enumerate() {
+        let want = if i < 6 { m.to_node_id.as_str() } else { "p0" };
+        let n = nodes.iter().find(|n| n.id == m.virtual_node_id).expect("the virtual node");
+        assert_eq!(n.placement, want, "{} after migration {} ({:?})", n.id, m.id, held[i]);
+    }
+    assert_eq!(decisions(ch).await, (1..=8).collect::<Vec<u64>>());
+}
+
+async fn topo_of(ch: &tonic::transport::Channel) -> Vec<pb::VirtualNode> {
+    let mut t = pb::topology_client::TopologyClient::new(ch.clone());
+    t.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes
 }

@@ -1,8 +1,9 @@
 //! The decision log: sequencing, persistence and fan-out to watchers.
 //!
-//! Sequences are assigned, persisted and broadcast under one lock, so the
-//! broadcast order is the sequence order and a watcher that resumes from the
-//! store and then follows the broadcast sees every decision exactly once.
+//! Sequences are assigned, persisted and broadcast under one commit lock
+//! (readers never wait on it), so the broadcast order is the sequence order
+//! and a watcher that resumes from the store and then follows the broadcast
+//! sees every decision exactly once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,8 @@ struct LogState {
 pub struct DecisionLog {
     store: Arc<dyn MetaStore>,
     state: Arc<Mutex<LogState>>,
+    /// Serialises commits (sequence assignment, the store write, publication).
+    commit: Arc<Mutex<()>>,
     tx: broadcast::Sender<Arc<Decision>>,
 }
 
@@ -57,18 +60,21 @@ impl DecisionLog {
         let first = loaded.first_decision_seq.max(1);
         // Walk back in pages from the end until decisions are older than the cooldown.
         let mut start = loaded.last_decision_seq.saturating_sub(PAGE as u64 - 1).max(first);
-        loop {
-            let page = store.read_decisions(start, PAGE)?;
-            let mut oldest_in_page = i64::MAX;
-            for d in &page {
-                oldest_in_page = oldest_in_page.min(d.decided_at_ms);
-                let e = last_decided.entry(d.virt.clone()).or_insert(d.decided_at_ms);
-                *e = (*e).max(d.decided_at_ms);
+        // An empty log reads nothing (a standby's starts so, before it loads).
+        if loaded.last_decision_seq > 0 {
+            loop {
+                let page = store.read_decisions(start, PAGE)?;
+                let mut oldest_in_page = i64::MAX;
+                for d in &page {
+                    oldest_in_page = oldest_in_page.min(d.decided_at_ms);
+                    let e = last_decided.entry(d.virt.clone()).or_insert(d.decided_at_ms);
+                    *e = (*e).max(d.decided_at_ms);
+                }
+                if start <= first || page.is_empty() || oldest_in_page < now_ms - cooldown_ms {
+                    break;
+                }
+                start = start.saturating_sub(PAGE as u64).max(first);
             }
-            if start <= first || page.is_empty() || oldest_in_page < now_ms - cooldown_ms {
-                break;
-            }
-            start = start.saturating_sub(PAGE as u64).max(first);
         }
         let (tx, _) = broadcast::channel(BROADCAST_BUFFER);
         Ok(DecisionLog {
@@ -79,6 +85,7 @@ impl DecisionLog {
                 last_round: loaded.last_round_id,
                 last_decided,
             })),
+            commit: Arc::new(Mutex::new(())),
             tx,
         })
     }
@@ -91,6 +98,11 @@ impl DecisionLog {
     /// Sequence of the newest decision.
     pub fn last_sequence(&self) -> u64 {
         self.state.lock().expect("log lock").last_seq
+    }
+
+    /// Sequence of the oldest retained decision (0: none yet).
+    pub fn first_sequence(&self) -> u64 {
+        self.state.lock().expect("log lock").first_seq
     }
 
     /// Time of the latest decision per virtual node.
@@ -112,9 +124,15 @@ impl DecisionLog {
         propose: Option<Vec<Option<Origin>>>,
         on_persisted: impl FnOnce(Vec<Migration>),
     ) -> Result<Vec<Decision>, StoreError> {
-        let mut st = self.state.lock().expect("log lock");
+        // Committers queue here, across the store write; `state` is only
+        // ever held for a moment. Holding it across the write would block
+        // every reader with it, and a reader on a runtime worker (a
+        // `ListDecisions` handler) blocked behind a write that needs the
+        // runtime to finish (etcd's network IO) stalls both for good.
+        let _commit = self.commit.lock().expect("commit lock");
+        let last_seq = self.state.lock().expect("log lock").last_seq;
         for (i, d) in decisions.iter_mut().enumerate() {
-            d.sequence = st.last_seq + 1 + i as u64;
+            d.sequence = last_seq + 1 + i as u64;
             d.round_id = round_id;
         }
         let migrations: Vec<Migration> = match propose {
@@ -141,6 +159,7 @@ impl DecisionLog {
         };
         self.store.append_decisions(round_id, &decisions, &migrations)?;
         on_persisted(migrations);
+        let mut st = self.state.lock().expect("log lock");
         st.last_round = round_id;
         if let Some(last) = decisions.last() {
             st.last_seq = last.sequence;
@@ -154,6 +173,22 @@ impl DecisionLog {
             let _ = self.tx.send(Arc::new(d.clone()));
         }
         Ok(decisions)
+    }
+
+    /// On a standby: takes `new` decisions the leader committed (contiguous,
+    /// in sequence order, already in the store) and the store's retained
+    /// range `first_seq..=last_seq`, and publishes the decisions to
+    /// watchers. A watcher that finds a gap (the standby reloaded after
+    /// losing its etcd watch) reads the missing ones from the store.
+    pub fn observe(&self, first_seq: u64, last_seq: u64, new: &[Decision]) {
+        let mut st = self.state.lock().expect("log lock");
+        st.first_seq = first_seq;
+        st.last_seq = st.last_seq.max(last_seq);
+        for d in new {
+            st.last_round = st.last_round.max(d.round_id);
+            st.last_decided.insert(d.virt.clone(), d.decided_at_ms);
+            let _ = self.tx.send(Arc::new(d.clone()));
+        }
     }
 
     /// Reads a page of the log. Blocking.

@@ -117,6 +117,10 @@ pub enum AgentError {
 
 struct Shared {
     cfg: AgentConfig,
+    /// Random per run and part of every request id: a restarted agent
+    /// under the same orchestrator id must not send ids its previous run
+    /// used, or Swarm takes its new reports for repeats of old ones.
+    run: u64,
     channel: Conn,
     summary: Mutex<Summary>,
     in_progress: Mutex<HashSet<u64>>,
@@ -143,6 +147,7 @@ pub async fn run(
 ) -> Result<Summary, AgentError> {
     let sh = Arc::new(Shared {
         cfg,
+        run: rand::random(),
         channel: channel.clone(),
         summary: Mutex::new(Summary::default()),
         in_progress: Mutex::new(HashSet::new()),
@@ -331,6 +336,7 @@ impl<'a> Driver<'a> {
         if current.phase == pb::MigrationPhase::Proposed as i32 && self.rng.random_bool(f.reject.clamp(0.0, 1.0)) {
             return self.reject("declined by fault injection".into()).await;
         }
+        let run = self.sh.run;
         let accepted = self
             .retry(|mut c| {
                 let who = who.clone();
@@ -338,7 +344,7 @@ impl<'a> Driver<'a> {
                     c.accept_migration(pb::AcceptMigrationRequest {
                         decision_sequence: seq,
                         orchestrator_id: who,
-                        request_id: format!("accept-{seq}"),
+                        request_id: format!("accept-{run:x}-{seq}"),
                     })
                     .await
                 }
@@ -486,7 +492,7 @@ impl<'a> Driver<'a> {
             epoch: self.epoch,
             phase: phase as i32,
             health,
-            request_id: format!("{}-{}-{}", self.sh.cfg.orchestrator_id, self.id, self.reports),
+            request_id: format!("{}-{:x}-{}-{}", self.sh.cfg.orchestrator_id, self.sh.run, self.id, self.reports),
         };
         while self.rng.random_bool(f.drop_reports.clamp(0.0, 0.95)) {
             self.sh.summary.lock().expect("summary").dropped += 1;

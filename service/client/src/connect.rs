@@ -103,8 +103,9 @@ fn bearer(replicas: crate::follow::Replicas, token: Option<&str>) -> Result<Conn
 /// Connects to `server` (`http://host:port` or `https://host:port`), or to
 /// the first of several replicas that answers (`a,b,c`). Calls follow the
 /// leader from then on ([`crate::follow`]): when the server is a standby of
-/// a highly available deployment, which answers every call UNAVAILABLE
-/// with the leader's address in `swarm-leader`, the connection moves to
+/// a highly available deployment, which names the leader in `swarm-leader`
+/// (on the reads it serves from its copy, and on the UNAVAILABLE it answers
+/// everything else with), the connection moves to
 /// that leader at once (said on stderr); when the server stops answering,
 /// to the next replica given.
 pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, ConnectError> {
@@ -140,16 +141,19 @@ pub async fn connect(server: &str, opts: &ClientOptions) -> Result<Conn, Connect
 
 /// The leader a standby names in answer to a cheap read (`None`: the
 /// server answered as a leader, or failed for another reason, which the
-/// real call will report).
+/// real call will report). A standby answers the read itself from its
+/// copy of the state, naming the leader in the response metadata; or,
+/// before it has a copy, UNAVAILABLE naming it.
 async fn leader_named_by(conn: Conn) -> Option<String> {
     use swarm_proto::v1 as pb;
     let mut p = pb::placement_client::PlacementClient::new(conn);
     let probe = pb::ListDecisionsRequest { from_sequence: u64::MAX, limit: 1 };
-    let e = tokio::time::timeout(Duration::from_secs(5), p.list_decisions(probe)).await.ok()?.err()?;
-    if e.code() != tonic::Code::Unavailable {
-        return None;
-    }
-    let leader = e.metadata().get("swarm-leader")?.to_str().ok()?.to_owned();
+    let md = match tokio::time::timeout(Duration::from_secs(5), p.list_decisions(probe)).await.ok()? {
+        Ok(r) => r.metadata().clone(),
+        Err(e) if e.code() == tonic::Code::Unavailable => e.metadata().clone(),
+        Err(_) => return None,
+    };
+    let leader = md.get("swarm-leader")?.to_str().ok()?.to_owned();
     (leader.starts_with("http://") || leader.starts_with("https://")).then_some(leader)
 }
 

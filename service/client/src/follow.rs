@@ -1,10 +1,12 @@
 //! A client channel over the replicas of a highly available swarmd that
-//! follows the leader: a standby answers every call UNAVAILABLE with the
-//! leader's address in `swarm-leader`, and a dead leader refuses
-//! connections. The channel switches to the named leader on the first, and
-//! to the next known replica on the second; the call that saw it fails as
-//! it did (UNAVAILABLE), so the caller's retry goes to the new one. With one
-//! address and no standby in play it is a plain channel.
+//! follows the leader: a standby names the leader's address in
+//! `swarm-leader` (on the reads it serves from its copy of the state, and
+//! on the UNAVAILABLE it answers every other call with), and a dead leader
+//! refuses connections. The channel switches to the named leader on the
+//! first, and to the next known replica on the second; the call that saw
+//! it ends as it did (a read answered, anything else UNAVAILABLE), so the
+//! caller's next call or retry goes to the new one. With one address and
+//! no standby in play it is a plain channel.
 
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};

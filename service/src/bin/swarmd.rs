@@ -13,7 +13,7 @@ use swarm_service::security::Security;
 use swarm_service::state::Swarm;
 use swarm_service::store::MetaStore;
 use swarm_service::store::config::StoreBackend;
-use swarm_service::{ha, store};
+use swarm_service::{grpc, ha, store};
 
 use std::time::Duration;
 
@@ -112,9 +112,18 @@ async fn run_replica(
     let advertise = cfg.store.advertise.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let (leader_tx, leader_rx) = tokio::sync::watch::channel("no leader has been seen yet".to_owned());
     let (stop_standby, standby_stopped) = tokio::sync::oneshot::channel::<()>();
-    let tls = security.tls.clone();
+    // The standby's copy of the state, fed by an etcd watch, for the reads it serves.
+    let reader = store::etcd::EtcdStore::reader(
+        client.clone(),
+        tokio::runtime::Handle::current(),
+        cfg.store.key_prefix.clone(),
+        cfg.store.etcd_timeout,
+    );
+    let follower = ha::follower::Follower::new(Arc::new(reader));
+    let following = tokio::spawn(ha::follower::follow(client.clone(), cfg.store.key_prefix.clone(), follower.clone()));
+    let standby_security = security.clone();
     let standby = tokio::spawn(async move {
-        ha::standby::serve(listener, tls.as_ref(), leader_rx, async {
+        grpc::standby::serve(listener, &standby_security, follower, leader_rx, async {
             let _ = standby_stopped.await;
         })
         .await
@@ -127,6 +136,7 @@ async fn run_replica(
         _ = &mut shutdown => return Ok(()),
     };
     // Hand the port from the standby server to the leader's.
+    following.abort();
     let _ = stop_standby.send(());
     let mut standby = standby;
     if tokio::time::timeout(Duration::from_secs(2), &mut standby).await.is_err() {

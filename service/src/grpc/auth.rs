@@ -11,19 +11,21 @@ use futures::future::BoxFuture;
 use tonic::Status;
 
 use crate::auth::Tokens;
-use crate::state::Swarm;
+
+/// Told the status code of every refused call (to count it).
+pub type OnRefused = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 /// The layer.
 #[derive(Clone)]
 pub struct AuthLayer {
     tokens: Arc<Tokens>,
-    swarm: Swarm,
+    refused: OnRefused,
 }
 
 impl AuthLayer {
-    /// Checks calls against `tokens`; counts refusals in `swarm`'s telemetry.
-    pub fn new(tokens: Arc<Tokens>, swarm: Swarm) -> Self {
-        AuthLayer { tokens, swarm }
+    /// Checks calls against `tokens`; tells `refused` of each refusal.
+    pub fn new(tokens: Arc<Tokens>, refused: OnRefused) -> Self {
+        AuthLayer { tokens, refused }
     }
 }
 
@@ -31,7 +33,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, tokens: self.tokens.clone(), swarm: self.swarm.clone() }
+        Auth { inner, tokens: self.tokens.clone(), refused: self.refused.clone() }
     }
 }
 
@@ -40,7 +42,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     tokens: Arc<Tokens>,
-    swarm: Swarm,
+    refused: OnRefused,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Auth<S>
@@ -63,10 +65,10 @@ where
             Ok(()) => Box::pin(self.inner.call(req)),
             Err(denied) => {
                 let status = if denied.unauthenticated() {
-                    self.swarm.telemetry().auth_denied("unauthenticated");
+                    (self.refused)("unauthenticated");
                     Status::unauthenticated(denied.to_string())
                 } else {
-                    self.swarm.telemetry().auth_denied("permission_denied");
+                    (self.refused)("permission_denied");
                     Status::permission_denied(denied.to_string())
                 };
                 tracing::debug!(path = req.uri().path(), %status, "call refused");

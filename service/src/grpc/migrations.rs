@@ -6,9 +6,24 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::state::Swarm;
 use crate::validate::FieldError;
+use swarm_core::migration::book::Book;
 use swarm_core::migration::machine::Health;
 
 pub struct MigrationsSvc(pub Swarm);
+
+/// `ListMigrations` over a book (the leader's, or a standby's copy).
+pub(super) fn list(book: &Book, r: pb::ListMigrationsRequest) -> pb::ListMigrationsResponse {
+    let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize };
+    let virt = (!r.virtual_node_id.is_empty()).then_some(r.virtual_node_id.as_str());
+    let migrations = book.list(r.live_only, virt, limit).into_iter().map(|m| convert::migration(m, false)).collect();
+    pb::ListMigrationsResponse { migrations }
+}
+
+/// `GetMigration` over a book.
+pub(super) fn get(book: &Book, id: &str) -> Result<pb::GetMigrationResponse, Status> {
+    let m = book.by_id(id).ok_or_else(|| crate::state::unknown_migration(id))?;
+    Ok(pb::GetMigrationResponse { migration: Some(convert::migration(m, true)) })
+}
 
 #[tonic::async_trait]
 impl pb::migrations_server::Migrations for MigrationsSvc {
@@ -58,20 +73,14 @@ impl pb::migrations_server::Migrations for MigrationsSvc {
         &self,
         req: Request<pb::ListMigrationsRequest>,
     ) -> Result<Response<pb::ListMigrationsResponse>, Status> {
-        let r = req.into_inner();
-        let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize };
-        let virt = (!r.virtual_node_id.is_empty()).then_some(r.virtual_node_id.as_str());
-        let migrations =
-            self.0.migrations(r.live_only, virt, limit).iter().map(|m| convert::migration(m, false)).collect();
-        Ok(Response::new(pb::ListMigrationsResponse { migrations }))
+        Ok(Response::new(self.0.read_book(|b| list(b, req.into_inner()))))
     }
 
     async fn get_migration(
         &self,
         req: Request<pb::GetMigrationRequest>,
     ) -> Result<Response<pb::GetMigrationResponse>, Status> {
-        let m = self.0.migration(&req.into_inner().id)?;
-        Ok(Response::new(pb::GetMigrationResponse { migration: Some(convert::migration(&m, true)) }))
+        Ok(Response::new(self.0.read_book(|b| get(b, &req.into_inner().id))?))
     }
 
     async fn abort_migration(

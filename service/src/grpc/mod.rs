@@ -10,6 +10,7 @@ mod migrations;
 mod otlp;
 mod placement;
 mod reconfiguration;
+pub mod standby;
 mod topology;
 
 use std::future::Future;
@@ -171,7 +172,10 @@ pub async fn serve_with(
         builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let result = builder
-        .layer(auth::AuthLayer::new(security.tokens.clone(), swarm.clone()))
+        .layer(auth::AuthLayer::new(security.tokens.clone(), {
+            let s = swarm.clone();
+            std::sync::Arc::new(move |code| s.telemetry().auth_denied(code))
+        }))
         .layer(tower::util::MapResponseLayer::new(decode_errors::remap_response))
         .add_service(health_svc)
         .add_service(reflection_v1)

@@ -6,12 +6,30 @@ use swarm_proto::v1 as pb;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
+use crate::decisions::DecisionLog;
 use crate::state::Swarm;
 use crate::validate;
 
 pub struct PlacementSvc(pub Swarm);
 
-type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send>>;
+pub(super) type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send>>;
+
+/// `WatchDecisions` over a decision log (the leader's, or a standby's).
+pub(super) fn watch(
+    log: &DecisionLog,
+    from_sequence: u64,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<DecisionStream, Status> {
+    let rx = log.watch(from_sequence, shutdown)?;
+    let stream = ReceiverStream::new(rx)
+        .map(|r| r.map(|d| crate::convert::decision(&d)).map_err(|e| Status::unavailable(e.to_string())));
+    Ok(Box::pin(stream))
+}
+
+/// The page a `ListDecisions` with `limit` reads (0: the default).
+pub(super) fn page_limit(limit: u32) -> usize {
+    if limit == 0 { 1000 } else { limit.min(10_000) as usize }
+}
 
 #[tonic::async_trait]
 impl pb::placement_server::Placement for PlacementSvc {
@@ -34,10 +52,7 @@ impl pb::placement_server::Placement for PlacementSvc {
         &self,
         req: Request<pb::WatchDecisionsRequest>,
     ) -> Result<Response<Self::WatchDecisionsStream>, Status> {
-        let rx = self.0.decisions().watch(req.into_inner().from_sequence, self.0.shutdown_signal())?;
-        let stream = ReceiverStream::new(rx)
-            .map(|r| r.map(|d| crate::convert::decision(&d)).map_err(|e| Status::unavailable(e.to_string())));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(watch(self.0.decisions(), req.into_inner().from_sequence, self.0.shutdown_signal())?))
     }
 
     async fn list_decisions(
@@ -45,7 +60,7 @@ impl pb::placement_server::Placement for PlacementSvc {
         req: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
         let r = req.into_inner();
-        let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize };
+        let limit = page_limit(r.limit);
         let last_sequence = self.0.decisions().last_sequence();
         let decisions = self.0.list_decisions(r.from_sequence, limit).await?;
         let decisions = decisions.iter().map(crate::convert::decision).collect();

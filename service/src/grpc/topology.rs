@@ -6,9 +6,35 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::state::Swarm;
 use crate::validate;
-use swarm_core::domain::PhysicalState;
+use swarm_core::domain::{PhysicalState, Topology};
 
 pub struct TopologySvc(pub Swarm);
+
+/// `ListPhysicalNodes` over a topology (the leader's, or a standby's copy).
+pub(super) fn physical_nodes(t: &Topology, r: pb::ListPhysicalNodesRequest) -> pb::ListPhysicalNodesResponse {
+    let all = r.include_removed;
+    let nodes =
+        t.physical.values().filter(|n| all || n.state != PhysicalState::Removed).map(convert::physical).collect();
+    pb::ListPhysicalNodesResponse { nodes }
+}
+
+/// `ListVirtualNodes` over a topology.
+pub(super) fn virtual_nodes(
+    t: &Topology,
+    r: pb::ListVirtualNodesRequest,
+) -> Result<pb::ListVirtualNodesResponse, Status> {
+    let on = r.physical_node_id;
+    if !on.is_empty() && !t.physical.contains_key(on.as_str()) {
+        return Err(Status::not_found(format!("physical_node_id: unknown physical node {on:?}")));
+    }
+    let nodes = t
+        .virtual_nodes
+        .values()
+        .filter(|v| on.is_empty() || v.placement.as_ref().is_some_and(|p| p.as_str() == on))
+        .map(convert::virtual_node)
+        .collect();
+    Ok(pb::ListVirtualNodesResponse { nodes })
+}
 
 #[tonic::async_trait]
 impl pb::topology_server::Topology for TopologySvc {
@@ -33,11 +59,7 @@ impl pb::topology_server::Topology for TopologySvc {
         &self,
         req: Request<pb::ListPhysicalNodesRequest>,
     ) -> Result<Response<pb::ListPhysicalNodesResponse>, Status> {
-        let all = req.into_inner().include_removed;
-        let t = self.0.topology();
-        let nodes =
-            t.physical.values().filter(|n| all || n.state != PhysicalState::Removed).map(convert::physical).collect();
-        Ok(Response::new(pb::ListPhysicalNodesResponse { nodes }))
+        Ok(Response::new(physical_nodes(&self.0.topology(), req.into_inner())))
     }
 
     async fn upsert_virtual_nodes(
@@ -61,18 +83,7 @@ impl pb::topology_server::Topology for TopologySvc {
         &self,
         req: Request<pb::ListVirtualNodesRequest>,
     ) -> Result<Response<pb::ListVirtualNodesResponse>, Status> {
-        let on = req.into_inner().physical_node_id;
-        let t = self.0.topology();
-        if !on.is_empty() && !t.physical.contains_key(on.as_str()) {
-            return Err(Status::not_found(format!("physical_node_id: unknown physical node {on:?}")));
-        }
-        let nodes = t
-            .virtual_nodes
-            .values()
-            .filter(|v| on.is_empty() || v.placement.as_ref().is_some_and(|p| p.as_str() == on))
-            .map(convert::virtual_node)
-            .collect();
-        Ok(Response::new(pb::ListVirtualNodesResponse { nodes }))
+        Ok(Response::new(virtual_nodes(&self.0.topology(), req.into_inner())?))
     }
 
     async fn set_placements(

@@ -11,7 +11,7 @@
 //! it, and it comes back as a standby. Crash-only: no code path tries to
 //! demote a running server in place.
 
-pub mod standby;
+pub mod follower;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +120,16 @@ pub async fn campaign(
     let stats = Arc::new(HaStats::default());
     let etcd_err =
         |e: etcd_client::Error| HaError::Etcd { endpoints: cfg.etcd_endpoints.join(","), reason: e.to_string() };
+    // A failed request is no news of the leader: the client may have tried
+    // a dead member while a majority (and the leader) goes on. Only after a
+    // lease TTL of failures, when the leader named may be gone too, does
+    // the standby say etcd is unreachable instead.
+    let mut heard = Instant::now();
+    let unreachable = |heard: Instant, e: &HaError| {
+        if heard.elapsed() >= cfg.lease_ttl {
+            leader.send_replace(format!("etcd unreachable: {e}"));
+        }
+    };
     loop {
         // A lease of our own, kept alive while we wait (so we hold the key
         // the moment we win it) and after.
@@ -128,7 +138,7 @@ pub async fn campaign(
             Err(e) => {
                 let e = etcd_err(e);
                 tracing::warn!(error = %e, "cannot get a lease from etcd; retrying");
-                leader.send_replace(format!("etcd unreachable: {e}"));
+                unreachable(heard, &e);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -162,6 +172,7 @@ pub async fn campaign(
                     return Ok(Leadership { term, key, deposed, deposed_tx, stats, waited, elections });
                 }
                 Ok(resp) => {
+                    heard = Instant::now();
                     stats.waits.fetch_add(1, Ordering::Relaxed);
                     let holder = resp.op_responses().into_iter().find_map(|r| match r {
                         TxnOpResponse::Get(g) => {
@@ -183,7 +194,7 @@ pub async fn campaign(
                 Err(e) => {
                     let e = etcd_err(e);
                     tracing::warn!(error = %e, "campaign request failed; retrying");
-                    leader.send_replace(format!("etcd unreachable: {e}"));
+                    unreachable(heard, &e);
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -8,7 +8,7 @@ use super::{ApiError, Swarm, Write, stopped};
 use crate::store::TopologyChange;
 use crate::validate::FieldError;
 use swarm_core::domain::{NodeId, PhysicalState, Topology};
-use swarm_core::migration::book::{Book, parse_migration_id};
+use swarm_core::migration::book::Book;
 use swarm_core::migration::machine::{Applied, Event, Health, Migration, Phase, Policy, Refusal, epoch_term};
 
 impl From<Refusal> for ApiError {
@@ -34,9 +34,12 @@ fn refused(r: Refusal, term: u64) -> ApiError {
 
 /// Parses a migration id, or says it is unknown.
 fn seq_of(id: &str, book: &Book) -> Result<u64, ApiError> {
-    parse_migration_id(id)
-        .filter(|s| book.get(*s).is_some())
-        .ok_or_else(|| ApiError::NotFound(format!("unknown migration {id:?}")))
+    book.by_id(id).map(|m| m.decision_sequence).ok_or_else(|| unknown_migration(id))
+}
+
+/// NOT_FOUND for a migration id the book does not hold.
+pub fn unknown_migration(id: &str) -> ApiError {
+    ApiError::NotFound(format!("unknown migration {id:?}"))
 }
 
 /// Validates an orchestrator id (same rules as node ids).
@@ -237,12 +240,9 @@ impl Swarm {
             .await
     }
 
-    /// One migration by id.
-    pub fn migration(&self, id: &str) -> Result<Migration, ApiError> {
-        let meta = self.meta();
-        let book = &meta.book;
-        let seq = seq_of(id, book)?;
-        Ok(book.get(seq).expect("checked").clone())
+    /// Reads the migration book under its lock.
+    pub fn read_book<T>(&self, f: impl FnOnce(&Book) -> T) -> T {
+        f(&self.meta().book)
     }
 
     /// Migrations, newest first.

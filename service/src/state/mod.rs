@@ -37,7 +37,7 @@ mod reconfig;
 
 pub use reconfig::{ConfigChange, PlanSummary, ReconfigProgress};
 
-pub use migrations::{REPORTABLE, health as validate_health};
+pub use migrations::{REPORTABLE, health as validate_health, unknown_migration};
 
 /// Errors of service operations; the gRPC layer maps each to a status code.
 #[derive(Debug, thiserror::Error)]

@@ -35,12 +35,13 @@ pub struct Fence {
     pub term: i64,
 }
 
-/// The etcd store of one leader term.
+/// The etcd store of one leader term, or a standby's reader.
 pub struct EtcdStore {
     client: Client,
     rt: Handle,
     prefix: String,
-    fence: Fence,
+    /// `None` for a standby's reader, which never writes.
+    fence: Option<Fence>,
     timeout: Duration,
     /// Set when a write was refused by the fence: leadership is gone.
     deposed: watch::Sender<bool>,
@@ -92,7 +93,12 @@ impl EtcdStore {
         timeout: Duration,
         deposed: watch::Sender<bool>,
     ) -> Self {
-        EtcdStore { client, rt, prefix, fence, timeout, deposed }
+        EtcdStore { client, rt, prefix, fence: Some(fence), timeout, deposed }
+    }
+
+    /// A store that only reads, for a standby: every write is refused.
+    pub fn reader(client: Client, rt: Handle, prefix: String, timeout: Duration) -> Self {
+        EtcdStore { client, rt, prefix, fence: None, timeout, deposed: watch::channel(false).0 }
     }
 
     /// Runs a request, again while it fails on the transport (a member
@@ -134,16 +140,18 @@ impl EtcdStore {
         if ops.is_empty() {
             return Ok(());
         }
-        let txn = Txn::new()
-            .when([Compare::create_revision(self.fence.key.clone(), CompareOp::Equal, self.fence.term)])
-            .and_then(ops);
+        let Some(fence) = &self.fence else {
+            return Err(StoreError::Refused { op, reason: "a standby replica does not write; the leader does".into() });
+        };
+        let txn =
+            Txn::new().when([Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.term)]).and_then(ops);
         let resp = self.run(op, || {
             let (mut kv, txn) = (self.client.kv_client(), txn.clone());
             async move { kv.txn(txn).await.map_err(io(op)) }
         })?;
         if !resp.succeeded() {
             let _ = self.deposed.send(true);
-            return Err(StoreError::Fenced { term: self.fence.term });
+            return Err(StoreError::Fenced { term: fence.term });
         }
         Ok(())
     }
@@ -174,57 +182,141 @@ impl EtcdStore {
     }
 }
 
-/// Everything under `prefix` at one revision, decoded.
-pub async fn load(client: &Client, prefix: &str) -> Result<Loaded, StoreError> {
+/// A key under the prefix, by table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key<'a> {
+    /// `p/<id>`.
+    Physical(&'a str),
+    /// `v/<id>`.
+    Virtual(&'a str),
+    /// `d/<seq>`.
+    Decision(u64),
+    /// `m/<seq>`.
+    Migration(u64),
+    /// `g/<name>`.
+    GroupPolicy(&'a str),
+    /// `r/<id>`.
+    Reconfiguration(&'a str),
+    /// `h/<virtual>\0<physical>`.
+    Performance(&'a str, &'a str),
+    /// `round`.
+    Round,
+    /// The election keys and anything a newer version added.
+    Other,
+}
+
+impl<'a> Key<'a> {
+    /// Parses `key` (prefix included); `None` when it is not under `prefix`.
+    pub fn parse(prefix: &str, key: &'a str) -> Result<Option<Key<'a>>, StoreError> {
+        let Some(rest) = key.strip_prefix(prefix) else { return Ok(None) };
+        let corrupt = EtcdStore::corrupt;
+        let seq = |s: &str| s.parse::<u64>().map_err(|e| corrupt("sequence", key, &e));
+        Ok(Some(match rest.split_once('/') {
+            Some(("p", id)) => Key::Physical(id),
+            Some(("v", id)) => Key::Virtual(id),
+            Some(("d", s)) => Key::Decision(seq(s)?),
+            Some(("m", s)) => Key::Migration(seq(s)?),
+            Some(("g", name)) => Key::GroupPolicy(name),
+            Some(("r", id)) => Key::Reconfiguration(id),
+            Some(("h", pair)) => {
+                let (v, p) = pair.split_once('\0').ok_or_else(|| corrupt("performance", key, &"no separator"))?;
+                Key::Performance(v, p)
+            }
+            None if rest == "round" => Key::Round,
+            _ => Key::Other,
+        }))
+    }
+}
+
+/// Decodes a physical node record stored under `key`.
+pub fn decode_physical(key: &str, value: &[u8]) -> Result<PhysicalNode, StoreError> {
+    serde_json::from_slice(value).map_err(|e| EtcdStore::corrupt("physical node", key, &e))
+}
+
+/// Decodes a virtual node record stored under `key`.
+pub fn decode_virtual(key: &str, value: &[u8]) -> Result<VirtualNode, StoreError> {
+    serde_json::from_slice(value).map_err(|e| EtcdStore::corrupt("virtual node", key, &e))
+}
+
+/// Everything under `prefix` at one revision, decoded, and that revision
+/// (a watch from the next one misses nothing and repeats nothing).
+pub async fn load_at(client: &Client, prefix: &str) -> Result<(Loaded, i64), StoreError> {
     let mut kv = client.kv_client();
     let resp = kv.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(io("load"))?;
+    let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
     let mut out = Loaded::default();
     let corrupt = EtcdStore::corrupt;
     for item in resp.kvs() {
         let key = String::from_utf8_lossy(item.key()).into_owned();
-        let Some(rest) = key.strip_prefix(prefix) else { continue };
         let value = item.value();
-        let seq = |s: &str| s.parse::<u64>().map_err(|e| corrupt("sequence", &key, &e));
-        match rest.split_once('/') {
-            Some(("p", _)) => {
-                let n: PhysicalNode = serde_json::from_slice(value).map_err(|e| corrupt("physical node", &key, &e))?;
+        match Key::parse(prefix, &key)? {
+            Some(Key::Physical(_)) => {
+                let n = decode_physical(&key, value)?;
                 out.topology.physical.insert(n.id.clone(), n);
             }
-            Some(("v", _)) => {
-                let n: VirtualNode = serde_json::from_slice(value).map_err(|e| corrupt("virtual node", &key, &e))?;
+            Some(Key::Virtual(_)) => {
+                let n = decode_virtual(&key, value)?;
                 out.topology.virtual_nodes.insert(n.id.clone(), n);
             }
-            Some(("d", s)) => {
-                let s = seq(s)?;
+            Some(Key::Decision(s)) => {
                 out.last_decision_seq = out.last_decision_seq.max(s);
                 out.first_decision_seq = if out.first_decision_seq == 0 { s } else { out.first_decision_seq.min(s) };
             }
-            Some(("m", s)) => out.migrations.push(records::decode_migration(seq(s)?, value)?),
-            Some(("g", name)) => {
+            Some(Key::Migration(s)) => out.migrations.push(records::decode_migration(s, value)?),
+            Some(Key::GroupPolicy(name)) => {
                 let p = serde_json::from_slice(value).map_err(|e| corrupt("group policy", &key, &e))?;
                 out.group_policies.push((name.to_owned(), p));
             }
-            Some(("r", id)) => out.reconfigurations.push(records::decode_reconfiguration(id, value)?),
-            Some(("h", pair)) => {
-                let (v, p) = pair.split_once('\0').ok_or_else(|| corrupt("performance", &key, &"no separator"))?;
+            Some(Key::Reconfiguration(id)) => out.reconfigurations.push(records::decode_reconfiguration(id, value)?),
+            Some(Key::Performance(v, p)) => {
                 let perf: Perf = serde_json::from_slice(value).map_err(|e| corrupt("performance", &key, &e))?;
                 out.performance.push((v.to_owned(), p.to_owned(), perf));
             }
-            None if rest == "round" => {
+            Some(Key::Round) => {
                 let text = std::str::from_utf8(value).map_err(|e| corrupt("round counter", &key, &e))?;
                 out.last_round_id = text.parse().map_err(|e| corrupt("round counter", &key, &e))?;
             }
-            // The election key and anything a newer version added.
-            _ => {}
+            Some(Key::Other) | None => {}
         }
     }
-    Ok(out)
+    Ok((out, revision))
+}
+
+/// Everything under `prefix` at one revision, decoded.
+pub async fn load(client: &Client, prefix: &str) -> Result<Loaded, StoreError> {
+    Ok(load_at(client, prefix).await?.0)
+}
+
+/// Up to `limit` decisions with sequence >= `from_seq`, in order.
+pub async fn read_decisions(
+    client: &Client,
+    prefix: &str,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<Decision>, StoreError> {
+    let start = seq_key(prefix, 'd', from_seq);
+    // Every decision key sorts below "d0" ('/' < '0').
+    let end = format!("{prefix}d0");
+    let opts = GetOptions::new().with_range(end).with_limit(limit.min(i64::MAX as usize) as i64);
+    let resp = client.kv_client().get(start, Some(opts)).await.map_err(io("read decisions"))?;
+    resp.kvs()
+        .iter()
+        .map(|item| {
+            let key = String::from_utf8_lossy(item.key()).into_owned();
+            let seq = key
+                .rsplit('/')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| EtcdStore::corrupt("decision", &key, &"the key is not a sequence"))?;
+            records::decode_decision(seq, item.value())
+        })
+        .collect()
 }
 
 impl MetaStore for EtcdStore {
     fn term(&self) -> u64 {
         // A create revision, so positive.
-        self.fence.term.max(0) as u64
+        self.fence.as_ref().map_or(0, |f| f.term.max(0) as u64)
     }
 
     fn load(&self) -> Result<Loaded, StoreError> {
@@ -270,26 +362,7 @@ impl MetaStore for EtcdStore {
     }
 
     fn read_decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decision>, StoreError> {
-        let start = seq_key(&self.prefix, 'd', from_seq);
-        // Every decision key sorts below "d0" ('/' < '0').
-        let end = format!("{}d0", self.prefix);
-        let opts = GetOptions::new().with_range(end).with_limit(limit.min(i64::MAX as usize) as i64);
-        let resp = self.run("read decisions", || {
-            let (mut kv, start, opts) = (self.client.kv_client(), start.clone(), opts.clone());
-            async move { kv.get(start, Some(opts)).await.map_err(io("read decisions")) }
-        })?;
-        resp.kvs()
-            .iter()
-            .map(|item| {
-                let key = String::from_utf8_lossy(item.key()).into_owned();
-                let seq = key
-                    .rsplit('/')
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Self::corrupt("decision", &key, &"the key is not a sequence"))?;
-                records::decode_decision(seq, item.value())
-            })
-            .collect()
+        self.run("read decisions", || read_decisions(&self.client, &self.prefix, from_seq, limit))
     }
 
     fn put_performance(&self, records: &[(String, String, Perf)]) -> Result<(), StoreError> {
@@ -302,6 +375,24 @@ impl MetaStore for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_parse_by_table_and_a_bad_sequence_is_corrupt() {
+        let parse = |k: &'static str| Key::parse("/s/", k).unwrap();
+        assert_eq!(parse("/s/p/p0"), Some(Key::Physical("p0")));
+        assert_eq!(parse("/s/v/v-1"), Some(Key::Virtual("v-1")));
+        assert_eq!(parse("/s/d/00000000000000000012"), Some(Key::Decision(12)));
+        assert_eq!(parse("/s/m/00000000000000000003"), Some(Key::Migration(3)));
+        assert_eq!(parse("/s/g/web"), Some(Key::GroupPolicy("web")));
+        assert_eq!(parse("/s/r/r7"), Some(Key::Reconfiguration("r7")));
+        assert_eq!(parse("/s/h/v1\0p2"), Some(Key::Performance("v1", "p2")));
+        assert_eq!(parse("/s/round"), Some(Key::Round));
+        assert_eq!(parse("/s/leader"), Some(Key::Other));
+        assert_eq!(parse("/other/p/p0"), None, "another deployment's key");
+        let e = Key::parse("/s/", "/s/d/12x").unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { what: "sequence", .. }), "{e}");
+        assert!(Key::parse("/s/", "/s/h/v1p2").is_err(), "a performance key without its separator");
+    }
 
     #[test]
     fn sequence_keys_sort_as_numbers_and_below_the_range_end() {

@@ -76,6 +76,11 @@ impl Book {
         self.by_seq.get(&seq)
     }
 
+    /// The migration named `id` (`m<seq>`).
+    pub fn by_id(&self, id: &str) -> Option<&Migration> {
+        parse_migration_id(id).and_then(|s| self.by_seq.get(&s))
+    }
+
     /// The live migration of a virtual node.
     pub fn live_of(&self, virt: &str) -> Option<&Migration> {
         self.live_by_virt.get(virt).and_then(|s| self.by_seq.get(s))
