@@ -42,6 +42,17 @@ impl Fleet {
         self.replica_with(&[])
     }
 
+    /// A leading replica and a standby behind it, `extra` the standby's
+    /// flags. The second starts once the first leads, so which one leads
+    /// is known.
+    async fn leader_and_standby(&self, extra: &[&str]) -> (Server, Server) {
+        let a = self.replica();
+        let _ = leader_of(&[&a], Duration::from_secs(20)).await;
+        let b = self.replica_with(extra);
+        assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0, "the first replica started leads");
+        (a, b)
+    }
+
     fn replica_with(&self, extra: &[&str]) -> Server {
         let cfg = self.cfg.path().join("swarm.toml").display().to_string();
         let endpoints = self.etcd.endpoints();
@@ -96,15 +107,10 @@ async fn decisions(ch: tonic::transport::Channel) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_with_its_state_and_sequences_intact() {
     let mut fleet = Fleet::start();
-    let mut a = fleet.replica();
-    // The second starts once the first leads: which one leads is then known.
-    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
     // The standby's dashboard (and /metrics) port is chosen here: it opens
     // only once the replica leads, after start-up has been read.
     let b_http = format!("127.0.0.1:{}", common::prom::free_port());
-    let b = fleet.replica_with(&["--http", &b_http]);
-    let l = leader_of(&[&a, &b], Duration::from_secs(20)).await;
-    assert_eq!(l, 0, "the first replica started leads");
+    let (mut a, b) = fleet.leader_and_standby(&["--http", &b_http]).await;
 
     // The standby answers a write UNAVAILABLE, naming the leader (once its
     // first campaign attempt has seen who leads).
@@ -199,10 +205,7 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_serves_reads_from_its_etcd_fed_copy_while_members_die() {
     let mut fleet = Fleet::start();
-    let a = fleet.replica();
-    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
-    let b = fleet.replica();
-    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let (a, b) = fleet.leader_and_standby(&[]).await;
     let ch = a.channel().await;
     overload_p0(ch.clone()).await;
     let sb = b.channel().await;
@@ -270,11 +273,7 @@ async fn a_standby_serves_reads_from_its_etcd_fed_copy_while_members_die() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_fenced_and_steps_down() {
     let fleet = Fleet::start();
-    let mut a = fleet.replica();
-    // The second starts once the first leads: which one leads is then known.
-    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
-    let b = fleet.replica();
-    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let (mut a, b) = fleet.leader_and_standby(&[]).await;
     let ch_a = a.channel().await;
     overload_p0(ch_a.clone()).await;
 
@@ -358,11 +357,7 @@ async fn every_write_of_a_stale_term_is_refused_by_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_etcd_member_down_nothing_is_decided_and_service_resumes_after() {
     let mut fleet = Fleet::start();
-    let mut a = fleet.replica();
-    // The second starts once the first leads: which one leads is then known.
-    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
-    let b = fleet.replica();
-    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let (mut a, b) = fleet.leader_and_standby(&[]).await;
     let ch = a.channel().await;
     overload_p0(ch.clone()).await;
     assert_eq!(round(ch.clone()).await.decisions[0].sequence, 1);
@@ -533,11 +528,7 @@ async fn migrations(ch: tonic::transport::Channel) -> Vec<pb::Migration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_follows_the_leader_and_every_migration_ends() {
     let fleet = Fleet::start();
-    let mut a = fleet.replica();
-    // The second starts once the first leads: which one leads is then known.
-    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
-    let b = fleet.replica();
-    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let (mut a, b) = fleet.leader_and_standby(&[]).await;
     let ch = a.channel().await;
     overload_p0(ch.clone()).await;
     // The reference orchestrator, given both replicas.
@@ -657,10 +648,7 @@ fn request_number() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_with_a_migration_in_every_phase_hands_each_on_intact() {
     let fleet = Fleet::start();
-    let mut a = fleet.replica();
-    let _ = leader_of(&[&a], Duration::from_secs(20)).await;
-    let b = fleet.replica();
-    assert_eq!(leader_of(&[&a, &b], Duration::from_secs(20)).await, 0);
+    let (mut a, b) = fleet.leader_and_standby(&[]).await;
     let ch = a.channel().await;
     // Eight virtual nodes on p0; draining p0 moves them, one per round.
     register_cluster(ch.clone(), 3, &[8, 0, 0]).await;
