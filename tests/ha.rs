@@ -750,3 +750,48 @@ async fn topo_of(ch: &tonic::transport::Channel) -> Vec<pb::VirtualNode> {
     let mut t = pb::topology_client::TopologyClient::new(ch.clone());
     t.list_virtual_nodes(pb::ListVirtualNodesRequest::default()).await.unwrap().into_inner().nodes
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_checks_bearer_tokens_as_the_leader_does() {
+    const ADMIN: &str = "admin-3e8a61c07b59d214";
+    const READ: &str = "read-9f24d1b6e0c7a358";
+    let fleet = Fleet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, read) = (dir.path().join("admin.token"), dir.path().join("read.token"));
+    std::fs::write(&admin, format!("{ADMIN}\n")).unwrap();
+    std::fs::write(&read, format!("{READ}\n")).unwrap();
+    let (admin, read) = (admin.display().to_string(), read.display().to_string());
+    let flags = ["--admin-token-file", admin.as_str(), "--read-token-file", read.as_str()];
+    let with = |token: &str, ch: tonic::transport::Channel| swarm_client::with_token(ch, Some(token)).unwrap();
+
+    let a = fleet.replica_with(&flags);
+    let ch_a = a.channel().await;
+    eventually(Duration::from_secs(20), "the first replica leads", || {
+        let mut p = pb::placement_client::PlacementClient::new(with(ADMIN, ch_a.clone()));
+        async move { p.run_round(pb::RunRoundRequest { dry_run: true }).await.ok() }
+    })
+    .await;
+    let b = fleet.replica_with(&flags);
+    let ch_b = b.channel().await;
+    // Once its copy is loaded the standby answers a read token's read...
+    let listed = eventually(Duration::from_secs(20), "the standby serves a read", || {
+        let mut t = pb::topology_client::TopologyClient::new(with(READ, ch_b.clone()));
+        async move { t.list_physical_nodes(pb::ListPhysicalNodesRequest::default()).await.ok() }
+    })
+    .await;
+    assert_eq!(listed.metadata().get("swarm-role").and_then(|v| v.to_str().ok()), Some("standby"));
+    // ...refuses a call without a token, and a read token's write, before
+    // anything else...
+    let mut anon = pb::topology_client::TopologyClient::new(ch_b.clone());
+    let e = anon.list_physical_nodes(pb::ListPhysicalNodesRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let node = || pb::UpsertPhysicalNodesRequest { nodes: vec![physical("p9", 8.0)] };
+    let mut reader = pb::topology_client::TopologyClient::new(with(READ, ch_b.clone()));
+    let e = reader.upsert_physical_nodes(node()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // ...and sends an admin's write to the leader.
+    let mut admin = pb::topology_client::TopologyClient::new(with(ADMIN, ch_b));
+    let e = admin.upsert_physical_nodes(node()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert_eq!(e.metadata().get("swarm-leader").and_then(|v| v.to_str().ok()), Some(a.endpoint().as_str()));
+}
