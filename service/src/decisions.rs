@@ -184,9 +184,9 @@ impl DecisionLog {
         let mut st = self.state.lock().expect("log lock");
         st.first_seq = first_seq;
         st.last_seq = st.last_seq.max(last_seq);
+        // Cooldowns and the round counter are the leader's; a standby that
+        // wins loads its own log from the store.
         for d in new {
-            st.last_round = st.last_round.max(d.round_id);
-            st.last_decided.insert(d.virt.clone(), d.decided_at_ms);
             let _ = self.tx.send(Arc::new(d.clone()));
         }
     }

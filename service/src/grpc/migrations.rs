@@ -13,7 +13,7 @@ pub struct MigrationsSvc(pub Swarm);
 
 /// `ListMigrations` over a book (the leader's, or a standby's copy).
 pub(super) fn list(book: &Book, r: pb::ListMigrationsRequest) -> pb::ListMigrationsResponse {
-    let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize };
+    let limit = super::page_limit(r.limit);
     let virt = (!r.virtual_node_id.is_empty()).then_some(r.virtual_node_id.as_str());
     let migrations = book.list(r.live_only, virt, limit).into_iter().map(|m| convert::migration(m, false)).collect();
     pb::ListMigrationsResponse { migrations }

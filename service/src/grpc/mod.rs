@@ -23,6 +23,12 @@ use crate::decisions::WatchError;
 use crate::security::Security;
 use crate::state::{ApiError, Swarm};
 
+/// The page a list call with `limit` reads (0: the default of 1,000; at
+/// most 10,000), for decisions and migrations alike.
+pub(super) fn page_limit(limit: u32) -> usize {
+    if limit == 0 { 1000 } else { limit.min(10_000) as usize }
+}
+
 /// RESOURCE_EXHAUSTED for an overloaded ingest call, with a
 /// `retry-after-ms` hint, counted in the telemetry.
 pub(crate) fn overloaded(swarm: &Swarm, source: &'static str, o: crate::limits::Overload) -> Status {

@@ -26,11 +26,6 @@ pub(super) fn watch(
     Ok(Box::pin(stream))
 }
 
-/// The page a `ListDecisions` with `limit` reads (0: the default).
-pub(super) fn page_limit(limit: u32) -> usize {
-    if limit == 0 { 1000 } else { limit.min(10_000) as usize }
-}
-
 #[tonic::async_trait]
 impl pb::placement_server::Placement for PlacementSvc {
     async fn get_affinity(
@@ -60,7 +55,7 @@ impl pb::placement_server::Placement for PlacementSvc {
         req: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
         let r = req.into_inner();
-        let limit = page_limit(r.limit);
+        let limit = super::page_limit(r.limit);
         let last_sequence = self.0.decisions().last_sequence();
         let decisions = self.0.list_decisions(r.from_sequence, limit).await?;
         let decisions = decisions.iter().map(crate::convert::decision).collect();

@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use super::placement::{DecisionStream, page_limit};
+use super::page_limit;
+use super::placement::DecisionStream;
 use crate::ha::follower::Follower;
 use crate::security::Security;
 

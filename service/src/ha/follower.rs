@@ -110,7 +110,10 @@ async fn sync(client: &Client, prefix: &str, f: &Follower) -> Result<(), StoreEr
         reason: e.to_string(),
     })?;
     let published = f.log.last_sequence();
-    let missed = if loaded.last_decision_seq > published {
+    // Only a reload can have watchers waiting (reads and watches are
+    // refused until the first load), so only a reload republishes.
+    let reloading = f.read(|v| v.revision > 0);
+    let missed = if reloading && loaded.last_decision_seq > published {
         let n = ((loaded.last_decision_seq - published) as usize).min(REPUBLISH);
         etcd::read_decisions(client, prefix, loaded.last_decision_seq + 1 - n as u64, n).await?
     } else {

@@ -304,7 +304,7 @@ async fn migrations(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Json<Val
 }
 
 fn migrations_json(s: &Swarm, limit: u64) -> Value {
-    let ms = s.migrations(false, None, limit.clamp(1, 1000) as usize);
+    let ms: Vec<_> = s.read_book(|b| b.list(false, None, limit.clamp(1, 1000) as usize).into_iter().cloned().collect());
     Value::Array(
         ms.iter()
             .map(|m| {

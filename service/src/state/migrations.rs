@@ -245,13 +245,6 @@ impl Swarm {
         f(&self.meta().book)
     }
 
-    /// Migrations, newest first.
-    pub fn migrations(&self, live_only: bool, virt: Option<&str>, limit: usize) -> Vec<Migration> {
-        let meta = self.meta();
-        let book = &meta.book;
-        book.list(live_only, virt, limit).into_iter().cloned().collect()
-    }
-
     /// Applies timeouts to every live migration (persisting those that
     /// changed); returns how many changed.
     pub async fn tick_migrations(&self) -> Result<usize, ApiError> {
