@@ -180,3 +180,86 @@ fn a_parquet_file_that_crashes_the_reader_is_an_input_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("has no series of metric \"max_cpu\"") && !stderr.contains("corrupt"), "{stderr}");
 }
+
+/// The yardstick: the reactive rules swept over a grid (a small one here;
+/// the default is 3,960 settings), each policy placed against the best of
+/// them at its own migrations, the bounds of short-sighted oracles, and the
+/// risk-aware rule on the reference scenario.
+#[test]
+fn the_tuned_reactive_frontier_places_every_policy_and_bounds_are_reported() {
+    let Some(data) = datasets() else {
+        eprintln!("skipped: shared datasets not found (set SWARM_DATASETS)");
+        return;
+    };
+    let trace = data.join("azure-vm-cpu-2017/vm_cpu_readings.csv");
+    let reference = data.join("../reference/replay-scenario-dev-max_cpu.json");
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("f.md");
+    let svg = dir.path().join("plot.svg");
+    // The grid holds the default reactive setting (0.9, 0.7, 5 moves, 12 steps = 1 h).
+    let grid = "threshold=0.85,0.9,1.0;target=0.45,0.7;budget=1,5;cooldown=12,288";
+    let r = replay(
+        &trace,
+        &[
+            "--scenario",
+            reference.to_str().unwrap(),
+            "--policy",
+            "none,reactive,risk,oracle-1,oracle-2,reactive-frontier",
+            "--frontier-grid",
+            grid,
+            "--report",
+            md.to_str().unwrap(),
+            "--report",
+            svg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["frontier_grid"]["settings"], 24, "{}", r["frontier_grid"]);
+    let points = r["reactive_frontier"].as_array().unwrap();
+    assert!(!points.is_empty());
+    let pairs: Vec<(f64, f64)> =
+        points.iter().map(|p| (p["overload_intervals"].as_f64().unwrap(), p["migrations"].as_f64().unwrap())).collect();
+    // Non-dominated: migrations rise while overloads fall, strictly.
+    for w in pairs.windows(2) {
+        assert!(w[1].1 > w[0].1 && w[1].0 < w[0].0, "{pairs:?}");
+    }
+    for p in points {
+        let s = &p["params"];
+        assert!([0.85, 0.9, 1.0].contains(&s["threshold"].as_f64().unwrap()), "{p}");
+        assert!([12, 288].contains(&s["cooldown_steps"].as_u64().unwrap()), "{p}");
+    }
+    // The default reactive setting is one of those swept, so the frontier
+    // at its migrations is at least as good as it.
+    let reactive = &r["against_frontier"]["reactive"];
+    assert_eq!(reactive["migrations"].as_f64().unwrap(), n(&r, "reactive", "migrations"));
+    assert!(reactive["frontier_overload_intervals"].as_f64().unwrap() <= n(&r, "reactive", "overload_intervals"));
+    assert!(reactive["fewer_than_frontier"].as_f64().unwrap() <= 0.0, "{reactive}");
+    // F(0) is never moving: 275 on this scenario, unless a setting that never moved did better (none can).
+    let none = &r["against_frontier"]["none"];
+    assert!(none["frontier_overload_intervals"].is_null() || none["frontier_overload_intervals"] == 275, "{none}");
+    // Seeing one step ahead gains little, two steps nearly everything (a
+    // move takes load off its source from the second step).
+    let (o1, o2) = (n(&r, "oracle-1", "overload_intervals"), n(&r, "oracle-2", "overload_intervals"));
+    assert!(o2 < o1 / 2.0, "oracle-1 {o1}, oracle-2 {o2}");
+    // The risk-aware rule moves, and fewer overloads remain than with none.
+    assert!(n(&r, "risk", "migrations") > 0.0 && n(&r, "risk", "overload_intervals") < 275.0, "{r}");
+    assert!(r["against_frontier"]["risk"]["fewer_than_frontier"].is_number(), "{}", r["against_frontier"]);
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("## Against the tuned-reactive frontier"), "{text}");
+    assert!(text.contains("bounds, not achievable"), "{text}");
+    assert!(text.contains("![Overloads against migrations](f.svg)"), "{text}");
+    for plot in [svg, dir.path().join("f.svg")] {
+        let plot = std::fs::read_to_string(&plot).unwrap();
+        assert!(plot.starts_with("<svg") && plot.contains(">reactive (") && plot.contains(">risk ("), "{plot}");
+    }
+    // An SVG without a frontier, and a grid without the sweep, are refused.
+    for extra in [&["--report", "x.svg"][..], &["--frontier-grid", "budget=1"][..]] {
+        let out = Command::new(&*SWARMCTL)
+            .args(["replay", "--quiet", "--policy", "none", "--trace"])
+            .arg(&trace)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("reactive-frontier"));
+    }
+}

@@ -153,7 +153,7 @@ pub enum Command {
     Forecast(forecast::ForecastArgs),
     /// Replay a trace in virtual time through the controller and compare
     /// policies (none, reactive, proactive, oracle). Runs locally; needs no server.
-    Replay(replay::ReplayArgs),
+    Replay(Box<replay::ReplayArgs>),
     /// Migrations carrying decisions out: list, show one with its history, abort.
     Migrations {
         /// What to do with migrations.
@@ -506,7 +506,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         return Ok(());
     }
     if let Command::Replay(args) = cli.command {
-        let report = tokio::task::spawn_blocking(move || replay::replay(args))
+        let report = tokio::task::spawn_blocking(move || replay::replay(*args))
             .await
             .map_err(|e| CtlError::Internal(format!("the replay task failed: {e}")))??;
         return output::replay(cli.output, &report);

@@ -11,6 +11,7 @@ use super::CtlError;
 use swarm_replay::engine::{self, Params, Policy};
 use swarm_replay::forecasts::{self, ModelChoice};
 use swarm_replay::foresight;
+use swarm_replay::frontier::{self, Grid};
 use swarm_replay::report::{Report, ScenarioSummary};
 use swarm_replay::scenario::{self, Rule, Scenario};
 
@@ -29,7 +30,9 @@ pub struct ReplayArgs {
     /// Metric replayed: the 5-minute peak (`max_cpu`) is what overloads a host.
     #[arg(long, default_value = "max_cpu")]
     pub metric: String,
-    /// Policies, comma-separated: none, reactive, proactive, oracle.
+    /// Policies, comma-separated: none, reactive, proactive, oracle, and
+    /// reactive-frontier (the reactive rules swept over 3,960 settings on
+    /// both cores; every policy is then placed against the best of them).
     #[arg(long, default_value = "none,reactive,proactive,oracle")]
     pub policy: String,
     /// Hosts of the generated scenario.
@@ -51,7 +54,15 @@ pub struct ReplayArgs {
     /// Write the scenario replayed as JSON.
     #[arg(long)]
     pub scenario_out: Option<PathBuf>,
-    /// Write the report; `.json` or `.md` by extension (repeatable).
+    /// The reactive settings swept for reactive-frontier, e.g.
+    /// `threshold=0.8,0.9;target=0.5,0.7;budget=1,5;cooldown=12,288`; keys
+    /// left out keep the default grid (threshold 0.60–1.10 and target
+    /// 0.40–0.75 by 0.05, budget 1–5, cooldown 3–576 steps).
+    #[arg(long)]
+    pub frontier_grid: Option<Grid>,
+    /// Write the report; `.json`, `.md` or (with reactive-frontier) `.svg`,
+    /// the plot of overloads against migrations, by extension (repeatable).
+    /// A Markdown report with a frontier also writes its plot beside it.
     #[arg(long)]
     pub report: Vec<PathBuf>,
     /// Forecasting model of the proactive policy: cross-fit, bundled, or an artifact path.
@@ -112,15 +123,26 @@ fn spinner(quiet: bool, msg: &str) -> ProgressBar {
 /// Runs the replay and writes what was asked; returns the report.
 pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     let input = |m: String| CtlError::Input(m);
-    let policies = Policy::parse_list(&a.policy).map_err(|e| input(format!("--policy: {e}")))?;
+    let selection = Policy::parse_list(&a.policy).map_err(|e| input(format!("--policy: {e}")))?;
+    let policies = selection.policies;
     if a.horizon == 0 || a.horizon > 12 {
         return Err(input(format!("--horizon must be 1..=12 steps, got {}", a.horizon)));
     }
     for r in &a.report {
         match r.extension().and_then(|e| e.to_str()) {
             Some("json") | Some("md") => {}
-            _ => return Err(input(format!("--report {}: the name must end in .json or .md", r.display()))),
+            Some("svg") if selection.frontier => {}
+            Some("svg") => {
+                return Err(input(format!(
+                    "--report {}: an SVG plot needs the frontier: add reactive-frontier to --policy",
+                    r.display()
+                )));
+            }
+            _ => return Err(input(format!("--report {}: the name must end in .json, .md or .svg", r.display()))),
         }
+    }
+    if a.frontier_grid.is_some() && !selection.frontier {
+        return Err(input("--frontier-grid: add reactive-frontier to --policy to sweep it".into()));
     }
     let sp = spinner(a.quiet, "reading the trace");
     let imported = importer::import(&a.trace, a.format.0)?;
@@ -254,12 +276,29 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         sp.finish_and_clear();
         r
     });
-    let report = Report::new(summary, results, foresight, params.controller, params.reactive, command);
+    let mut report = Report::new(summary, results, foresight, params.controller, params.reactive, params.risk, command);
+    if selection.frontier {
+        let grid = a.frontier_grid.clone().unwrap_or_default();
+        let n = grid.settings().len();
+        let b = bar(a.quiet, n as u64, "frontier".to_owned());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let f = frontier::sweep(&scenario, &demand, &params, &grid, threads, &|done| b.set_position(done as u64));
+        b.finish_and_clear();
+        report = report.with_frontier(f);
+    }
     for r in &a.report {
-        let text = if r.extension().and_then(|e| e.to_str()) == Some("json") {
-            report.to_json()
-        } else {
-            report.to_markdown()
+        let text = match r.extension().and_then(|e| e.to_str()) {
+            Some("json") => report.to_json(),
+            Some("svg") => report.frontier_svg().expect("checked: the frontier was swept"),
+            _ => match report.frontier_svg() {
+                Some(svg) => {
+                    let plot = r.with_extension("svg");
+                    std::fs::write(&plot, svg)?;
+                    let name = plot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    format!("{}\n![Overloads against migrations]({name})\n", report.to_markdown())
+                }
+                None => report.to_markdown(),
+            },
         };
         std::fs::write(r, text)?;
     }

@@ -27,6 +27,7 @@ use swarm_core::domain::{NodeId, PhysicalNode, PhysicalState, Resources, Topolog
 use swarm_core::locality::{RACK_LABEL, ZONE_LABEL};
 use swarm_core::placement::controller::{ControllerConfig, ProposalKind, RoundInput, migration_steps, run_round};
 use swarm_core::placement::descheduler::{LowNodeUtilization, deschedule};
+use swarm_core::placement::risk::{self, RiskConfig};
 use swarm_core::placement::view::{ClusterView, CpuForecast, InFlight, PartialResources, ViewInputs};
 
 /// A policy the replay compares.
@@ -39,8 +40,19 @@ pub enum Policy {
     Reactive,
     /// Swarm with forecasts.
     Proactive,
-    /// Swarm with the true future.
+    /// The risk-aware rule (`swarm_core::placement::risk`): separates the
+    /// VMs whose joint history overloads their host.
+    #[serde(rename = "risk")]
+    Risk,
+    /// Swarm with the true future over its horizon (6 steps by default):
+    /// a bound, not achievable.
     Oracle,
+    /// Swarm seeing the true future 1 step ahead only: a bound.
+    #[serde(rename = "oracle-1")]
+    Oracle1,
+    /// Swarm seeing the true future 2 steps ahead only: a bound.
+    #[serde(rename = "oracle-2")]
+    Oracle2,
 }
 
 impl Policy {
@@ -50,30 +62,64 @@ impl Policy {
             Policy::None => "none",
             Policy::Reactive => "reactive",
             Policy::Proactive => "proactive",
+            Policy::Risk => "risk",
             Policy::Oracle => "oracle",
+            Policy::Oracle1 => "oracle-1",
+            Policy::Oracle2 => "oracle-2",
+        }
+    }
+
+    /// How far an oracle that sees less than the controller's horizon sees.
+    fn oracle_steps(self) -> Option<usize> {
+        match self {
+            Policy::Oracle1 => Some(1),
+            Policy::Oracle2 => Some(2),
+            _ => None,
         }
     }
 
     /// Parses a comma-separated list.
-    pub fn parse_list(s: &str) -> Result<Vec<Policy>, String> {
-        let mut out = Vec::new();
+    pub fn parse_list(s: &str) -> Result<Selection, String> {
+        let mut out = Selection { policies: Vec::new(), frontier: false };
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let p = match p {
                 "none" => Policy::None,
                 "reactive" => Policy::Reactive,
                 "proactive" => Policy::Proactive,
+                "risk" => Policy::Risk,
                 "oracle" => Policy::Oracle,
-                _ => return Err(format!("unknown policy {p:?}; use none, reactive, proactive or oracle")),
+                "oracle-1" => Policy::Oracle1,
+                "oracle-2" => Policy::Oracle2,
+                "reactive-frontier" => {
+                    out.frontier = true;
+                    continue;
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown policy {p:?}; use none, reactive, proactive, risk, oracle, oracle-1, oracle-2 or reactive-frontier"
+                    ));
+                }
             };
-            if !out.contains(&p) {
-                out.push(p);
+            if !out.policies.contains(&p) {
+                out.policies.push(p);
             }
         }
-        if out.is_empty() {
+        if out.policies.is_empty() && !out.frontier {
             return Err("no policy given".into());
         }
         Ok(out)
     }
+}
+
+/// What `--policy` asked for: policies to replay, and whether to sweep the
+/// reactive rules for their tuned frontier (not one policy but thousands of
+/// settings, see [`frontier`](crate::frontier)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Policies replayed one by one.
+    pub policies: Vec<Policy>,
+    /// Sweep the reactive settings.
+    pub frontier: bool,
 }
 
 /// The demand the scenario's VMs put on their hosts, step by step.
@@ -113,6 +159,8 @@ pub struct Params {
     pub controller: ControllerConfig,
     /// The reactive baseline.
     pub reactive: LowNodeUtilization,
+    /// The risk-aware rule.
+    pub risk: RiskConfig,
     /// Overload threshold of the count.
     pub overload: f64,
     /// Memory (= state moved) per requested core, bytes.
@@ -139,6 +187,7 @@ impl Default for Params {
                 ..ControllerConfig::default()
             },
             reactive: LowNodeUtilization::default(),
+            risk: RiskConfig::default(),
             overload: 0.9,
             memory_per_core: 4.0 * 1073741824.0,
         }
@@ -207,6 +256,16 @@ pub fn simulate(
     forecasts: Option<&Forecasts>,
     progress: &mut dyn FnMut(usize),
 ) -> (PolicyResult, Trajectory) {
+    // A shorter-sighted oracle is the oracle with a shorter horizon.
+    let shorter;
+    let params = match policy.oracle_steps() {
+        Some(k) => {
+            shorter =
+                Params { controller: ControllerConfig { horizon_steps: k, ..params.controller }, ..params.clone() };
+            &shorter
+        }
+        None => params,
+    };
     let mut record = Trajectory::default();
     let steps = demand.steps();
     let hosts = &scenario.hosts;
@@ -242,6 +301,12 @@ pub fn simulate(
         if policy == Policy::None || t + 1 == steps {
             continue;
         }
+        // The reactive rules move nothing while no host is over their
+        // threshold: skip building the view (exact, and what makes a sweep
+        // of thousands of settings affordable).
+        if policy == Policy::Reactive && (0..hosts.len()).all(|h| util[h][t] <= params.reactive.high - 1e-9) {
+            continue;
+        }
         // The cluster as the controller sees it after step t.
         let (topo, mut inp) = snap.inputs(&placement, &leaving, t);
         let now_ms = demand.start_ms + t as i64 * demand.step_ms;
@@ -260,10 +325,26 @@ pub fn simulate(
                     })
                     .collect()
             }
-            Policy::Proactive | Policy::Oracle => {
+            Policy::Risk => {
+                let view = ClusterView::build_with(&topo, &inp);
+                let len = (t + 1).min(params.risk.history_steps(demand.step_ms));
+                let vms: Vec<usize> = (0..view.virt.len()).map(|vi| vm_of(&view, vi, scenario)).collect();
+                let history: Vec<Option<&[f64]>> =
+                    vms.iter().map(|&vm| Some(&demand.cores[vm][t + 1 - len..=t])).collect();
+                let cost = &params.controller.cost;
+                risk::propose(&view, &history, input, &params.risk)
+                    .into_iter()
+                    .map(|m| {
+                        let secs =
+                            cost.move_seconds(view.virt[m.virt].state_size_bytes, view.node_distance(m.from, m.to));
+                        (vms[m.virt], host_index[view.phys[m.to].id.as_str()], false, secs)
+                    })
+                    .collect()
+            }
+            Policy::Proactive | Policy::Oracle | Policy::Oracle1 | Policy::Oracle2 => {
                 let source = match policy {
-                    Policy::Oracle => ForecastSource::TrueFuture,
-                    _ => ForecastSource::Model(forecasts),
+                    Policy::Proactive => ForecastSource::Model(forecasts),
+                    _ => ForecastSource::TrueFuture,
                 };
                 snap.add_forecasts(&mut inp, t, source);
                 let view = ClusterView::build_with(&topo, &inp);

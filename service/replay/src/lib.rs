@@ -7,6 +7,8 @@
 //! - [`forecasts`]: the trace aligned to one grid, demand in cores, and the
 //!   proactive policy's forecasts (cross-fitted models by default);
 //! - [`engine`]: the replay loop and what each policy did;
+//! - [`frontier`]: the reactive rules swept over a grid of settings, the
+//!   tuned-reactive frontier a proactive policy is judged against;
 //! - [`foresight`]: how early the signals a controller can act on warn of
 //!   overloads (why proactive can, or cannot, get ahead of them);
 //! - [`report`]: JSON and Markdown reports.
@@ -21,5 +23,6 @@
 pub mod engine;
 pub mod forecasts;
 pub mod foresight;
+pub mod frontier;
 pub mod report;
 pub mod scenario;
