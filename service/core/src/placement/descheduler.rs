@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::controller::RoundInput;
-use super::view::ClusterView;
+use super::view::{ClusterView, VirtView};
 use crate::domain::PhysicalState;
 
 /// Thresholds of the baseline.
@@ -33,6 +33,13 @@ impl Default for LowNodeUtilization {
     fn default() -> Self {
         LowNodeUtilization { high: 0.9, low: 0.7, max_moves: 5, cooldown_ms: 3_600_000 }
     }
+}
+
+/// Whether a rebalancing rule may move `v` now: not pinned, no migration
+/// in flight, and not decided within `cooldown_ms` (the anti-flapping
+/// rules the reactive baseline and the risk-aware rule share).
+pub(crate) fn may_move(v: &VirtView, input: &RoundInput<'_>, cooldown_ms: i64) -> bool {
+    !v.migrating && v.pinned.is_none() && input.last_decided.get(&v.id).is_none_or(|t| input.now_ms - t >= cooldown_ms)
 }
 
 /// A baseline move: (virtual index, from, to).
@@ -63,11 +70,7 @@ pub fn deschedule(view: &ClusterView, input: RoundInput<'_>, cfg: &LowNodeUtiliz
             let mut most: Option<(f64, usize)> = None;
             for &vi in &on[s] {
                 let v = &view.virt[vi];
-                if moved[vi]
-                    || v.migrating
-                    || v.pinned.is_some()
-                    || input.last_decided.get(&v.id).is_some_and(|t| input.now_ms - t < cfg.cooldown_ms)
-                {
+                if moved[vi] || !may_move(v, &input, cfg.cooldown_ms) {
                     continue;
                 }
                 let c = v.demand.cpu_cores;

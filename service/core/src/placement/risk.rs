@@ -37,6 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::controller::RoundInput;
+use super::descheduler::may_move;
 use super::view::ClusterView;
 use crate::domain::PhysicalState;
 
@@ -244,11 +245,7 @@ pub fn propose(
         for s in (0..n).filter(|&s| risk[s] > 0.0) {
             for &vi in &on[s] {
                 let v = &view.virt[vi];
-                if moved[vi]
-                    || v.migrating
-                    || v.pinned.is_some()
-                    || input.last_decided.get(&v.id).is_some_and(|t| input.now_ms - t < cfg.cooldown_ms)
-                {
+                if moved[vi] || !may_move(v, &input, cfg.cooldown_ms) {
                     continue;
                 }
                 let after_s = risk_with(&sums[s], limit[s], Some((vi, -1.0)));
