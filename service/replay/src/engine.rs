@@ -78,27 +78,28 @@ impl Policy {
         }
     }
 
+    /// Every policy, in the order reports list them.
+    pub const ALL: [Policy; 7] = [
+        Policy::None,
+        Policy::Reactive,
+        Policy::Proactive,
+        Policy::Risk,
+        Policy::Oracle1,
+        Policy::Oracle2,
+        Policy::Oracle,
+    ];
+
     /// Parses a comma-separated list.
     pub fn parse_list(s: &str) -> Result<Selection, String> {
         let mut out = Selection { policies: Vec::new(), frontier: false };
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let p = match p {
-                "none" => Policy::None,
-                "reactive" => Policy::Reactive,
-                "proactive" => Policy::Proactive,
-                "risk" => Policy::Risk,
-                "oracle" => Policy::Oracle,
-                "oracle-1" => Policy::Oracle1,
-                "oracle-2" => Policy::Oracle2,
-                "reactive-frontier" => {
-                    out.frontier = true;
-                    continue;
-                }
-                _ => {
-                    return Err(format!(
-                        "unknown policy {p:?}; use none, reactive, proactive, risk, oracle, oracle-1, oracle-2 or reactive-frontier"
-                    ));
-                }
+            if p == "reactive-frontier" {
+                out.frontier = true;
+                continue;
+            }
+            let Some(p) = Policy::ALL.into_iter().find(|q| q.name() == p) else {
+                let names: Vec<&str> = Policy::ALL.iter().map(|q| q.name()).collect();
+                return Err(format!("unknown policy {p:?}; use {} or reactive-frontier", names.join(", ")));
             };
             if !out.policies.contains(&p) {
                 out.policies.push(p);

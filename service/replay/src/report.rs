@@ -183,7 +183,7 @@ impl Report {
             self.command
         );
         let cols: Vec<(&str, &PolicyResult)> =
-            POLICY_ORDER.iter().filter_map(|n| self.policies.get(*n).map(|r| (*n, r))).collect();
+            Policy::ALL.iter().filter_map(|p| self.policies.get(p.name()).map(|r| (p.name(), r))).collect();
         out += "| | ";
         out += &cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" | ");
         out += " |\n|---|";
@@ -255,8 +255,8 @@ impl Report {
             list(g.budget.iter().map(|x| x.to_string()).collect()),
             list(g.cooldown_steps.iter().map(|x| x.to_string()).collect()),
         );
-        for name in POLICY_ORDER {
-            if let Some(a) = self.against_frontier.get(*name) {
+        for name in Policy::ALL.map(Policy::name) {
+            if let Some(a) = self.against_frontier.get(name) {
                 out += &format!(
                     "| {name} | {} | {} | {} | {} |\n",
                     a.migrations,
@@ -284,7 +284,7 @@ impl Report {
         let points = self.reactive_frontier.as_ref()?;
         let (w, h, left, right, top, bottom) = (720.0, 440.0, 70.0, 20.0, 40.0, 50.0);
         let policies: Vec<(&str, &PolicyResult)> =
-            POLICY_ORDER.iter().filter_map(|n| self.policies.get(*n).map(|r| (*n, r))).collect();
+            Policy::ALL.iter().filter_map(|p| self.policies.get(p.name()).map(|r| (p.name(), r))).collect();
         let max_m = points.iter().map(|p| p.migrations).chain(policies.iter().map(|(_, r)| r.migrations)).max();
         let max_o =
             points.iter().map(|p| p.overload_intervals).chain(policies.iter().map(|(_, r)| r.overload_intervals)).max();
@@ -370,9 +370,6 @@ impl Report {
         Some(svg)
     }
 }
-
-/// Policies in the order reports list them.
-const POLICY_ORDER: &[&str] = &["none", "reactive", "proactive", "risk", "oracle-1", "oracle-2", "oracle"];
 
 /// The smallest of 1, 2, 5 × 10^k at or above `x` (axis ends).
 fn nice(x: f64) -> f64 {
