@@ -210,3 +210,65 @@ async fn history_and_locality_reach_affinity_and_history_survives_a_crash() {
     assert_eq!(of(&web, "p0").history, Some(1.0));
     assert_eq!(of(&web, "p1").history, Some(0.5));
 }
+
+/// Two hosts of 16 cores; a and b (8 requested cores each) on p0, c on
+/// p1, with two days of 5-minute samples (usage and peak) ending `now`: 1 core each, with
+/// spikes to 7.5 — a and b together every tenth step (15 of p0's 16 cores,
+/// over 90 %), c five steps later (alone, p1 stays calm). Not at the last
+/// step: no rule that looks at the load now has a reason to move.
+async fn co_spiking_cluster(ch: tonic::transport::Channel, now: i64) {
+    place(ch.clone(), &[("p0", 16.0), ("p1", 16.0)], &[("a", 8.0, "p0"), ("b", 8.0, "p0"), ("c", 8.0, "p1")]).await;
+    let mut samples = Vec::new();
+    for back in 0..576i64 {
+        for (v, offset) in [("a", 3), ("b", 3), ("c", 8)] {
+            let cores = if back % 10 == offset { 7.5 } else { 1.0 };
+            for m in [pb::Metric::CpuUsage, pb::Metric::CpuPeak] {
+                samples.push(sample(pb::EntityKind::Virtual, v, m, now - back * STEP, cores));
+            }
+        }
+    }
+    samples.reverse();
+    let r = ingest(ch, vec![samples]).await.unwrap();
+    assert_eq!(r.rejected, 0);
+}
+
+/// The risk-aware rule in swarmd: virtual nodes whose spikes come together
+/// overloaded their host in the history; a round separates them, as a
+/// decision of its own kind that says why, and the next round within the
+/// rule's interval leaves things be. Off, the same history moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_nodes_that_spike_together_are_separated_on_their_history() {
+    let server = Server::start(&["--automation", "apply"]);
+    let ch = server.channel().await;
+    co_spiking_cluster(ch.clone(), now_ms()).await;
+    let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
+    let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert_eq!(round.decisions.len(), 1, "{:?}", round.decisions);
+    let d = &round.decisions[0];
+    assert_eq!(d.kind, pb::DecisionKind::Risk as i32, "{d:?}");
+    assert!(
+        ["a", "b"].contains(&d.virtual_node_id.as_str()) && d.from_node_id == "p0" && d.to_node_id == "p1",
+        "{d:?}"
+    );
+    assert!(d.reason.contains("together passed 90%") && d.reason.contains("sign test"), "{}", d.reason);
+    // Priced like any move: the expected saving (about 58 overloaded
+    // intervals over the two days) is its benefit.
+    let cost = d.cost.as_ref().expect("priced");
+    assert!(cost.benefit > cost.cost && cost.transfer_seconds > 0.0, "{cost:?}");
+    // Applied; the rule does not run again within its interval (1 h), and
+    // the risk it acted on is gone anyway.
+    let again = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert!(again.decisions.iter().all(|d| d.kind != pb::DecisionKind::Risk as i32), "{:?}", again.decisions);
+    let list = placement.list_decisions(pb::ListDecisionsRequest { from_sequence: 1, limit: 0 }).await.unwrap();
+    assert_eq!(list.into_inner().decisions.len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("swarm.toml");
+    std::fs::write(&cfg, "[controller.risk]\nenabled = false\n").unwrap();
+    let off = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let ch = off.channel().await;
+    co_spiking_cluster(ch.clone(), now_ms()).await;
+    let mut placement = pb::placement_client::PlacementClient::new(ch);
+    let round = placement.run_round(pb::RunRoundRequest { dry_run: true }).await.unwrap().into_inner();
+    assert!(round.decisions.is_empty(), "{:?}", round.decisions);
+}

@@ -87,7 +87,13 @@ pub const MAX_FILL: usize = 3;
 /// ending at the newest point's timestamp. Returns (values, start_ms).
 pub fn regular(points: &[(i64, f64)], step_ms: i64, n: usize, agg: Aggregate) -> (Vec<f64>, i64) {
     let Some(&(last, _)) = points.last() else { return (vec![f64::NAN; n], 0) };
-    let start = last - (n as i64 - 1) * step_ms;
+    regular_until(points, step_ms, n, last, agg)
+}
+
+/// [`regular`] on a grid ending at `end_ms`, so that several series share
+/// their steps (a point after `end_ms` is left out).
+pub fn regular_until(points: &[(i64, f64)], step_ms: i64, n: usize, end_ms: i64, agg: Aggregate) -> (Vec<f64>, i64) {
+    let start = end_ms - (n as i64 - 1) * step_ms;
     let mut sum = vec![0.0; n];
     let mut count = vec![0u32; n];
     for &(t, v) in points {

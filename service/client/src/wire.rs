@@ -14,6 +14,7 @@ pub fn decision_kind(k: DecisionKind) -> pb::DecisionKind {
         DecisionKind::Predictive => pb::DecisionKind::Predictive,
         DecisionKind::Overload => pb::DecisionKind::Overload,
         DecisionKind::Reconfiguration => pb::DecisionKind::Reconfiguration,
+        DecisionKind::Risk => pb::DecisionKind::Risk,
     }
 }
 

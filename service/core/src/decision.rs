@@ -21,16 +21,20 @@ pub enum DecisionKind {
     Overload,
     /// A move of an applied reconfiguration plan.
     Reconfiguration,
+    /// The virtual nodes on the current node have overloaded it together
+    /// in the recent history (the risk-aware rule).
+    Risk,
 }
 
 impl DecisionKind {
     /// Every kind.
-    pub const ALL: [DecisionKind; 5] = [
+    pub const ALL: [DecisionKind; 6] = [
         DecisionKind::MicroMigration,
         DecisionKind::Evacuation,
         DecisionKind::Predictive,
         DecisionKind::Overload,
         DecisionKind::Reconfiguration,
+        DecisionKind::Risk,
     ];
 
     /// Short name (`micro-migration`, `predictive`, ...).
@@ -41,6 +45,7 @@ impl DecisionKind {
             DecisionKind::Predictive => "predictive",
             DecisionKind::Overload => "overload",
             DecisionKind::Reconfiguration => "reconfiguration",
+            DecisionKind::Risk => "risk",
         }
     }
 }
@@ -52,6 +57,7 @@ impl From<ProposalKind> for DecisionKind {
             ProposalKind::Evacuation => DecisionKind::Evacuation,
             ProposalKind::Predictive => DecisionKind::Predictive,
             ProposalKind::Overload => DecisionKind::Overload,
+            ProposalKind::Risk => DecisionKind::Risk,
         }
     }
 }

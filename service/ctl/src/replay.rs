@@ -80,6 +80,11 @@ pub struct ReplayArgs {
     /// Swarm acts on a host whose forecast upper bound passes this, 0..1 [default: the overload threshold, 0.9].
     #[arg(long)]
     pub risk_threshold: Option<f64>,
+    /// Settings of the risk-aware rule, as swarmd's `[controller.risk]`
+    /// table reads them, inline: e.g. `window = "3d", confidence_z = 1.5`
+    /// (to replay settings before setting them in swarmd) [default: swarmd's].
+    #[arg(long, value_name = "TOML")]
+    pub risk: Option<String>,
     /// Correlation assumed between co-located VMs' forecast errors, 0..1 [default: the replay's].
     #[arg(long)]
     pub spread_correlation: Option<f64>,
@@ -201,6 +206,15 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     if let Some(u) = a.max_cpu_utilization {
         params.controller.max_cpu_utilization = u;
     }
+    if let Some(r) = &a.risk {
+        #[derive(serde::Deserialize)]
+        struct Inline {
+            risk: swarm_core::placement::risk::RiskConfig,
+        }
+        let parsed: Inline = toml::from_str(&format!("risk = {{ {r} }}"))
+            .map_err(|e| input(format!("--risk {r:?}: {}", e.message())))?;
+        params.controller.risk = parsed.risk;
+    }
     params.controller.validate().map_err(|e| input(format!("controller settings: {e}")))?;
     let trace = a.trace.display().to_string();
     let (fc, model) = if policies.contains(&Policy::Proactive) {
@@ -276,7 +290,7 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         sp.finish_and_clear();
         r
     });
-    let mut report = Report::new(summary, results, foresight, params.controller, params.reactive, params.risk, command);
+    let mut report = Report::new(summary, results, foresight, params.controller, params.reactive, command);
     if selection.frontier {
         let grid = a.frontier_grid.clone().unwrap_or_default();
         let n = grid.settings().len();

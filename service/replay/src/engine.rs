@@ -27,7 +27,7 @@ use swarm_core::domain::{NodeId, PhysicalNode, PhysicalState, Resources, Topolog
 use swarm_core::locality::{RACK_LABEL, ZONE_LABEL};
 use swarm_core::placement::controller::{ControllerConfig, ProposalKind, RoundInput, migration_steps, run_round};
 use swarm_core::placement::descheduler::{LowNodeUtilization, deschedule};
-use swarm_core::placement::risk::{self, RiskConfig};
+use swarm_core::placement::risk;
 use swarm_core::placement::view::{ClusterView, CpuForecast, InFlight, PartialResources, ViewInputs};
 
 /// A policy the replay compares.
@@ -160,8 +160,6 @@ pub struct Params {
     pub controller: ControllerConfig,
     /// The reactive baseline.
     pub reactive: LowNodeUtilization,
-    /// The risk-aware rule.
-    pub risk: RiskConfig,
     /// Overload threshold of the count.
     pub overload: f64,
     /// Memory (= state moved) per requested core, bytes.
@@ -188,7 +186,6 @@ impl Default for Params {
                 ..ControllerConfig::default()
             },
             reactive: LowNodeUtilization::default(),
-            risk: RiskConfig::default(),
             overload: 0.9,
             memory_per_core: 4.0 * 1073741824.0,
         }
@@ -276,6 +273,8 @@ pub fn simulate(
     // (vm, source, last step the source carries it)
     let mut leaving: Vec<(usize, usize, usize)> = Vec::new();
     let mut last_decided: HashMap<NodeId, i64> = HashMap::new();
+    // When the risk rule last ran (it runs once per its interval).
+    let mut risk_last: Option<i64> = None;
     let mut util = vec![vec![0.0f64; steps]; hosts.len()];
     let mut moves: Vec<MoveRecord> = Vec::new();
     let (mut overloads, mut bytes) = (0u64, 0.0f64);
@@ -308,9 +307,12 @@ pub fn simulate(
         if policy == Policy::Reactive && (0..hosts.len()).all(|h| util[h][t] <= params.reactive.high - 1e-9) {
             continue;
         }
+        let now_ms = demand.start_ms + t as i64 * demand.step_ms;
+        if policy == Policy::Risk && !params.controller.risk.due(now_ms, risk_last) {
+            continue;
+        }
         // The cluster as the controller sees it after step t.
         let (topo, mut inp) = snap.inputs(&placement, &leaving, t);
-        let now_ms = demand.start_ms + t as i64 * demand.step_ms;
         let input = RoundInput { now_ms, step_ms: demand.step_ms, last_decided: &last_decided };
         // (vm, to, predictive, seconds)
         let decided: Vec<(usize, usize, bool, f64)> = match policy {
@@ -328,18 +330,14 @@ pub fn simulate(
             }
             Policy::Risk => {
                 let view = ClusterView::build_with(&topo, &inp);
-                let len = (t + 1).min(params.risk.history_steps(demand.step_ms));
+                let len = (t + 1).min(params.controller.risk.history_steps(demand.step_ms));
                 let vms: Vec<usize> = (0..view.virt.len()).map(|vi| vm_of(&view, vi, scenario)).collect();
                 let history: Vec<Option<&[f64]>> =
                     vms.iter().map(|&vm| Some(&demand.cores[vm][t + 1 - len..=t])).collect();
-                let cost = &params.controller.cost;
-                risk::propose(&view, &history, input, &params.risk)
+                risk_last = Some(now_ms);
+                risk::proposals(&view, &history, input, &params.controller)
                     .into_iter()
-                    .map(|m| {
-                        let secs =
-                            cost.move_seconds(view.virt[m.virt].state_size_bytes, view.node_distance(m.from, m.to));
-                        (vms[m.virt], host_index[view.phys[m.to].id.as_str()], false, secs)
-                    })
+                    .map(|p| (vms[p.virt], host_index[view.phys[p.to].id.as_str()], false, p.cost.duration_seconds()))
                     .collect()
             }
             Policy::Proactive | Policy::Oracle | Policy::Oracle1 | Policy::Oracle2 => {

@@ -9,7 +9,6 @@ use super::foresight::Foresight;
 use super::frontier::{Frontier, FrontierPoint, Grid};
 use swarm_core::placement::controller::ControllerConfig;
 use swarm_core::placement::descheduler::LowNodeUtilization;
-use swarm_core::placement::risk::RiskConfig;
 
 /// What was replayed.
 #[derive(Debug, Clone, Serialize)]
@@ -73,8 +72,6 @@ pub struct Report {
     pub controller: ControllerConfig,
     /// The reactive baseline's settings.
     pub reactive: LowNodeUtilization,
-    /// The risk-aware rule's settings.
-    pub risk: RiskConfig,
     /// The command that made it.
     pub command: String,
 }
@@ -112,7 +109,6 @@ impl Report {
         foresight: Option<Foresight>,
         controller: ControllerConfig,
         reactive: LowNodeUtilization,
-        risk: RiskConfig,
         command: String,
     ) -> Report {
         let get = |p: Policy| results.iter().find(|(q, _)| *q == p).map(|(_, r)| r.overload_intervals as f64);
@@ -130,18 +126,21 @@ impl Report {
             against_frontier: BTreeMap::new(),
             controller,
             reactive,
-            risk,
             command,
         }
     }
 
     /// Adds the tuned-reactive frontier and places every policy against it.
     pub fn with_frontier(mut self, f: Frontier) -> Report {
+        // Never moving is a setting every operator has: below the fewest
+        // migrations any swept setting made, F(m) is `none`'s count (when
+        // replayed), not undefined.
+        let never = self.policies.get(Policy::None.name()).map(|r| r.overload_intervals);
         self.against_frontier = self
             .policies
             .iter()
             .map(|(name, r)| {
-                let best = f.best_within(r.migrations).map(|p| p.overload_intervals);
+                let best = f.best_within(r.migrations).map(|p| p.overload_intervals).or(never);
                 let against = AgainstFrontier {
                     migrations: r.migrations,
                     overload_intervals: r.overload_intervals,

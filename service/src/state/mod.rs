@@ -28,6 +28,7 @@ use swarm_core::migration::book::Book;
 use swarm_core::migration::machine::Migration;
 use swarm_core::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
 use swarm_core::placement::controller::{self, Automation};
+use swarm_core::placement::risk;
 use swarm_core::placement::view::{CpuForecast, ViewInputs};
 use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
@@ -164,6 +165,10 @@ struct Inner {
     telemetry: crate::telemetry::Telemetry,
     /// Ingest limits and back-pressure.
     gate: crate::limits::Gate,
+    /// When the risk-aware rule last ran in a real round, ms (`i64::MIN`:
+    /// never): it runs once per its interval, and a restart only makes it
+    /// run one round early.
+    risk_last_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Runs blocking work (store, series, planners) off the runtime's threads;
@@ -369,6 +374,7 @@ impl Swarm {
             shutdown,
             telemetry: crate::telemetry::Telemetry::new(),
             gate,
+            risk_last_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
     }
@@ -695,6 +701,43 @@ impl Swarm {
         .await
     }
 
+    /// The history the risk-aware rule reads, when it is on and due: every
+    /// virtual node's CPU in cores over its window, in view order, on the
+    /// model's grid ending now (so that the nodes' steps line up, which is
+    /// what co-occurrence needs); its peak series where reported (peaks are
+    /// what overload), else its usage series, else `None`.
+    async fn risk_history(&self, view: &ClusterView, now: i64) -> Result<Option<Vec<Option<Vec<f64>>>>, ApiError> {
+        let rc = self.inner.cfg.controller.risk;
+        let last = self.inner.risk_last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if !rc.enabled || !rc.due(now, (last != i64::MIN).then_some(last)) {
+            return Ok(None);
+        }
+        let step = self.step_ms();
+        let n = rc.history_steps(step);
+        let from = now - n as i64 * step;
+        let ids: Vec<String> = view.virt.iter().map(|v| v.id.to_string()).collect();
+        let series = self.inner.series.clone();
+        let history = series_call(move || {
+            series.read(|f| -> Result<Vec<Option<Vec<f64>>>, polars::error::PolarsError> {
+                let peaks = f.recent(EntityKind::Virtual, Metric::CpuPeak, from)?;
+                let usage = f.recent(EntityKind::Virtual, Metric::CpuUsage, from)?;
+                Ok(ids
+                    .iter()
+                    .map(|id| {
+                        let (pts, agg) = match (peaks.get(id), usage.get(id)) {
+                            (Some(p), _) => (p, Aggregate::Max),
+                            (None, Some(u)) => (u, Aggregate::Mean),
+                            (None, None) => return None,
+                        };
+                        Some(forecast::regular_until(pts, step, n, now, agg).0)
+                    })
+                    .collect())
+            })
+        })
+        .await?;
+        Ok(Some(history))
+    }
+
     /// Data read per virtual node over the usage window: (location, bytes/s).
     async fn data_access(&self) -> Result<HashMap<String, Vec<(String, f64)>>, ApiError> {
         let series = self.inner.series.clone();
@@ -969,9 +1012,19 @@ impl Swarm {
         let round_id = log.next_round_id();
         let step_ms = self.step_ms();
         let last = self.cooldown_clock();
+        let risk_history = self.risk_history(&view, now).await?;
+        if risk_history.is_some() && !dry_run {
+            self.inner.risk_last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         let (outcome, decisions) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
-            let outcome = controller::run_round(&view, input, &cfg);
+            let mut outcome = controller::run_round(&view, input, &cfg);
+            // The risk-aware rule moves in rounds the rules above left
+            // alone: theirs are the urgent moves.
+            if let Some(h) = risk_history.as_ref().filter(|_| outcome.proposals.is_empty()) {
+                let h: Vec<Option<&[f64]>> = h.iter().map(|x| x.as_deref()).collect();
+                outcome.proposals = risk::proposals(&view, &h, input, &cfg);
+            }
             let ds: Vec<Decision> =
                 outcome.proposals.iter().map(|p| Decision::from_proposal(p, &view, round_id, now, step_ms)).collect();
             (outcome, ds)

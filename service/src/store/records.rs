@@ -153,6 +153,7 @@ fn kind_code(k: DecisionKind) -> i32 {
         DecisionKind::Predictive => 3,
         DecisionKind::Overload => 4,
         DecisionKind::Reconfiguration => 5,
+        DecisionKind::Risk => 6,
     }
 }
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::affinity::{Limits, Score, Weights, score};
 use super::cost::{CostEstimate, CostModel};
+use super::risk::RiskConfig;
 use super::search::TargetIndex;
 use super::view::ClusterView;
 use crate::domain::{NodeId, PhysicalState};
@@ -83,6 +84,9 @@ pub struct ControllerConfig {
     pub cost: CostModel,
     /// Recommend or apply.
     pub automation: Automation,
+    /// The risk-aware rule (`[controller.risk]`), run in rounds where the
+    /// rules above propose nothing.
+    pub risk: RiskConfig,
 }
 
 impl Default for ControllerConfig {
@@ -100,6 +104,7 @@ impl Default for ControllerConfig {
             weights: Weights::default(),
             cost: CostModel::default(),
             automation: Automation::Recommend,
+            risk: RiskConfig::default(),
         }
     }
 }
@@ -130,6 +135,7 @@ impl ControllerConfig {
             return Err(format!("horizon_steps must be at most 288, got {}", self.horizon_steps));
         }
         self.cost.validate()?;
+        self.risk.validate().map_err(|e| format!("risk.{e}"))?;
         self.weights.validate()
     }
 
@@ -150,6 +156,10 @@ pub enum ProposalKind {
     Predictive,
     /// The node is over the threshold now and its forecast stays there.
     Overload,
+    /// The virtual nodes on the node have overloaded it together in the
+    /// recent history, and the move lowers how often (the risk-aware rule,
+    /// [`super::risk`]).
+    Risk,
 }
 
 /// A proposed move.

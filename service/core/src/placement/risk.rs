@@ -10,33 +10,34 @@
 //! nodes now on a host would have spiked together.
 //!
 //! The rule, for a physical node with the set S of virtual nodes on it:
-//! - `risk(S)` = the share of reference steps at which the nodes of S
-//!   *together* would have passed `threshold` × capacity (so co-occurrence
-//!   is kept: two nodes that spike at different times add no risk). The
-//!   reference steps are half the coming time of day (the next
-//!   `lookahead`) on each of the previous `days` days, and half the last
-//!   day, equally weighted within each half: the daily pattern and the
-//!   recent level both count.
-//! - A move of v from S to T is expected to save
-//!   `hold × (risk(S) + risk(T) − risk(S − v) − risk(T + v))` overloaded
-//!   intervals over the `hold` it is meant to stand (at least the cooldown,
-//!   so it cannot be undone sooner), and it is taken when that beats
-//!   `migration_price` (the objective: overload intervals plus a price per
-//!   migration), best net saving first, at most `max_moves` per round.
-//! - The history must be clear about it: counted on the reference steps,
-//!   the overloads the move would have removed, net of those it would have
-//!   added, must pass a sign test at `confidence_z`. Without it a
-//!   difference of one spike looks like a day's saving, and the rule
-//!   chases noise (measured on the shared trace: 455 migrations for no
-//!   fewer overloads than the reactive baseline).
+//! - `risk(S)` = the share of the steps of the last `window` at which the
+//!   nodes of S *together* would have passed `threshold` × capacity. Summing
+//!   their loads step by step keeps co-occurrence: two nodes that spike at
+//!   different times add no risk. Every step of the window weighs the same:
+//!   the rule judges the joint distribution of the week, not one hour of it,
+//!   so a move that helps at one time of day and hurts at another is seen
+//!   for what it is.
+//! - A move of v from S to T is expected to save, over the next window if
+//!   the last one repeats, the overloaded host-steps it would have removed
+//!   from the last one net of those it would have added. It is taken when
+//!   that beats `migration_price` (the objective: overload intervals plus a
+//!   price per migration), best net saving first, at most `max_moves` per
+//!   round.
+//! - The history must be clear about it: the steps it would have relieved
+//!   against the steps it would have overloaded must pass a sign test at
+//!   `confidence_z`. Choosing the best of hundreds of candidate moves picks
+//!   noise unless the evidence is required to be strong; without the test
+//!   the rule chases it (measured on the shared trace: hundreds of
+//!   migrations for no fewer overloads than the reactive baseline).
 //!
-//! The settings are in units an operator can reason about (hours, days, an
-//! exchange rate between overloads and migrations), not thresholds fitted
-//! to a trace. Pure: history comes in, proposals come out.
+//! The settings are in units an operator can reason about (days, an
+//! exchange rate between overloads and migrations, a confidence), not
+//! thresholds fitted to a trace. Pure: history comes in, proposals come out.
 
 use serde::{Deserialize, Serialize};
 
-use super::controller::RoundInput;
+use super::affinity::score;
+use super::controller::{ControllerConfig, Proposal, ProposalKind, RoundInput};
 use super::descheduler::may_move;
 use super::view::ClusterView;
 use crate::domain::PhysicalState;
@@ -45,38 +46,57 @@ use crate::domain::PhysicalState;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RiskConfig {
+    /// Whether swarmd runs the rule in its rounds (the replay's `risk`
+    /// policy runs it regardless).
+    pub enabled: bool,
     /// Utilisation above which an interval counts as overloaded. (0, 2].
     pub threshold: f64,
-    /// Earlier days whose same time of day is consulted.
-    pub days: usize,
-    /// How much of the coming time of day is consulted on each earlier day, ms.
-    pub lookahead_ms: i64,
-    /// How long a move is meant to stand (the expected saving is counted
-    /// over this), ms.
-    pub hold_ms: i64,
+    /// How much history a move is judged on, ms (the latest steps;
+    /// config: `window = "7d"`).
+    #[serde(rename = "window", with = "crate::duration::millis")]
+    pub window_ms: i64,
+    /// Nothing is proposed on less history than this, ms (`min_history`).
+    #[serde(rename = "min_history", with = "crate::duration::millis")]
+    pub min_history_ms: i64,
     /// Overloaded intervals one migration is worth: a move is made only
     /// when it is expected to save more than this.
     pub migration_price: f64,
-    /// How sure the history must be: the reference steps a move turns from
-    /// overloaded to not, net of the reverse, must pass this many standard
-    /// deviations of a sign test (2: about 95 % one-sided).
+    /// How sure the history must be: the steps a move would have relieved,
+    /// net of those it would have overloaded, must pass this many standard
+    /// deviations of a sign test (2: about 98 % one-sided).
     pub confidence_z: f64,
     /// Moves per round.
     pub max_moves: usize,
-    /// A moved virtual node is not moved again for this long, ms.
+    /// The rule runs at most this often, ms (`interval`): its evidence is a
+    /// window of days, so running it every few minutes only spends CPU.
+    #[serde(rename = "interval", with = "crate::duration::millis")]
+    pub interval_ms: i64,
+    /// Sources tried per move: the nodes with the most overloaded steps in
+    /// the window. With `max_targets` it bounds a round's work (sources ×
+    /// their members × targets × window steps) on a large fleet.
+    pub max_sources: usize,
+    /// Targets tried per move: the least loaded active nodes now.
+    pub max_targets: usize,
+    /// A moved virtual node is not moved again for this long, ms
+    /// (`cooldown`). Longer than the controller's: a move made for a
+    /// week's evidence is not undone by the next hour's.
+    #[serde(rename = "cooldown", with = "crate::duration::millis")]
     pub cooldown_ms: i64,
 }
 
 impl Default for RiskConfig {
     fn default() -> Self {
         RiskConfig {
+            enabled: true,
             threshold: 0.9,
-            days: 7,
-            lookahead_ms: 3_600_000,
-            hold_ms: 86_400_000,
+            window_ms: 7 * 86_400_000,
+            min_history_ms: 86_400_000,
             migration_price: 1.0,
             confidence_z: 2.0,
             max_moves: 1,
+            interval_ms: 3_600_000,
+            max_sources: 16,
+            max_targets: 16,
             cooldown_ms: 86_400_000,
         }
     }
@@ -104,14 +124,11 @@ impl RiskConfig {
         if !(self.threshold > 0.0 && self.threshold <= 2.0) {
             return bad("threshold", "in (0, 2]", self.threshold);
         }
-        if self.days == 0 || self.days > 28 {
-            return bad("days", "1..=28", self.days as f64);
+        if self.window_ms <= 0 || self.window_ms > 28 * 86_400_000 {
+            return bad("window", "in (0, 28 days]", self.window_ms as f64);
         }
-        if self.lookahead_ms <= 0 {
-            return bad("lookahead", "> 0", self.lookahead_ms as f64);
-        }
-        if self.hold_ms <= 0 {
-            return bad("hold", "> 0", self.hold_ms as f64);
+        if self.min_history_ms < 0 || self.min_history_ms > self.window_ms {
+            return bad("min_history", "in [0, window]", self.min_history_ms as f64);
         }
         if !(self.migration_price >= 0.0 && self.migration_price.is_finite()) {
             return bad("migration_price", ">= 0 and finite", self.migration_price);
@@ -122,23 +139,28 @@ impl RiskConfig {
         if self.cooldown_ms < 0 {
             return bad("cooldown", ">= 0", self.cooldown_ms as f64);
         }
+        if self.interval_ms <= 0 {
+            return bad("interval", "> 0", self.interval_ms as f64);
+        }
+        if self.max_sources == 0 || self.max_targets == 0 {
+            return bad("max_sources and max_targets", ">= 1", self.max_sources.min(self.max_targets) as f64);
+        }
         Ok(())
     }
 
-    /// History steps the rule reads at steps of `step_ms`: the earlier days
-    /// plus the coming time of day on the first of them.
-    pub fn history_steps(&self, step_ms: i64) -> usize {
-        let day = day_steps(step_ms);
-        self.days * day + self.lookahead_steps(step_ms)
+    /// Whether the rule is due at `now_ms`, having last run at `last_ms`.
+    pub fn due(&self, now_ms: i64, last_ms: Option<i64>) -> bool {
+        last_ms.is_none_or(|l| now_ms - l >= self.interval_ms)
     }
 
-    fn lookahead_steps(&self, step_ms: i64) -> usize {
-        (self.lookahead_ms / step_ms.max(1)).max(1) as usize
+    /// History steps the rule reads at steps of `step_ms`: its window.
+    pub fn history_steps(&self, step_ms: i64) -> usize {
+        steps(self.window_ms, step_ms)
     }
 }
 
-fn day_steps(step_ms: i64) -> usize {
-    (86_400_000 / step_ms.max(1)).max(1) as usize
+fn steps(ms: i64, step_ms: i64) -> usize {
+    (ms / step_ms.max(1)).max(1) as usize
 }
 
 /// A proposed move.
@@ -154,44 +176,20 @@ pub struct RiskMove {
     pub source_risk: (f64, f64),
     /// Target's risk before and after.
     pub target_risk: (f64, f64),
-    /// Overloaded intervals it is expected to save over the hold.
+    /// Overloaded host-intervals it is expected to save over the next
+    /// window: those it would have saved over the last one, net.
     pub expected_saving: f64,
-}
-
-/// The reference steps, as offsets back from now (0 = the latest step),
-/// with their weights (summing to 1).
-fn reference_steps(cfg: &RiskConfig, step_ms: i64, len: usize) -> Vec<(usize, f64)> {
-    let day = day_steps(step_ms);
-    let ahead = cfg.lookahead_steps(step_ms);
-    let mut tod = Vec::new();
-    for d in 1..=cfg.days {
-        for k in 1..=ahead {
-            // The step k ahead of now, d days ago, is d·day − k back.
-            if let Some(back) = (d * day).checked_sub(k)
-                && back < len
-            {
-                tod.push(back);
-            }
-        }
-    }
-    let recent: Vec<usize> = (0..day.min(len)).collect();
-    let mut out = Vec::with_capacity(tod.len() + recent.len());
-    let halves = usize::from(!tod.is_empty()) + usize::from(!recent.is_empty());
-    for part in [tod, recent] {
-        if part.is_empty() {
-            continue;
-        }
-        let w = 1.0 / (halves as f64 * part.len() as f64);
-        out.extend(part.into_iter().map(|b| (b, w)));
-    }
-    out
+    /// Steps of history it was judged on.
+    pub steps: usize,
 }
 
 /// One round of the rule. `history[vi]` is virtual node `vi`'s CPU use in
 /// cores at consecutive steps of `input.step_ms`, oldest first, ending at
 /// the latest step (missing points NaN, read as 0); `None` where none is
 /// known, read as its demand now throughout. Every given history must have
-/// the same length; with fewer than a day's steps nothing is proposed.
+/// the same length; the latest `window` of it is read, and on less than
+/// `min_history` nothing is proposed.
+#[allow(clippy::needless_range_loop)] // `r` is a step of the window: it indexes every node's history and every host's sums alike
 pub fn propose(
     view: &ClusterView,
     history: &[Option<&[f64]>],
@@ -199,14 +197,14 @@ pub fn propose(
     cfg: &RiskConfig,
 ) -> Vec<RiskMove> {
     let len = history.iter().flatten().map(|h| h.len()).max().unwrap_or(0);
-    if len < day_steps(input.step_ms) || history.len() != view.virt.len() {
+    if len == 0 || len < steps(cfg.min_history_ms, input.step_ms) || history.len() != view.virt.len() {
         return Vec::new();
     }
-    let refs = reference_steps(cfg, input.step_ms, len);
-    let at = |vi: usize, back: usize| -> f64 {
+    let k = len.min(cfg.history_steps(input.step_ms));
+    let at = |vi: usize, r: usize| -> f64 {
         match history[vi] {
             Some(h) if h.len() == len => {
-                let x = h[len - 1 - back];
+                let x = h[len - k + r];
                 if x.is_finite() { x.max(0.0) } else { 0.0 }
             }
             _ => view.virt[vi].demand.cpu_cores,
@@ -214,86 +212,84 @@ pub fn propose(
     };
     let n = view.phys.len();
     let limit: Vec<f64> = view.phys.iter().map(|p| cfg.threshold * p.capacity.cpu_cores).collect();
-    // Each host's summed load at each reference step, and its members.
-    let mut sums = vec![vec![0.0f64; refs.len()]; n];
+    // Each host's summed load at each step of the window, and its members.
+    let mut sums = vec![vec![0.0f64; k]; n];
     let mut on: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (vi, v) in view.virt.iter().enumerate() {
         let Some(p) = v.placement else { continue };
         on[p].push(vi);
-        for (r, &(back, _)) in refs.iter().enumerate() {
-            sums[p][r] += at(vi, back);
+        for (r, s) in sums[p].iter_mut().enumerate() {
+            *s += at(vi, r);
         }
     }
-    let risk_with = |sum: &[f64], lim: f64, v: Option<(usize, f64)>| -> f64 {
-        refs.iter()
-            .zip(sum)
-            .filter(|((back, _), s)| {
-                let extra = v.map_or(0.0, |(vi, sign)| sign * at(vi, *back));
-                *s + extra > lim
-            })
-            .map(|((_, w), _)| w)
-            .sum()
-    };
-    let hold = input.step_ms.max(1) as f64;
-    let hold = cfg.hold_ms.max(cfg.cooldown_ms) as f64 / hold;
-    let mut risk: Vec<f64> = (0..n).map(|p| risk_with(&sums[p], limit[p], None)).collect();
+    let over = |sum: &[f64], lim: f64| sum.iter().filter(|&&s| s > lim).count();
+    let share = |count: usize| count as f64 / k as f64;
     let mut load_now: Vec<f64> = view.phys.iter().map(|p| p.load.cpu_cores).collect();
     let mut moved = vec![false; view.virt.len()];
     let mut out = Vec::new();
     while out.len() < cfg.max_moves {
         let mut best: Option<RiskMove> = None;
-        for s in (0..n).filter(|&s| risk[s] > 0.0) {
+        let mut sources: Vec<(usize, usize)> =
+            (0..n).map(|s| (over(&sums[s], limit[s]), s)).filter(|&(c, _)| c > 0).collect();
+        sources.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        sources.truncate(cfg.max_sources);
+        let mut targets: Vec<usize> = (0..n).filter(|&d| view.phys[d].state == PhysicalState::Active).collect();
+        targets.sort_by(|&a, &b| {
+            let u = |p: usize| load_now[p] / view.phys[p].capacity.cpu_cores.max(f64::MIN_POSITIVE);
+            u(a).total_cmp(&u(b)).then(a.cmp(&b))
+        });
+        targets.truncate(cfg.max_targets);
+        for &(over_s, s) in &sources {
             for &vi in &on[s] {
                 let v = &view.virt[vi];
                 if moved[vi] || !may_move(v, &input, cfg.cooldown_ms) {
                     continue;
                 }
-                let after_s = risk_with(&sums[s], limit[s], Some((vi, -1.0)));
-                for d in 0..n {
+                for &d in &targets {
                     // Never onto a node that would be over the threshold now.
-                    if d == s
-                        || view.phys[d].state != PhysicalState::Active
-                        || load_now[d] + v.demand.cpu_cores > limit[d]
-                    {
+                    if d == s || load_now[d] + v.demand.cpu_cores > limit[d] {
                         continue;
                     }
-                    let after_d = risk_with(&sums[d], limit[d], Some((vi, 1.0)));
-                    let saving = hold * (risk[s] + risk[d] - after_s - after_d);
-                    if saving <= cfg.migration_price || best.is_some_and(|b| saving <= b.expected_saving) {
-                        continue;
-                    }
-                    // Evidence: reference steps the move turns from
-                    // overloaded to not (on either host), against the
-                    // reverse; a sign test keeps a difference of one or two
-                    // spikes from passing for a trend.
-                    let (mut gained, mut lost) = (0.0f64, 0.0f64);
-                    for (r, &(back, _)) in refs.iter().enumerate() {
-                        let x = at(vi, back);
-                        let before = u8::from(sums[s][r] > limit[s]) + u8::from(sums[d][r] > limit[d]);
-                        let after = u8::from(sums[s][r] - x > limit[s]) + u8::from(sums[d][r] + x > limit[d]);
+                    // Steps of the window the move relieves (on either
+                    // host) against those it overloads.
+                    let (mut gained, mut lost) = (0usize, 0usize);
+                    let (mut after_s, mut after_d) = (0usize, 0usize);
+                    for r in 0..k {
+                        let x = at(vi, r);
+                        let (bs, bd) = (sums[s][r] > limit[s], sums[d][r] > limit[d]);
+                        let (a_s, a_d) = (sums[s][r] - x > limit[s], sums[d][r] + x > limit[d]);
+                        after_s += usize::from(a_s);
+                        after_d += usize::from(a_d);
+                        let (before, after) = (u8::from(bs) + u8::from(bd), u8::from(a_s) + u8::from(a_d));
                         match before.cmp(&after) {
-                            std::cmp::Ordering::Greater => gained += f64::from(before - after),
-                            std::cmp::Ordering::Less => lost += f64::from(after - before),
+                            std::cmp::Ordering::Greater => gained += usize::from(before - after),
+                            std::cmp::Ordering::Less => lost += usize::from(after - before),
                             std::cmp::Ordering::Equal => {}
                         }
                     }
-                    if gained - lost < cfg.confidence_z * (gained + lost).sqrt() {
+                    let saving = gained as f64 - lost as f64;
+                    if saving <= cfg.migration_price
+                        || best.is_some_and(|b| saving <= b.expected_saving)
+                        || saving < cfg.confidence_z * ((gained + lost) as f64).sqrt()
+                    {
                         continue;
                     }
+                    let over_d = over(&sums[d], limit[d]);
                     best = Some(RiskMove {
                         virt: vi,
                         from: s,
                         to: d,
-                        source_risk: (risk[s], after_s),
-                        target_risk: (risk[d], after_d),
+                        source_risk: (share(over_s), share(after_s)),
+                        target_risk: (share(over_d), share(after_d)),
                         expected_saving: saving,
+                        steps: k,
                     });
                 }
             }
         }
         let Some(m) = best else { break };
-        for (r, &(back, _)) in refs.iter().enumerate() {
-            let x = at(m.virt, back);
+        for r in 0..k {
+            let x = at(m.virt, r);
             sums[m.from][r] -= x;
             sums[m.to][r] += x;
         }
@@ -301,11 +297,71 @@ pub fn propose(
         load_now[m.to] += view.virt[m.virt].demand.cpu_cores;
         on[m.from].retain(|&x| x != m.virt);
         on[m.to].push(m.virt);
-        (risk[m.from], risk[m.to]) = (m.source_risk.1, m.target_risk.1);
         moved[m.virt] = true;
         out.push(m);
     }
     out
+}
+
+/// The rule's moves as proposals, scored and priced like the controller's
+/// so that swarmd records them as decisions of their own kind
+/// ([`ProposalKind::Risk`]); the benefit is the expected saving at the
+/// cost model's price of an overloaded step.
+pub fn proposals(
+    view: &ClusterView,
+    history: &[Option<&[f64]>],
+    input: RoundInput<'_>,
+    cfg: &ControllerConfig,
+) -> Vec<Proposal> {
+    let r = &cfg.risk;
+    let step_s = input.step_ms as f64 / 1000.0;
+    let limits = cfg.limits();
+    propose(view, history, input, r)
+        .into_iter()
+        .map(|m| {
+            let v = &view.virt[m.virt];
+            let cost = cfg.cost.estimate(
+                v.state_size_bytes,
+                view.node_distance(m.from, m.to),
+                0.0,
+                0.0,
+                m.expected_saving,
+                step_s,
+            );
+            let pct = |share: f64| share * 100.0;
+            let window_h = m.steps as f64 * step_s / 3600.0;
+            let reason = format!(
+                "the virtual nodes on {from} together passed {thr:.0}% at {sb:.1}% of the last {window_h:.0} h's steps; \
+                 without {virt} {from} would have been over at {sa:.1}%, and {to} with it at {ta:.1}% (now {tb:.1}%): \
+                 {saving:.0} fewer overloaded intervals if the window repeats (sign test at z {z}) > price {price}; \
+                 move takes {secs:.0} s",
+                from = view.phys[m.from].id,
+                to = view.phys[m.to].id,
+                virt = v.id,
+                thr = r.threshold * 100.0,
+                sb = pct(m.source_risk.0),
+                sa = pct(m.source_risk.1),
+                ta = pct(m.target_risk.1),
+                tb = pct(m.target_risk.0),
+                saving = m.expected_saving,
+                z = r.confidence_z,
+                price = r.migration_price,
+                secs = cost.duration_seconds(),
+            );
+            Proposal {
+                virt: m.virt,
+                from: m.from,
+                to: m.to,
+                from_score: score(view, m.virt, m.from, &cfg.weights, &limits),
+                to_score: score(view, m.virt, m.to, &cfg.weights, &limits),
+                kind: ProposalKind::Risk,
+                cost,
+                expected_overload_step: None,
+                source_peak: None,
+                reason,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -319,15 +375,10 @@ mod tests {
     const STEP: i64 = 300_000;
 
     #[test]
-    fn references_cover_the_coming_hour_of_earlier_days_and_the_last_day() {
+    fn the_window_is_the_latest_week_of_steps() {
         let cfg = RiskConfig::default();
-        let refs = reference_steps(&cfg, STEP, cfg.history_steps(STEP));
-        let total: f64 = refs.iter().map(|r| r.1).sum();
-        assert!((total - 1.0).abs() < 1e-9);
-        // 7 days × 12 steps of the coming hour, and the 288 steps of the last day.
-        assert_eq!(refs.len(), 7 * 12 + 288);
-        assert!(refs.contains(&(288 - 1, 0.5 / 84.0)) && refs.contains(&(7 * 288 - 12, 0.5 / 84.0)));
-        assert_eq!(cfg.history_steps(STEP), 7 * 288 + 12);
+        assert_eq!(cfg.history_steps(STEP), 7 * 288);
+        assert!(RiskConfig { min_history_ms: cfg.window_ms + 1, ..cfg }.validate().is_err());
     }
 
     /// Histories in view order from `(id, series)`.
@@ -365,8 +416,8 @@ mod tests {
         assert_eq!((view.phys[m.from].id.as_str(), view.phys[m.to].id.as_str()), ("h0", "h1"));
         assert!(["a", "b"].contains(&view.virt[m.virt].id.as_str()));
         assert!((m.source_risk.0 - 0.1).abs() < 0.02 && m.source_risk.1 == 0.0 && m.target_risk == (0.0, 0.0), "{m:?}");
-        // Saved over a day of 288 steps: about 29 overloaded intervals.
-        assert!((m.expected_saving - 288.0 * m.source_risk.0).abs() < 1e-9, "{m:?}");
+        // The two days' 576 steps held about 58 overloads, all relieved.
+        assert!((m.expected_saving - 576.0 * m.source_risk.0).abs() < 1e-9, "{m:?}");
         // If c spiked with them, moving one over would only shift the risk: nothing moves.
         let together: HashMap<&str, Vec<f64>> =
             [("a", spiky(5.0, 0)), ("b", spiky(5.0, 0)), ("c", spiky(5.0, 0))].into();
@@ -386,7 +437,7 @@ mod tests {
         assert!(RiskConfig::default().validate().is_ok());
         let e = RiskConfig { threshold: 0.0, ..Default::default() }.validate().unwrap_err();
         assert_eq!(e.to_string(), "threshold must be in (0, 2], got 0");
-        assert!(RiskConfig { days: 0, ..Default::default() }.validate().is_err());
+        assert!(RiskConfig { window_ms: 0, ..Default::default() }.validate().is_err());
         assert!(RiskConfig { migration_price: f64::NAN, ..Default::default() }.validate().is_err());
     }
 }

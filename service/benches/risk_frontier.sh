@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The risk-aware policy against the tuned-reactive frontier F(m), with the
+# shipped defaults: on the reference scenario (the full default grid of
+# 3,960 reactive settings) and on generated scenarios over several seeds
+# (a coarser grid of the same width, 600 settings, to keep the run short:
+# a coarser grid can only raise F, so the seeds' figures flatter the policy
+# a little; the reference scenario's do not).
+#
+#   service/benches/risk_frontier.sh [SWARMCTL]
+#
+# Env: TRACE (the Azure trace), REFERENCE (the reference scenario), SEEDS
+# ("1 2 3 4 5"), PER_HOST (40: requested cores per 16-core host, the
+# reference's 2.5x; each seed gets as many hosts as its drawn cores need),
+# GRID, SKIP_REFERENCE=1.
+# Prints one row per scenario and the mean of `fewer_than_frontier`
+# (1 − overloads / F(m) at m = the policy's own migrations).
+set -euo pipefail
+SWARMCTL=${1:-target/release/swarmctl}
+TRACE=${TRACE:-../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv}
+REFERENCE=${REFERENCE:-../shared/reference/replay-scenario-dev-max_cpu.json}
+SEEDS=${SEEDS:-1 2 3 4 5}
+PER_HOST=${PER_HOST:-40}
+GRID=${GRID:-threshold=0.6,0.7,0.8,0.9,1.0,1.1;target=0.4,0.5,0.6,0.7,0.75;budget=1,2,3,5;cooldown=3,12,48,144,576}
+POLICIES=none,reactive,risk,reactive-frontier
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+row() { # name json
+  jq -r --arg name "$1" '
+    .against_frontier.risk as $r | .policies as $p |
+    [$name, $p.none.overload_intervals, ($p.reactive.overload_intervals|tostring) + " / " + ($p.reactive.migrations|tostring),
+     ($p.risk.overload_intervals|tostring) + " / " + ($p.risk.migrations|tostring), $r.frontier_overload_intervals,
+     (($r.fewer_than_frontier * 1000 | round) / 10 | tostring) + " %", .frontier_grid.settings]
+    | map(tostring) | "| " + join(" | ") + " |"' "$2"
+}
+
+echo "| scenario | none | reactive (default) overloads / migrations | risk overloads / migrations | F(m) at risk's m | risk under F(m) | settings swept |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+if [ -z "${SKIP_REFERENCE:-}" ]; then
+  "$SWARMCTL" replay --quiet --trace "$TRACE" --scenario "$REFERENCE" --policy "$POLICIES" --output json > "$out/ref.json"
+  row "reference" "$out/ref.json"
+fi
+for s in $SEEDS; do
+  # The seed's requested cores, then the fewest hosts that take them at
+  # PER_HOST each (first-fit-decreasing may need one more).
+  req=$("$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts 64 --policy none --output json | jq .scenario.requested_cores)
+  hosts=$(( (${req%.*} + PER_HOST - 1) / PER_HOST ))
+  until "$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts "$hosts" --overcommit "$(jq -n "$PER_HOST / 16")" \
+      --policy "$POLICIES" --frontier-grid "$GRID" --output json > "$out/seed$s.json" 2> "$out/err"; do
+    grep -q "fits on no host" "$out/err" || { cat "$out/err" >&2; exit 1; }
+    hosts=$((hosts + 1))
+  done
+  row "seed $s ($hosts hosts, $req requested cores)" "$out/seed$s.json"
+done
+jq -s '[.[].against_frontier.risk.fewer_than_frontier] | "mean under F(m): \((add / length * 1000 | round) / 10) % over \(length) scenarios"' -r "$out"/*.json
