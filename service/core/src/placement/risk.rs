@@ -253,11 +253,12 @@ pub fn propose(
                     // Steps of the window the move relieves (on either
                     // host) against those it overloads.
                     let (mut gained, mut lost) = (0usize, 0usize);
-                    let (mut after_s, mut after_d) = (0usize, 0usize);
+                    let (mut over_d, mut after_s, mut after_d) = (0usize, 0usize, 0usize);
                     for r in 0..k {
                         let x = at(vi, r);
                         let (bs, bd) = (sums[s][r] > limit[s], sums[d][r] > limit[d]);
                         let (a_s, a_d) = (sums[s][r] - x > limit[s], sums[d][r] + x > limit[d]);
+                        over_d += usize::from(bd);
                         after_s += usize::from(a_s);
                         after_d += usize::from(a_d);
                         let (before, after) = (u8::from(bs) + u8::from(bd), u8::from(a_s) + u8::from(a_d));
@@ -274,7 +275,6 @@ pub fn propose(
                     {
                         continue;
                     }
-                    let over_d = over(&sums[d], limit[d]);
                     best = Some(RiskMove {
                         virt: vi,
                         from: s,
@@ -332,7 +332,7 @@ pub fn proposals(
             let window_h = m.steps as f64 * step_s / 3600.0;
             let reason = format!(
                 "the virtual nodes on {from} together passed {thr:.0}% at {sb:.1}% of the last {window_h:.0} h's steps; \
-                 without {virt} {from} would have been over at {sa:.1}%, and {to} with it at {ta:.1}% (now {tb:.1}%): \
+                 without {virt} {from} would have been over at {sa:.1}%, and {to} with it at {ta:.1}% (without it {tb:.1}%): \
                  {saving:.0} fewer overloaded intervals if the window repeats (sign test at z {z}) > price {price}; \
                  move takes {secs:.0} s",
                 from = view.phys[m.from].id,
