@@ -93,8 +93,8 @@ pub struct Assessment {
 }
 
 /// Every target of virtual node `vi`, in physical-node order, and the one a
-/// round would move it to: its best-scoring feasible target (lowest index on
-/// a tie), when that move pays.
+/// round would move it to: the feasible target with the largest net benefit
+/// (lowest index on a tie), when that move pays.
 pub fn assess(
     view: &ClusterView,
     vi: usize,
@@ -110,11 +110,19 @@ pub fn assess(
             one(view, vi, pi, s, from_score.as_ref(), input, cfg)
         })
         .collect();
-    let best = out
-        .iter()
-        .filter(|a| a.score.infeasible.is_none() && Some(a.to) != v.placement)
-        .max_by(|a, b| a.score.score.total_cmp(&b.score.score).then(b.to.cmp(&a.to)));
-    let choice = best.filter(|a| a.verdict.pays()).map(|a| a.to);
+    // The round's choice: the largest net benefit, relief included when the
+    // source is at risk (the same penalty per distance the round applies).
+    let choice = v.placement.and_then(|from| {
+        let draining = view.phys[from].state == PhysicalState::Draining;
+        let relief = !draining && controller::at_risk(view, from, cfg);
+        let penalty = controller::target_penalty(view, vi, from, relief, input, cfg);
+        let key = |a: &Assessment| a.score.score - penalty.at(view.node_distance(from, a.to));
+        out.iter()
+            .filter(|a| a.score.infeasible.is_none() && a.to != from && key(a) > f64::NEG_INFINITY)
+            .max_by(|a, b| key(a).total_cmp(&key(b)).then(b.to.cmp(&a.to)))
+            .filter(|a| a.verdict.pays())
+            .map(|a| a.to)
+    });
     (out, choice)
 }
 

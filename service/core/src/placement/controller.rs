@@ -9,12 +9,16 @@
 //!    migration loads both ends). For each node at risk, worst first, the
 //!    round moves off the smallest virtual node whose departure alone brings
 //!    the forecast back under the threshold (else the one that lowers it
-//!    most), to its best feasible target, while the move pays and the node
+//!    most), to the feasible target where the move's net benefit (relief
+//!    included) is largest, while the move pays and the node
 //!    stays at risk. A move made while the node is fine *now* is
 //!    [`ProposalKind::Predictive`] and records when the overload was expected.
-//! 2. **Micro-migrations.** Every other virtual node moves to its best
-//!    target when the affinity gain beats `gain_threshold` (hysteresis) and
-//!    the cost function says it pays; best net benefit first, with lazy
+//! 2. **Micro-migrations.** Every other virtual node moves to the target
+//!    with the largest net benefit (a near target whose score is a little
+//!    lower beats a remote one whose extra score does not pay for the longer
+//!    move; see [`target_penalty`]) when the affinity gain beats
+//!    `gain_threshold` (hysteresis) and the cost function says it pays;
+//!    best net benefit first, with lazy
 //!    re-evaluation so two moves never fill the same free capacity.
 //!
 //! Anti-flapping: a virtual node decided within `cooldown_ms` is left alone
@@ -30,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use super::affinity::{Limits, Score, Weights, score};
 use super::cost::{CostEstimate, CostModel};
 use super::risk::RiskConfig;
-use super::search::TargetIndex;
-use super::view::ClusterView;
+use super::search::{Penalty, TargetIndex};
+use super::view::{ClusterView, Distance};
 use crate::domain::{NodeId, PhysicalState};
 
 /// What the controller may do on its own.
@@ -372,8 +376,23 @@ pub(crate) fn price(
     input: &RoundInput<'_>,
     cfg: &ControllerConfig,
 ) -> Priced {
+    price_at(view, vi, from, view.node_distance(from, to), gain, with_relief, input, cfg)
+}
+
+/// [`price`] for a target at distance `dist` from `from` (all a move's
+/// price depends on, besides the gain).
+#[allow(clippy::too_many_arguments)]
+fn price_at(
+    view: &ClusterView,
+    vi: usize,
+    from: usize,
+    dist: Distance,
+    gain: f64,
+    with_relief: bool,
+    input: &RoundInput<'_>,
+    cfg: &ControllerConfig,
+) -> Priced {
     let v = &view.virt[vi];
-    let dist = view.node_distance(from, to);
     let step_s = input.step_ms as f64 / 1000.0;
     let horizon_s = cfg.horizon_steps.max(1) as f64 * step_s;
     let (after, rel) = if with_relief {
@@ -383,6 +402,29 @@ pub(crate) fn price(
         (view.phys[from].cpu_util(), 0.0)
     };
     Priced { after, relief: rel, cost: cfg.cost.estimate(v.state_size_bytes, dist, gain, horizon_s, rel, step_s) }
+}
+
+/// What moving `vi` off `from` costs beyond the affinity gain, per distance
+/// class of the target, in affinity units: a move's net benefit is `horizon
+/// × (target score − penalty − current score)`. So the target that maximises
+/// score less penalty is the move with the largest net benefit, and the
+/// pruned search finds it exactly (see [`super::search`]). With `relief`,
+/// the overload a move removes is part of the benefit (a slower, farther
+/// move removes less of it), and a class whose moves would remove none is
+/// ruled out, as the round's relief phase requires.
+pub(crate) fn target_penalty(
+    view: &ClusterView,
+    vi: usize,
+    from: usize,
+    relief: bool,
+    input: &RoundInput<'_>,
+    cfg: &ControllerConfig,
+) -> Penalty {
+    let horizon_s = cfg.horizon_steps.max(1) as f64 * input.step_ms as f64 / 1000.0;
+    Penalty::by_distance(|d| {
+        let p = price_at(view, vi, from, d, 0.0, relief, input, cfg);
+        if relief && p.relief <= 0.0 { f64::INFINITY } else { -p.cost.net() / horizon_s }
+    })
 }
 
 /// When virtual node `vi`'s cooldown ends, ms; `None` when it is not cooling.
@@ -440,19 +482,24 @@ impl Round<'_> {
         }
         let (w, limits) = (&self.cfg.weights, self.cfg.limits());
         let has_data = !self.view.virt[c.virt].data.is_empty();
+        let key_at = |pi: usize, score: f64| score - c.penalty.at(self.view.node_distance(p.from, pi));
+        let key = key_at(p.to, p.to_score.score);
+        let least = c.penalty.least();
         !self.index.dirty_since(c.dirty_seen).iter().any(|&pi| {
             // The node's fresh bound settles most of them without scoring.
-            if self.index.fresh_bound(pi, has_data) < p.to_score.score {
+            if self.index.fresh_bound(pi, has_data) - least < key {
                 return false;
             }
             let s = score(&self.view, c.virt, pi, w, &limits);
-            s.infeasible.is_none() && (s.score > p.to_score.score || (s.score == p.to_score.score && pi < p.to))
+            let k = key_at(pi, s.score);
+            s.infeasible.is_none() && (k > key || (k == key && pi < p.to))
         })
     }
 
     fn candidate(&self, vi: usize) -> Option<Candidate> {
-        self.micro(vi).map(|(priority, prop)| Candidate {
+        self.micro(vi).map(|(priority, prop, penalty)| Candidate {
             priority,
+            penalty,
             virt: vi,
             prop: Box::new(prop),
             moves_seen: self.moves,
@@ -464,14 +511,15 @@ impl Round<'_> {
         cooling_until(&self.view, vi, &self.input, self.cfg).is_some()
     }
 
-    fn best(&self, vi: usize, floor: f64) -> Option<(usize, Score)> {
+    /// `vi`'s best target by score less `penalty`, with a score above `floor`.
+    fn best(&self, vi: usize, floor: f64, penalty: &Penalty) -> Option<(usize, Score)> {
         let (w, limits) = (&self.cfg.weights, self.cfg.limits());
         match self.search {
-            Search::Pruned => self.index.best(&self.view, vi, w, &limits, floor),
+            Search::Pruned => self.index.best(&self.view, vi, w, &limits, floor, penalty),
             Search::Exhaustive => {
                 let n = self.view.phys.len() as u64;
                 self.index.scored.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                super::search::best_exhaustive(&self.view, vi, w, &limits).filter(|(_, s)| s.score > floor)
+                super::search::best_exhaustive(&self.view, vi, w, &limits, penalty).filter(|(_, s)| s.score > floor)
             }
         }
     }
@@ -541,7 +589,10 @@ impl Round<'_> {
                 if v.migrating || (!draining && (v.pinned.is_some() || self.cooling(vi))) {
                     continue;
                 }
-                let Some((to, to_score)) = self.best(vi, f64::NEG_INFINITY) else {
+                // The move with the largest net benefit (relief included),
+                // not merely the best-scoring target.
+                let penalty = target_penalty(&self.view, vi, pi, !draining, &self.input, self.cfg);
+                let Some((to, to_score)) = self.best(vi, f64::NEG_INFINITY, &penalty) else {
                     continue;
                 };
                 if !self.node_free(to) {
@@ -641,13 +692,14 @@ impl Round<'_> {
     }
 
     /// Phase 2 evaluation of one virtual node.
-    fn micro(&self, vi: usize) -> Option<(f64, Proposal)> {
+    fn micro(&self, vi: usize) -> Option<(f64, Proposal, Penalty)> {
         let v = &self.view.virt[vi];
         let from = v.placement?;
         let w = &self.cfg.weights;
         let limits = self.cfg.limits();
         let from_score = score(&self.view, vi, from, w, &limits);
-        let (to, to_score) = self.best(vi, from_score.score + self.cfg.gain_threshold)?;
+        let penalty = target_penalty(&self.view, vi, from, false, &self.input, self.cfg);
+        let (to, to_score) = self.best(vi, from_score.score + self.cfg.gain_threshold, &penalty)?;
         let gain = to_score.score - from_score.score;
         let cost = price(&self.view, vi, from, to, gain, false, &self.input, self.cfg).cost;
         if cost.net() <= self.cfg.cost.min_net_benefit {
@@ -666,7 +718,7 @@ impl Round<'_> {
             // Written when the move is taken: most candidates never are.
             reason: String::new(),
         };
-        Some((cost.net(), prop))
+        Some((cost.net(), prop, penalty))
     }
 
     /// The sentence of a micro-migration, from the state it was evaluated in
@@ -696,6 +748,8 @@ impl Round<'_> {
 /// evaluated after `moves_seen` moves and `dirty_seen` dirty marks.
 struct Candidate {
     priority: f64,
+    /// What its targets cost beyond their score (see [`target_penalty`]).
+    penalty: Penalty,
     virt: usize,
     prop: Box<Proposal>,
     moves_seen: u64,
@@ -993,6 +1047,40 @@ mod tests {
         assert_eq!(out.proposals.len(), 1);
         // 1 MiB over a remote (unlabelled) link: 1 MiB / 125 MB/s + 20 ms.
         assert!((out.proposals[0].cost.transfer_seconds - (1048576.0 / 1.25e8 + 0.02)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_move_that_pays_most_wins_over_the_best_scoring_target() {
+        // "hot" is overloaded; moving "a" (64 GiB of state) fixes it. "far"
+        // (another zone) is emptier and scores higher; "near" (same rack)
+        // scores a little lower but its transfer is ten times faster.
+        let mut t = topology(
+            &[("hot", 10.0, "z1", "r1"), ("near", 10.0, "z1", "r1"), ("far", 10.0, "z2", "r2")],
+            &[("a", 1.0, "hot"), ("b", 8.5, "hot"), ("c", 1.0, "near")],
+        );
+        t.virtual_nodes.get_mut(&id("a")).unwrap().state_size_bytes = 64 << 30;
+        let view = ClusterView::build_with(&t, &ViewInputs::default());
+        let cfg = ControllerConfig { gain_threshold: 1.0, ..Default::default() };
+        let last = HashMap::new();
+        let input = RoundInput { now_ms: 0, step_ms: 300_000, last_decided: &last };
+        let a = view.virt.iter().position(|v| v.id.as_str() == "a").unwrap();
+        let (hot, near, far) = (view.phys_index["hot"], view.phys_index["near"], view.phys_index["far"]);
+        let limits = cfg.limits();
+        let sc = |pi| score(&view, a, pi, &cfg.weights, &limits).score;
+        assert!(sc(far) > sc(near), "far must score higher for this test to mean anything");
+        let net = |pi| {
+            let gain = sc(pi) - sc(hot);
+            price(&view, a, hot, pi, gain, true, &input, &cfg).cost.net()
+        };
+        assert!(net(near) > net(far), "near {} far {}", net(near), net(far));
+        let out = run_round(&view, input, &cfg);
+        assert_eq!(out.proposals.len(), 1, "{:?}", out.proposals.iter().map(|p| &p.reason).collect::<Vec<_>>());
+        assert_eq!((out.proposals[0].virt, out.proposals[0].to), (a, near), "{}", out.proposals[0].reason);
+        assert!((out.proposals[0].cost.net() - net(near)).abs() < 1e-6);
+        // Where the far node's lead in score outweighs its cost, it wins.
+        let mut cheap = cfg;
+        cheap.cost.migration_penalty = 0.0;
+        assert_eq!(run_round(&view, input, &cheap).proposals[0].to, far);
     }
 
     #[test]

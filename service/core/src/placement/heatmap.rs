@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::affinity::{self, Limits, Weights};
-use super::search::TargetIndex;
+use super::search::{Penalty, TargetIndex};
 use super::view::ClusterView;
 use crate::domain::PhysicalState;
 
@@ -158,7 +158,7 @@ pub fn build(view: &ClusterView, w: &Weights, limits: &Limits, inp: &Inputs) -> 
     let mut gains: Vec<(usize, f64, Option<usize>)> = (0..view.virt.len())
         .map(|vi| {
             let cur = view.virt[vi].placement.map(|p| affinity::score(view, vi, p, w, limits).score);
-            match index.best(view, vi, w, limits, cur.unwrap_or(f64::NEG_INFINITY)) {
+            match index.best(view, vi, w, limits, cur.unwrap_or(f64::NEG_INFINITY), &Penalty::NONE) {
                 Some((p, s)) => (vi, s.score - cur.unwrap_or(0.0), Some(p)),
                 None => (vi, 0.0, None),
             }
