@@ -30,9 +30,11 @@ pub struct ReplayArgs {
     /// Metric replayed: the 5-minute peak (`max_cpu`) is what overloads a host.
     #[arg(long, default_value = "max_cpu")]
     pub metric: String,
-    /// Policies, comma-separated: none, reactive, proactive, oracle, and
-    /// reactive-frontier (the reactive rules swept over 3,960 settings on
-    /// both cores; every policy is then placed against the best of them).
+    /// Policies, comma-separated: none, reactive, proactive, risk; the
+    /// bounds oracle, oracle-1, oracle-2 and hindsight (the best static
+    /// placement with the whole trace in view); and reactive-frontier (the
+    /// reactive rules swept over 3,960 settings on both cores; every policy
+    /// is then placed against the best of them).
     #[arg(long, default_value = "none,reactive,proactive,oracle")]
     pub policy: String,
     /// Hosts of the generated scenario.

@@ -53,6 +53,9 @@ pub enum Policy {
     /// Swarm seeing the true future 2 steps ahead only: a bound.
     #[serde(rename = "oracle-2")]
     Oracle2,
+    /// The best static placement found with the whole trace in view
+    /// ([`crate::hindsight`]), never moved: a bound, not achievable.
+    Hindsight,
 }
 
 impl Policy {
@@ -66,6 +69,7 @@ impl Policy {
             Policy::Oracle => "oracle",
             Policy::Oracle1 => "oracle-1",
             Policy::Oracle2 => "oracle-2",
+            Policy::Hindsight => "hindsight",
         }
     }
 
@@ -79,7 +83,7 @@ impl Policy {
     }
 
     /// Every policy, in the order reports list them.
-    pub const ALL: [Policy; 7] = [
+    pub const ALL: [Policy; 8] = [
         Policy::None,
         Policy::Reactive,
         Policy::Proactive,
@@ -87,6 +91,7 @@ impl Policy {
         Policy::Oracle1,
         Policy::Oracle2,
         Policy::Oracle,
+        Policy::Hindsight,
     ];
 
     /// Parses a comma-separated list.
@@ -243,6 +248,9 @@ pub struct Trajectory {
     pub util: Vec<Vec<f64>>,
 }
 
+/// Seed of the hindsight search's kicks: fixed, so a report is reproducible.
+const HINDSIGHT_SEED: u64 = 1;
+
 /// Replays `policy`: what it did, and where the VMs were at every step.
 /// `progress` is called with the number of steps done.
 #[allow(clippy::needless_range_loop)] // `t` is virtual time; it indexes demand, utilisation and moves alike
@@ -269,7 +277,11 @@ pub fn simulate(
     let hosts = &scenario.hosts;
     let cap: Vec<f64> = hosts.iter().map(|h| h.cores).collect();
     let host_index: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (h.id.as_str(), i)).collect();
-    let mut placement: Vec<usize> = scenario.vms.iter().map(|v| host_index[v.host.as_str()]).collect();
+    let mut placement: Vec<usize> = match policy {
+        // Placed once with the whole trace in view, then left alone.
+        Policy::Hindsight => crate::hindsight::static_placement(scenario, demand, params.overload, HINDSIGHT_SEED),
+        _ => scenario.vms.iter().map(|v| host_index[v.host.as_str()]).collect(),
+    };
     // (vm, source, last step the source carries it)
     let mut leaving: Vec<(usize, usize, usize)> = Vec::new();
     let mut last_decided: HashMap<NodeId, i64> = HashMap::new();
@@ -298,7 +310,7 @@ pub fn simulate(
         record.placement.push(placement.clone());
         record.leaving.push(leaving.clone());
         progress(t + 1);
-        if policy == Policy::None || t + 1 == steps {
+        if matches!(policy, Policy::None | Policy::Hindsight) || t + 1 == steps {
             continue;
         }
         // The reactive rules move nothing while no host is over their
@@ -316,7 +328,7 @@ pub fn simulate(
         let input = RoundInput { now_ms, step_ms: demand.step_ms, last_decided: &last_decided };
         // (vm, to, predictive, seconds)
         let decided: Vec<(usize, usize, bool, f64)> = match policy {
-            Policy::None => Vec::new(),
+            Policy::None | Policy::Hindsight => Vec::new(),
             Policy::Reactive => {
                 let view = ClusterView::build_with(&topo, &inp);
                 let cost = &params.controller.cost;

@@ -9,6 +9,8 @@
 //! - [`engine`]: the replay loop and what each policy did;
 //! - [`frontier`]: the reactive rules swept over a grid of settings, the
 //!   tuned-reactive frontier a proactive policy is judged against;
+//! - [`hindsight`]: the best static placement with the whole trace in
+//!   view, a bound beside the oracles;
 //! - [`foresight`]: how early the signals a controller can act on warn of
 //!   overloads (why proactive can, or cannot, get ahead of them);
 //! - [`report`]: JSON and Markdown reports.
@@ -24,5 +26,6 @@ pub mod engine;
 pub mod forecasts;
 pub mod foresight;
 pub mod frontier;
+pub mod hindsight;
 pub mod report;
 pub mod scenario;

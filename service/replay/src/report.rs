@@ -212,6 +212,11 @@ impl Report {
                 if bounds.len() == 1 { "s" } else { "" }
             );
         }
+        if cols.iter().any(|(n, _)| *n == Policy::Hindsight.name()) {
+            out += "
+hindsight is the best static placement a local search found with the whole trace in view, placed before the first step and never moved: a bound, not achievable by any policy (it is scored on the steps it was chosen on).
+";
+        }
         if let Some(g) = self.gap_captured {
             out += &format!(
                 "\nProactive captures {:.0} % of the gap between reactive and oracle ((reactive − proactive) / (reactive − oracle) in overload intervals).\n",
