@@ -519,7 +519,7 @@ impl Round<'_> {
             Search::Exhaustive => {
                 let n = self.view.phys.len() as u64;
                 self.index.scored.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                super::search::best_exhaustive(&self.view, vi, w, &limits, penalty).filter(|(_, s)| s.score > floor)
+                super::search::best_exhaustive(&self.view, vi, w, &limits, floor, penalty)
             }
         }
     }

@@ -76,13 +76,17 @@ impl Penalty {
     }
 }
 
-/// Best feasible target of `vi` other than where it runs, scoring every
-/// node: the highest score less `penalty`, lowest index on a tie.
+/// Best feasible target of `vi` other than where it runs whose score is
+/// above `floor`, scoring every node: the highest score less `penalty`,
+/// lowest index on a tie. (The floor filters candidates, it does not
+/// judge the winner: a node that wins on penalty but not on score must not
+/// hide one above the floor.)
 pub fn best_exhaustive(
     view: &ClusterView,
     vi: usize,
     w: &Weights,
     limits: &Limits,
+    floor: f64,
     penalty: &Penalty,
 ) -> Option<(usize, Score)> {
     let v = &view.virt[vi];
@@ -94,7 +98,7 @@ pub fn best_exhaustive(
         }
         let s = score(view, vi, pi, w, limits);
         let key = s.score - pen(pi);
-        if s.infeasible.is_none() && key > f64::NEG_INFINITY && best.as_ref().is_none_or(|b| key > b.2) {
+        if s.infeasible.is_none() && s.score > floor && key > f64::NEG_INFINITY && best.as_ref().is_none_or(|b| key > b.2) {
             best = Some((pi, s, key));
         }
     }
@@ -235,7 +239,7 @@ impl TargetIndex {
 
     /// Best feasible target of `vi` (other than where it runs) whose score
     /// is above `floor`, by score less `penalty`; exactly what
-    /// [`best_exhaustive`] returns when that one's score is above `floor`.
+    /// [`best_exhaustive`] returns for the same floor.
     pub fn best(
         &self,
         view: &ClusterView,
@@ -415,14 +419,20 @@ mod tests {
             let mut moved_by_penalty = 0;
             for penalty in penalties {
                 for vi in 0..view.virt.len() {
-                    let a = best_exhaustive(&view, vi, &w, &limits, &penalty);
-                    let b = index.best(&view, vi, &w, &limits, f64::NEG_INFINITY, &penalty);
+                    // No floor, or the micro-migration phase's: the current
+                    // score plus a small threshold.
+                    let floor = match (vi % 2, view.virt[vi].placement) {
+                        (1, Some(p)) => score(&view, vi, p, &w, &limits).score + 0.01,
+                        _ => f64::NEG_INFINITY,
+                    };
+                    let a = best_exhaustive(&view, vi, &w, &limits, floor, &penalty);
+                    let b = index.best(&view, vi, &w, &limits, floor, &penalty);
                     assert_eq!(
                         a.as_ref().map(|x| (x.0, x.1.score)),
                         b.as_ref().map(|x| (x.0, x.1.score)),
                         "seed {seed} v {vi} {penalty:?}"
                     );
-                    let plain = best_exhaustive(&view, vi, &w, &limits, &Penalty::NONE);
+                    let plain = best_exhaustive(&view, vi, &w, &limits, floor, &Penalty::NONE);
                     moved_by_penalty += usize::from(a.map(|x| x.0) != plain.map(|x| x.0));
                 }
             }
@@ -449,7 +459,7 @@ mod tests {
         for vi in 0..view.virt.len() {
             let Some(from) = view.virt[vi].placement else { continue };
             let Some((to, _)) = index.best(&view, vi, &w, &limits, f64::NEG_INFINITY, &penalty) else { continue };
-            let plain = best_exhaustive(&view, vi, &w, &limits, &Penalty::NONE).unwrap();
+            let plain = best_exhaustive(&view, vi, &w, &limits, f64::NEG_INFINITY, &Penalty::NONE).unwrap();
             was_remote += usize::from(view.node_distance(from, plain.0) == Distance::Remote);
             if view.node_distance(from, to) == Distance::Remote {
                 let nearer_feasible = (0..view.phys.len()).any(|pi| {
