@@ -98,7 +98,11 @@ pub fn best_exhaustive(
         }
         let s = score(view, vi, pi, w, limits);
         let key = s.score - pen(pi);
-        if s.infeasible.is_none() && s.score > floor && key > f64::NEG_INFINITY && best.as_ref().is_none_or(|b| key > b.2) {
+        if s.infeasible.is_none()
+            && s.score > floor
+            && key > f64::NEG_INFINITY
+            && best.as_ref().is_none_or(|b| key > b.2)
+        {
             best = Some((pi, s, key));
         }
     }
@@ -257,8 +261,16 @@ impl TargetIndex {
         // (node, score, score less penalty)
         let mut best: Option<(usize, Score, f64)> = None;
         let mut scored = 0u64;
-        let mut consider = |pi: usize, best: &mut Option<(usize, Score, f64)>| {
+        // `ub`: an upper bound of the score at `pi` (+∞ when none is known).
+        // A node whose bound, less its own penalty, is below the best found
+        // cannot win: it is not scored (scoring is most of a search's time,
+        // and with penalties the scan runs deeper than the winner).
+        let mut consider = |pi: usize, ub: f64, best: &mut Option<(usize, Score, f64)>| {
             if Some(pi) == v.placement {
+                return;
+            }
+            let pe = pen(pi);
+            if best.as_ref().is_some_and(|b| ub - pe < b.2) {
                 return;
             }
             // The cheap part of feasibility first (the same test `score`
@@ -272,7 +284,7 @@ impl TargetIndex {
             if s.infeasible.is_some() || s.score <= floor {
                 return;
             }
-            let key = s.score - pen(pi);
+            let key = s.score - pe;
             if !(key > f64::NEG_INFINITY) {
                 return;
             }
@@ -287,14 +299,14 @@ impl TargetIndex {
         // A pinned virtual node can only go to its pin: every other node is infeasible.
         if let Some(pin) = &v.pinned {
             if let Some(&pi) = view.phys_index.get(pin) {
-                consider(pi, &mut best);
+                consider(pi, f64::INFINITY, &mut best);
             }
             self.scored.fetch_add(scored, std::sync::atomic::Ordering::Relaxed);
             return best.map(|(pi, s, _)| (pi, s));
         }
         // Explicit: own history.
         for &(pi, _) in &v.history {
-            consider(pi, &mut best);
+            consider(pi, f64::INFINITY, &mut best);
         }
         // What a feasible target of a class loses at least, because the
         // virtual node's own demand is added: feasibility keeps the CPU,
@@ -333,11 +345,8 @@ impl TargetIndex {
                 if stop(bound - min_red, &best) {
                     break;
                 }
-                if bound - reduction(&self.classes[self.class_of[pi]], den_of(&self.classes[self.class_of[pi]])) - least
-                    >= best.as_ref().map_or(f64::NEG_INFINITY, |b| b.2)
-                {
-                    consider(pi, &mut best);
-                }
+                let cl = &self.classes[self.class_of[pi]];
+                consider(pi, bound - reduction(cl, den_of(cl)), &mut best);
             }
         }
         let nz = view.zones.len();
@@ -351,7 +360,7 @@ impl TargetIndex {
                     if stop(bound - red, &best) {
                         break;
                     }
-                    consider(pi, &mut best);
+                    consider(pi, bound - red, &mut best);
                 }
                 continue;
             }
@@ -361,7 +370,7 @@ impl TargetIndex {
                     if stop(bound - red, &best) {
                         break;
                     }
-                    consider(pi, &mut best);
+                    consider(pi, bound - red, &mut best);
                 }
             }
             for &(bound, pi) in &cl.remote {
@@ -372,7 +381,7 @@ impl TargetIndex {
                 if zones.binary_search(&z).is_ok() {
                     continue;
                 }
-                consider(pi, &mut best);
+                consider(pi, bound - red, &mut best);
             }
         }
         self.scored.fetch_add(scored, std::sync::atomic::Ordering::Relaxed);
