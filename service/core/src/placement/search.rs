@@ -255,7 +255,7 @@ impl TargetIndex {
     ) -> Option<(usize, Score)> {
         let v = &view.virt[vi];
         let (pen, least) = penalty.for_virt(view, vi);
-        if !(least < f64::INFINITY) {
+        if least == f64::INFINITY {
             return None; // every distance class is ruled out
         }
         // (node, score, score less penalty)
@@ -285,7 +285,7 @@ impl TargetIndex {
                 return;
             }
             let key = s.score - pe;
-            if !(key > f64::NEG_INFINITY) {
+            if key.is_nan() || key == f64::NEG_INFINITY {
                 return;
             }
             let better = match best {
