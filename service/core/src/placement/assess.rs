@@ -11,6 +11,7 @@
 use super::affinity::{Infeasible, Limits, Score, score};
 use super::controller::{self, ControllerConfig, RoundInput};
 use super::cost::CostEstimate;
+use super::search;
 use super::view::ClusterView;
 use crate::domain::PhysicalState;
 
@@ -110,18 +111,17 @@ pub fn assess(
             one(view, vi, pi, s, from_score.as_ref(), input, cfg)
         })
         .collect();
-    // The round's choice: the largest net benefit, relief included when the
-    // source is at risk (the same penalty per distance the round applies).
-    let choice = v.placement.and_then(|from| {
+    // The round's choice, by the round's own search: the largest net
+    // benefit, relief included when the source is at risk; a move off a
+    // node that is neither draining nor at risk must also beat the gain
+    // threshold, as in the micro-migration phase.
+    let choice = v.placement.zip(from_score.as_ref()).and_then(|(from, fs)| {
         let draining = view.phys[from].state == PhysicalState::Draining;
         let relief = !draining && controller::at_risk(view, from, cfg);
+        let floor = if draining || relief { f64::NEG_INFINITY } else { fs.score + cfg.gain_threshold };
         let penalty = controller::target_penalty(view, vi, from, relief, input, cfg);
-        let key = |a: &Assessment| a.score.score - penalty.at(view.node_distance(from, a.to));
-        out.iter()
-            .filter(|a| a.score.infeasible.is_none() && a.to != from && key(a) > f64::NEG_INFINITY)
-            .max_by(|a, b| key(a).total_cmp(&key(b)).then(b.to.cmp(&a.to)))
-            .filter(|a| a.verdict.pays())
-            .map(|a| a.to)
+        let (to, _) = search::best_exhaustive(view, vi, &cfg.weights, &limits, floor, &penalty)?;
+        out[to].verdict.pays().then_some(to)
     });
     (out, choice)
 }
