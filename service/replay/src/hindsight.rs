@@ -58,7 +58,7 @@ pub fn static_placement(scenario: &Scenario, demand: &Demand, overload: f64, see
         for _ in 0..KICK_SWAPS {
             let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
             if s.host[a] != s.host[b] && s.swap_fits(a, b) {
-                s.swap(a, b);
+                s.swap(a, b, s.swap_counts(a, b));
             }
         }
         s.climb();
@@ -176,12 +176,18 @@ impl Search {
         self.host[vm] = to;
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
+    /// The counts of `a`'s and `b`'s hosts were the two to trade places.
+    fn swap_counts(&self, a: usize, b: usize) -> (u64, u64) {
+        let (ha, hb) = (self.host[a], self.host[b]);
+        (self.count(ha, Some(b), Some(a)), self.count(hb, Some(a), Some(b)))
+    }
+
+    /// Trades `a` and `b`'s hosts; `over` is [`Search::swap_counts`]'s answer.
+    fn swap(&mut self, a: usize, b: usize, over: (u64, u64)) {
         let (ha, hb) = (self.host[a], self.host[b]);
         self.apply(a, hb);
         self.apply(b, ha);
-        self.over[ha] = self.count(ha, None, None);
-        self.over[hb] = self.count(hb, None, None);
+        (self.over[ha], self.over[hb]) = over;
     }
 
     /// First-improvement hill climbing until no relocation or swap helps.
@@ -211,11 +217,9 @@ impl Search {
                     if ha == hb || self.over[ha] + self.over[hb] == 0 || !self.swap_fits(a, b) {
                         continue;
                     }
-                    let (x, y) = (self.count(ha, Some(b), Some(a)), self.count(hb, Some(a), Some(b)));
+                    let (x, y) = self.swap_counts(a, b);
                     if x + y < self.over[ha] + self.over[hb] {
-                        self.apply(a, hb);
-                        self.apply(b, ha);
-                        (self.over[ha], self.over[hb]) = (x, y);
+                        self.swap(a, b, (x, y));
                         improved = true;
                     }
                 }
@@ -233,15 +237,21 @@ mod tests {
     use crate::engine::tests::scenario;
     use crate::engine::{Params, Policy, simulate};
 
+    /// Four 4-core VMs, a and b on h0, c and d on h1 (two 10-core hosts),
+    /// packed at overcommit 1: a host takes two of them, not three.
+    fn two_by_two() -> Scenario {
+        Scenario {
+            overcommit: Some(1.0),
+            ..scenario(&[("a", 4.0, "h0"), ("b", 4.0, "h0"), ("c", 4.0, "h1"), ("d", 4.0, "h1")])
+        }
+    }
+
     #[test]
     fn vms_that_spike_together_end_up_apart_within_the_packing_limit() {
         // a and b spike together on h0 (4.6 + 4.6 = 9.2 cores > 9); c and
         // d never do. The best static placement pairs each spiker with a
         // quiet VM.
-        let s = Scenario {
-            overcommit: Some(1.0),
-            ..scenario(&[("a", 4.0, "h0"), ("b", 4.0, "h0"), ("c", 4.0, "h1"), ("d", 4.0, "h1")])
-        };
+        let s = two_by_two();
         let mut cores = vec![vec![1.0; 40]; 4];
         for vm in [0, 1] {
             for t in (0..40).step_by(5) {
@@ -267,10 +277,7 @@ mod tests {
         // a and b (heavy) overload h0 together. Moving a to h1 would fix it
         // but put 12 requested cores on a 10-core host at overcommit 1: the
         // search must swap a with a quiet VM instead.
-        let s = Scenario {
-            overcommit: Some(1.0),
-            ..scenario(&[("a", 4.0, "h0"), ("b", 4.0, "h0"), ("c", 4.0, "h1"), ("d", 4.0, "h1")])
-        };
+        let s = two_by_two();
         let mut cores = vec![vec![0.1; 30]; 4];
         cores[0].fill(5.0);
         cores[1].fill(5.0);
