@@ -2,7 +2,8 @@
 //! (Debian's package) on loopback: samples written over gRPC reach it by
 //! remote-write and are read back by PromQL; an outage skips rounds with
 //! the reason and loses nothing; exporter metrics scraped by Prometheus
-//! feed forecasts and decisions.
+//! feed forecasts and decisions; TLS and basic auth in front of it are
+//! honoured, and wrong credentials are an outage that says so.
 
 use crate::common;
 
@@ -189,6 +190,99 @@ async fn an_outage_skips_rounds_with_the_reason_and_loses_nothing() {
     let kept: Vec<f64> = pts.iter().filter(|p| p.timestamp_ms <= last).map(|p| p.value).collect();
     assert_eq!(kept, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "what was acknowledged before the outage is all there");
     assert!(pts.iter().all(|p| p.value != 42.0), "the refused write did not land");
+}
+
+/// swarmd with only a config file's `[metrics]` section (and the test model).
+fn swarmd_with_metrics(metrics_toml: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    seasonal_naive().save(&model).unwrap();
+    let cfg = dir.path().join("swarm.toml");
+    std::fs::write(&cfg, format!("[metrics]\n{metrics_toml}")).unwrap();
+    let args = ["--config", cfg.to_str().unwrap(), "--model", model.to_str().unwrap(), "--round-interval", "1h"];
+    (Server::start(&args), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_basic_auth_are_used_and_wrong_credentials_are_an_outage_that_says_why() {
+    let (prom, sec) = Prometheus::start_secured("swarm", "correct horse");
+    assert!(prom.url.starts_with("https://"), "{}", prom.url);
+    let secrets = tempfile::tempdir().unwrap();
+    let (good, bad) = (secrets.path().join("good.pw"), secrets.path().join("bad.pw"));
+    std::fs::write(&good, format!("{}\n", sec.password)).unwrap();
+    std::fs::write(&bad, "battery staple\n").unwrap();
+    let settings = |password: &std::path::Path, ca: bool| {
+        let mut t = format!(
+            "backend = \"prometheus\"\nurl = \"{}\"\nbasic_auth_user = \"{}\"\nbasic_auth_password_file = \"{}\"\nretries = 0\n",
+            prom.url,
+            sec.user,
+            password.display()
+        );
+        if ca {
+            t.push_str(&format!("ca_file = \"{}\"\n", sec.ca_file.display()));
+        }
+        t
+    };
+    let last = now_ms().div_euclid(STEP) * STEP;
+    let batch = |v: f64| {
+        (0..3)
+            .map(|k| sample(pb::EntityKind::Virtual, "v1", pb::Metric::CpuUsage, last - (2 - k) * STEP, v + k as f64))
+            .collect::<Vec<_>>()
+    };
+
+    // The right password over TLS trusted through ca_file: written and read back.
+    {
+        let (server, _dir) = swarmd_with_metrics(&settings(&good, true));
+        let ch = server.channel().await;
+        place(ch.clone(), &[("p1", 16.0)], &[("v1", 2.0, "p1")]).await;
+        let r = ingest(ch.clone(), vec![batch(1.0)]).await.unwrap();
+        assert_eq!((r.accepted, r.rejected), (3, 0));
+        let pts = query(ch.clone(), pb::EntityKind::Virtual, "v1", pb::Metric::CpuUsage).await;
+        let mine: Vec<f64> = pts.iter().filter(|p| p.timestamp_ms <= last).map(|p| p.value).collect();
+        assert_eq!(mine, vec![1.0, 2.0, 3.0]);
+        assert_eq!(metrics_health(ch.clone()).await, 1, "SERVING");
+    }
+
+    // A wrong password: nothing acknowledged, UNAVAILABLE (the samples were
+    // fine; swarmd's credentials are not) with the status and what to check,
+    // rounds skipped with the same reason, health NOT_SERVING.
+    {
+        let (server, _dir) = swarmd_with_metrics(&settings(&bad, true));
+        let ch = server.channel().await;
+        place(ch.clone(), &[("p1", 16.0)], &[("v1", 2.0, "p1")]).await;
+        let e = ingest(ch.clone(), vec![batch(10.0)]).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("HTTP 401") && e.message().contains("basic_auth"), "{}", e.message());
+        let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
+        let e = placement.run_round(pb::RunRoundRequest { dry_run: true }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().starts_with("round skipped") && e.message().contains("HTTP 401"), "{}", e.message());
+        assert_eq!(metrics_health(ch.clone()).await, 2, "NOT_SERVING");
+    }
+
+    // Without ca_file the self-signed certificate is not trusted: the round
+    // says it is a certificate problem.
+    {
+        let (server, _dir) = swarmd_with_metrics(&settings(&good, false));
+        let ch = server.channel().await;
+        place(ch.clone(), &[("p1", 16.0)], &[("v1", 2.0, "p1")]).await;
+        let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
+        let e = placement.run_round(pb::RunRoundRequest { dry_run: true }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().to_ascii_lowercase().contains("certificate"), "{}", e.message());
+    }
+
+    // The refused writes never reached Prometheus: only the first three are there.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&sec.ca_file)
+        .arg("-u")
+        .arg(format!("{}:{}", sec.user, sec.password))
+        .arg(format!("{}/api/v1/query?query=max_over_time(swarm_cpu%5B1h%5D)", prom.url))
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["data"]["result"][0]["value"][1], "3", "{answer}");
 }
 
 /// CPU in use (cores) of one node at `t` seconds: a daily wave.

@@ -131,26 +131,10 @@ async fn tokens_guard_every_call_and_refusals_change_nothing() {
     assert!(denied("permission_denied") >= 4.0, "{metrics}");
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1 (openssl CLI).
-fn certificate(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (Debian: apt-get install openssl)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_on_grpc_and_the_dashboard() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
+    let (cert, key) = self_signed_certificate(dir.path());
     let server = Server::start(&["--http", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]);
     let port = server.endpoint().rsplit(':').next().unwrap().to_owned();
     let https = format!("https://localhost:{port}");
@@ -229,7 +213,7 @@ fn bad_security_files_stop_swarmd_with_a_clear_message() {
     let (code, err) = run(&["--admin-token-file", "/nonexistent/admin.token"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("cannot read token file /nonexistent/admin.token"), "{err}");
-    let (cert, _) = certificate(dir.path());
+    let (cert, _) = self_signed_certificate(dir.path());
     let (code, err) = run(&["--tls-cert", &cert]);
     assert_eq!(code, Some(2));
     assert!(err.contains("tls_cert needs security.tls_key"), "{err}");
@@ -257,7 +241,7 @@ fn bad_security_files_stop_swarmd_with_a_clear_message() {
 #[test]
 fn the_token_cookie_is_secure_under_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
+    let (cert, key) = self_signed_certificate(dir.path());
     let (admin, read) = tokens(dir.path());
     let server = Server::start(&[
         "--http",

@@ -14,7 +14,19 @@ pub struct Prometheus {
     port: u16,
     config: PathBuf,
     data: PathBuf,
+    /// `--web.config.file` when the server is behind TLS and basic auth.
+    web: Option<Secured>,
     _tmp: tempfile::TempDir,
+}
+
+/// What a client needs to reach a Prometheus behind TLS and basic auth.
+#[derive(Clone)]
+pub struct Secured {
+    web_config: PathBuf,
+    /// The server's self-signed certificate, which is its own CA.
+    pub ca_file: PathBuf,
+    pub user: String,
+    pub password: String,
 }
 
 /// A port free at the time of asking (the server binds it right after).
@@ -43,7 +55,33 @@ impl Prometheus {
     /// As [`Prometheus::start`], after `prepare` filled the empty data
     /// directory (e.g. with blocks from `promtool tsdb create-blocks-from`).
     pub fn start_with(targets: &[String], prepare: impl FnOnce(&Path)) -> Prometheus {
+        Prometheus::launch(targets, prepare, None)
+    }
+
+    /// As [`Prometheus::start`], serving HTTPS only (a self-signed
+    /// certificate for 127.0.0.1) and only to `user` with `password`, by
+    /// Prometheus' own web config: what a fleet's server usually looks like.
+    pub fn start_secured(user: &str, password: &str) -> (Prometheus, Secured) {
+        let p = Prometheus::launch(&[], |_| {}, Some((user, password)));
+        let s = p.web.clone().unwrap();
+        (p, s)
+    }
+
+    fn launch(targets: &[String], prepare: impl FnOnce(&Path), secured: Option<(&str, &str)>) -> Prometheus {
         let tmp = tempfile::tempdir().unwrap();
+        let web = secured.map(|(user, password)| {
+            let (cert, key) = super::self_signed_certificate(tmp.path());
+            let hash = bcrypt::hash(password, 4).unwrap();
+            let web_config = tmp.path().join("web.yml");
+            std::fs::write(
+                &web_config,
+                format!(
+                    "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\nbasic_auth_users:\n  {user}: '{hash}'\n"
+                ),
+            )
+            .unwrap();
+            Secured { web_config, ca_file: cert.into(), user: user.into(), password: password.into() }
+        });
         let (config, data) = (tmp.path().join("prometheus.yml"), tmp.path().join("data"));
         std::fs::create_dir_all(&data).unwrap();
         let targets = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
@@ -55,14 +93,19 @@ impl Prometheus {
         )
         .unwrap();
         prepare(&data);
-        let mut p = Prometheus { child: None, url: String::new(), port: free_port(), config, data, _tmp: tmp };
-        p.url = format!("http://127.0.0.1:{}", p.port);
+        let scheme = if web.is_some() { "https" } else { "http" };
+        let mut p = Prometheus { child: None, url: String::new(), port: free_port(), config, data, web, _tmp: tmp };
+        p.url = format!("{scheme}://127.0.0.1:{}", p.port);
         p.run();
         p
     }
 
     fn run(&mut self) {
-        let child = Command::new(binary("prometheus"))
+        let mut cmd = Command::new(binary("prometheus"));
+        if let Some(w) = &self.web {
+            cmd.arg(format!("--web.config.file={}", w.web_config.display()));
+        }
+        let child = cmd
             .arg(format!("--config.file={}", self.config.display()))
             .arg(format!("--storage.tsdb.path={}", self.data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
@@ -74,7 +117,11 @@ impl Prometheus {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            if self.web.is_some() {
+                if self.ready_over_tls() {
+                    return;
+                }
+            } else if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
                 let _ = write!(s, "GET /-/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut r = String::new();
@@ -86,6 +133,21 @@ impl Prometheus {
             assert!(Instant::now() < deadline, "prometheus did not become ready on port {}", self.port);
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `/-/ready` answers 200 to the right credentials (curl, trusting only
+    /// the server's own certificate).
+    fn ready_over_tls(&self) -> bool {
+        let w = self.web.as_ref().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&w.ca_file)
+            .arg("-u")
+            .arg(format!("{}:{}", w.user, w.password))
+            .arg(format!("{}/-/ready", self.url))
+            .output()
+            .expect("curl (Debian: apt-get install curl)");
+        out.stdout == b"200"
     }
 
     /// SIGTERM and wait: Prometheus shuts down cleanly (its head is kept in its WAL).

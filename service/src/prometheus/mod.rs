@@ -361,7 +361,10 @@ impl Prometheus {
     }
 
     fn status_error(&self, op: &'static str, status: u16, body: &[u8]) -> PromError {
-        let text = String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_owned();
+        let mut text = String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_owned();
+        if matches!(status, 401 | 403) {
+            text.push_str(" (check metrics.bearer_token_file or metrics.basic_auth_user/basic_auth_password_file)");
+        }
         PromError::Status { url: self.inner.url.clone(), op, status, body: text }
     }
 
@@ -459,7 +462,9 @@ impl Prometheus {
             }
             // The server read the samples and refused them (out of order,
             // too old, a duplicate with another value): the client's to fix.
-            Ok((s, body)) if (400..500).contains(&s) && s != 429 => {
+            // Other 4xx (401/403 credentials, 404 receiver off, 429 busy)
+            // are swarmd's or the backend's setup, so they are outages.
+            Ok((s, body)) if matches!(s, 400 | 409 | 422) => {
                 Err(SeriesError::Rejected(self.status_error("remote-write", s, &body).to_string()))
             }
             Ok((s, body)) => Err(SeriesError::Unavailable(self.status_error("remote-write", s, &body).to_string())),
