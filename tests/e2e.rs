@@ -19,6 +19,7 @@ mod ecosystem;
 mod limits;
 mod load;
 mod migrations;
+mod outcomes;
 mod predictive;
 mod prometheus;
 mod python;

@@ -192,14 +192,16 @@ async fn an_outage_skips_rounds_with_the_reason_and_loses_nothing() {
     assert!(pts.iter().all(|p| p.value != 42.0), "the refused write did not land");
 }
 
-/// swarmd with only a config file's `[metrics]` section (and the test model).
-fn swarmd_with_metrics(metrics_toml: &str) -> (Server, tempfile::TempDir) {
+/// swarmd with a config file's `[metrics]` section, `extra` flags and the test model.
+fn swarmd_with_metrics(metrics_toml: &str, extra: &[&str]) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.json");
     seasonal_naive().save(&model).unwrap();
     let cfg = dir.path().join("swarm.toml");
     std::fs::write(&cfg, format!("[metrics]\n{metrics_toml}")).unwrap();
-    let args = ["--config", cfg.to_str().unwrap(), "--model", model.to_str().unwrap(), "--round-interval", "1h"];
+    let mut args =
+        vec!["--config", cfg.to_str().unwrap(), "--model", model.to_str().unwrap(), "--round-interval", "1h"];
+    args.extend_from_slice(extra);
     (Server::start(&args), dir)
 }
 
@@ -230,9 +232,12 @@ async fn tls_and_basic_auth_are_used_and_wrong_credentials_are_an_outage_that_sa
             .collect::<Vec<_>>()
     };
 
-    // The right password over TLS trusted through ca_file: written and read back.
+    // The right password over TLS trusted through the CA file, given by
+    // flags this time (the file's settings in the other cases): written and read back.
     {
-        let (server, _dir) = swarmd_with_metrics(&settings(&good, true));
+        let (ca, pw) = (sec.ca_file.display().to_string(), good.display().to_string());
+        let flags = ["--prometheus-url", &prom.url, "--prometheus-user", &sec.user, "--prometheus-password-file", &pw];
+        let (server, _dir) = swarmd_with_metrics("", &[&flags[..], &["--prometheus-ca-file", &ca]].concat());
         let ch = server.channel().await;
         place(ch.clone(), &[("p1", 16.0)], &[("v1", 2.0, "p1")]).await;
         let r = ingest(ch.clone(), vec![batch(1.0)]).await.unwrap();
@@ -247,7 +252,7 @@ async fn tls_and_basic_auth_are_used_and_wrong_credentials_are_an_outage_that_sa
     // fine; swarmd's credentials are not) with the status and what to check,
     // rounds skipped with the same reason, health NOT_SERVING.
     {
-        let (server, _dir) = swarmd_with_metrics(&settings(&bad, true));
+        let (server, _dir) = swarmd_with_metrics(&settings(&bad, true), &[]);
         let ch = server.channel().await;
         place(ch.clone(), &[("p1", 16.0)], &[("v1", 2.0, "p1")]).await;
         let e = ingest(ch.clone(), vec![batch(10.0)]).await.unwrap_err();
@@ -263,7 +268,7 @@ async fn tls_and_basic_auth_are_used_and_wrong_credentials_are_an_outage_that_sa
     // Without ca_file the self-signed certificate is not trusted: the round
     // says it is a certificate problem.
     {
-        let (server, _dir) = swarmd_with_metrics(&settings(&good, false));
+        let (server, _dir) = swarmd_with_metrics(&settings(&good, false), &[]);
         let ch = server.channel().await;
         place(ch.clone(), &[("p1", 16.0)], &[("v1", 2.0, "p1")]).await;
         let mut placement = pb::placement_client::PlacementClient::new(ch.clone());

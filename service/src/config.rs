@@ -80,6 +80,29 @@ pub struct Config {
     pub metrics: crate::prometheus::MetricsConfig,
     /// Where metadata lives: embedded, or etcd (replicas with one leader).
     pub store: crate::store::config::StoreConfig,
+    /// How completed moves are judged (README "Decision outcomes").
+    pub outcomes: OutcomesConfig,
+}
+
+/// `[outcomes]`: when a completed move counts as having helped or hurt.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutcomesConfig {
+    /// Length of the windows before and after the cutover; absent means the
+    /// controller's horizon (horizon_steps × the model's step), the span
+    /// the decision predicted over.
+    #[serde(deserialize_with = "duration::text_opt::deserialize")]
+    pub window: Option<Duration>,
+    /// Relative change of latency or throughput that counts (0.1 = 10 %).
+    pub margin: f64,
+    /// Samples needed on each side before a latency/throughput change counts.
+    pub min_points: usize,
+}
+
+impl Default for OutcomesConfig {
+    fn default() -> Self {
+        OutcomesConfig { window: None, margin: 0.1, min_points: 3 }
+    }
 }
 
 impl Default for Config {
@@ -104,6 +127,7 @@ impl Default for Config {
             limits: crate::limits::Limits::default(),
             metrics: crate::prometheus::MetricsConfig::default(),
             store: crate::store::config::StoreConfig::default(),
+            outcomes: OutcomesConfig::default(),
         }
     }
 }
@@ -176,6 +200,18 @@ pub struct Flags {
     /// Base URL of the Prometheus-compatible server, e.g. http://127.0.0.1:9090 (implies --metrics-backend prometheus).
     #[arg(long, env = "SWARM_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
+    /// File holding the bearer token sent to the Prometheus server (metrics.bearer_token_file).
+    #[arg(long, env = "SWARM_PROMETHEUS_BEARER_TOKEN_FILE")]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// User for basic auth to the Prometheus server, with --prometheus-password-file (metrics.basic_auth_user).
+    #[arg(long, env = "SWARM_PROMETHEUS_USER")]
+    pub prometheus_user: Option<String>,
+    /// File holding the basic-auth password (metrics.basic_auth_password_file).
+    #[arg(long, env = "SWARM_PROMETHEUS_PASSWORD_FILE")]
+    pub prometheus_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for an https Prometheus URL, besides the system roots (metrics.ca_file).
+    #[arg(long, env = "SWARM_PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
     /// Where metadata lives: `embedded` (meta.redb in the data directory) or `etcd` (replicas elect a leader; needs the Prometheus metrics backend) [default: embedded].
     #[arg(long, env = "SWARM_META_STORE", value_enum)]
     pub meta_store: Option<crate::store::config::StoreBackend>,
@@ -246,6 +282,18 @@ impl Config {
             c.metrics.backend = crate::prometheus::Backend::Prometheus;
         }
         set(&mut c.metrics.backend, &o.metrics_backend);
+        for (field, flag) in [
+            (&mut c.metrics.bearer_token_file, &o.prometheus_bearer_token_file),
+            (&mut c.metrics.basic_auth_password_file, &o.prometheus_password_file),
+            (&mut c.metrics.ca_file, &o.prometheus_ca_file),
+        ] {
+            if flag.is_some() {
+                *field = flag.clone();
+            }
+        }
+        if o.prometheus_user.is_some() {
+            c.metrics.basic_auth_user = o.prometheus_user.clone();
+        }
         if !o.etcd_endpoints.is_empty() {
             c.store.etcd_endpoints = o.etcd_endpoints.clone();
             c.store.backend = crate::store::config::StoreBackend::Etcd;
@@ -296,6 +344,16 @@ impl Config {
         self.limits.validate(self.max_batch_samples).map_err(ConfigError::Invalid)?;
         self.metrics.validate().map_err(ConfigError::Invalid)?;
         self.store.validate().map_err(ConfigError::Invalid)?;
+        swarm_core::outcome::Criteria {
+            margin: self.outcomes.margin,
+            min_points: self.outcomes.min_points,
+            overload_threshold: self.controller.overload_threshold,
+        }
+        .validate()
+        .map_err(ConfigError::Invalid)?;
+        if self.outcomes.window.is_some_and(|w| w < Duration::from_secs(1)) {
+            return Err(ConfigError::Invalid("outcomes.window must be at least 1s".into()));
+        }
         if self.store.backend == crate::store::config::StoreBackend::Etcd
             && self.metrics.backend == crate::prometheus::Backend::Embedded
         {

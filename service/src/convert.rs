@@ -5,6 +5,7 @@ use swarm_proto::v1 as pb;
 pub use swarm_client::wire::{components_json, decision_kind, decision_kind_name, phase, phase_from_wire};
 use swarm_core::decision::{Decision, ScoreSnapshot};
 use swarm_core::domain::{PhysicalNode, PhysicalState, Resources, VirtualNode};
+use swarm_core::outcome::{Side, Standing, Verdict};
 use swarm_core::placement::affinity::{Components, Score, Weights};
 use swarm_core::reconfig::Objective;
 use swarm_core::reconfig::record::PlannedMove;
@@ -131,6 +132,63 @@ pub fn decision(d: &Decision) -> pb::Decision {
         kind: decision_kind(d.kind) as i32,
         cost: d.cost.as_ref().map(cost),
         expected_overload_at_ms: d.expected_overload_at_ms.unwrap_or(0),
+        outcome: None,
+    }
+}
+
+/// A verdict to the wire.
+pub fn verdict(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Helped => pb::Verdict::Helped,
+        Verdict::Neutral => pb::Verdict::Neutral,
+        Verdict::Hurt => pb::Verdict::Hurt,
+    }
+}
+
+fn outcome_window(s: &Side) -> pb::OutcomeWindow {
+    pb::OutcomeWindow {
+        source_utilisation: s.source_utilisation,
+        target_utilisation: s.target_utilisation,
+        source_peak: s.source_peak,
+        target_peak: s.target_peak,
+        latency_ms: s.latency_ms,
+        throughput_rps: s.throughput_rps,
+    }
+}
+
+/// Where a decision's outcome stands, to the wire; `window_ms` is the
+/// configured window (a measured outcome carries its own).
+pub fn outcome(s: &Standing, window_ms: i64) -> pb::DecisionOutcome {
+    match s {
+        Standing::Measured(o) => pb::DecisionOutcome {
+            verdict: verdict(o.verdict) as i32,
+            summary: o.summary.clone(),
+            cutover_at_ms: o.cutover_at_ms,
+            window_ms: o.window_ms,
+            measured_at_ms: o.measured_at_ms,
+            before: Some(outcome_window(&o.before)),
+            after: Some(outcome_window(&o.after)),
+            source_peak_without_move: o.source_peak_without_move,
+            overload_prevented: o.overload_prevented,
+            predicted_relief: o.predicted_relief,
+            realised_relief: o.realised_relief,
+        },
+        Standing::Pending(cutover) => pb::DecisionOutcome {
+            verdict: pb::Verdict::Pending as i32,
+            summary: match cutover {
+                Some(_) => "completed; measuring over the window after the cutover".into(),
+                None => "the move is under way".into(),
+            },
+            cutover_at_ms: cutover.unwrap_or(0),
+            window_ms,
+            ..Default::default()
+        },
+        Standing::NotMoved => pb::DecisionOutcome {
+            verdict: pb::Verdict::NotMoved as i32,
+            summary: "no move took place (rejected, rolled back, or no migration)".into(),
+            window_ms,
+            ..Default::default()
+        },
     }
 }
 

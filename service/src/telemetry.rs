@@ -23,6 +23,10 @@
 //! | `swarm_leader_wait_seconds` | gauge | how long this replica stood by before it was elected |
 //! | `swarm_leader_elections` | gauge | leader elections the deployment (etcd key prefix) has had, this leader's included: failovers are one fewer |
 //! | `swarm_leader_lease_renewals_total` | counter | renewals of the leader lease etcd acknowledged |
+//! | `swarm_decision_outcomes` | gauge | `kind`, `verdict` (helped, neutral, hurt): completed moves whose outcome is measured (README "Decision outcomes") |
+//! | `swarm_decision_outcomes_pending` | gauge | completed moves whose window after the cutover has not passed |
+//! | `swarm_decision_outcome_relief` | gauge | `kind`, `of` (predicted, realised): mean utilisation taken off the source, fraction of its capacity |
+//! | `swarm_decision_outcome_helped_ratio` | gauge | `kind`: share of measured moves that helped |
 //! | `swarm_metrics_backend_up` | gauge | `backend` (prometheus): 1 when the last read or write of the Prometheus backend succeeded, 0 when it failed (absent with the embedded store) |
 
 use prometheus_client::encoding::text::encode;
@@ -57,6 +61,10 @@ pub struct Telemetry {
     failover_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
     lease_renewals: Counter,
     store_seconds: Family<Labels, Histogram>,
+    outcomes: Family<Labels, Gauge>,
+    outcomes_pending: Gauge,
+    relief: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    helped: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 /// Levels read from the state at scrape time.
@@ -78,6 +86,30 @@ pub struct Levels {
     pub pending_samples: i64,
     /// The Prometheus backend's health (`None`: embedded store, or not read yet).
     pub backend_up: Option<bool>,
+    /// Decision outcomes, from the migration book.
+    pub outcomes: OutcomeLevels,
+}
+
+/// Outcome figures for `/metrics`, read from the book at scrape time.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct OutcomeLevels {
+    /// Measured outcomes by (decision kind, verdict).
+    pub counts: Vec<(&'static str, &'static str, i64)>,
+    /// Completed migrations whose window has not passed.
+    pub pending: i64,
+    /// Per decision kind with measured outcomes.
+    pub per_kind: Vec<KindLevels>,
+}
+
+/// One decision kind's outcome figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindLevels {
+    /// The kind's name.
+    pub kind: &'static str,
+    /// Mean predicted and realised relief, over outcomes with both.
+    pub relief: Option<(f64, f64)>,
+    /// Share of its measured outcomes that helped.
+    pub helped: f64,
 }
 
 impl Default for Telemetry {
@@ -163,6 +195,30 @@ impl Telemetry {
             "Duration of metadata store calls (embedded or etcd), by operation",
             store_seconds.clone(),
         );
+        let outcomes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "decision_outcomes",
+            "Completed moves with a measured outcome, by kind and verdict",
+            outcomes.clone(),
+        );
+        let outcomes_pending = Gauge::default();
+        registry.register(
+            "decision_outcomes_pending",
+            "Completed moves whose window after the cutover has not passed",
+            outcomes_pending.clone(),
+        );
+        let relief = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "decision_outcome_relief",
+            "Mean utilisation taken off the source by a move, predicted and realised, by kind",
+            relief.clone(),
+        );
+        let helped = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "decision_outcome_helped_ratio",
+            "Share of measured moves that helped, by kind",
+            helped.clone(),
+        );
         Telemetry {
             registry,
             ingest,
@@ -184,6 +240,10 @@ impl Telemetry {
             failover_seconds,
             lease_renewals,
             store_seconds,
+            outcomes,
+            outcomes_pending,
+            relief,
+            helped,
         }
     }
 
@@ -263,6 +323,22 @@ impl Telemetry {
         if let Some(up) = levels.backend_up {
             self.backend_up.get_or_create(&vec![("backend", "prometheus".into())]).set(up as i64);
         }
+        let o = &levels.outcomes;
+        for (kind, verdict, n) in &o.counts {
+            self.outcomes
+                .get_or_create(&vec![("kind", (*kind).to_owned()), ("verdict", (*verdict).to_owned())])
+                .set(*n);
+        }
+        self.outcomes_pending.set(o.pending);
+        for k in &o.per_kind {
+            if let Some((predicted, realised)) = k.relief {
+                self.relief
+                    .get_or_create(&vec![("kind", k.kind.to_owned()), ("of", "predicted".into())])
+                    .set(predicted);
+                self.relief.get_or_create(&vec![("kind", k.kind.to_owned()), ("of", "realised".into())]).set(realised);
+            }
+            self.helped.get_or_create(&vec![("kind", k.kind.to_owned())]).set(k.helped);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -303,8 +379,17 @@ mod tests {
             series_rows: 77,
             pending_samples: 5,
             backend_up: Some(false),
+            outcomes: OutcomeLevels {
+                counts: vec![("predictive", "helped", 3), ("predictive", "hurt", 1)],
+                pending: 2,
+                per_kind: vec![KindLevels { kind: "predictive", relief: Some((0.25, 0.125)), helped: 0.75 }],
+            },
         });
         for line in [
+            "swarm_decision_outcomes{kind=\"predictive\",verdict=\"helped\"} 3",
+            "swarm_decision_outcomes_pending 2",
+            "swarm_decision_outcome_relief{kind=\"predictive\",of=\"realised\"} 0.125",
+            "swarm_decision_outcome_helped_ratio{kind=\"predictive\"} 0.75",
             "swarm_ingest_samples_total{source=\"grpc\",result=\"accepted\"} 10",
             "swarm_ingest_samples_total{source=\"grpc\",result=\"rejected\"} 2",
             "swarm_ingest_samples_total{source=\"otlp\",result=\"accepted\"} 3",

@@ -33,6 +33,20 @@ pub mod text {
     }
 }
 
+/// Serde adapter: an optional [`Duration`] as a string like `"5m"` (a
+/// missing key is `None` with `#[serde(default)]`).
+pub mod text_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Reads `"5m"` as `Some`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Serde adapter: milliseconds held as an integer, written as `"5m"`.
 pub mod millis {
     use serde::{Deserialize, Deserializer, Serializer};

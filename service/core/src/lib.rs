@@ -9,6 +9,8 @@
 //! - [`reconfig`]: minimal-movement reconfiguration plans (min-cost flow);
 //! - [`migration`]: the state machine of one shadowed migration and the book
 //!   of all of them (reservations, one live migration per virtual node);
+//! - [`outcome`]: what a completed move achieved, judged from the samples
+//!   before and after its cutover;
 //! - [`history`]: decayed performance of virtual nodes per physical node;
 //! - [`locality`]: zone and rack labels, interned places, distances;
 //! - [`clock`]: the injectable clock the core is handed (it never reads one);
@@ -36,5 +38,6 @@ pub mod history;
 pub mod locality;
 pub mod metric;
 pub mod migration;
+pub mod outcome;
 pub mod placement;
 pub mod reconfig;

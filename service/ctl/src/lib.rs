@@ -335,7 +335,18 @@ pub enum DecisionsAction {
         #[arg(long)]
         limit: Option<u64>,
     },
-    /// Print persisted decisions.
+    /// One decision and what its move achieved: verdict, and the window
+    /// before and after the cutover (source and target utilisation, latency,
+    /// throughput) against what was expected.
+    #[command(
+        after_help = "Examples:\n  swarmctl decisions show 42\n  swarmctl decisions show 42 --output json | jq .outcome.verdict"
+    )]
+    Show {
+        /// Decision sequence.
+        sequence: u64,
+    },
+    /// Print persisted decisions, each with its outcome's verdict
+    /// (pending, helped, neutral, hurt, not moved).
     #[command(
         after_help = "Examples:\n  swarmctl decisions list --from 1 --limit 20\n  swarmctl decisions list --output csv"
     )]
@@ -523,6 +534,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Decisions { action: DecisionsAction::List { from, limit } } => {
             decisions_list(channel, out, from, limit).await
         }
+        Command::Decisions { action: DecisionsAction::Show { sequence } } => {
+            decision_show(channel, out, sequence).await
+        }
         Command::Affinity { vnode } => affinity(channel, out, vnode).await,
         Command::Forecast(args) => forecast::run(channel, out, style, args).await,
         Command::Replay(_) | Command::Completions { .. } => unreachable!("handled before connecting"),
@@ -595,6 +609,18 @@ async fn decisions_list(ch: Conn, out: Output, from: u64, limit: u32) -> Result<
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let r = c.list_decisions(pb::ListDecisionsRequest { from_sequence: from, limit }).await?.into_inner();
     output::decisions(out, &r.decisions)
+}
+
+async fn decision_show(ch: Conn, out: Output, seq: u64) -> Result<(), CtlError> {
+    let mut c = pb::placement_client::PlacementClient::new(ch);
+    let r = c.list_decisions(pb::ListDecisionsRequest { from_sequence: seq, limit: 1 }).await?.into_inner();
+    match r.decisions.first() {
+        Some(d) if d.sequence == seq => output::decision_detail(out, d),
+        _ => Err(CtlError::Rpc(tonic::Status::not_found(format!(
+            "decision {seq} is not in the log (its newest is {}; older ones may have passed retention)",
+            r.last_sequence
+        )))),
+    }
 }
 
 async fn decisions_watch(ch: Conn, out: Output, style: Style, from: u64, limit: Option<u64>) -> Result<(), CtlError> {

@@ -126,6 +126,53 @@ pub fn decisions(out: Output, ds: &[pb::Decision]) -> Result<(), CtlError> {
     emit(out, &ds.iter().map(DecisionView::from).collect::<Vec<_>>())
 }
 
+/// `decisions show SEQ`: the decision, then what its move achieved
+/// (before/after table for a measured outcome).
+pub fn decision_detail(out: Output, d: &pb::Decision) -> Result<(), CtlError> {
+    let v = DecisionView::from(d);
+    if out == Output::Json {
+        return json(&serde_json::to_value(&v).expect("views serialize"));
+    }
+    note(
+        out,
+        format_args!(
+            "decision #{} ({}, round {}, {}): move {} {} -> {}, gain {:+.3}\n  {}",
+            d.sequence,
+            kind_name(d.kind),
+            d.round_id,
+            utc(d.decided_at_ms),
+            d.virtual_node_id,
+            d.from_node_id,
+            d.to_node_id,
+            d.gain,
+            d.reason
+        ),
+    )?;
+    let Some(o) = &v.outcome else {
+        return note(out, format_args!("outcome: not reported by this server"));
+    };
+    let summary = if o.summary.is_empty() { String::new() } else { format!(": {}", o.summary) };
+    note(out, format_args!("outcome: {}{summary}", o.verdict))?;
+    if let Some(cut) = o.cutover_at_ms {
+        note(out, format_args!("  cutover {}, window {:.0} s on each side", utc(cut), o.window_ms as f64 / 1000.0))?;
+    }
+    if o.measured_at_ms.is_none() {
+        return Ok(());
+    }
+    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1} %", v * 100.0));
+    note(
+        out,
+        format_args!(
+            "  source relief: predicted {}, realised {}; without the move the source would have peaked at {} (overload prevented: {})",
+            pct(o.predicted_relief),
+            pct(o.realised_relief),
+            pct(o.source_peak_without_move),
+            if o.overload_prevented { "yes" } else { "no" }
+        ),
+    )?;
+    table(out, &["FIGURE", "BEFORE", "AFTER"], &o.rows())
+}
+
 /// One decision as it arrives on a watch. For people: the time, sequence,
 /// kind (coloured), the move and its gain on one line, the reason wrapped
 /// and indented below; a JSON object per line or a CSV row for scripts

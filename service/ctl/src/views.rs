@@ -146,6 +146,97 @@ struct CostView {
     cost: f64,
 }
 
+/// Means over one outcome window.
+#[derive(Serialize)]
+struct OutcomeWindowView {
+    source_utilisation: Option<f64>,
+    target_utilisation: Option<f64>,
+    source_peak: Option<f64>,
+    target_peak: Option<f64>,
+    latency_ms: Option<f64>,
+    throughput_rps: Option<f64>,
+}
+
+impl From<&pb::OutcomeWindow> for OutcomeWindowView {
+    fn from(w: &pb::OutcomeWindow) -> Self {
+        OutcomeWindowView {
+            source_utilisation: w.source_utilisation,
+            target_utilisation: w.target_utilisation,
+            source_peak: w.source_peak,
+            target_peak: w.target_peak,
+            latency_ms: w.latency_ms,
+            throughput_rps: w.throughput_rps,
+        }
+    }
+}
+
+/// What a decision's move achieved (README "Decision outcomes").
+#[derive(Serialize)]
+pub(super) struct OutcomeView {
+    pub(super) verdict: &'static str,
+    pub(super) summary: String,
+    pub(super) cutover_at_ms: Option<i64>,
+    pub(super) window_ms: i64,
+    pub(super) measured_at_ms: Option<i64>,
+    before: Option<OutcomeWindowView>,
+    after: Option<OutcomeWindowView>,
+    pub(super) source_peak_without_move: Option<f64>,
+    pub(super) overload_prevented: bool,
+    pub(super) predicted_relief: Option<f64>,
+    pub(super) realised_relief: Option<f64>,
+}
+
+impl From<&pb::DecisionOutcome> for OutcomeView {
+    fn from(o: &pb::DecisionOutcome) -> Self {
+        let at = |ms: i64| (ms != 0).then_some(ms);
+        OutcomeView {
+            verdict: verdict_name(o.verdict),
+            summary: o.summary.clone(),
+            cutover_at_ms: at(o.cutover_at_ms),
+            window_ms: o.window_ms,
+            measured_at_ms: at(o.measured_at_ms),
+            before: o.before.as_ref().map(OutcomeWindowView::from),
+            after: o.after.as_ref().map(OutcomeWindowView::from),
+            source_peak_without_move: o.source_peak_without_move,
+            overload_prevented: o.overload_prevented,
+            predicted_relief: o.predicted_relief,
+            realised_relief: o.realised_relief,
+        }
+    }
+}
+
+impl OutcomeView {
+    /// Before and after, one row per figure, for people.
+    pub(super) fn rows(&self) -> Vec<Vec<String>> {
+        let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1} %", v * 100.0));
+        let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+        let (b, a) = (self.before.as_ref(), self.after.as_ref());
+        let row = |name: &str, f: &dyn Fn(&OutcomeWindowView) -> String| {
+            vec![name.to_owned(), b.map_or("-".into(), f), a.map_or("-".into(), f)]
+        };
+        vec![
+            row("source utilisation (mean)", &|w| pct(w.source_utilisation)),
+            row("source utilisation (peak)", &|w| pct(w.source_peak)),
+            row("target utilisation (mean)", &|w| pct(w.target_utilisation)),
+            row("target utilisation (peak)", &|w| pct(w.target_peak)),
+            row("latency ms (mean)", &|w| num(w.latency_ms)),
+            row("throughput rps (mean)", &|w| num(w.throughput_rps)),
+        ]
+    }
+}
+
+/// A wire verdict's name: `pending`, `helped`, `neutral`, `hurt`, `not moved`.
+pub(super) fn verdict_name(v: i32) -> &'static str {
+    match pb::Verdict::try_from(v) {
+        Ok(pb::Verdict::Pending) => "pending",
+        Ok(pb::Verdict::Helped) => "helped",
+        Ok(pb::Verdict::Neutral) => "neutral",
+        Ok(pb::Verdict::Hurt) => "hurt",
+        Ok(pb::Verdict::NotMoved) => "not moved",
+        Ok(pb::Verdict::Unspecified) | Err(_) => "-",
+    }
+}
+
 /// A decision (`decisions list`, `round`, each line of `decisions watch --output json`).
 #[derive(Serialize)]
 pub(super) struct DecisionView {
@@ -162,6 +253,8 @@ pub(super) struct DecisionView {
     reason: String,
     cost: Option<CostView>,
     expected_overload_at_ms: Option<i64>,
+    /// Absent where the server does not say (rounds, watches).
+    pub(super) outcome: Option<OutcomeView>,
 }
 
 impl From<&pb::Decision> for DecisionView {
@@ -185,12 +278,13 @@ impl From<&pb::Decision> for DecisionView {
                 cost: c.cost,
             }),
             expected_overload_at_ms: (d.expected_overload_at_ms != 0).then_some(d.expected_overload_at_ms),
+            outcome: d.outcome.as_ref().map(OutcomeView::from),
         }
     }
 }
 
 impl TableView for DecisionView {
-    const HEADER: &'static [&'static str] = &["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "REASON"];
+    const HEADER: &'static [&'static str] = &["SEQ", "VNODE", "MOVE", "GAIN", "KIND", "VERDICT", "REASON"];
     fn cells(&self) -> Vec<String> {
         vec![
             self.sequence.to_string(),
@@ -198,6 +292,7 @@ impl TableView for DecisionView {
             format!("{} -> {}", self.from_node_id, self.to_node_id),
             format!("{:+.2}", self.gain),
             self.kind.into(),
+            self.outcome.as_ref().map_or("-", |o| o.verdict).into(),
             self.reason.clone(),
         ]
     }

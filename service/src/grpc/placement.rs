@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::decisions::DecisionLog;
 use crate::state::Swarm;
 use crate::validate;
+use swarm_core::outcome::standing;
 
 pub struct PlacementSvc(pub Swarm);
 
@@ -58,7 +59,16 @@ impl pb::placement_server::Placement for PlacementSvc {
         let limit = super::page_limit(r.limit);
         let last_sequence = self.0.decisions().last_sequence();
         let decisions = self.0.list_decisions(r.from_sequence, limit).await?;
-        let decisions = decisions.iter().map(crate::convert::decision).collect();
+        let window = self.0.outcome_window_ms();
+        let decisions = self.0.read_book(|book| {
+            decisions
+                .iter()
+                .map(|d| pb::Decision {
+                    outcome: Some(crate::convert::outcome(&standing(book.get(d.sequence)), window)),
+                    ..crate::convert::decision(d)
+                })
+                .collect()
+        });
         Ok(Response::new(pb::ListDecisionsResponse { decisions, last_sequence }))
     }
 

@@ -27,6 +27,7 @@ use crate::convert;
 use crate::series::{EntityKind, Metric};
 use crate::state::{ApiError, Swarm};
 use swarm_core::decision::Decision;
+use swarm_core::outcome::standing;
 
 use crate::security::Security;
 
@@ -278,11 +279,18 @@ struct LimitQ {
     limit: Option<u64>,
 }
 
-fn decision_json(d: &Decision) -> Value {
+/// A decision for the page, with where its outcome stands (`outcome`:
+/// pending, not moved, helped, neutral, hurt).
+fn decision_json(s: &Swarm, d: &Decision) -> Value {
+    let (outcome, summary) = s.read_book(|b| {
+        let st = standing(b.get(d.sequence));
+        (st.name(), st.summary().to_owned())
+    });
     json!({
         "sequence": d.sequence, "decided_at_ms": d.decided_at_ms, "virtual_node_id": d.virt,
         "from": d.from, "to": d.to, "gain": d.gain, "reason": d.reason,
         "kind": convert::decision_kind(d.kind).as_str_name(),
+        "outcome": outcome, "outcome_summary": summary,
     })
 }
 
@@ -292,7 +300,7 @@ async fn decisions_json(s: &Swarm, limit: u64) -> Result<Value, Error> {
     let from = s.decisions().last_sequence().saturating_sub(limit - 1).max(1);
     let mut ds = s.list_decisions(from, limit as usize).await?;
     ds.reverse();
-    Ok(Value::Array(ds.iter().map(decision_json).collect()))
+    Ok(Value::Array(ds.iter().map(|d| decision_json(s, d)).collect()))
 }
 
 async fn decisions(State(s): State<Swarm>, Query(q): Query<LimitQ>) -> Result<Json<Value>, Error> {
@@ -323,6 +331,6 @@ async fn events(
     let rx = s.decisions().watch(0, s.shutdown_signal()).map_err(|e| ApiError::OutOfRange(e.to_string()))?;
     let stream = ReceiverStream::new(rx)
         .filter_map(|d| d.ok())
-        .map(|d| Ok(Event::default().event("decision").data(decision_json(&d).to_string())));
+        .map(move |d| Ok(Event::default().event("decision").data(decision_json(&s, &d).to_string())));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

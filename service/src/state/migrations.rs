@@ -269,8 +269,9 @@ impl Swarm {
         .await
     }
 
-    /// On the configured tick until shutdown: checks migration timeouts and
-    /// advances applied reconfiguration plans.
+    /// On the configured tick until shutdown: checks migration timeouts,
+    /// advances applied reconfiguration plans and measures the outcomes of
+    /// completed moves whose window has passed.
     pub async fn run_migration_timer(self) {
         let mut shutdown = self.shutdown_signal();
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(self.inner.cfg.migration.tick_ms as u64));
@@ -283,6 +284,10 @@ impl Swarm {
                     }
                     if let Err(e) = self.run_reconfigurations().await {
                         tracing::error!(error = %e, "reconfiguration step failed");
+                    }
+                    // A backend outage only delays outcomes: they stay due.
+                    if let Err(e) = self.measure_outcomes().await {
+                        tracing::warn!(error = %e, "measuring decision outcomes failed; retrying next tick");
                     }
                 }
                 _ = stopped(&mut shutdown) => return,

@@ -34,6 +34,7 @@ use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
 mod metrics_source;
 mod migrations;
+mod outcomes;
 mod reconfig;
 
 pub use reconfig::{ConfigChange, PlanSummary, ReconfigProgress};
@@ -1159,6 +1160,7 @@ impl Swarm {
             series_bytes: series_bytes as i64,
             series_rows: series_rows as i64,
             pending_samples: self.inner.gate.pending() as i64,
+            outcomes: self.outcome_levels(),
             backend_up: self.inner.prometheus.as_ref().and_then(|p| match &*p.health().borrow() {
                 crate::prometheus::Health::Unknown => None,
                 crate::prometheus::Health::Up => Some(true),

@@ -20,6 +20,7 @@ use super::StoreError;
 use swarm_core::decision::{Decision, DecisionKind, ScoreSnapshot};
 use swarm_core::domain::NodeId;
 use swarm_core::migration::machine::{Migration, Phase, Transition};
+use swarm_core::outcome::{Outcome, Side, Verdict};
 use swarm_core::placement::affinity::Components;
 use swarm_core::placement::cost::CostEstimate;
 use swarm_core::reconfig::record::{Origin, PlannedMove, ReconfigState, Reconfiguration};
@@ -337,6 +338,122 @@ struct MigrationRecord {
     seen_requests: Vec<String>,
     #[serde(default)]
     origin: Option<OriginRecord>,
+    /// Added after the first release: absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outcome: Option<OutcomeRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum VerdictRecord {
+    Helped,
+    Neutral,
+    Hurt,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct SideRecord {
+    source_utilisation: Option<f64>,
+    target_utilisation: Option<f64>,
+    source_peak: Option<f64>,
+    target_peak: Option<f64>,
+    latency_ms: Option<f64>,
+    throughput_rps: Option<f64>,
+}
+
+/// What a completed migration achieved, on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OutcomeRecord {
+    /// The decision's kind, coded as in decision records.
+    kind: i32,
+    cutover_at_ms: i64,
+    window_ms: i64,
+    measured_at_ms: i64,
+    before: SideRecord,
+    after: SideRecord,
+    source_peak_without_move: Option<f64>,
+    overload_prevented: bool,
+    predicted_relief: Option<f64>,
+    realised_relief: Option<f64>,
+    verdict: VerdictRecord,
+    summary: String,
+}
+
+impl From<&Side> for SideRecord {
+    fn from(s: &Side) -> Self {
+        SideRecord {
+            source_utilisation: s.source_utilisation,
+            target_utilisation: s.target_utilisation,
+            source_peak: s.source_peak,
+            target_peak: s.target_peak,
+            latency_ms: s.latency_ms,
+            throughput_rps: s.throughput_rps,
+        }
+    }
+}
+
+impl From<SideRecord> for Side {
+    fn from(s: SideRecord) -> Self {
+        Side {
+            source_utilisation: s.source_utilisation,
+            target_utilisation: s.target_utilisation,
+            source_peak: s.source_peak,
+            target_peak: s.target_peak,
+            latency_ms: s.latency_ms,
+            throughput_rps: s.throughput_rps,
+        }
+    }
+}
+
+impl From<&Outcome> for OutcomeRecord {
+    fn from(o: &Outcome) -> Self {
+        OutcomeRecord {
+            kind: kind_code(o.kind),
+            cutover_at_ms: o.cutover_at_ms,
+            window_ms: o.window_ms,
+            measured_at_ms: o.measured_at_ms,
+            before: (&o.before).into(),
+            after: (&o.after).into(),
+            source_peak_without_move: o.source_peak_without_move,
+            overload_prevented: o.overload_prevented,
+            predicted_relief: o.predicted_relief,
+            realised_relief: o.realised_relief,
+            verdict: match o.verdict {
+                Verdict::Helped => VerdictRecord::Helped,
+                Verdict::Neutral => VerdictRecord::Neutral,
+                Verdict::Hurt => VerdictRecord::Hurt,
+            },
+            summary: o.summary.clone(),
+        }
+    }
+}
+
+impl OutcomeRecord {
+    fn into_outcome(self, seq: u64) -> Result<Outcome, StoreError> {
+        let r = self;
+        let kind = kind_from_code(r.kind).ok_or_else(|| StoreError::Corrupt {
+            what: "migration",
+            key: seq.to_string(),
+            reason: format!("unknown decision kind {} in its outcome", r.kind),
+        })?;
+        Ok(Outcome {
+            kind,
+            cutover_at_ms: r.cutover_at_ms,
+            window_ms: r.window_ms,
+            measured_at_ms: r.measured_at_ms,
+            before: r.before.into(),
+            after: r.after.into(),
+            source_peak_without_move: r.source_peak_without_move,
+            overload_prevented: r.overload_prevented,
+            predicted_relief: r.predicted_relief,
+            realised_relief: r.realised_relief,
+            verdict: match r.verdict {
+                VerdictRecord::Helped => Verdict::Helped,
+                VerdictRecord::Neutral => Verdict::Neutral,
+                VerdictRecord::Hurt => Verdict::Hurt,
+            },
+            summary: r.summary,
+        })
+    }
 }
 
 /// Encodes a migration for the store.
@@ -359,6 +476,7 @@ pub fn encode_migration(m: &Migration) -> Vec<u8> {
             .collect(),
         seen_requests: m.seen_requests.clone(),
         origin: m.origin.as_ref().map(|o| OriginRecord { reconfiguration: o.reconfiguration.clone(), index: o.index }),
+        outcome: m.outcome.as_ref().map(OutcomeRecord::from),
     };
     serde_json::to_vec(&r).expect("records serialize")
 }
@@ -390,6 +508,7 @@ pub fn decode_migration(seq: u64, bytes: &[u8]) -> Result<Migration, StoreError>
             .collect(),
         seen_requests: r.seen_requests,
         origin: r.origin.map(|o| Origin { reconfiguration: o.reconfiguration, index: o.index }),
+        outcome: r.outcome.map(|o| o.into_outcome(seq)).transpose()?,
     })
 }
 
@@ -528,6 +647,21 @@ mod tests {
         assert_eq!(decode_decision(7, &encode_decision(&d)).unwrap(), d);
         let mut m = Migration::propose("m7".into(), 7, "v1".into(), "p1".into(), "p2".into(), 5);
         m.origin = Some(Origin { reconfiguration: "r1".into(), index: 2 });
+        assert_eq!(decode_migration(7, &encode_migration(&m)).unwrap(), m);
+        m.outcome = Some(Outcome {
+            kind: DecisionKind::Risk,
+            cutover_at_ms: 10,
+            window_ms: 20,
+            measured_at_ms: 31,
+            before: Side { source_peak: Some(0.95), latency_ms: Some(4.0), ..Default::default() },
+            after: Side { target_utilisation: Some(0.5), throughput_rps: Some(9.0), ..Default::default() },
+            source_peak_without_move: Some(1.1),
+            overload_prevented: true,
+            predicted_relief: Some(0.3),
+            realised_relief: None,
+            verdict: Verdict::Hurt,
+            summary: "latency rose 20 %".into(),
+        });
         assert_eq!(decode_migration(7, &encode_migration(&m)).unwrap(), m);
     }
 

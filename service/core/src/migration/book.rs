@@ -131,6 +131,16 @@ impl Book {
         self.by_seq.is_empty()
     }
 
+    /// Completed migrations whose outcome is not measured yet, oldest first.
+    pub fn awaiting_outcome(&self) -> impl Iterator<Item = &Migration> {
+        self.by_seq.values().filter(|m| m.phase == super::machine::Phase::Completed && m.outcome.is_none())
+    }
+
+    /// Every migration, oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &Migration> {
+        self.by_seq.values()
+    }
+
     /// Newest first, filtered, at most `limit`.
     pub fn list(&self, live_only: bool, virt: Option<&str>, limit: usize) -> Vec<&Migration> {
         self.by_seq

@@ -408,6 +408,9 @@ pub struct Migration {
     /// The applied reconfiguration plan it carries a move of, if any.
     #[serde(default)]
     pub origin: Option<crate::reconfig::record::Origin>,
+    /// What the move achieved, once measured after it completed.
+    #[serde(skip)]
+    pub outcome: Option<crate::outcome::Outcome>,
 }
 
 /// Bits of an epoch below its leader term: the acceptances one term can
@@ -460,7 +463,13 @@ impl Migration {
             history: vec![Transition { phase: Proposed, at_ms: now_ms, cause: "decided by the controller".into() }],
             seen_requests: Vec::new(),
             origin: None,
+            outcome: None,
         }
+    }
+
+    /// When the placement changed: the time it completed (`None` before).
+    pub fn cutover_at_ms(&self) -> Option<i64> {
+        self.history.iter().find(|t| t.phase == Phase::Completed).map(|t| t.at_ms)
     }
 
     /// When the current phase began.
