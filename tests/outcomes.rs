@@ -229,3 +229,92 @@ async fn outcomes_are_measured_from_the_load_before_and_after_and_survive_a_rest
     assert_eq!(by(&after_restart, "v0").outcome, by(&ds, "v0").outcome);
     assert_eq!(by(&after_restart, "v1").outcome, by(&ds, "v1").outcome);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_hurt_is_proposed_back_once_and_not_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("swarm.toml");
+    // Micro-migrations off (gain threshold 1) and a short cooldown, so the
+    // only rule that can move v again is the move back.
+    std::fs::write(
+        &cfg,
+        "[migration]\nverify_window = \"300ms\"\ntick = \"100ms\"\n[controller]\ngain_threshold = 1.0\ncooldown = \"1s\"\n[outcomes]\nwindow = \"2s\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--round-interval", "1h", "--config", cfg.to_str().unwrap()]);
+    let ch = server.channel().await;
+    place(ch.clone(), &[("a", 10.0), ("b", 10.0)], &[("v", 1.0, "a")]).await;
+    // Maintenance on a moves v to b; a is back in service right after.
+    let mut t = pb::topology_client::TopologyClient::new(ch.clone());
+    let mut a = physical("a", 10.0);
+    a.state = pb::PhysicalNodeState::Draining as i32;
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![a.clone()] }).await.unwrap();
+    let mut p = pb::placement_client::PlacementClient::new(ch.clone());
+    let first = p.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner().decisions;
+    assert_eq!(first.len(), 1, "{first:?}");
+    a.state = pb::PhysicalNodeState::Active as i32;
+    t.upsert_physical_nodes(pb::UpsertPhysicalNodesRequest { nodes: vec![a] }).await.unwrap();
+    let mut m = Mig::new(ch.clone());
+    let cut = complete(&mut m, first[0].sequence).await;
+
+    // On b, v's latency triples.
+    use pb::{EntityKind as K, Metric as M};
+    let mut batch = Vec::new();
+    for (k, ts) in [cut - 1500, cut - 1000, cut - 500, cut + 300, cut + 800, cut + 1300].into_iter().enumerate() {
+        let after = k >= 3;
+        batch.push(sample(K::Physical, "a", M::CpuUsage, ts, if after { 0.2 } else { 1.0 }));
+        batch.push(sample(K::Physical, "b", M::CpuUsage, ts, if after { 1.5 } else { 0.5 }));
+        batch.push(sample(K::Virtual, "v", M::CpuUsage, ts, 1.0));
+        batch.push(sample(K::Virtual, "v", M::LatencyMs, ts, if after { 30.0 } else { 10.0 }));
+    }
+    assert_eq!(ingest(ch.clone(), vec![batch]).await.unwrap().rejected, 0);
+    let hurt = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let d = decisions(ch.clone()).await.remove(0);
+            if verdict(&d) != pb::Verdict::Pending {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the outcome is measured");
+    assert_eq!(verdict(&hurt), pb::Verdict::Hurt, "{:?}", hurt.outcome);
+
+    // The next round proposes the move back, priced, citing the outcome.
+    let back = p.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner().decisions;
+    assert_eq!(back.len(), 1, "{back:?}");
+    let b = &back[0];
+    assert_eq!(b.kind, pb::DecisionKind::MoveBack as i32);
+    assert_eq!((b.virtual_node_id.as_str(), b.from_node_id.as_str(), b.to_node_id.as_str()), ("v", "b", "a"));
+    assert_eq!(b.reverses_sequence, hurt.sequence);
+    assert!(
+        b.reason.contains(&format!("decision #{}", hurt.sequence)) && b.reason.contains("latency rose 200 %"),
+        "{}",
+        b.reason
+    );
+    assert!(b.cost.is_some());
+    let mig = m.get_migration(pb::GetMigrationRequest { id: format!("m{}", b.sequence) }).await.unwrap();
+    let mig = mig.into_inner().migration.unwrap();
+    assert!(mig.history[0].cause.contains("moves back"), "{:?}", mig.history[0]);
+
+    // The orchestrator declines it: the hurt move is not proposed back again.
+    m.reject_migration(pb::RejectMigrationRequest {
+        decision_sequence: b.sequence,
+        orchestrator_id: "orch".into(),
+        reason: "keep it".into(),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the cooldown
+    for _ in 0..2 {
+        let again = p.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner().decisions;
+        assert!(again.is_empty(), "{again:?}");
+    }
+    let (_, list, _) = {
+        let out =
+            Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "decisions", "list"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), ())
+    };
+    assert!(list.lines().any(|l| l.contains("move-back") && l.contains("not moved")), "{list}");
+}

@@ -97,11 +97,24 @@ pub struct OutcomesConfig {
     pub margin: f64,
     /// Samples needed on each side before a latency/throughput change counts.
     pub min_points: usize,
+    /// Propose moving a virtual node back when its last move made its
+    /// latency or throughput worse (README "Decision outcomes").
+    pub move_back: bool,
+    /// After a move back, the same virtual node is not moved back again for
+    /// this long (no ping-pong).
+    #[serde(with = "duration::text")]
+    pub move_back_quiet: Duration,
 }
 
 impl Default for OutcomesConfig {
     fn default() -> Self {
-        OutcomesConfig { window: None, margin: 0.1, min_points: 3 }
+        OutcomesConfig {
+            window: None,
+            margin: 0.1,
+            min_points: 3,
+            move_back: true,
+            move_back_quiet: Duration::from_secs(24 * 3600),
+        }
     }
 }
 

@@ -133,6 +133,7 @@ pub fn decision(d: &Decision) -> pb::Decision {
         cost: d.cost.as_ref().map(cost),
         expected_overload_at_ms: d.expected_overload_at_ms.unwrap_or(0),
         outcome: None,
+        reverses_sequence: d.reverses.unwrap_or(0),
     }
 }
 

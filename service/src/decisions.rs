@@ -152,6 +152,10 @@ impl DecisionLog {
                         m.history[0].cause = format!("move {} of reconfiguration {}", o.index + 1, o.reconfiguration);
                         m.origin = Some(o);
                     }
+                    if let Some(back) = d.reverses {
+                        m.history[0].cause = format!("moves back what decision {back} moved (its outcome hurt)");
+                        m.reverses = Some(back);
+                    }
                     m
                 })
                 .collect(),
@@ -278,6 +282,7 @@ pub(crate) mod tests {
     /// An unsequenced micro-migration decision of `v` from p0 to p1.
     pub(crate) fn decision(seq: u64, v: &str) -> Decision {
         Decision {
+            reverses: None,
             sequence: seq,
             round_id: 0,
             decided_at_ms: 1,

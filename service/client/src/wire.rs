@@ -15,6 +15,7 @@ pub fn decision_kind(k: DecisionKind) -> pb::DecisionKind {
         DecisionKind::Overload => pb::DecisionKind::Overload,
         DecisionKind::Reconfiguration => pb::DecisionKind::Reconfiguration,
         DecisionKind::Risk => pb::DecisionKind::Risk,
+        DecisionKind::MoveBack => pb::DecisionKind::MoveBack,
     }
 }
 

@@ -24,17 +24,21 @@ pub enum DecisionKind {
     /// The virtual nodes on the current node have overloaded it together
     /// in the recent history (the risk-aware rule).
     Risk,
+    /// An earlier move of this virtual node hurt its service (its measured
+    /// outcome): it goes back where it came from.
+    MoveBack,
 }
 
 impl DecisionKind {
     /// Every kind.
-    pub const ALL: [DecisionKind; 6] = [
+    pub const ALL: [DecisionKind; 7] = [
         DecisionKind::MicroMigration,
         DecisionKind::Evacuation,
         DecisionKind::Predictive,
         DecisionKind::Overload,
         DecisionKind::Reconfiguration,
         DecisionKind::Risk,
+        DecisionKind::MoveBack,
     ];
 
     /// Short name (`micro-migration`, `predictive`, ...).
@@ -46,6 +50,7 @@ impl DecisionKind {
             DecisionKind::Overload => "overload",
             DecisionKind::Reconfiguration => "reconfiguration",
             DecisionKind::Risk => "risk",
+            DecisionKind::MoveBack => "move-back",
         }
     }
 }
@@ -58,6 +63,7 @@ impl From<ProposalKind> for DecisionKind {
             ProposalKind::Predictive => DecisionKind::Predictive,
             ProposalKind::Overload => DecisionKind::Overload,
             ProposalKind::Risk => DecisionKind::Risk,
+            ProposalKind::MoveBack => DecisionKind::MoveBack,
         }
     }
 }
@@ -113,6 +119,8 @@ pub struct Decision {
     pub cost: Option<CostEstimate>,
     /// For relief moves: when the overload was expected, ms since the epoch.
     pub expected_overload_at_ms: Option<i64>,
+    /// For a move back: the decision whose move it reverses.
+    pub reverses: Option<u64>,
 }
 
 impl Decision {
@@ -133,6 +141,7 @@ impl Decision {
             kind: p.kind.into(),
             cost: Some(p.cost),
             expected_overload_at_ms: p.expected_overload_step.map(|h| now_ms + h as i64 * step_ms),
+            reverses: None,
         }
     }
 }

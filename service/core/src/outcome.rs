@@ -142,6 +142,9 @@ pub struct Outcome {
     pub source_peak_without_move: Option<f64>,
     /// That counterfactual passed the threshold and the real source did not.
     pub overload_prevented: bool,
+    /// The virtual node's latency rose or its throughput fell beyond the
+    /// margin: the evidence a move back acts on.
+    pub service_worse: bool,
     /// Utilisation the move was expected to take off the source: the
     /// virtual node's mean load before, over the source's capacity.
     pub predicted_relief: Option<f64>,
@@ -237,6 +240,7 @@ pub fn assess(o: &Observed, c: &Criteria, mv: Move, now_ms: i64) -> Outcome {
     if let Some(t) = throughput.filter(|&t| t < -c.margin) {
         hurt.push(format!("throughput fell {}", pct(t)));
     }
+    let service_worse = !hurt.is_empty();
     if made_overload {
         hurt.push(format!(
             "the target reached {:.0} % (over the {:.0} % threshold) after the move",
@@ -282,6 +286,7 @@ pub fn assess(o: &Observed, c: &Criteria, mv: Move, now_ms: i64) -> Outcome {
         after,
         source_peak_without_move: without,
         overload_prevented,
+        service_worse,
         predicted_relief,
         realised_relief,
         verdict,
@@ -405,6 +410,7 @@ mod tests {
         c.latency = [series(T - 4000, &[10.0; 4]), series(T, &[12.0; 4])].concat();
         let o = c.assess();
         assert_eq!(o.verdict, Verdict::Hurt);
+        assert!(o.service_worse);
         assert!(o.summary.contains("latency rose 20 %"), "{}", o.summary);
         // Within the margin it does not count.
         c.latency = [series(T - 4000, &[10.0; 4]), series(T, &[10.5; 4])].concat();
@@ -433,6 +439,7 @@ mod tests {
         c.target = [series(T - 4000, &[6.5; 4]), series(T, &[9.5; 4])].concat();
         let o = c.assess();
         assert_eq!(o.verdict, Verdict::Hurt);
+        assert!(!o.service_worse, "the virtual node's own service did not get worse");
         assert!(o.summary.contains("the target reached 95 %"), "{}", o.summary);
     }
 

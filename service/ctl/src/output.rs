@@ -210,6 +210,7 @@ pub fn decision_line(out: Output, style: super::Style, d: &pb::Decision, header:
                     Ok(pb::DecisionKind::Evacuation) => "1;35",
                     Ok(pb::DecisionKind::Reconfiguration) => "1;34",
                     Ok(pb::DecisionKind::Risk) => "1;36",
+                    Ok(pb::DecisionKind::MoveBack) => "1;91",
                     _ => "1;32",
                 };
                 format!("\x1b[{code}m{kind:<15}\x1b[0m")

@@ -28,8 +28,8 @@ use swarm_core::migration::book::Book;
 use swarm_core::migration::machine::Migration;
 use swarm_core::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
 use swarm_core::placement::controller::{self, Automation};
-use swarm_core::placement::risk;
 use swarm_core::placement::view::{CpuForecast, ViewInputs};
+use swarm_core::placement::{move_back, risk};
 use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
 mod metrics_source;
@@ -1017,6 +1017,7 @@ impl Swarm {
         if risk_history.is_some() && !dry_run {
             self.inner.risk_last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
         }
+        let move_back = self.move_back_candidates(now);
         let (outcome, decisions) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
             let mut outcome = controller::run_round(&view, input, &cfg);
@@ -1026,8 +1027,22 @@ impl Swarm {
                 let h: Vec<Option<&[f64]>> = h.iter().map(|x| x.as_deref()).collect();
                 outcome.proposals = risk::proposals(&view, &h, input, &cfg);
             }
-            let ds: Vec<Decision> =
+            let mut ds: Vec<Decision> =
                 outcome.proposals.iter().map(|p| Decision::from_proposal(p, &view, round_id, now, step_ms)).collect();
+            // Moves that hurt go back, after the round's own moves and within its budget.
+            for attempt in move_back::proposals(&view, &outcome.proposals, &move_back, input, &cfg) {
+                match attempt {
+                    move_back::Attempt::Proposed { proposal, reverses } => {
+                        let mut d = Decision::from_proposal(&proposal, &view, round_id, now, step_ms);
+                        d.reverses = Some(reverses);
+                        ds.push(d);
+                        outcome.proposals.push(*proposal);
+                    }
+                    move_back::Attempt::Held { virt, reason } => {
+                        tracing::info!(virt = %virt, reason = %reason, "move back held this round")
+                    }
+                }
+            }
             (outcome, ds)
         })
         .await?;

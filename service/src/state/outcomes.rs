@@ -111,6 +111,18 @@ impl Swarm {
         .await
     }
 
+    /// Hurt moves to propose back this round (none with `[outcomes]
+    /// move_back = false`).
+    pub(super) fn move_back_candidates(&self, now_ms: i64) -> Vec<swarm_core::placement::move_back::Wanted> {
+        let cfg = &self.inner.cfg.outcomes;
+        if !cfg.move_back {
+            return Vec::new();
+        }
+        let quiet = cfg.move_back_quiet.as_millis().min(i64::MAX as u128) as i64;
+        let meta = self.meta();
+        swarm_core::placement::move_back::candidates(&meta.book, &meta.topology, now_ms, quiet)
+    }
+
     /// The kinds of the decisions `due` carry out (read from the log).
     async fn decision_kinds(&self, due: &[Migration]) -> Result<HashMap<u64, DecisionKind>, ApiError> {
         let mut out = HashMap::new();

@@ -495,6 +495,7 @@ impl Swarm {
                             kind: DecisionKind::Reconfiguration,
                             cost: None,
                             expected_overload_at_ms: None,
+                            reverses: None,
                         })
                     })
                     .collect::<Result<Vec<_>, ApiError>>()?;

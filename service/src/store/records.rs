@@ -73,7 +73,7 @@ pub struct DecisionRecord {
     /// Reason.
     #[prost(string, tag = "10")]
     pub reason: String,
-    /// Kind: 1 micro-migration, 2 evacuation, 3 predictive, 4 overload, 5 reconfiguration.
+    /// Kind: 1 micro-migration, 2 evacuation, 3 predictive, 4 overload, 5 reconfiguration, 6 risk, 7 move back.
     #[prost(int32, tag = "11")]
     pub kind: i32,
     /// Cost figures.
@@ -82,6 +82,9 @@ pub struct DecisionRecord {
     /// Expected overload time, ms; 0 when none.
     #[prost(int64, tag = "13")]
     pub expected_overload_at_ms: i64,
+    /// For a move back: the decision it reverses (absent in older records).
+    #[prost(uint64, optional, tag = "14")]
+    pub reverses: Option<u64>,
     /// Record version; absent (0) means 1.
     #[prost(uint32, tag = "100")]
     pub record_version: u32,
@@ -155,6 +158,7 @@ fn kind_code(k: DecisionKind) -> i32 {
         DecisionKind::Overload => 4,
         DecisionKind::Reconfiguration => 5,
         DecisionKind::Risk => 6,
+        DecisionKind::MoveBack => 7,
     }
 }
 
@@ -222,6 +226,7 @@ pub fn encode_decision(d: &Decision) -> Vec<u8> {
             cost: c.cost,
         }),
         expected_overload_at_ms: d.expected_overload_at_ms.unwrap_or(0),
+        reverses: d.reverses,
         record_version: VERSION,
     }
     .encode_to_vec()
@@ -254,6 +259,7 @@ pub fn decode_decision(seq: u64, bytes: &[u8]) -> Result<Decision, StoreError> {
             cost: c.cost,
         }),
         expected_overload_at_ms: (r.expected_overload_at_ms != 0).then_some(r.expected_overload_at_ms),
+        reverses: r.reverses,
     })
 }
 
@@ -341,6 +347,8 @@ struct MigrationRecord {
     /// Added after the first release: absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outcome: Option<OutcomeRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reverses: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,6 +380,8 @@ struct OutcomeRecord {
     after: SideRecord,
     source_peak_without_move: Option<f64>,
     overload_prevented: bool,
+    #[serde(default)]
+    service_worse: bool,
     predicted_relief: Option<f64>,
     realised_relief: Option<f64>,
     verdict: VerdictRecord,
@@ -415,6 +425,7 @@ impl From<&Outcome> for OutcomeRecord {
             after: (&o.after).into(),
             source_peak_without_move: o.source_peak_without_move,
             overload_prevented: o.overload_prevented,
+            service_worse: o.service_worse,
             predicted_relief: o.predicted_relief,
             realised_relief: o.realised_relief,
             verdict: match o.verdict {
@@ -444,6 +455,7 @@ impl OutcomeRecord {
             after: r.after.into(),
             source_peak_without_move: r.source_peak_without_move,
             overload_prevented: r.overload_prevented,
+            service_worse: r.service_worse,
             predicted_relief: r.predicted_relief,
             realised_relief: r.realised_relief,
             verdict: match r.verdict {
@@ -477,6 +489,7 @@ pub fn encode_migration(m: &Migration) -> Vec<u8> {
         seen_requests: m.seen_requests.clone(),
         origin: m.origin.as_ref().map(|o| OriginRecord { reconfiguration: o.reconfiguration.clone(), index: o.index }),
         outcome: m.outcome.as_ref().map(OutcomeRecord::from),
+        reverses: m.reverses,
     };
     serde_json::to_vec(&r).expect("records serialize")
 }
@@ -509,6 +522,7 @@ pub fn decode_migration(seq: u64, bytes: &[u8]) -> Result<Migration, StoreError>
         seen_requests: r.seen_requests,
         origin: r.origin.map(|o| Origin { reconfiguration: o.reconfiguration, index: o.index }),
         outcome: r.outcome.map(|o| o.into_outcome(seq)).transpose()?,
+        reverses: r.reverses,
     })
 }
 
@@ -638,6 +652,7 @@ mod tests {
             kind: DecisionKind::Predictive,
             cost: Some(CostEstimate { transfer_seconds: 1.0, overhead_seconds: 2.0, benefit: 3.0, cost: 4.0 }),
             expected_overload_at_ms: Some(1_700_000_600_000),
+            reverses: Some(3),
         }
     }
 
@@ -647,6 +662,7 @@ mod tests {
         assert_eq!(decode_decision(7, &encode_decision(&d)).unwrap(), d);
         let mut m = Migration::propose("m7".into(), 7, "v1".into(), "p1".into(), "p2".into(), 5);
         m.origin = Some(Origin { reconfiguration: "r1".into(), index: 2 });
+        m.reverses = Some(4);
         assert_eq!(decode_migration(7, &encode_migration(&m)).unwrap(), m);
         m.outcome = Some(Outcome {
             kind: DecisionKind::Risk,
@@ -657,6 +673,7 @@ mod tests {
             after: Side { target_utilisation: Some(0.5), throughput_rps: Some(9.0), ..Default::default() },
             source_peak_without_move: Some(1.1),
             overload_prevented: true,
+            service_worse: true,
             predicted_relief: Some(0.3),
             realised_relief: None,
             verdict: Verdict::Hurt,

@@ -408,6 +408,9 @@ pub struct Migration {
     /// The applied reconfiguration plan it carries a move of, if any.
     #[serde(default)]
     pub origin: Option<crate::reconfig::record::Origin>,
+    /// For a move back: the decision whose move it reverses.
+    #[serde(default)]
+    pub reverses: Option<u64>,
     /// What the move achieved, once measured after it completed.
     #[serde(skip)]
     pub outcome: Option<crate::outcome::Outcome>,
@@ -463,6 +466,7 @@ impl Migration {
             history: vec![Transition { phase: Proposed, at_ms: now_ms, cause: "decided by the controller".into() }],
             seen_requests: Vec::new(),
             origin: None,
+            reverses: None,
             outcome: None,
         }
     }

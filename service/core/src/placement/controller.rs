@@ -164,6 +164,9 @@ pub enum ProposalKind {
     /// recent history, and the move lowers how often (the risk-aware rule,
     /// [`super::risk`]).
     Risk,
+    /// Back where it came from: its last move hurt its service
+    /// ([`super::move_back`]).
+    MoveBack,
 }
 
 /// A proposed move.

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod cost;
 pub mod descheduler;
 pub mod heatmap;
+pub mod move_back;
 pub mod risk;
 pub mod search;
 pub mod synthetic;
