@@ -8,6 +8,7 @@ mod common;
 
 mod azure_ingest;
 mod bad_input;
+mod calibration;
 mod cli;
 mod compat;
 mod dashboard;

@@ -82,6 +82,8 @@ pub struct Config {
     pub store: crate::store::config::StoreConfig,
     /// How completed moves are judged (README "Decision outcomes").
     pub outcomes: OutcomesConfig,
+    /// The cost function learning from completed migrations (README "Cost calibration").
+    pub calibration: swarm_core::placement::calibration::CalibrationConfig,
 }
 
 /// `[outcomes]`: when a completed move counts as having helped or hurt.
@@ -141,6 +143,7 @@ impl Default for Config {
             metrics: crate::prometheus::MetricsConfig::default(),
             store: crate::store::config::StoreConfig::default(),
             outcomes: OutcomesConfig::default(),
+            calibration: Default::default(),
         }
     }
 }
@@ -364,6 +367,7 @@ impl Config {
         }
         .validate()
         .map_err(ConfigError::Invalid)?;
+        self.calibration.validate().map_err(ConfigError::Invalid)?;
         if self.outcomes.window.is_some_and(|w| w < Duration::from_secs(1)) {
             return Err(ConfigError::Invalid("outcomes.window must be at least 1s".into()));
         }

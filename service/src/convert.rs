@@ -137,6 +137,21 @@ pub fn decision(d: &Decision) -> pb::Decision {
     }
 }
 
+/// The cost function's figures to the wire; `enabled`: learned ones are used.
+pub fn cost_figures(c: &swarm_core::placement::calibration::Calibration, enabled: bool) -> Vec<pb::CostFigure> {
+    c.named()
+        .into_iter()
+        .map(|(name, e)| pb::CostFigure {
+            name: name.into(),
+            configured: e.configured,
+            learned: e.learned,
+            samples: e.samples as u32,
+            bounded: e.bounded,
+            in_use: if enabled { e.value() } else { e.configured },
+        })
+        .collect()
+}
+
 /// A verdict to the wire.
 pub fn verdict(v: Verdict) -> pb::Verdict {
     match v {
@@ -363,5 +378,6 @@ pub fn affinity(m: &AffinityMatrix) -> pb::GetAffinityResponse {
             .collect(),
         weights: weights(&m.weights),
         computed_at_ms: m.computed_at_ms,
+        cost_figures: Vec::new(),
     }
 }

@@ -27,6 +27,8 @@
 //! | `swarm_decision_outcomes_pending` | gauge | completed moves whose window after the cutover has not passed |
 //! | `swarm_decision_outcome_relief` | gauge | `kind`, `of` (predicted, realised): mean utilisation taken off the source, fraction of its capacity |
 //! | `swarm_decision_outcome_helped_ratio` | gauge | `kind`: share of measured moves that helped |
+//! | `swarm_cost_figure` | gauge | `figure` (transfer_rate_same_rack/same_zone/remote in bytes/s, startup_seconds, shutdown_seconds), `source` (configured, learned): the cost function's figures (README "Cost calibration") |
+//! | `swarm_cost_figure_samples` | gauge | `figure`: completed migrations it was learned from |
 //! | `swarm_metrics_backend_up` | gauge | `backend` (prometheus): 1 when the last read or write of the Prometheus backend succeeded, 0 when it failed (absent with the embedded store) |
 
 use prometheus_client::encoding::text::encode;
@@ -65,6 +67,8 @@ pub struct Telemetry {
     outcomes_pending: Gauge,
     relief: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     helped: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    cost_figure: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    cost_samples: Family<Labels, Gauge>,
 }
 
 /// Levels read from the state at scrape time.
@@ -88,6 +92,8 @@ pub struct Levels {
     pub backend_up: Option<bool>,
     /// Decision outcomes, from the migration book.
     pub outcomes: OutcomeLevels,
+    /// The cost function's figures: (name, configured, learned, samples).
+    pub cost_figures: Vec<(&'static str, f64, Option<f64>, usize)>,
 }
 
 /// Outcome figures for `/metrics`, read from the book at scrape time.
@@ -219,6 +225,18 @@ impl Telemetry {
             "Share of measured moves that helped, by kind",
             helped.clone(),
         );
+        let cost_figure = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "cost_figure",
+            "The cost function's figures (transfer rates bytes/s, start-up and shut-down s), configured and learned",
+            cost_figure.clone(),
+        );
+        let cost_samples = Family::<Labels, Gauge>::default();
+        registry.register(
+            "cost_figure_samples",
+            "Completed migrations a cost figure was learned from",
+            cost_samples.clone(),
+        );
         Telemetry {
             registry,
             ingest,
@@ -244,6 +262,8 @@ impl Telemetry {
             outcomes_pending,
             relief,
             helped,
+            cost_figure,
+            cost_samples,
         }
     }
 
@@ -339,6 +359,15 @@ impl Telemetry {
             }
             self.helped.get_or_create(&vec![("kind", k.kind.to_owned())]).set(k.helped);
         }
+        for &(name, configured, learned, samples) in &levels.cost_figures {
+            self.cost_figure
+                .get_or_create(&vec![("figure", name.to_owned()), ("source", "configured".into())])
+                .set(configured);
+            if let Some(l) = learned {
+                self.cost_figure.get_or_create(&vec![("figure", name.to_owned()), ("source", "learned".into())]).set(l);
+            }
+            self.cost_samples.get_or_create(&vec![("figure", name.to_owned())]).set(samples as i64);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -384,10 +413,14 @@ mod tests {
                 pending: 2,
                 per_kind: vec![KindLevels { kind: "predictive", relief: Some((0.25, 0.125)), helped: 0.75 }],
             },
+            cost_figures: vec![("transfer_rate_same_rack", 1.25e9, Some(5e8), 7), ("startup_seconds", 10.0, None, 0)],
         });
         for line in [
             "swarm_decision_outcomes{kind=\"predictive\",verdict=\"helped\"} 3",
             "swarm_decision_outcomes_pending 2",
+            "swarm_cost_figure{figure=\"transfer_rate_same_rack\",source=\"learned\"} 500000000.0",
+            "swarm_cost_figure_samples{figure=\"transfer_rate_same_rack\"} 7",
+            "swarm_cost_figure{figure=\"startup_seconds\",source=\"configured\"} 10.0",
             "swarm_decision_outcome_relief{kind=\"predictive\",of=\"realised\"} 0.125",
             "swarm_decision_outcome_helped_ratio{kind=\"predictive\"} 0.75",
             "swarm_ingest_samples_total{source=\"grpc\",result=\"accepted\"} 10",

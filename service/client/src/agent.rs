@@ -54,6 +54,10 @@ pub struct AgentConfig {
     pub report_every: Duration,
     /// Time the cutover takes.
     pub cutover: Duration,
+    /// Simulated state transfer, bytes/s: after the shadow starts, the
+    /// agent waits `state_size_bytes / rate` before its first shadowing
+    /// report, as a real copy would (`None`: no wait).
+    pub transfer_rate: Option<f64>,
     /// Faults to inject.
     pub faults: Faults,
     /// Seed of the fault dice.
@@ -70,6 +74,7 @@ impl Default for AgentConfig {
             shadow_start: Duration::from_millis(500),
             report_every: Duration::from_millis(500),
             cutover: Duration::from_millis(200),
+            transfer_rate: None,
             faults: Faults::default(),
             seed: 1,
             exit_when_idle: None,
@@ -323,6 +328,16 @@ impl<'a> Driver<'a> {
         Ok(r.migration.unwrap_or_default())
     }
 
+    /// How long copying this virtual node's state takes at `rate` bytes/s
+    /// (its size as the topology says now).
+    async fn transfer_time(&self, rate: f64) -> Result<Duration, tonic::Status> {
+        let mut t = pb::topology_client::TopologyClient::new(self.sh.channel.clone());
+        let req = pb::ListVirtualNodesRequest { physical_node_id: self.from.clone() };
+        let nodes = t.list_virtual_nodes(req).await?.into_inner().nodes;
+        let bytes = nodes.iter().find(|v| v.id == self.virt).map_or(0, |v| v.state_size_bytes);
+        Ok(Duration::from_secs_f64(bytes as f64 / rate))
+    }
+
     async fn drive(mut self) -> Result<Option<End>, tonic::Status> {
         let f = self.sh.cfg.faults;
         let who = self.sh.cfg.orchestrator_id.clone();
@@ -380,7 +395,13 @@ impl<'a> Driver<'a> {
                         s.insert(m.to.clone());
                     });
                     started = true;
-                    self.report(pb::MigrationPhase::ShadowStarting, None).await
+                    let r = self.report(pb::MigrationPhase::ShadowStarting, None).await;
+                    if r.is_ok()
+                        && let Some(rate) = self.sh.cfg.transfer_rate
+                    {
+                        tokio::time::sleep(self.transfer_time(rate).await?).await;
+                    }
+                    r
                 }
                 pb::Instruction::StartShadow | pb::Instruction::KeepShadowing => {
                     if instruction == pb::Instruction::KeepShadowing {

@@ -238,6 +238,9 @@ pub struct AgentArgs {
     /// Time a cutover takes.
     #[arg(long, default_value = "200ms", value_parser = swarm_core::duration::parse)]
     pub cutover: Duration,
+    /// Simulate copying state at this rate, bytes/s (e.g. 5e8): after the shadow starts, wait state_size / rate before shadowing (default: no wait).
+    #[arg(long)]
+    pub transfer_rate: Option<f64>,
     /// Fault: probability that a report is lost (it is re-sent later with the same request id).
     #[arg(long, default_value_t = 0.0)]
     pub drop_reports: f64,
@@ -278,6 +281,11 @@ impl AgentArgs {
                 return Err(CtlError::Input(format!("{name} is a probability in [0, 1], got {p}")));
             }
         }
+        if let Some(r) = self.transfer_rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(CtlError::Input(format!("--transfer-rate is bytes per second, > 0; got {r}")));
+        }
         if self.drop_reports > 0.95 {
             return Err(CtlError::Input("--drop-reports above 0.95 would never get a report through".into()));
         }
@@ -286,6 +294,7 @@ impl AgentArgs {
             shadow_start: self.shadow_start,
             report_every: self.report_every,
             cutover: self.cutover,
+            transfer_rate: self.transfer_rate,
             faults: Faults {
                 drop_reports: self.drop_reports,
                 duplicate_reports: self.duplicate_reports,

@@ -310,6 +310,10 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
             "virtual_node_id": row.virtual_node_id, "current_node_id": row.current_node_id,
             "would_move_to": (!row.would_move_to.is_empty()).then_some(&row.would_move_to),
             "weights": r.weights, "ranking": rows,
+            "cost_figures": r.cost_figures.iter().map(|f| serde_json::json!({
+                "name": f.name, "configured": f.configured, "learned": f.learned, "samples": f.samples,
+                "bounded": f.bounded, "in_use": f.in_use,
+            })).collect::<Vec<_>>(),
         }));
     }
     let current = ranked.iter().find(|(id, ..)| **id == row.current_node_id);
@@ -372,6 +376,32 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
         note(out, format_args!("\nWHY"))?;
         for (id, _, m) in &ranked {
             note(out, format_args!("  {id}: {}", m.explanation))?;
+        }
+    }
+    if !r.cost_figures.is_empty() {
+        note(out, format_args!("\nCOST MODEL (learned from completed migrations beside configured)"))?;
+        let fmt = |name: &str, v: f64| {
+            if name.starts_with("transfer_rate") { format!("{:.1} MB/s", v / 1e6) } else { format!("{v:.2} s") }
+        };
+        for f in &r.cost_figures {
+            let learned = match f.learned {
+                Some(l) => format!(
+                    "learned {} from {} migration(s){}",
+                    fmt(&f.name, l),
+                    f.samples,
+                    if f.bounded { ", held at the drift bound" } else { "" }
+                ),
+                None => format!("not learned ({} migration(s))", f.samples),
+            };
+            note(
+                out,
+                format_args!(
+                    "  {:<24} configured {:<12} {learned}; in use {}",
+                    f.name,
+                    fmt(&f.name, f.configured),
+                    fmt(&f.name, f.in_use)
+                ),
+            )?;
         }
     }
     Ok(())

@@ -35,7 +35,9 @@ impl pb::placement_server::Placement for PlacementSvc {
     ) -> Result<Response<pb::GetAffinityResponse>, Status> {
         let r = req.into_inner();
         let m = self.0.affinity(r.virtual_node_ids, r.physical_node_ids, r.assess_moves).await?;
-        Ok(Response::new(crate::convert::affinity(&m)))
+        let mut resp = crate::convert::affinity(&m);
+        resp.cost_figures = crate::convert::cost_figures(&self.0.calibration(), self.0.calibration_enabled());
+        Ok(Response::new(resp))
     }
 
     async fn run_round(&self, req: Request<pb::RunRoundRequest>) -> Result<Response<pb::RunRoundResponse>, Status> {

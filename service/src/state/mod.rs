@@ -32,6 +32,7 @@ use swarm_core::placement::view::{CpuForecast, ViewInputs};
 use swarm_core::placement::{move_back, risk};
 use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
+mod calibration;
 mod metrics_source;
 mod migrations;
 mod outcomes;
@@ -170,6 +171,8 @@ struct Inner {
     /// never): it runs once per its interval, and a restart only makes it
     /// run one round early.
     risk_last_ms: std::sync::atomic::AtomicI64,
+    /// The cost calibration, with the metadata version it was computed at.
+    calibration: std::sync::Mutex<Option<(u64, swarm_core::placement::calibration::Calibration)>>,
 }
 
 /// Runs blocking work (store, series, planners) off the runtime's threads;
@@ -376,6 +379,7 @@ impl Swarm {
             telemetry: crate::telemetry::Telemetry::new(),
             gate,
             risk_last_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            calibration: std::sync::Mutex::new(None),
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
     }
@@ -929,7 +933,7 @@ impl Swarm {
                 })
                 .collect::<Result<_, _>>()?
         };
-        let cfg = self.inner.cfg.controller;
+        let cfg = self.controller_config();
         let (w, limits) = (&cfg.weights, cfg.limits());
         let last = if assess { self.cooldown_clock() } else { HashMap::new() };
         let input = controller::RoundInput { now_ms: self.now_ms(), step_ms: self.step_ms(), last_decided: &last };
@@ -1009,7 +1013,7 @@ impl Swarm {
         let view = self.cluster_view().await?;
         let now = self.now_ms();
         let log = self.inner.decisions.clone();
-        let cfg = self.inner.cfg.controller;
+        let cfg = self.controller_config();
         let round_id = log.next_round_id();
         let step_ms = self.step_ms();
         let last = self.cooldown_clock();
@@ -1176,6 +1180,7 @@ impl Swarm {
             series_rows: series_rows as i64,
             pending_samples: self.inner.gate.pending() as i64,
             outcomes: self.outcome_levels(),
+            cost_figures: self.calibration().named().map(|(n, e)| (n, e.configured, e.learned, e.samples)).to_vec(),
             backend_up: self.inner.prometheus.as_ref().and_then(|p| match &*p.health().borrow() {
                 crate::prometheus::Health::Unknown => None,
                 crate::prometheus::Health::Up => Some(true),

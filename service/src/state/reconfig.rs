@@ -296,7 +296,7 @@ impl Swarm {
         let plan = blocking(move || planner::plan(&problem2, obj))
             .await?
             .map_err(|e| ApiError::FailedPrecondition(format!("the new configuration cannot be satisfied: {e}")))?;
-        let cost: CostModel = self.inner.cfg.controller.cost;
+        let cost: CostModel = self.controller_config().cost;
         let mut moves = Vec::new();
         let mut placements = Vec::new();
         for m in &plan.moves {

@@ -4,6 +4,7 @@
 
 pub mod affinity;
 pub mod assess;
+pub mod calibration;
 pub mod controller;
 pub mod cost;
 pub mod descheduler;
