@@ -66,7 +66,13 @@ async fn sigkill_loses_nothing_acknowledged() {
     assert_eq!(phys.nodes.len(), 3);
     let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
     let list = placement.list_decisions(pb::ListDecisionsRequest::default()).await.unwrap().into_inner();
-    assert_eq!(list.decisions, round.decisions, "decisions survive");
+    // Listed decisions also say where their outcome stands: nothing has
+    // completed a move yet.
+    let unmoved = [pb::Verdict::Pending as i32, pb::Verdict::NotMoved as i32];
+    assert!(list.decisions.iter().all(|d| d.outcome.as_ref().is_some_and(|o| unmoved.contains(&o.verdict))));
+    let listed: Vec<pb::Decision> =
+        list.decisions.iter().map(|d| pb::Decision { outcome: None, ..d.clone() }).collect();
+    assert_eq!(listed, round.decisions, "decisions survive");
     // Sequences and rounds continue after the restart; cooldowns survive too.
     let round2 = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
     assert_eq!(round2.round_id, round.round_id + 1);
