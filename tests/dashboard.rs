@@ -87,6 +87,8 @@ async fn the_heatmap_page_shows_cells_placements_and_proposed_migrations() {
     // Decisions and migrations tables filled.
     assert!(dom.contains("evacuation") || dom.contains("p0 is draining"), "{dom}");
     assert_eq!(dom.matches("<td>proposed</td>").count(), 2, "both proposed migrations listed:\n{dom}");
+    assert_eq!(dom.matches("class=\"outcome-pending\"").count(), 2, "both decisions' outcomes are pending:\n{dom}");
+    assert_eq!(dom.matches("class=\"kind-evacuation\"").count(), 2, "{dom}");
 
     // The same heatmap from the CLI: coloured text and an SVG file.
     let out = Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "heatmap"]).output().unwrap();

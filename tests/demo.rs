@@ -82,6 +82,14 @@ async fn demo_forecasts_and_decides_ahead_of_its_daily_peak_within_a_minute() {
     assert!(predictive.reason.contains("forecast upper bound"), "{}", predictive.reason);
     assert!(!predictive.reason.contains("in 0 min"), "{}", predictive.reason);
     assert!(std::time::Instant::now() < deadline);
+    // The dashboard's decisions carry when the overload was expected (the
+    // page marks predictive decisions with it).
+    let (status, _, body) = http_get(server.http.as_ref().unwrap(), "/api/decisions?limit=1000", "");
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = listed.as_array().unwrap().iter().find(|d| d["sequence"] == predictive.sequence).expect(&body).clone();
+    assert_eq!(row["expected_overload_at_ms"], predictive.expected_overload_at_ms, "{row}");
+    assert_eq!(row["kind"], "DECISION_KIND_PREDICTIVE", "{row}");
     let out = std::process::Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "--output", "json", "forecast", "v000"])
         .output()

@@ -290,6 +290,7 @@ fn decision_json(s: &Swarm, d: &Decision) -> Value {
         "sequence": d.sequence, "decided_at_ms": d.decided_at_ms, "virtual_node_id": d.virt,
         "from": d.from, "to": d.to, "gain": d.gain, "reason": d.reason,
         "kind": convert::decision_kind(d.kind).as_str_name(),
+        "expected_overload_at_ms": d.expected_overload_at_ms,
         "outcome": outcome, "outcome_summary": summary,
     })
 }
