@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use swarm_client::Conn;
 use swarm_proto::v1 as pb;
 
 use super::output::note;
+use super::views::TableView;
 use super::{CtlError, Output};
 
 /// `reconfigure` subcommands.
@@ -330,116 +331,196 @@ fn human_seconds(s: f64) -> String {
     }
 }
 
-fn move_json(m: &pb::PlannedMove) -> serde_json::Value {
-    serde_json::json!({
-        "virtual_node_id": m.virtual_node_id, "from_node_id": m.from_node_id, "to_node_id": m.to_node_id,
-        "bytes": m.bytes, "reason": m.reason, "estimated_seconds": m.estimated_seconds,
-    })
+/// A planned move, as `plan` and `status` show it.
+#[derive(Serialize)]
+struct PlannedMoveView {
+    virtual_node_id: String,
+    from_node_id: String,
+    to_node_id: String,
+    bytes: u64,
+    reason: String,
+    estimated_seconds: f64,
+}
+
+impl From<&pb::PlannedMove> for PlannedMoveView {
+    fn from(m: &pb::PlannedMove) -> Self {
+        PlannedMoveView {
+            virtual_node_id: m.virtual_node_id.clone(),
+            from_node_id: m.from_node_id.clone(),
+            to_node_id: m.to_node_id.clone(),
+            bytes: m.bytes,
+            reason: m.reason.clone(),
+            estimated_seconds: m.estimated_seconds,
+        }
+    }
+}
+
+impl TableView for PlannedMoveView {
+    const HEADER: &'static [&'static str] = &["VNODE", "MOVE", "GIB", "TAKES", "WHY"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.virtual_node_id.clone(),
+            format!(
+                "{} -> {}",
+                if self.from_node_id.is_empty() { "(new)" } else { &self.from_node_id },
+                self.to_node_id
+            ),
+            format!("{:.1}", self.bytes as f64 / GIB),
+            human_seconds(self.estimated_seconds),
+            self.reason.clone(),
+        ]
+    }
+}
+
+/// `reconfigure plan` (and what `apply` applies).
+#[derive(Serialize)]
+struct PlanView {
+    plan_id: String,
+    moves: Vec<PlannedMoveView>,
+    placements: Vec<PlannedMoveView>,
+    total_bytes: u64,
+    estimated_seconds: f64,
+    lower_bound: u64,
+    optimal: bool,
+    method: String,
+    expires_at_ms: i64,
+}
+
+impl From<&pb::PlanResponse> for PlanView {
+    fn from(p: &pb::PlanResponse) -> Self {
+        PlanView {
+            plan_id: p.plan_id.clone(),
+            moves: p.moves.iter().map(Into::into).collect(),
+            placements: p.placements.iter().map(Into::into).collect(),
+            total_bytes: p.total_bytes,
+            estimated_seconds: p.estimated_seconds,
+            lower_bound: p.lower_bound,
+            optimal: p.optimal,
+            method: p.method.clone(),
+            expires_at_ms: p.expires_at_ms,
+        }
+    }
 }
 
 /// A plan: a summary line, the moves by reason, then every move.
 pub fn print_plan(out: Output, p: &pb::PlanResponse) -> Result<(), CtlError> {
+    let v = PlanView::from(p);
     if out == Output::Json {
-        let v = serde_json::json!({
-            "plan_id": p.plan_id, "moves": p.moves.iter().map(move_json).collect::<Vec<_>>(),
-            "placements": p.placements.iter().map(move_json).collect::<Vec<_>>(),
-            "total_bytes": p.total_bytes, "estimated_seconds": p.estimated_seconds,
-            "lower_bound": p.lower_bound, "optimal": p.optimal, "method": p.method,
-            "expires_at_ms": p.expires_at_ms,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?);
-        return Ok(());
+        return super::output::json(&serde_json::to_value(&v).map_err(std::io::Error::other)?);
     }
     note(
         out,
         format_args!(
             "plan {}: {} move(s), {:.1} GiB, about {} at 8 at a time; {} ({})",
-            p.plan_id,
-            p.moves.len(),
-            p.total_bytes as f64 / GIB,
-            human_seconds(p.estimated_seconds),
-            if p.optimal {
+            v.plan_id,
+            v.moves.len(),
+            v.total_bytes as f64 / GIB,
+            human_seconds(v.estimated_seconds),
+            if v.optimal {
                 "optimal".to_string()
             } else {
-                format!("not proven optimal, lower bound {}", p.lower_bound)
+                format!("not proven optimal, lower bound {}", v.lower_bound)
             },
-            p.method
+            v.method
         ),
     )?;
     let mut by: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in &p.moves {
+    for m in &v.moves {
         *by.entry(m.reason.as_str()).or_default() += 1;
     }
     for (r, n) in by {
         note(out, format_args!("  {n} because {r}"))?;
     }
-    if !p.placements.is_empty() {
-        note(out, format_args!("  {} new virtual node(s) placed", p.placements.len()))?;
+    if !v.placements.is_empty() {
+        note(out, format_args!("  {} new virtual node(s) placed", v.placements.len()))?;
     }
-    let rows: Vec<Vec<String>> = p
-        .moves
-        .iter()
-        .chain(&p.placements)
-        .map(|m| {
-            vec![
-                m.virtual_node_id.clone(),
-                format!("{} -> {}", if m.from_node_id.is_empty() { "(new)" } else { &m.from_node_id }, m.to_node_id),
-                format!("{:.1}", m.bytes as f64 / GIB),
-                human_seconds(m.estimated_seconds),
-                m.reason.clone(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = v.moves.iter().chain(&v.placements).map(TableView::cells).collect();
     if !rows.is_empty() {
-        super::output::table(out, &["VNODE", "MOVE", "GIB", "TAKES", "WHY"], &rows)?;
+        super::output::table(out, PlannedMoveView::HEADER, &rows)?;
     }
     Ok(())
 }
 
+/// One move of an applied plan and the migration carrying it out.
+#[derive(Serialize)]
+struct StatusMoveView {
+    #[serde(rename = "move")]
+    planned: Option<PlannedMoveView>,
+    migration_id: String,
+    /// `None` until its migration exists.
+    phase: Option<&'static str>,
+}
+
+impl TableView for StatusMoveView {
+    const HEADER: &'static [&'static str] = &["VNODE", "MOVE", "MIGRATION", "PHASE"];
+    fn cells(&self) -> Vec<String> {
+        let (v, from, to) = self
+            .planned
+            .as_ref()
+            .map_or(("", "", ""), |m| (m.virtual_node_id.as_str(), m.from_node_id.as_str(), m.to_node_id.as_str()));
+        vec![
+            v.into(),
+            format!("{from} -> {to}"),
+            if self.migration_id.is_empty() { "-".into() } else { self.migration_id.clone() },
+            self.phase.unwrap_or("pending").into(),
+        ]
+    }
+}
+
+/// `reconfigure status ID`.
+#[derive(Serialize)]
+struct StatusView {
+    reconfiguration_id: String,
+    state: String,
+    total_moves: u32,
+    completed_moves: u32,
+    failed_moves: u32,
+    in_flight_moves: u32,
+    pending_moves: u32,
+    removals_pending: Vec<String>,
+    moves: Vec<StatusMoveView>,
+}
+
 fn print_status(out: Output, id: &str, s: &pb::GetReconfigurationResponse) -> Result<(), CtlError> {
+    let v = StatusView {
+        reconfiguration_id: id.into(),
+        state: s.state.clone(),
+        total_moves: s.total_moves,
+        completed_moves: s.completed_moves,
+        failed_moves: s.failed_moves,
+        in_flight_moves: s.in_flight_moves,
+        pending_moves: s.pending_moves,
+        removals_pending: s.removals_pending.clone(),
+        moves: s
+            .moves
+            .iter()
+            .map(|m| StatusMoveView {
+                planned: m.r#move.as_ref().map(Into::into),
+                migration_id: m.migration_id.clone(),
+                phase: swarm_client::wire::phase_from_wire(m.phase).map(|p| p.name()),
+            })
+            .collect(),
+    };
     if out == Output::Json {
-        let v = serde_json::json!({
-            "reconfiguration_id": id, "state": s.state, "total_moves": s.total_moves,
-            "completed_moves": s.completed_moves, "failed_moves": s.failed_moves,
-            "in_flight_moves": s.in_flight_moves, "pending_moves": s.pending_moves,
-            "removals_pending": s.removals_pending,
-            "moves": s.moves.iter().map(|m| serde_json::json!({
-                "move": m.r#move.as_ref().map(move_json), "migration_id": m.migration_id,
-                "phase": swarm_client::wire::phase_from_wire(m.phase).map(|p| p.name()),
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?);
-        return Ok(());
+        return super::output::json(&serde_json::to_value(&v).map_err(std::io::Error::other)?);
     }
     note(
         out,
         format_args!(
             "{id}: {}; {} of {} moves completed, {} failed, {} in flight, {} pending{}",
-            s.state,
-            s.completed_moves,
-            s.total_moves,
-            s.failed_moves,
-            s.in_flight_moves,
-            s.pending_moves,
-            if s.removals_pending.is_empty() {
+            v.state,
+            v.completed_moves,
+            v.total_moves,
+            v.failed_moves,
+            v.in_flight_moves,
+            v.pending_moves,
+            if v.removals_pending.is_empty() {
                 String::new()
             } else {
-                format!("; not removed yet: {}", s.removals_pending.join(", "))
+                format!("; not removed yet: {}", v.removals_pending.join(", "))
             }
         ),
     )?;
-    let rows: Vec<Vec<String>> = s
-        .moves
-        .iter()
-        .map(|m| {
-            let mv = m.r#move.clone().unwrap_or_default();
-            vec![
-                mv.virtual_node_id,
-                format!("{} -> {}", mv.from_node_id, mv.to_node_id),
-                if m.migration_id.is_empty() { "-".into() } else { m.migration_id.clone() },
-                swarm_client::wire::phase_from_wire(m.phase).map_or("pending", |p| p.name()).into(),
-            ]
-        })
-        .collect();
-    super::output::table(out, &["VNODE", "MOVE", "MIGRATION", "PHASE"], &rows)
+    let rows: Vec<Vec<String>> = v.moves.iter().map(TableView::cells).collect();
+    super::output::table(out, StatusMoveView::HEADER, &rows)
 }
