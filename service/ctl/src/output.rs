@@ -7,7 +7,8 @@ use std::io::Write;
 use swarm_proto::v1 as pb;
 
 use super::views::{
-    DecisionView, MigrationView, PhysicalNodeView, VirtualNodeView, emit, instruction_name, kind_name, phase_name,
+    AffinityView, DecisionView, MigrationView, PhysicalNodeView, VirtualNodeView, emit, instruction_name, kind_name,
+    phase_name,
 };
 use super::{CtlError, IngestSummary};
 
@@ -257,83 +258,31 @@ fn comp(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
 }
 
-fn verdict_name(v: i32) -> &'static str {
-    match pb::MoveVerdict::try_from(v) {
-        Ok(pb::MoveVerdict::Current) => "current",
-        Ok(pb::MoveVerdict::Unplaced) => "unplaced",
-        Ok(pb::MoveVerdict::Infeasible) => "infeasible",
-        Ok(pb::MoveVerdict::Migrating) => "migrating",
-        Ok(pb::MoveVerdict::Cooling) => "cooling",
-        Ok(pb::MoveVerdict::Busy) => "busy",
-        Ok(pb::MoveVerdict::BelowThreshold) => "below-threshold",
-        Ok(pb::MoveVerdict::DoesNotPay) => "does-not-pay",
-        Ok(pb::MoveVerdict::Pays) => "pays",
-        _ => "-",
-    }
-}
-
 /// `affinity VNODE`: physical nodes ranked best first, each with its
 /// components and what the controller makes of moving there.
 pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError> {
-    let Some(row) = r.rows.first() else {
+    let Some(v) = AffinityView::of(r) else {
         return Err(CtlError::Input("the server returned no row".into()));
     };
-    let none = pb::MoveAssessment::default();
-    let mut ranked: Vec<(&String, &pb::AffinityScore, &pb::MoveAssessment)> = r
-        .physical_node_ids
-        .iter()
-        .zip(&row.scores)
-        .enumerate()
-        .map(|(i, (id, s))| (id, s, row.moves.get(i).unwrap_or(&none)))
-        .collect();
-    ranked.sort_by(|a, b| {
-        b.1.feasible.cmp(&a.1.feasible).then(b.1.score.total_cmp(&a.1.score)).then_with(|| a.0.cmp(b.0))
-    });
-    let components = |s: &pb::AffinityScore| s.components.unwrap_or_default();
     if out == Output::Json {
-        let rows: Vec<_> = ranked
-            .iter()
-            .map(|(id, s, m)| {
-                serde_json::json!({
-                    "physical_node_id": id, "current": **id == row.current_node_id, "score": s.score,
-                    "feasible": s.feasible, "infeasible_reason": s.infeasible_reason,
-                    "components": swarm_client::wire::components_json(&s.components),
-                    "verdict": verdict_name(m.verdict), "gain": m.gain, "explanation": m.explanation,
-                    "cost": m.cost.as_ref().map(|c| serde_json::json!({
-                        "transfer_seconds": c.transfer_seconds, "overhead_seconds": c.overhead_seconds,
-                        "benefit": c.benefit, "cost": c.cost, "net": c.benefit - c.cost,
-                    })),
-                })
-            })
-            .collect();
-        return json(&serde_json::json!({
-            "virtual_node_id": row.virtual_node_id, "current_node_id": row.current_node_id,
-            "would_move_to": (!row.would_move_to.is_empty()).then_some(&row.would_move_to),
-            "weights": r.weights, "ranking": rows,
-            "cost_figures": r.cost_figures.iter().map(|f| serde_json::json!({
-                "name": f.name, "configured": f.configured, "learned": f.learned, "samples": f.samples,
-                "bounded": f.bounded, "in_use": f.in_use,
-            })).collect::<Vec<_>>(),
-        }));
+        return json(&serde_json::to_value(&v).map_err(std::io::Error::other)?);
     }
-    let current = ranked.iter().find(|(id, ..)| **id == row.current_node_id);
+    let current = v.ranking.iter().find(|x| x.current);
     note(
         out,
         format_args!(
             "{} runs on {}{}",
-            row.virtual_node_id,
-            if row.current_node_id.is_empty() { "nothing (unplaced)" } else { &row.current_node_id },
-            current.map(|(_, s, _)| format!(" (affinity {:.3})", s.score)).unwrap_or_default()
+            v.virtual_node_id,
+            if v.current_node_id.is_empty() { "nothing (unplaced)" } else { &v.current_node_id },
+            current.map(|x| format!(" (affinity {:.3})", x.score)).unwrap_or_default()
         ),
     )?;
-    if row.would_move_to.is_empty() {
-        note(out, format_args!("verdict: stays; no move passes the controller's rules (see WHY)"))?;
-    } else {
-        let why = ranked.iter().find(|(id, ..)| **id == row.would_move_to).map(|(_, _, m)| m.explanation.as_str());
-        note(
-            out,
-            format_args!("verdict: move to {}: {}", row.would_move_to, why.unwrap_or("(outside the columns shown)")),
-        )?;
+    match &v.would_move_to {
+        None => note(out, format_args!("verdict: stays; no move passes the controller's rules (see WHY)"))?,
+        Some(to) => {
+            let why = v.ranking.iter().find(|x| x.physical_node_id == *to).map(|x| x.explanation.as_str());
+            note(out, format_args!("verdict: move to {to}: {}", why.unwrap_or("(outside the columns shown)")))?;
+        }
     }
     note(out, format_args!(""))?;
     let mut header =
@@ -341,15 +290,16 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
     if out == Output::Csv {
         header.extend(["GAIN", "BENEFIT", "COST", "WHY"]);
     }
-    let rows: Vec<Vec<String>> = ranked
+    let rows: Vec<Vec<String>> = v
+        .ranking
         .iter()
         .enumerate()
-        .map(|(i, (id, s, m))| {
-            let c = components(s);
+        .map(|(i, x)| {
+            let c = x.parts;
             let mut cells = vec![
                 (i + 1).to_string(),
-                format!("{}{}", id, if **id == row.current_node_id { " *" } else { "" }),
-                format!("{:.3}", s.score),
+                format!("{}{}", x.physical_node_id, if x.current { " *" } else { "" }),
+                format!("{:.3}", x.score),
                 comp(c.cpu_headroom),
                 comp(c.memory_headroom),
                 comp(c.network_headroom),
@@ -357,14 +307,14 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
                 comp(c.history),
                 comp(c.locality),
                 comp(c.forecast_headroom),
-                verdict_name(m.verdict).into(),
+                x.verdict.into(),
             ];
             if out == Output::Csv {
                 cells.extend([
-                    format!("{:.4}", m.gain),
-                    m.cost.map(|c| format!("{:.1}", c.benefit)).unwrap_or_default(),
-                    m.cost.map(|c| format!("{:.1}", c.cost)).unwrap_or_default(),
-                    m.explanation.clone(),
+                    format!("{:.4}", x.gain),
+                    x.cost.map(|c| format!("{:.1}", c.benefit)).unwrap_or_default(),
+                    x.cost.map(|c| format!("{:.1}", c.cost)).unwrap_or_default(),
+                    x.explanation.clone(),
                 ]);
             }
             cells
@@ -372,18 +322,18 @@ pub fn affinity(out: Output, r: &pb::GetAffinityResponse) -> Result<(), CtlError
         .collect();
     table(out, &header, &rows)?;
     note(out, format_args!("(* = current placement; components in [0,1], higher is better; - = no data)"))?;
-    if ranked.iter().any(|(.., m)| !m.explanation.is_empty()) {
+    if v.ranking.iter().any(|x| !x.explanation.is_empty()) {
         note(out, format_args!("\nWHY"))?;
-        for (id, _, m) in &ranked {
-            note(out, format_args!("  {id}: {}", m.explanation))?;
+        for x in &v.ranking {
+            note(out, format_args!("  {}: {}", x.physical_node_id, x.explanation))?;
         }
     }
-    if !r.cost_figures.is_empty() {
+    if !v.cost_figures.is_empty() {
         note(out, format_args!("\nCOST MODEL (learned from completed migrations beside configured)"))?;
         let fmt = |name: &str, v: f64| {
             if name.starts_with("transfer_rate") { format!("{:.1} MB/s", v / 1e6) } else { format!("{v:.2} s") }
         };
-        for f in &r.cost_figures {
+        for f in &v.cost_figures {
             let learned = match f.learned {
                 Some(l) => format!(
                     "learned {} from {} migration(s){}",

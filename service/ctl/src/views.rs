@@ -190,7 +190,7 @@ impl From<&pb::DecisionOutcome> for OutcomeView {
     fn from(o: &pb::DecisionOutcome) -> Self {
         let at = |ms: i64| (ms != 0).then_some(ms);
         OutcomeView {
-            verdict: verdict_name(o.verdict),
+            verdict: outcome_verdict_name(o.verdict),
             summary: o.summary.clone(),
             cutover_at_ms: at(o.cutover_at_ms),
             window_ms: o.window_ms,
@@ -225,8 +225,8 @@ impl OutcomeView {
     }
 }
 
-/// A wire verdict's name: `pending`, `helped`, `neutral`, `hurt`, `not moved`.
-pub(super) fn verdict_name(v: i32) -> &'static str {
+/// A wire outcome verdict's name: `pending`, `helped`, `neutral`, `hurt`, `not moved`.
+pub(super) fn outcome_verdict_name(v: i32) -> &'static str {
     match pb::Verdict::try_from(v) {
         Ok(pb::Verdict::Pending) => "pending",
         Ok(pb::Verdict::Helped) => "helped",
@@ -383,5 +383,132 @@ impl TableView for MigrationView {
             },
             self.instruction.into(),
         ]
+    }
+}
+
+/// The cost function's figures of a move.
+#[derive(Serialize, Clone, Copy)]
+pub(super) struct MoveCostView {
+    pub(super) transfer_seconds: f64,
+    pub(super) overhead_seconds: f64,
+    pub(super) benefit: f64,
+    pub(super) cost: f64,
+    net: f64,
+}
+
+/// One physical node in `affinity VNODE`'s ranking.
+#[derive(Serialize)]
+pub(super) struct RankView {
+    pub(super) physical_node_id: String,
+    pub(super) current: bool,
+    pub(super) score: f64,
+    feasible: bool,
+    infeasible_reason: String,
+    #[serde(skip)]
+    pub(super) parts: pb::AffinityComponents,
+    components: serde_json::Value,
+    pub(super) verdict: &'static str,
+    pub(super) gain: f64,
+    pub(super) explanation: String,
+    pub(super) cost: Option<MoveCostView>,
+}
+
+/// A figure of the cost function, configured and learned.
+#[derive(Serialize)]
+pub(super) struct CostFigureView {
+    pub(super) name: String,
+    pub(super) configured: f64,
+    pub(super) learned: Option<f64>,
+    pub(super) samples: u32,
+    pub(super) bounded: bool,
+    pub(super) in_use: f64,
+}
+
+/// `affinity VNODE`: physical nodes ranked best first (feasible, then by
+/// score, then by id), each with what the controller makes of moving there.
+#[derive(Serialize)]
+pub(super) struct AffinityView {
+    pub(super) virtual_node_id: String,
+    pub(super) current_node_id: String,
+    pub(super) would_move_to: Option<String>,
+    weights: HashMap<String, f64>,
+    pub(super) ranking: Vec<RankView>,
+    pub(super) cost_figures: Vec<CostFigureView>,
+}
+
+/// A move verdict's name (`pays`, `cooling`, ...).
+fn move_verdict_name(v: i32) -> &'static str {
+    match pb::MoveVerdict::try_from(v) {
+        Ok(pb::MoveVerdict::Current) => "current",
+        Ok(pb::MoveVerdict::Unplaced) => "unplaced",
+        Ok(pb::MoveVerdict::Infeasible) => "infeasible",
+        Ok(pb::MoveVerdict::Migrating) => "migrating",
+        Ok(pb::MoveVerdict::Cooling) => "cooling",
+        Ok(pb::MoveVerdict::Busy) => "busy",
+        Ok(pb::MoveVerdict::BelowThreshold) => "below-threshold",
+        Ok(pb::MoveVerdict::DoesNotPay) => "does-not-pay",
+        Ok(pb::MoveVerdict::Pays) => "pays",
+        _ => "-",
+    }
+}
+
+impl AffinityView {
+    /// The view of the first row of `r` (`None`: the server sent no row).
+    pub(super) fn of(r: &pb::GetAffinityResponse) -> Option<AffinityView> {
+        let row = r.rows.first()?;
+        let none = pb::MoveAssessment::default();
+        let mut ranking: Vec<RankView> = r
+            .physical_node_ids
+            .iter()
+            .zip(&row.scores)
+            .enumerate()
+            .map(|(i, (id, s))| {
+                let m = row.moves.get(i).unwrap_or(&none);
+                RankView {
+                    physical_node_id: id.clone(),
+                    current: *id == row.current_node_id,
+                    score: s.score,
+                    feasible: s.feasible,
+                    infeasible_reason: s.infeasible_reason.clone(),
+                    parts: s.components.unwrap_or_default(),
+                    components: swarm_client::wire::components_json(&s.components),
+                    verdict: move_verdict_name(m.verdict),
+                    gain: m.gain,
+                    explanation: m.explanation.clone(),
+                    cost: m.cost.as_ref().map(|c| MoveCostView {
+                        transfer_seconds: c.transfer_seconds,
+                        overhead_seconds: c.overhead_seconds,
+                        benefit: c.benefit,
+                        cost: c.cost,
+                        net: c.benefit - c.cost,
+                    }),
+                }
+            })
+            .collect();
+        ranking.sort_by(|a, b| {
+            b.feasible
+                .cmp(&a.feasible)
+                .then(b.score.total_cmp(&a.score))
+                .then_with(|| a.physical_node_id.cmp(&b.physical_node_id))
+        });
+        Some(AffinityView {
+            virtual_node_id: row.virtual_node_id.clone(),
+            current_node_id: row.current_node_id.clone(),
+            would_move_to: (!row.would_move_to.is_empty()).then(|| row.would_move_to.clone()),
+            weights: r.weights.clone(),
+            ranking,
+            cost_figures: r
+                .cost_figures
+                .iter()
+                .map(|f| CostFigureView {
+                    name: f.name.clone(),
+                    configured: f.configured,
+                    learned: f.learned,
+                    samples: f.samples,
+                    bounded: f.bounded,
+                    in_use: f.in_use,
+                })
+                .collect(),
+        })
     }
 }
