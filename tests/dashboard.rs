@@ -96,6 +96,18 @@ async fn the_heatmap_page_shows_cells_placements_and_proposed_migrations() {
     assert!(out.status.success() && text.starts_with("8 of 8 virtual nodes"), "{text}");
     assert_eq!(text.matches("0mP ").count(), 2, "{text}");
     assert_eq!(text.matches("0m● ").count(), 8, "{text}");
+    // ...and as JSON: the same four columns and eight rows, both proposed migrations.
+    let out = Command::new(&*SWARMCTL)
+        .args(["--server", &server.endpoint(), "--output", "json", "heatmap"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["columns"].as_array().unwrap().len(), 4, "{j}");
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{j}");
+    assert_eq!(rows.iter().filter(|r| r["migration_phase"] == "proposed").count(), 2, "{j}");
+    assert!(rows.iter().all(|r| r["cells"].as_array().unwrap().iter().all(|c| c.is_null() || c.is_f64())), "{j}");
     let svg_path = tmp.path().join("heatmap.svg");
     let out = Command::new(&*SWARMCTL)
         .args(["--server", &server.endpoint(), "heatmap", "--format", "svg", "--out"])

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use serde::Serialize;
 use swarm_client::Conn;
 use swarm_proto::v1 as pb;
 
@@ -162,79 +163,85 @@ pub async fn run(ch: Conn, out: Output, style: Style, a: ForecastArgs) -> Result
         }
         r.points.truncate(want);
     }
-    let kind_name = if physical { "physical" } else { "virtual" };
+    let v = ForecastView {
+        node: a.node.clone(),
+        kind: if physical { "physical" } else { "virtual" },
+        metric: metric.name(),
+        model: r.model.clone(),
+        interval_coverage: r.interval_coverage,
+        step_ms: r.step_ms,
+        threshold: (r.threshold > 0.0).then_some(r.threshold),
+        threshold_label: r.threshold_label.clone(),
+        history: r.history.iter().map(|p| Observed { timestamp_ms: p.timestamp_ms, value: p.value }).collect(),
+        points: r
+            .points
+            .iter()
+            .map(|p| Point { timestamp_ms: p.timestamp_ms, mean: p.mean, lower: p.lower, upper: p.upper })
+            .collect(),
+    };
     match out {
-        Output::Json => output::json(&serde_json::json!({
-            "node": a.node, "kind": kind_name, "metric": metric.name(), "model": r.model,
-            "interval_coverage": r.interval_coverage, "step_ms": r.step_ms,
-            "threshold": (r.threshold > 0.0).then_some(r.threshold),
-            "threshold_label": r.threshold_label,
-            "history": r.history.iter().map(|p| serde_json::json!({"timestamp_ms": p.timestamp_ms, "value": p.value})).collect::<Vec<_>>(),
-            "points": r.points.iter().map(|p| serde_json::json!({"timestamp_ms": p.timestamp_ms, "mean": p.mean, "lower": p.lower, "upper": p.upper})).collect::<Vec<_>>(),
-        })),
+        Output::Json => output::json(&serde_json::to_value(&v).map_err(std::io::Error::other)?),
         Output::Csv => {
             // One table for both: observed rows have a value, forecast rows a mean and interval.
-            let rows: Vec<Vec<String>> = r
-                .history
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.timestamp_ms.to_string(),
-                        "observed".into(),
-                        p.value.to_string(),
-                        "".into(),
-                        "".into(),
-                        "".into(),
-                    ]
-                })
-                .chain(r.points.iter().map(|p| {
-                    vec![
-                        p.timestamp_ms.to_string(),
-                        "forecast".into(),
-                        "".into(),
-                        p.lower.to_string(),
-                        p.mean.to_string(),
-                        p.upper.to_string(),
-                    ]
-                }))
-                .collect();
+            let observed = v.history.iter().map(|p| {
+                vec![
+                    p.timestamp_ms.to_string(),
+                    "observed".into(),
+                    p.value.to_string(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                ]
+            });
+            let forecast = v.points.iter().map(|p| {
+                vec![
+                    p.timestamp_ms.to_string(),
+                    "forecast".into(),
+                    "".into(),
+                    p.lower.to_string(),
+                    p.mean.to_string(),
+                    p.upper.to_string(),
+                ]
+            });
+            let rows: Vec<Vec<String>> = observed.chain(forecast).collect();
             output::table(out, &["timestamp_ms", "kind", "value", "lower", "mean", "upper"], &rows)
         }
         Output::Table => {
-            let now = r.points.first().map_or(0, |p| p.timestamp_ms - r.step_ms);
+            let now = v.points.first().map_or(0, |p| p.timestamp_ms - v.step_ms);
             let mut w = std::io::stdout().lock();
             writeln!(
                 w,
-                "{} ({kind_name}) {}: {:.0} % interval, {} steps of {}; model: {}",
-                a.node,
-                metric.name(),
-                r.interval_coverage * 100.0,
-                r.points.len(),
-                humantime::format_duration(Duration::from_millis(r.step_ms.max(0) as u64)),
-                r.model
+                "{} ({}) {}: {:.0} % interval, {} steps of {}; model: {}",
+                v.node,
+                v.kind,
+                v.metric,
+                v.interval_coverage * 100.0,
+                v.points.len(),
+                humantime::format_duration(Duration::from_millis(v.step_ms.max(0) as u64)),
+                v.model
             )?;
             drop(w);
-            let rows: Vec<Vec<String>> = r
+            let rows: Vec<Vec<String>> = v
                 .points
                 .iter()
                 .map(|p| {
-                    let over = r.threshold > 0.0 && p.upper > r.threshold;
+                    let over = v.threshold.is_some_and(|t| p.upper > t);
                     vec![
                         super::chart::span(p.timestamp_ms - now),
                         output::utc(p.timestamp_ms),
                         format!("{:.3}", p.lower),
                         format!("{:.3}", p.mean),
                         format!("{:.3}", p.upper),
-                        if over { format!("upper > {}", r.threshold_label) } else { String::new() },
+                        if over { format!("upper > {}", v.threshold_label) } else { String::new() },
                     ]
                 })
                 .collect();
             output::table(out, &["AHEAD", "AT", "LOWER", "MEAN", "UPPER", ""], &rows)?;
             if !a.no_chart {
                 let chart = Chart {
-                    history: r.history.iter().map(|p| (p.timestamp_ms, p.value)).collect(),
-                    forecast: r.points.iter().map(|p| (p.timestamp_ms, p.lower, p.mean, p.upper)).collect(),
-                    threshold: (r.threshold > 0.0).then(|| (r.threshold, r.threshold_label.clone())),
+                    history: v.history.iter().map(|p| (p.timestamp_ms, p.value)).collect(),
+                    forecast: v.points.iter().map(|p| (p.timestamp_ms, p.lower, p.mean, p.upper)).collect(),
+                    threshold: v.threshold.map(|t| (t, v.threshold_label.clone())),
                     now_ms: now,
                 };
                 let mut w = std::io::stdout().lock();
@@ -244,4 +251,36 @@ pub async fn run(ch: Conn, out: Output, style: Style, a: ForecastArgs) -> Result
             Ok(())
         }
     }
+}
+
+/// An observed sample.
+#[derive(Serialize)]
+struct Observed {
+    timestamp_ms: i64,
+    value: f64,
+}
+
+/// A forecast step.
+#[derive(Serialize)]
+struct Point {
+    timestamp_ms: i64,
+    mean: f64,
+    lower: f64,
+    upper: f64,
+}
+
+/// `forecast NODE`: what JSON prints and the table and chart are drawn from.
+#[derive(Serialize)]
+struct ForecastView {
+    node: String,
+    kind: &'static str,
+    metric: &'static str,
+    model: String,
+    interval_coverage: f64,
+    step_ms: i64,
+    /// `None`: the server sent no threshold.
+    threshold: Option<f64>,
+    threshold_label: String,
+    history: Vec<Observed>,
+    points: Vec<Point>,
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 
+use serde::Serialize;
 use swarm_client::Conn;
 use swarm_proto::v1 as pb;
 
@@ -59,22 +60,67 @@ fn cell_color(v: f64) -> [u8; 3] {
     if v.is_nan() { GREY } else { color(v) }
 }
 
+/// A column: one physical node, or a rack or zone of them.
+#[derive(Serialize)]
+struct ColumnView {
+    label: String,
+    members: Vec<String>,
+    draining: bool,
+}
+
+/// A row: one virtual node's scores across the columns.
+#[derive(Serialize)]
+struct RowView {
+    virtual_node_id: String,
+    current: i32,
+    best: i32,
+    gain: f64,
+    /// `None` where the pair is infeasible (NaN on the wire).
+    cells: Vec<Option<f64>>,
+    migration_to: i32,
+    migration_phase: String,
+}
+
+/// `heatmap --output json`.
+#[derive(Serialize)]
+struct HeatmapView {
+    group_by: String,
+    columns: Vec<ColumnView>,
+    rows: Vec<RowView>,
+}
+
+impl From<&pb::GetHeatmapResponse> for HeatmapView {
+    fn from(h: &pb::GetHeatmapResponse) -> Self {
+        HeatmapView {
+            group_by: h.group_by.clone(),
+            columns: h
+                .columns
+                .iter()
+                .map(|c| ColumnView { label: c.label.clone(), members: c.members.clone(), draining: c.draining })
+                .collect(),
+            rows: h
+                .rows
+                .iter()
+                .map(|r| RowView {
+                    virtual_node_id: r.virtual_node_id.clone(),
+                    current: r.current,
+                    best: r.best,
+                    gain: r.gain,
+                    cells: r.cells.iter().map(|x| (!x.is_nan()).then_some(*x)).collect(),
+                    migration_to: r.migration_to,
+                    migration_phase: r.migration_phase.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Runs the command.
 pub async fn run(ch: Conn, out: Output, a: HeatmapArgs) -> Result<(), CtlError> {
     let mut c = pb::placement_client::PlacementClient::new(ch);
     let h = c.get_heatmap(pb::GetHeatmapRequest { top: a.top, max_columns: a.columns }).await?.into_inner();
     if out == Output::Json {
-        let v = serde_json::json!({
-            "group_by": h.group_by,
-            "columns": h.columns.iter().map(|c| serde_json::json!({"label": c.label, "members": c.members, "draining": c.draining})).collect::<Vec<_>>(),
-            "rows": h.rows.iter().map(|r| serde_json::json!({
-                "virtual_node_id": r.virtual_node_id, "current": r.current, "best": r.best, "gain": r.gain,
-                "cells": r.cells.iter().map(|x| if x.is_nan() { None } else { Some(*x) }).collect::<Vec<_>>(),
-                "migration_to": r.migration_to, "migration_phase": r.migration_phase,
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?);
-        return Ok(());
+        return super::output::json(&serde_json::to_value(HeatmapView::from(&h)).map_err(std::io::Error::other)?);
     }
     match a.format {
         Format::Ansi => {
