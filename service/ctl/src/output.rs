@@ -97,29 +97,46 @@ fn decision_json(d: &pb::Decision) -> serde_json::Value {
     serde_json::to_value(DecisionView::from(d)).expect("views serialize")
 }
 
+/// `round`: what it did, and its decisions.
+#[derive(serde::Serialize)]
+struct RoundView {
+    round_id: u64,
+    dry_run: bool,
+    virtual_nodes_evaluated: u64,
+    skipped_cooldown: u64,
+    skipped_budget: u64,
+    duration_ms: f64,
+    decisions: Vec<DecisionView>,
+}
+
 /// `round`.
 pub fn round(out: Output, r: &pb::RunRoundResponse) -> Result<(), CtlError> {
+    let v = RoundView {
+        round_id: r.round_id,
+        dry_run: r.dry_run,
+        virtual_nodes_evaluated: r.virtual_nodes_evaluated.into(),
+        skipped_cooldown: r.skipped_cooldown.into(),
+        skipped_budget: r.skipped_budget.into(),
+        duration_ms: r.duration_ms,
+        decisions: r.decisions.iter().map(DecisionView::from).collect(),
+    };
     if out == Output::Json {
-        return json(&serde_json::json!({
-            "round_id": r.round_id, "dry_run": r.dry_run, "virtual_nodes_evaluated": r.virtual_nodes_evaluated,
-            "skipped_cooldown": r.skipped_cooldown, "skipped_budget": r.skipped_budget, "duration_ms": r.duration_ms,
-            "decisions": r.decisions.iter().map(decision_json).collect::<Vec<_>>(),
-        }));
+        return json(&serde_json::to_value(&v).map_err(std::io::Error::other)?);
     }
     note(
         out,
         format_args!(
             "round {}{}: {} decision(s); {} virtual nodes evaluated, {} in cooldown, {} over budget ({:.1} ms)",
-            r.round_id,
-            if r.dry_run { " (dry run)" } else { "" },
-            r.decisions.len(),
-            r.virtual_nodes_evaluated,
-            r.skipped_cooldown,
-            r.skipped_budget,
-            r.duration_ms
+            v.round_id,
+            if v.dry_run { " (dry run)" } else { "" },
+            v.decisions.len(),
+            v.virtual_nodes_evaluated,
+            v.skipped_cooldown,
+            v.skipped_budget,
+            v.duration_ms
         ),
     )?;
-    decisions(out, &r.decisions)
+    emit(out, &v.decisions)
 }
 
 /// A list of decisions.
