@@ -103,20 +103,21 @@ pub struct OutcomesConfig {
     /// latency or throughput worse (README "Decision outcomes").
     pub move_back: bool,
     /// After a move back, the same virtual node is not moved back again for
-    /// this long (no ping-pong).
-    #[serde(with = "duration::text")]
-    pub move_back_quiet: Duration,
+    /// this long (no ping-pong), ms (config: `move_back_quiet = "24h"`).
+    #[serde(rename = "move_back_quiet", with = "duration::millis")]
+    pub move_back_quiet_ms: i64,
+}
+
+impl OutcomesConfig {
+    /// The verdict's criteria, with the controller's overload threshold.
+    pub fn criteria(&self, overload_threshold: f64) -> swarm_core::outcome::Criteria {
+        swarm_core::outcome::Criteria { margin: self.margin, min_points: self.min_points, overload_threshold }
+    }
 }
 
 impl Default for OutcomesConfig {
     fn default() -> Self {
-        OutcomesConfig {
-            window: None,
-            margin: 0.1,
-            min_points: 3,
-            move_back: true,
-            move_back_quiet: Duration::from_secs(24 * 3600),
-        }
+        OutcomesConfig { window: None, margin: 0.1, min_points: 3, move_back: true, move_back_quiet_ms: 24 * 3_600_000 }
     }
 }
 
@@ -360,13 +361,7 @@ impl Config {
         self.limits.validate(self.max_batch_samples).map_err(ConfigError::Invalid)?;
         self.metrics.validate().map_err(ConfigError::Invalid)?;
         self.store.validate().map_err(ConfigError::Invalid)?;
-        swarm_core::outcome::Criteria {
-            margin: self.outcomes.margin,
-            min_points: self.outcomes.min_points,
-            overload_threshold: self.controller.overload_threshold,
-        }
-        .validate()
-        .map_err(ConfigError::Invalid)?;
+        self.outcomes.criteria(self.controller.overload_threshold).validate().map_err(ConfigError::Invalid)?;
         self.calibration.validate().map_err(ConfigError::Invalid)?;
         if self.outcomes.window.is_some_and(|w| w < Duration::from_secs(1)) {
             return Err(ConfigError::Invalid("outcomes.window must be at least 1s".into()));

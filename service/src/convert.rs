@@ -191,17 +191,14 @@ pub fn outcome(s: &Standing, window_ms: i64) -> pb::DecisionOutcome {
         },
         Standing::Pending(cutover) => pb::DecisionOutcome {
             verdict: pb::Verdict::Pending as i32,
-            summary: match cutover {
-                Some(_) => "completed; measuring over the window after the cutover".into(),
-                None => "the move is under way".into(),
-            },
+            summary: s.summary().into(),
             cutover_at_ms: cutover.unwrap_or(0),
             window_ms,
             ..Default::default()
         },
         Standing::NotMoved => pb::DecisionOutcome {
             verdict: pb::Verdict::NotMoved as i32,
-            summary: "no move took place (rejected, rolled back, or no migration)".into(),
+            summary: s.summary().into(),
             window_ms,
             ..Default::default()
         },

@@ -316,11 +316,13 @@ impl Standing<'_> {
         }
     }
 
-    /// Why, in one line (empty while pending or not moved).
+    /// Why, in one line.
     pub fn summary(&self) -> &str {
         match self {
             Standing::Measured(o) => &o.summary,
-            _ => "",
+            Standing::Pending(Some(_)) => "completed; measuring over the window after the cutover",
+            Standing::Pending(None) => "the move is under way",
+            Standing::NotMoved => "no move took place (rejected, rolled back, or no migration)",
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::series::{EntityKind, Metric};
 use crate::telemetry::{KindLevels, OutcomeLevels};
 use swarm_core::decision::DecisionKind;
 use swarm_core::migration::machine::{Migration, Phase};
-use swarm_core::outcome::{self, Criteria, Move, Observed, Verdict};
+use swarm_core::outcome::{self, Move, Observed, Verdict};
 
 /// Outcomes measured per tick at most (each reads five series).
 const PER_TICK: usize = 32;
@@ -29,15 +29,6 @@ impl Swarm {
             || cfg.controller.horizon_steps.max(1) as i64 * self.step_ms(),
             |w| w.as_millis().min(i64::MAX as u128) as i64,
         )
-    }
-
-    fn criteria(&self) -> Criteria {
-        let cfg = &self.inner.cfg;
-        Criteria {
-            margin: cfg.outcomes.margin,
-            min_points: cfg.outcomes.min_points,
-            overload_threshold: cfg.controller.overload_threshold,
-        }
     }
 
     /// Measures the outcome of every completed migration whose window has
@@ -60,7 +51,7 @@ impl Swarm {
         }
         let kinds = self.decision_kinds(&due).await?;
         let topo = self.topology();
-        let criteria = self.criteria();
+        let criteria = self.inner.cfg.outcomes.criteria(self.inner.cfg.controller.overload_threshold);
         let mut measured = Vec::with_capacity(due.len());
         for m in due {
             let cutover = m.cutover_at_ms().expect("filtered on a cutover");
@@ -118,22 +109,18 @@ impl Swarm {
         if !cfg.move_back {
             return Vec::new();
         }
-        let quiet = cfg.move_back_quiet.as_millis().min(i64::MAX as u128) as i64;
         let meta = self.meta();
-        swarm_core::placement::move_back::candidates(&meta.book, &meta.topology, now_ms, quiet)
+        swarm_core::placement::move_back::candidates(&meta.book, &meta.topology, now_ms, cfg.move_back_quiet_ms)
     }
 
     /// The kinds of the decisions `due` carry out (read from the log).
     async fn decision_kinds(&self, due: &[Migration]) -> Result<HashMap<u64, DecisionKind>, ApiError> {
+        // One migration per decision: each sequence is read once.
         let mut out = HashMap::new();
-        let seqs: Vec<u64> = due.iter().map(|m| m.decision_sequence).collect();
-        for seq in seqs {
-            if out.contains_key(&seq) {
-                continue;
-            }
-            let page = self.list_decisions(seq, 1).await?;
-            for d in page.into_iter().filter(|d| d.sequence == seq) {
-                out.insert(d.sequence, d.kind);
+        for m in due {
+            let seq = m.decision_sequence;
+            if let Some(d) = self.list_decisions(seq, 1).await?.into_iter().find(|d| d.sequence == seq) {
+                out.insert(seq, d.kind);
             }
         }
         Ok(out)
@@ -161,10 +148,9 @@ impl Swarm {
                 let all: i64 = Verdict::ALL.into_iter().map(of).sum();
                 of(Verdict::Helped) as f64 / all.max(1) as f64
             };
-            let kinds: std::collections::BTreeSet<&'static str> = counts.keys().map(|(k, _)| k.name()).collect();
-            let kinds: Vec<_> = DecisionKind::ALL.into_iter().filter(|k| kinds.contains(k.name())).collect();
-            let per_kind = kinds
+            let per_kind = DecisionKind::ALL
                 .into_iter()
+                .filter(|k| counts.keys().any(|(c, _)| c == k))
                 .map(|k| KindLevels {
                     kind: k.name(),
                     relief: relief.get(&k).map(|&(p, r, n)| (p / n as f64, r / n as f64)),
