@@ -177,7 +177,6 @@ pub fn decision_detail(out: Output, d: &pb::Decision) -> Result<(), CtlError> {
     if o.measured_at_ms.is_none() {
         return Ok(());
     }
-    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1} %", v * 100.0));
     note(
         out,
         format_args!(
@@ -271,8 +270,14 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn comp(v: Option<f64>) -> String {
+/// A number with two decimals, `-` when absent.
+pub(super) fn comp(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// A fraction as a percentage with one decimal, `-` when absent.
+pub(super) fn pct(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{:.1} %", v * 100.0))
 }
 
 /// `affinity VNODE`: physical nodes ranked best first, each with its

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use swarm_proto::v1 as pb;
 
-use super::output::{gib, json, table};
+use super::output::{comp, gib, json, pct, table};
 use super::{CtlError, Output};
 
 /// A row of a command's result: its JSON form and its table cells.
@@ -208,8 +208,6 @@ impl From<&pb::DecisionOutcome> for OutcomeView {
 impl OutcomeView {
     /// Before and after, one row per figure, for people.
     pub(super) fn rows(&self) -> Vec<Vec<String>> {
-        let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1} %", v * 100.0));
-        let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
         let (b, a) = (self.before.as_ref(), self.after.as_ref());
         let row = |name: &str, f: &dyn Fn(&OutcomeWindowView) -> String| {
             vec![name.to_owned(), b.map_or("-".into(), f), a.map_or("-".into(), f)]
@@ -219,8 +217,8 @@ impl OutcomeView {
             row("source utilisation (peak)", &|w| pct(w.source_peak)),
             row("target utilisation (mean)", &|w| pct(w.target_utilisation)),
             row("target utilisation (peak)", &|w| pct(w.target_peak)),
-            row("latency ms (mean)", &|w| num(w.latency_ms)),
-            row("throughput rps (mean)", &|w| num(w.throughput_rps)),
+            row("latency ms (mean)", &|w| comp(w.latency_ms)),
+            row("throughput rps (mean)", &|w| comp(w.throughput_rps)),
         ]
     }
 }

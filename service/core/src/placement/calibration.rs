@@ -97,13 +97,14 @@ pub fn timing(m: &Migration, distance: Distance, bytes: u64) -> Option<Timing> {
     }
     let at = |p: Phase| h.iter().find(|t| t.phase == p).map(|t| t.at_ms);
     let s = |a: i64, b: i64| (b >= a).then(|| (b - a) as f64 / 1000.0);
+    let completed = m.cutover_at_ms()?;
     Some(Timing {
         distance,
         bytes,
         startup_s: s(at(Phase::Accepted)?, at(Phase::ShadowStarting)?)?,
         transfer_s: s(at(Phase::ShadowStarting)?, at(Phase::Shadowing)?)?,
-        shutdown_s: s(at(Phase::CuttingOver)?, at(Phase::Completed)?)?,
-        completed_at_ms: at(Phase::Completed)?,
+        shutdown_s: s(at(Phase::CuttingOver)?, completed)?,
+        completed_at_ms: completed,
     })
 }
 
