@@ -200,6 +200,16 @@ async fn otlp_metrics_arrive_and_prometheus_counts_them() {
     assert_eq!(value("swarm_ingest_samples_total{source=\"grpc\",result=\"accepted\"}"), 1.0);
     assert_eq!(value("swarm_rounds_total"), 1.0);
     assert_eq!(value("swarm_round_duration_seconds_count"), 1.0);
+    // The round's stages, each timed, in the order they run.
+    let stages: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("swarm_round_stage_seconds{stage=\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    for stage in ["metrics_backend", "usage", "forecasts", "view", "decide", "commit"] {
+        assert!(stages.contains(&stage), "no stage {stage} in {stages:?}");
+        assert!(value(&format!("swarm_round_stage_seconds{{stage=\"{stage}\"}}")) >= 0.0);
+    }
     assert_eq!(value("swarm_nodes{kind=\"physical\"}"), 2.0);
     assert_eq!(value("swarm_nodes{kind=\"virtual\"}"), 2.0);
     assert_eq!(value("swarm_migrations{phase=\"completed\"}"), 0.0);

@@ -63,9 +63,10 @@ async fn samples_go_to_prometheus_by_remote_write_and_come_back_by_promql() {
         let pts = query(ch.clone(), pb::EntityKind::Virtual, &format!("v{}", v + 1), pb::Metric::CpuUsage).await;
         // The cache also holds the steps up to now that Prometheus still
         // answers from the newest sample (its 5-minute lookback).
-        let mine: Vec<(i64, f64)> =
-            pts.iter().filter(|p| p.timestamp_ms <= last).map(|p| (p.timestamp_ms, p.value)).collect();
-        let expected: Vec<(i64, f64)> = (0..24).map(|k| (last - (23 - k) * STEP, value(v, k))).collect();
+        // Values are kept as f32 in swarmd's frames (README "Series storage").
+        let mine: Vec<(i64, f32)> =
+            pts.iter().filter(|p| p.timestamp_ms <= last).map(|p| (p.timestamp_ms, p.value as f32)).collect();
+        let expected: Vec<(i64, f32)> = (0..24).map(|k| (last - (23 - k) * STEP, value(v, k) as f32)).collect();
         assert_eq!(mine, expected, "v{}", v + 1);
     }
 

@@ -10,6 +10,7 @@
 //! | `swarm_ingest_pending_samples` | gauge | samples received and not yet durable |
 //! | `swarm_rounds_total` | counter | |
 //! | `swarm_round_duration_seconds` | histogram | |
+//! | `swarm_round_stage_seconds` | gauge | `stage` (metrics_backend, performance, usage, forecasts, data_access, view, risk_history, decide, commit): time the last round, dry runs included, spent in each stage |
 //! | `swarm_decisions_total` | counter | `kind` |
 //! | `swarm_migrations` | gauge | `phase` |
 //! | `swarm_nodes` | gauge | `kind` (physical, virtual) |
@@ -48,6 +49,7 @@ pub struct Telemetry {
     overload: Family<Labels, Counter>,
     rounds: Counter,
     round_seconds: Histogram,
+    round_stage: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     decisions: Family<Labels, Counter>,
     migrations: Family<Labels, Gauge>,
     nodes: Family<Labels, Gauge>,
@@ -140,6 +142,12 @@ impl Telemetry {
         registry.register("rounds", "Controller rounds run (not dry runs)", rounds.clone());
         let round_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register("round_duration_seconds", "Duration of controller rounds", round_seconds.clone());
+        let round_stage = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "round_stage_seconds",
+            "Seconds the last round (dry runs included) spent in each stage",
+            round_stage.clone(),
+        );
         let decisions = Family::<Labels, Counter>::default();
         registry.register("decisions", "Decisions persisted, by kind", decisions.clone());
         let migrations = Family::<Labels, Gauge>::default();
@@ -243,6 +251,7 @@ impl Telemetry {
             overload,
             rounds,
             round_seconds,
+            round_stage,
             decisions,
             migrations,
             nodes,
@@ -317,6 +326,13 @@ impl Telemetry {
     pub fn round(&self, seconds: f64) {
         self.rounds.inc();
         self.round_seconds.observe(seconds);
+    }
+
+    /// The stage times of the round that just ended (dry run or not).
+    pub fn round_stages(&self, stages: &[(&'static str, f64)]) {
+        for &(stage, seconds) in stages {
+            self.round_stage.get_or_create(&vec![("stage", stage.into())]).set(seconds);
+        }
     }
 
     /// A persisted decision.

@@ -106,19 +106,20 @@ pub struct OpenReport {
 impl SeriesStore {
     /// Recovers the store from `dir` and starts its writer thread.
     pub fn open(dir: &Path, cfg: SeriesConfig, clock: SharedClock) -> Result<(Self, OpenReport), SeriesError> {
-        let rec = wal::recover(dir)?;
         let cutoff = clock.now_ms() - cfg.retention_ms;
-        let mut frames = Frames::default();
-        frames.insert(&rec.samples, cutoff)?;
-        frames.compact_all(cutoff)?;
+        let mut loader = frames::Loader::new(cutoff);
+        let rec = wal::recover(dir, &mut |x| match x {
+            wal::Replayed::Run(run) => loader.run(run),
+            wal::Replayed::Samples(s) => loader.samples(s),
+        })?;
+        let frames = loader.finish()?;
         let report = OpenReport {
             from_snapshot: rec.from_snapshot,
-            from_wal: rec.samples.len() - rec.from_snapshot,
+            from_wal: rec.from_wal,
             rows: frames.row_count(),
             truncated_bytes: rec.truncated_bytes,
         };
         let next_segment = rec.next_segment;
-        drop(rec);
         let segment = SegmentWriter::create(dir, next_segment, cfg.fsync)?;
         let frames = Arc::new(RwLock::new(frames));
         let (tx, rx) = mpsc::channel(cfg.queue_batches.max(1));
@@ -129,6 +130,7 @@ impl SeriesStore {
             frames: frames.clone(),
             clock: clock.clone(),
             bytes_since_snapshot: 0,
+            last_snapshot_bytes: rec.snapshot_bytes,
             last_snapshot: Instant::now(),
         };
         let handle = std::thread::Builder::new()
@@ -244,6 +246,8 @@ struct Writer {
     frames: Arc<RwLock<Frames>>,
     clock: SharedClock,
     bytes_since_snapshot: u64,
+    /// Size of the newest snapshot, bytes.
+    last_snapshot_bytes: u64,
     last_snapshot: Instant,
 }
 
@@ -294,7 +298,11 @@ impl Writer {
             for ack in acks {
                 let _ = ack.send(result.clone());
             }
-            let due = self.bytes_since_snapshot >= self.cfg.snapshot_bytes
+            // A snapshot rewrites everything: one after a quarter of the
+            // last one's size in log keeps the rewriting linear in what is
+            // ingested (a fixed threshold would make a growing store's
+            // snapshots quadratic) and the log at most a quarter of the disk.
+            let due = self.bytes_since_snapshot >= self.cfg.snapshot_bytes.max(self.last_snapshot_bytes / 4)
                 || (self.bytes_since_snapshot > 0 && self.last_snapshot.elapsed() >= self.cfg.snapshot_interval);
             if failed.is_none() && (due || !snapshot_acks.is_empty()) {
                 let r = self.snapshot().map_err(|e| e.to_string());
@@ -346,7 +354,7 @@ impl Writer {
             frames.compact_all(cutoff)?;
             frames.clone()
         };
-        wal::write_snapshot(&self.dir, next, |put| frozen.for_each_chunk(65_536, |c| put(c)))?;
+        self.last_snapshot_bytes = wal::write_snapshot(&self.dir, next, |put| frozen.for_each_run(put))?;
         self.bytes_since_snapshot = 0;
         self.last_snapshot = Instant::now();
         tracing::info!(rows = frozen.row_count(), ms = started.elapsed().as_millis() as u64, "series snapshot written");

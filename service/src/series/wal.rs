@@ -3,11 +3,14 @@
 //! Files under the series directory:
 //! - `wal-NNNNNNNNNNNNNNNN.log`: a segment; records appended, fsynced per group commit;
 //! - `snapshot-NNNNNNNNNNNNNNNN.bin`: every retained sample at the moment the
-//!   segment with that number was opened; it makes all lower segments redundant;
+//!   segment with that number was opened, one record per series run
+//!   (first-release snapshots hold sample records; both are read); it makes
+//!   all lower segments redundant;
 //! - `*.tmp`: a snapshot being written; never read, removed at start.
 //!
-//! Recovery loads the newest snapshot, then replays every segment from its
-//! number on. Only the newest segment may end in a torn record (the crash
+//! Recovery hands the newest snapshot's contents, then every segment's from
+//! its number on, to its caller as it decodes them (a fleet's week never sits
+//! in memory as decoded samples). Only the newest segment may end in a torn record (the crash
 //! happened while writing it): it is truncated to its last whole record, and
 //! since a sample is acknowledged only after its record is fsynced, nothing
 //! acknowledged is in the torn part. Damage anywhere else is corruption and
@@ -17,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, Damage, SNAPSHOT_MAGIC, WAL_MAGIC};
+use super::codec::{self, Damage, RunRef, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1, SeriesRun, WAL_MAGIC};
 use super::sample::Sample;
 
 /// Errors of the on-disk series files.
@@ -85,23 +88,35 @@ fn parse_name(name: &str) -> Option<(FileKind, u64)> {
     None
 }
 
+/// What recovery hands over, in file order.
+#[derive(Debug)]
+pub enum Replayed<'a> {
+    /// One series run of the snapshot.
+    Run(&'a SeriesRun),
+    /// Samples: a first-release snapshot's, or a segment's.
+    Samples(&'a [Sample]),
+}
+
 /// What recovery found.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Samples in the order they were written (snapshot first).
-    pub samples: Vec<Sample>,
     /// Samples that came from the snapshot.
     pub from_snapshot: usize,
+    /// Samples that came from the segments.
+    pub from_wal: usize,
     /// Segments replayed.
     pub segments: usize,
     /// Bytes cut from a torn tail.
     pub truncated_bytes: usize,
+    /// Size of the snapshot read, bytes (0 without one).
+    pub snapshot_bytes: u64,
     /// Number for the next segment to open.
     pub next_segment: u64,
 }
 
-/// Reads the snapshot and segments in `dir` (created when missing).
-pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
+/// Reads the snapshot and segments in `dir` (created when missing), handing
+/// their contents to `sink` in order.
+pub fn recover(dir: &Path, sink: &mut dyn FnMut(Replayed<'_>)) -> Result<Recovered, WalError> {
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     let mut segments = Vec::new();
     let mut snapshots = Vec::new();
@@ -127,13 +142,27 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
     if let Some(&n) = snapshots.last() {
         let path = dir.join(file_name(FileKind::Snapshot, n));
         let data = read_file(&path)?;
-        let body = check_magic(&path, &data, SNAPSHOT_MAGIC)?;
-        let d = codec::decode_records(body);
-        if let Some(damage) = d.damage {
-            return Err(WalError::Corrupt { path, offset: 8 + d.valid_len, what: describe(&damage) });
+        out.snapshot_bytes = data.len() as u64;
+        if data.starts_with(SNAPSHOT_MAGIC_V1) {
+            let d = codec::decode_records(&data[SNAPSHOT_MAGIC_V1.len()..]);
+            if let Some(damage) = d.damage {
+                return Err(WalError::Corrupt { path, offset: 8 + d.valid_len, what: describe(&damage) });
+            }
+            out.from_snapshot = d.samples.len();
+            sink(Replayed::Samples(&d.samples));
+        } else {
+            let body = check_magic(&path, &data, SNAPSHOT_MAGIC)?;
+            let mut interner = std::collections::HashMap::new();
+            let s = codec::scan_records(body, |p| {
+                let run = codec::decode_series_run(p, &mut interner)?;
+                out.from_snapshot += run.points.len();
+                sink(Replayed::Run(&run));
+                Ok(())
+            });
+            if let Some(damage) = s.damage {
+                return Err(WalError::Corrupt { path, offset: 8 + s.valid_len, what: describe(&damage) });
+            }
         }
-        out.samples = d.samples;
-        out.from_snapshot = out.samples.len();
     }
     let live: Vec<u64> = segments.iter().copied().filter(|&n| n >= base).collect();
     // Segments are numbered without gaps from the snapshot's number (or 1);
@@ -185,7 +214,8 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
             f.set_len(keep as u64).map_err(io_err("truncate", &path))?;
             f.sync_all().map_err(io_err("sync", &path))?;
         }
-        out.samples.extend(d.samples);
+        out.from_wal += d.samples.len();
+        sink(Replayed::Samples(&d.samples));
         out.segments += 1;
     }
     out.next_segment = segments.last().copied().unwrap_or(0).max(base) + 1;
@@ -267,22 +297,28 @@ impl SegmentWriter {
 }
 
 /// Writes a snapshot numbered `number` (covering every segment below it)
-/// atomically, then removes the segments and snapshots it replaces.
+/// atomically, then removes the segments and snapshots it replaces; its size
+/// in bytes.
 pub fn write_snapshot(
     dir: &Path,
     number: u64,
-    fill: impl FnOnce(&mut dyn FnMut(&[Sample]) -> io::Result<()>) -> io::Result<()>,
-) -> Result<(), WalError> {
+    fill: impl FnOnce(&mut dyn FnMut(RunRef<'_>) -> io::Result<()>) -> io::Result<()>,
+) -> Result<u64, WalError> {
     let tmp = dir.join(format!("{}.tmp", file_name(FileKind::Snapshot, number)));
     let fin = dir.join(file_name(FileKind::Snapshot, number));
     let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
     let mut w = io::BufWriter::with_capacity(1 << 20, file);
     w.write_all(SNAPSHOT_MAGIC).map_err(io_err("write", &tmp))?;
     let mut buf = Vec::new();
-    fill(&mut |chunk| {
-        buf.clear();
-        codec::encode_record(chunk, &mut buf);
-        w.write_all(&buf)
+    let mut bytes = SNAPSHOT_MAGIC.len() as u64;
+    fill(&mut |run| {
+        for points in run.points.chunks(codec::MAX_RUN_POINTS) {
+            buf.clear();
+            codec::encode_series_run(RunRef { points, ..run }, &mut buf);
+            bytes += buf.len() as u64;
+            w.write_all(&buf)?;
+        }
+        Ok(())
     })
     .map_err(io_err("write", &tmp))?;
     let file =
@@ -303,7 +339,8 @@ pub fn write_snapshot(
             fs::remove_file(&p).map_err(io_err("remove", &p))?;
         }
     }
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(bytes)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -326,6 +363,23 @@ mod tests {
         }
     }
 
+    /// Recovery with everything it hands over collected as samples.
+    fn recover_all(dir: &Path) -> Result<(Recovered, Vec<Sample>), WalError> {
+        let mut all = Vec::new();
+        let r = recover(dir, &mut |x| match x {
+            Replayed::Samples(s) => all.extend_from_slice(s),
+            Replayed::Run(run) => all.extend(run.points.iter().map(|&(ts_ms, v)| Sample {
+                kind: run.kind,
+                metric: run.metric,
+                entity: run.entity.clone(),
+                location: run.location.clone(),
+                ts_ms,
+                value: v as f64,
+            })),
+        })?;
+        Ok((r, all))
+    }
+
     fn framed(samples: &[Sample]) -> Vec<u8> {
         let mut b = Vec::new();
         codec::encode_record(samples, &mut b);
@@ -344,14 +398,14 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&framed(&[s(4)])[..10]).unwrap();
         drop(f);
-        let r = recover(dir.path()).unwrap();
-        assert_eq!(r.samples, vec![s(1), s(2), s(3)]);
+        let (r, samples) = recover_all(dir.path()).unwrap();
+        assert_eq!(samples, vec![s(1), s(2), s(3)]);
         assert_eq!(r.truncated_bytes, 10);
         assert_eq!(r.next_segment, 2);
         // The cut is durable: a second recovery sees a clean file.
-        let r = recover(dir.path()).unwrap();
+        let (r, samples) = recover_all(dir.path()).unwrap();
         assert_eq!(r.truncated_bytes, 0);
-        assert_eq!(r.samples.len(), 3);
+        assert_eq!(samples.len(), 3);
     }
 
     #[test]
@@ -368,7 +422,7 @@ mod tests {
         let mid = n / 2;
         data[mid..mid + 4].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
         fs::write(&p, &data).unwrap();
-        let err = recover(dir.path()).unwrap_err().to_string();
+        let err = recover_all(dir.path()).unwrap_err().to_string();
         assert!(err.contains("wal-0000000000000001.log is corrupt at byte"), "{err}");
         assert!(err.contains("intact records follow it"), "{err}");
         assert_eq!(fs::read(&p).unwrap().len(), n, "nothing was cut");
@@ -381,8 +435,8 @@ mod tests {
         last[k] ^= 0xff;
         w.append(&last).unwrap();
         drop(w);
-        let r = recover(dir.path()).unwrap();
-        assert_eq!(r.samples, vec![s(1)]);
+        let (r, samples) = recover_all(dir.path()).unwrap();
+        assert_eq!(samples, vec![s(1)]);
         assert_eq!(r.truncated_bytes, last.len());
     }
 
@@ -393,11 +447,11 @@ mod tests {
             SegmentWriter::create(dir.path(), n, false).unwrap().append(&framed(&[s(n as i64)])).unwrap();
         }
         fs::remove_file(dir.path().join(file_name(FileKind::Segment, 2))).unwrap();
-        let err = recover(dir.path()).unwrap_err().to_string();
+        let err = recover_all(dir.path()).unwrap_err().to_string();
         assert!(err.contains("wal-0000000000000002.log is missing (segments present: 1, 3)"), "{err}");
         // Without a snapshot the log starts at segment 1.
         fs::remove_file(dir.path().join(file_name(FileKind::Segment, 1))).unwrap();
-        let err = recover(dir.path()).unwrap_err().to_string();
+        let err = recover_all(dir.path()).unwrap_err().to_string();
         assert!(err.contains("wal-0000000000000001.log is missing"), "{err}");
     }
 
@@ -413,7 +467,7 @@ mod tests {
         let n = data.len();
         data[n - 1] ^= 1;
         fs::write(&p, data).unwrap();
-        let err = recover(dir.path()).unwrap_err().to_string();
+        let err = recover_all(dir.path()).unwrap_err().to_string();
         assert!(err.contains("wal-0000000000000001.log is corrupt"), "{err}");
         assert!(err.contains("checksum"), "{err}");
     }
@@ -424,11 +478,18 @@ mod tests {
         let mut w = SegmentWriter::create(dir.path(), 1, false).unwrap();
         w.append(&framed(&[s(1)])).unwrap();
         let mut w2 = SegmentWriter::create(dir.path(), 2, false).unwrap();
-        write_snapshot(dir.path(), 2, |put| put(&[s(1)])).unwrap();
+        let run = RunRef {
+            kind: EntityKind::Physical,
+            metric: Metric::CpuUsage,
+            entity: "p1",
+            location: "",
+            points: &[(1, 1.0)],
+        };
+        write_snapshot(dir.path(), 2, |put| put(run)).unwrap();
         w2.append(&framed(&[s(5)])).unwrap();
         fs::write(dir.path().join("snapshot-0000000000000003.bin.tmp"), b"half").unwrap();
-        let r = recover(dir.path()).unwrap();
-        assert_eq!(r.samples, vec![s(1), s(5)]);
+        let (r, samples) = recover_all(dir.path()).unwrap();
+        assert_eq!(samples, vec![s(1), s(5)]);
         assert_eq!(r.from_snapshot, 1);
         assert!(!dir.path().join(file_name(FileKind::Segment, 1)).exists());
         assert!(!dir.path().join("snapshot-0000000000000003.bin.tmp").exists());

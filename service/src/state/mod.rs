@@ -177,6 +177,41 @@ struct Inner {
 
 /// Runs blocking work (store, series, planners) off the runtime's threads;
 /// a panic in it is an internal error, not a crash of the server.
+/// Wall time of a round's stages, in order: what `/metrics`
+/// (`swarm_round_stage_seconds`) and the debug log report, so an operator
+/// sees which stage grows with the fleet.
+struct Stages {
+    at: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Stages {
+    fn start() -> Stages {
+        Stages { at: Instant::now(), done: Vec::new() }
+    }
+
+    /// Ends `stage` now (the next one starts).
+    fn mark(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.done.push((stage, (now - self.at).as_secs_f64()));
+        self.at = now;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (stage, s)) in self.done.iter().enumerate() {
+            write!(f, "{}{stage}={:.1}ms", if i == 0 { "" } else { " " }, s * 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Threads a read over every series is split across.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         if e.is_cancelled() {
@@ -681,26 +716,21 @@ impl Swarm {
         let from = forecast::history_start_ms(&model, now);
         series_call(move || {
             series.read(|f| -> Result<HashMap<String, CpuForecast>, polars::error::PolarsError> {
-                let peaks = f.recent(EntityKind::Virtual, Metric::CpuPeak, from)?;
-                let usage = f.recent(EntityKind::Virtual, Metric::CpuUsage, from)?;
-                let mut out = HashMap::new();
-                for (id, pts) in usage
-                    .iter()
-                    .map(|(k, v)| (k, (v, Aggregate::Mean)))
-                    .chain(peaks.iter().map(|(k, v)| (k, (v, Aggregate::Max))))
-                {
-                    let (pts, agg) = pts;
-                    if let Ok(f) = forecast::forecast(&model, pts, now, horizon, agg) {
-                        out.insert(
-                            id.clone(),
-                            CpuForecast {
-                                mean: f.iter().map(|p| p.mean).collect(),
-                                upper: f.iter().map(|p| p.upper).collect(),
-                            },
-                        );
+                let threads = cores();
+                let one = |agg| {
+                    let model = &model;
+                    move |_: &Arc<str>, pts: &[(i64, f64)]| {
+                        let f = forecast::forecast(model, pts, now, horizon, agg).ok()?;
+                        Some(CpuForecast {
+                            mean: f.iter().map(|p| p.mean).collect(),
+                            upper: f.iter().map(|p| p.upper).collect(),
+                        })
                     }
-                }
-                Ok(out)
+                };
+                // Peaks overwrite usage: peaks are what overloads.
+                let usage = f.map_recent(EntityKind::Virtual, Metric::CpuUsage, from, threads, one(Aggregate::Mean))?;
+                let peaks = f.map_recent(EntityKind::Virtual, Metric::CpuPeak, from, threads, one(Aggregate::Max))?;
+                Ok(usage.into_iter().chain(peaks).map(|(id, f)| (id.to_string(), f)).collect())
             })
         })
         .await
@@ -724,19 +754,16 @@ impl Swarm {
         let series = self.inner.series.clone();
         let history = series_call(move || {
             series.read(|f| -> Result<Vec<Option<Vec<f64>>>, polars::error::PolarsError> {
-                let peaks = f.recent(EntityKind::Virtual, Metric::CpuPeak, from)?;
-                let usage = f.recent(EntityKind::Virtual, Metric::CpuUsage, from)?;
-                Ok(ids
-                    .iter()
-                    .map(|id| {
-                        let (pts, agg) = match (peaks.get(id), usage.get(id)) {
-                            (Some(p), _) => (p, Aggregate::Max),
-                            (None, Some(u)) => (u, Aggregate::Mean),
-                            (None, None) => return None,
-                        };
-                        Some(forecast::regular_until(pts, step, n, now, agg).0)
-                    })
-                    .collect())
+                let threads = cores();
+                let grid = |agg| {
+                    move |_: &Arc<str>, pts: &[(i64, f64)]| Some(forecast::regular_until(pts, step, n, now, agg).0)
+                };
+                let usage =
+                    f.map_recent(EntityKind::Virtual, Metric::CpuUsage, from, threads, grid(Aggregate::Mean))?;
+                let peaks = f.map_recent(EntityKind::Virtual, Metric::CpuPeak, from, threads, grid(Aggregate::Max))?;
+                // Peaks overwrite usage: peaks are what overloads.
+                let mut by_id: HashMap<Arc<str>, Vec<f64>> = usage.into_iter().chain(peaks).collect();
+                Ok(ids.iter().map(|id| by_id.remove(id.as_str())).collect())
             })
         })
         .await?;
@@ -791,20 +818,33 @@ impl Swarm {
     /// The current cluster as the placement math sees it: observed usage,
     /// CPU forecasts, performance history and data locations.
     pub async fn cluster_view(&self) -> Result<ClusterView, ApiError> {
+        self.cluster_view_timed(&mut Stages::start()).await
+    }
+
+    /// [`Swarm::cluster_view`], timing its stages into `stages`.
+    async fn cluster_view_timed(&self, stages: &mut Stages) -> Result<ClusterView, ApiError> {
         self.refresh_metrics(false).await?;
         let topo = self.topology();
         let horizon = self.forecast_horizon();
         let history = self.inner.history.lock().expect("history lock").normalized();
+        let usage = self.observed_usage().await?;
+        stages.mark("usage");
+        let forecasts = self.cpu_forecasts(horizon).await?;
+        stages.mark("forecasts");
+        let data_access = self.data_access().await?;
+        stages.mark("data_access");
         let inputs = ViewInputs {
-            usage: self.observed_usage().await?,
+            usage,
             horizon,
-            forecasts: self.cpu_forecasts(horizon).await?,
+            forecasts,
             history,
-            data_access: self.data_access().await?,
+            data_access,
             in_flight: self.meta().book.in_flight(horizon),
             spread_correlation: self.inner.cfg.controller.spread_correlation,
         };
-        blocking(move || ClusterView::build_with(&topo, &inputs)).await
+        let view = blocking(move || ClusterView::build_with(&topo, &inputs)).await?;
+        stages.mark("view");
+        Ok(view)
     }
 
     /// Points of one series in `[from_ms, to_ms)`, at most `limit`, and
@@ -1000,6 +1040,7 @@ impl Swarm {
     pub async fn run_round(&self, dry_run: bool) -> Result<RoundReport, ApiError> {
         let _guard = self.inner.round.lock().await;
         let started = Instant::now();
+        let mut stages = Stages::start();
         if let Err(e) = self.refresh_metrics(true).await {
             self.inner.telemetry.round_skipped("metrics_backend");
             tracing::warn!(error = %e, dry_run, "round skipped: the metrics backend could not be read");
@@ -1007,10 +1048,12 @@ impl Swarm {
                 "round skipped: {e}; rounds run again once the backend answers"
             )));
         }
+        stages.mark("metrics_backend");
         if !dry_run {
             self.observe_performance().await?;
         }
-        let view = self.cluster_view().await?;
+        stages.mark("performance");
+        let view = self.cluster_view_timed(&mut stages).await?;
         let now = self.now_ms();
         let log = self.inner.decisions.clone();
         let cfg = self.controller_config();
@@ -1022,6 +1065,7 @@ impl Swarm {
             self.inner.risk_last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
         }
         let move_back = self.move_back_candidates(now);
+        stages.mark("risk_history");
         let (outcome, decisions) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
             let mut outcome = controller::run_round(&view, input, &cfg);
@@ -1050,6 +1094,7 @@ impl Swarm {
             (outcome, ds)
         })
         .await?;
+        stages.mark("decide");
         let decisions = if dry_run {
             decisions
         } else {
@@ -1061,6 +1106,9 @@ impl Swarm {
             let moves = decisions.iter().map(|d| (d.virt.clone(), Some(d.to.clone()))).collect();
             self.set_placements(moves).await?;
         }
+        stages.mark("commit");
+        self.inner.telemetry.round_stages(&stages.done);
+        tracing::debug!(round = round_id, dry_run, stages = %stages, "round stage times");
         if !dry_run {
             self.inner.telemetry.round(started.elapsed().as_secs_f64());
         }
