@@ -186,6 +186,7 @@ fn main() {
         let mut server = common::Server::start(&["--round-interval", "24h", "--http", "127.0.0.1:0"]);
         let ch = server.channel().await;
         register(ch.clone(), v, p).await;
+        let empty_rss = rss_bytes(server.pid());
         let last = common::now_ms().div_euclid(STEP_MS) * STEP_MS;
         let (accepted, secs) = ingest(ch.clone(), v, steps, last).await;
         assert_eq!(accepted as i64, 2 * v as i64 * steps);
@@ -198,6 +199,11 @@ fn main() {
         let disk = disk_bytes(&server.data_dir);
         println!("  retained samples                          {rows:>12.0}");
         println!("  swarmd resident memory                    {:>12.2} GB, {:.1} B per retained sample (whole process)", rss / 1e9, rss / rows);
+        println!(
+            "    of which the samples (above the {:.0} MB of swarmd with the fleet registered) {:.1} B per sample",
+            empty_rss / 1e6,
+            (rss - empty_rss) / rows
+        );
         println!("  data dir on disk                          {:>12.2} GB, {:.1} B per retained sample", disk as f64 / 1e9, disk as f64 / rows);
 
         let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
@@ -211,13 +217,26 @@ fn main() {
             stages.push(scrape(&http, "swarm_round_stage_seconds"));
         }
         println!("  dry-run round with forecasts, median of {rounds} {:>9.3} s", median(times.clone()));
-        for (i, (name, _)) in stages[0].iter().enumerate() {
-            let stage = name.split('"').nth(1).unwrap_or(name);
-            let m = median(stages.iter().map(|s| s[i].1).collect());
-            println!("    {stage:<38} {m:>9.3} s");
+        let stage = |name: &str| {
+            let key = format!("swarm_round_stage_seconds{{stage=\"{name}\"}}");
+            median(stages.iter().map(|s| s.iter().find(|(n, _)| *n == key).map_or(f64::NAN, |x| x.1)).collect())
+        };
+        // In the order a round runs them (README, swarmd's /metrics).
+        for name in [
+            "metrics_backend",
+            "performance",
+            "usage",
+            "forecasts",
+            "data_access",
+            "view",
+            "risk_history",
+            "decide",
+            "commit",
+        ] {
+            println!("    {name:<38} {:>9.3} s", stage(name));
         }
-        let forecasts = median(stages.iter().map(|s| s.iter().find(|(n, _)| n.contains("\"forecasts\"")).unwrap().1).collect());
-        println!("  forecasts per second in the round         {:>12.0} ({} series)", 2.0 * v as f64 / forecasts, 2 * v);
+        let forecasts = stage("forecasts");
+        println!("  forecasts per second in the round         {:>12.0} (one per virtual node: its peak series)", v as f64 / forecasts);
 
         let mut metrics = pb::metrics_client::MetricsClient::new(ch.clone()).max_decoding_message_size(64 << 20);
         let mut q = Vec::new();

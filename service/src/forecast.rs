@@ -55,6 +55,14 @@ pub enum Aggregate {
     Max,
 }
 
+impl Aggregate {
+    /// How `metric`'s samples combine on a grid: peaks by their maximum,
+    /// everything else by its mean.
+    pub fn of(metric: crate::series::Metric) -> Aggregate {
+        if metric == crate::series::Metric::CpuPeak { Aggregate::Max } else { Aggregate::Mean }
+    }
+}
+
 /// Why no forecast could be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ForecastError {
@@ -96,13 +104,23 @@ pub fn regular_until(points: &[(i64, f64)], step_ms: i64, n: usize, end_ms: i64,
     let start = end_ms - (n as i64 - 1) * step_ms;
     let mut sum = vec![0.0; n];
     let mut count = vec![0u32; n];
+    // Point i covers (grid_i - step, grid_i]. Points come sorted, so the
+    // grid index is walked forward (a division per point cost more than the
+    // rest of the loop); one out of order is placed by division.
+    let (mut i, mut grid_i) = (0usize, start);
     for &(t, v) in points {
-        // Point i covers (grid_i - step, grid_i].
-        let off = t - start + step_ms - 1;
-        if off < 0 {
-            continue;
+        if t <= grid_i - step_ms {
+            let off = t - start + step_ms - 1;
+            if off < 0 {
+                continue;
+            }
+            i = (off / step_ms) as usize;
+            grid_i = start + i as i64 * step_ms;
         }
-        let i = (off / step_ms) as usize;
+        while t > grid_i && i < n {
+            i += 1;
+            grid_i += step_ms;
+        }
         if i >= n {
             continue;
         }
@@ -204,5 +222,37 @@ mod tests {
         let bundled = Artifact::from_json(swarm_models::DEFAULT_ARTIFACT, "default").unwrap();
         let e = forecast(&bundled, &pts, 9 * 300_000, 6, Aggregate::Mean).unwrap_err();
         assert!(e.to_string().contains("the series has 10 usable"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// The forward walk over the grid places every point where a
+        /// division would, sorted or not.
+        #[test]
+        fn the_grid_walk_equals_placing_each_point_by_division(
+            mut ts in proptest::collection::vec(-2_000i64..4_000, 0..60),
+            sorted in proptest::bool::ANY,
+            step in 1i64..700,
+            n in 1usize..12,
+            end in -500i64..3_000,
+        ) {
+            if sorted {
+                ts.sort_unstable();
+            }
+            let points: Vec<(i64, f64)> = ts.iter().map(|&t| (t, (t % 97) as f64)).collect();
+            let start = end - (n as i64 - 1) * step;
+            let mut want: Vec<Vec<f64>> = vec![Vec::new(); n];
+            for &(t, v) in &points {
+                let off = t - start + step - 1;
+                if off >= 0 && ((off / step) as usize) < n {
+                    want[(off / step) as usize].push(v);
+                }
+            }
+            let (got, _) = regular_until(&points, step, n, end, Aggregate::Max);
+            for (i, w) in want.iter().enumerate() {
+                if let Some(m) = w.iter().copied().reduce(f64::max) {
+                    proptest::prop_assert_eq!(got[i], m, "bucket {}", i);
+                }
+            }
+        }
     }
 }

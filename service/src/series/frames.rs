@@ -17,7 +17,7 @@
 //!
 //! Writes land in a per-series buffer (appending to an Arrow column row by
 //! row would be far slower). A buffer is merged into the frame once it holds
-//! a sixteenth of the frame's rows (at least [`MIN_MERGE`]), so it adds at
+//! a 32nd of the frame's rows (at least [`MIN_MERGE`]), so it adds at
 //! most about a byte per stored sample, and when a snapshot is taken. A merge
 //! is one linear pass (both sides are already sorted per series). Reads never
 //! merge: they overlay a series' buffered rows on its slice. Merging keeps
@@ -37,7 +37,7 @@ use super::sample::{EntityKind, Metric, Sample};
 /// Smallest buffer worth a merge, rows.
 pub const MIN_MERGE: usize = 1 << 20;
 /// A buffer is merged once it holds this fraction (1/n) of the stored rows.
-const MERGE_FRACTION: usize = 16;
+const MERGE_FRACTION: usize = 32;
 /// Widest time span one epoch covers: its offsets are u32 milliseconds.
 pub const MAX_SPAN_MS: i64 = u32::MAX as i64;
 
@@ -257,11 +257,28 @@ impl MetricFrame {
     /// per time (buffered writes overwrite stored ones), into `out`.
     fn points(&self, sid: u32, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) -> PolarsResult<()> {
         out.clear();
-        let stored = self.stored(sid, from_ms, to_ms)?;
+        // Straight copies of each epoch's slice: the round's hot loop.
+        let (ts, value) = self.sealed.columns()?;
+        for (r, base) in self.sealed.epochs_of(self.sealed.rows(sid)) {
+            let off = &ts[r.clone()];
+            let lo = off.partition_point(|&o| base + (o as i64) < from_ms);
+            let hi = off.partition_point(|&o| base + (o as i64) < to_ms);
+            let vals = &value[r.start + lo..r.start + hi];
+            out.extend(off[lo..hi].iter().zip(vals).map(|(&o, &v)| (base + o as i64, v as f64)));
+        }
         let hot = self.hot.get(sid as usize).map_or(&[][..], |h| h.as_slice());
         let mut newer: Vec<(i64, f32)> = hot.iter().copied().filter(|&(t, _)| t >= from_ms && t < to_ms).collect();
+        if newer.is_empty() {
+            return Ok(());
+        }
         settle(&mut newer);
-        merge_runs(stored, &newer, |t, v| out.push((t, v as f64)));
+        if out.last().is_none_or(|l| l.0 < newer[0].0) {
+            // Buffered rows newer than every stored one: what steady ingest gives.
+            out.extend(newer.iter().map(|&(t, v)| (t, v as f64)));
+            return Ok(());
+        }
+        let stored = std::mem::take(out);
+        merge_runs(stored.iter().map(|&(t, v)| (t, v as f32)), &newer, |t, v| out.push((t, v as f64)));
         Ok(())
     }
 
@@ -287,7 +304,7 @@ impl MetricFrame {
 }
 
 impl Frames {
-    /// Buffers validated samples; merges a buffer once it is a sixteenth of its frame.
+    /// Buffers validated samples; merges a buffer once it is a 32nd of its frame.
     pub fn insert(&mut self, samples: &[Sample], cutoff_ms: i64) -> PolarsResult<()> {
         for s in samples {
             self.frames.entry((s.kind, s.metric)).or_default().buffer(s);
@@ -369,12 +386,15 @@ impl Frames {
     /// what it returns, in sid order. A round needs every virtual node's
     /// series: this reads each slice in place, where copying them all out
     /// first would take gigabytes at fleet scale.
+    /// Series whose entity `skip` names are not read at all.
+    #[allow(clippy::too_many_arguments)]
     pub fn map_recent<T: Send>(
         &self,
         kind: EntityKind,
         metric: Metric,
         from_ms: i64,
         threads: usize,
+        skip: impl Fn(&str) -> bool + Sync,
         f: impl Fn(&Arc<str>, &[(i64, f64)]) -> Option<T> + Sync,
     ) -> PolarsResult<Vec<(Arc<str>, T)>> {
         let Some(mf) = self.frames.get(&(kind, metric)) else {
@@ -387,7 +407,7 @@ impl Frames {
             let mut out = Vec::new();
             for sid in range {
                 let (entity, location) = &mf.names[sid];
-                if !location.is_empty() {
+                if !location.is_empty() || skip(entity) {
                     continue;
                 }
                 mf.points(sid as u32, from_ms, i64::MAX, &mut buf)?;
@@ -672,7 +692,7 @@ mod tests {
                 }
             }
             let all: HashMap<Arc<str>, Vec<(i64, f64)>> = f
-                .map_recent(EntityKind::Virtual, Metric::CpuUsage, 5, 2, |_, p| Some(p.to_vec()))
+                .map_recent(EntityKind::Virtual, Metric::CpuUsage, 5, 2, |e| e == "e9", |_, p| Some(p.to_vec()))
                 .unwrap()
                 .into_iter()
                 .collect();

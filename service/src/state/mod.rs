@@ -207,9 +207,31 @@ impl std::fmt::Display for Stages {
     }
 }
 
-/// Threads a read over every series is split across.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// Runs `f` on every virtual node's CPU series since `from_ms`, on every
+/// core: its peak series where `f` makes something of it (peaks are what
+/// overloads), else its usage series, each with the aggregate its samples
+/// take on a grid. The one home of that rule in swarmd; a usage series is
+/// not even read when the peaks answered.
+fn virtual_cpu<T: Send + Sync>(
+    frames: &crate::series::Frames,
+    from_ms: i64,
+    f: impl Fn(&[(i64, f64)], Aggregate) -> Option<T> + Sync,
+) -> Result<HashMap<Arc<str>, T>, polars::error::PolarsError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut out: HashMap<Arc<str>, T> = HashMap::new();
+    for metric in [Metric::CpuPeak, Metric::CpuUsage] {
+        let agg = Aggregate::of(metric);
+        let got = frames.map_recent(
+            EntityKind::Virtual,
+            metric,
+            from_ms,
+            threads,
+            |e| out.contains_key(e),
+            |_, pts| f(pts, agg),
+        )?;
+        out.extend(got);
+    }
+    Ok(out)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
@@ -716,21 +738,14 @@ impl Swarm {
         let from = forecast::history_start_ms(&model, now);
         series_call(move || {
             series.read(|f| -> Result<HashMap<String, CpuForecast>, polars::error::PolarsError> {
-                let threads = cores();
-                let one = |agg| {
-                    let model = &model;
-                    move |_: &Arc<str>, pts: &[(i64, f64)]| {
-                        let f = forecast::forecast(model, pts, now, horizon, agg).ok()?;
-                        Some(CpuForecast {
-                            mean: f.iter().map(|p| p.mean).collect(),
-                            upper: f.iter().map(|p| p.upper).collect(),
-                        })
-                    }
-                };
-                // Peaks overwrite usage: peaks are what overloads.
-                let usage = f.map_recent(EntityKind::Virtual, Metric::CpuUsage, from, threads, one(Aggregate::Mean))?;
-                let peaks = f.map_recent(EntityKind::Virtual, Metric::CpuPeak, from, threads, one(Aggregate::Max))?;
-                Ok(usage.into_iter().chain(peaks).map(|(id, f)| (id.to_string(), f)).collect())
+                virtual_cpu(f, from, |pts, agg| {
+                    let f = forecast::forecast(&model, pts, now, horizon, agg).ok()?;
+                    Some(CpuForecast {
+                        mean: f.iter().map(|p| p.mean).collect(),
+                        upper: f.iter().map(|p| p.upper).collect(),
+                    })
+                })
+                .map(|m| m.into_iter().map(|(id, f)| (id.to_string(), f)).collect())
             })
         })
         .await
@@ -754,15 +769,7 @@ impl Swarm {
         let series = self.inner.series.clone();
         let history = series_call(move || {
             series.read(|f| -> Result<Vec<Option<Vec<f64>>>, polars::error::PolarsError> {
-                let threads = cores();
-                let grid = |agg| {
-                    move |_: &Arc<str>, pts: &[(i64, f64)]| Some(forecast::regular_until(pts, step, n, now, agg).0)
-                };
-                let usage =
-                    f.map_recent(EntityKind::Virtual, Metric::CpuUsage, from, threads, grid(Aggregate::Mean))?;
-                let peaks = f.map_recent(EntityKind::Virtual, Metric::CpuPeak, from, threads, grid(Aggregate::Max))?;
-                // Peaks overwrite usage: peaks are what overloads.
-                let mut by_id: HashMap<Arc<str>, Vec<f64>> = usage.into_iter().chain(peaks).collect();
+                let mut by_id = virtual_cpu(f, from, |pts, agg| Some(forecast::regular_until(pts, step, n, now, agg).0))?;
                 Ok(ids.iter().map(|id| by_id.remove(id.as_str())).collect())
             })
         })
@@ -906,7 +913,7 @@ impl Swarm {
         let now = self.now_ms();
         let from = forecast::history_start_ms(&model, now);
         let points = self.query_series(kind, metric, &entity, "", from, i64::MAX, 1_000_000).await?.0;
-        let agg = if metric == Metric::CpuPeak { Aggregate::Max } else { Aggregate::Mean };
+        let agg = Aggregate::of(metric);
         forecast::forecast(&model, &points, now, horizon, agg).map_err(|e| match e {
             ForecastError::NotEnoughHistory { .. } | ForecastError::Stale { .. } => {
                 ApiError::FailedPrecondition(format!("cannot forecast this series: {e}"))
