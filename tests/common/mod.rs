@@ -157,7 +157,10 @@ fn spawn(dir: &Path, extra: &[String]) -> (Child, String, Option<String>) {
 }
 
 fn spawn_on(listen: &str, dir: &Path, extra: &[String]) -> (Child, String, Option<String>) {
-    let mut child = Command::new(SWARMD)
+    // A benchmark's baseline run (service/benches/scale_baseline.sh) points
+    // this at another build; tests never set it.
+    let binary = std::env::var_os("SWARM_BENCH_SWARMD").unwrap_or_else(|| SWARMD.into());
+    let mut child = Command::new(binary)
         .args(["--listen", listen, "--data-dir"])
         .arg(dir)
         .args(extra)

@@ -106,6 +106,12 @@ impl Sealed {
         if s + 1 < self.starts.len() { self.starts[s]..self.starts[s + 1] } else { 0..0 }
     }
 
+    /// The base of the epoch holding `row`.
+    fn base_of(&self, row: usize) -> i64 {
+        let k = self.epochs.partition_point(|e| e.0 <= row);
+        self.epochs[k.saturating_sub(1)].1
+    }
+
     /// The epochs covering `rows` (which start one), each as (rows, base).
     fn epochs_of(&self, rows: Range<usize>) -> impl Iterator<Item = (Range<usize>, i64)> + '_ {
         let lo = self.epochs.partition_point(|e| e.0 < rows.start);
@@ -156,6 +162,19 @@ impl SealedBuilder {
         };
         self.ts.push((t - base) as u32);
         self.value.push(v);
+    }
+
+    /// Appends rows of the current series stored as offsets from `base`
+    /// (one epoch of another frame, times ascending and after any row
+    /// already pushed for this series).
+    fn copy_epoch(&mut self, off: &[u32], value: &[f32], base: i64) {
+        if off.is_empty() {
+            return;
+        }
+        self.epochs.push((self.ts.len(), base));
+        self.base = Some(base);
+        self.ts.extend_from_slice(off);
+        self.value.extend_from_slice(value);
     }
 
     fn finish(mut self) -> PolarsResult<Sealed> {
@@ -288,11 +307,29 @@ impl MetricFrame {
             settle(run);
         }
         let mut out = SealedBuilder::with_capacity(self.sealed.height() + self.hot_rows, self.names.len());
+        let (ts, value) = self.sealed.columns()?;
         for sid in 0..self.names.len() as u32 {
             out.next_series();
             let run = &self.hot[sid as usize];
             let newer = &run[run.partition_point(|p| p.0 < cutoff_ms)..];
-            merge_runs(self.stored(sid, cutoff_ms, i64::MAX)?, newer, |t, v| out.push(t, v));
+            let rows = self.sealed.rows(sid);
+            let newest = rows.clone().last().map(|i| self.sealed.base_of(i) + ts[i] as i64);
+            if newer.first().is_none_or(|n| newest.is_none_or(|t| t < n.0)) {
+                // Buffered rows all newer than the stored ones (steady
+                // ingest): the stored slices are copied as they are, epoch
+                // by epoch, and the new rows appended. At fleet scale this
+                // keeps a merge to memory-copy speed.
+                for (r, base) in self.sealed.epochs_of(rows) {
+                    let off = &ts[r.clone()];
+                    let lo = r.start + off.partition_point(|&o| base + (o as i64) < cutoff_ms);
+                    out.copy_epoch(&ts[lo..r.end], &value[lo..r.end], base);
+                }
+                for &(t, v) in newer {
+                    out.push(t, v);
+                }
+            } else {
+                merge_runs(self.stored(sid, cutoff_ms, i64::MAX)?, newer, |t, v| out.push(t, v));
+            }
         }
         self.sealed = out.finish()?;
         for run in &mut self.hot {

@@ -131,6 +131,7 @@ impl SeriesStore {
             clock: clock.clone(),
             bytes_since_snapshot: 0,
             last_snapshot_bytes: rec.snapshot_bytes,
+            background: None,
             last_snapshot: Instant::now(),
         };
         let handle = std::thread::Builder::new()
@@ -248,6 +249,8 @@ struct Writer {
     bytes_since_snapshot: u64,
     /// Size of the newest snapshot, bytes.
     last_snapshot_bytes: u64,
+    /// A snapshot being written on its own thread: its size when done.
+    background: Option<std::thread::JoinHandle<Result<u64, String>>>,
     last_snapshot: Instant,
 }
 
@@ -298,19 +301,28 @@ impl Writer {
             for ack in acks {
                 let _ = ack.send(result.clone());
             }
+            if framed.capacity() > 8 << 20 {
+                // A burst's group can reach tens of MB: give it back once it is written.
+                framed = Vec::with_capacity(4 << 20);
+            }
             // A snapshot rewrites everything: one after a quarter of the
             // last one's size in log keeps the rewriting linear in what is
             // ingested (a fixed threshold would make a growing store's
             // snapshots quadratic) and the log at most a quarter of the disk.
             let due = self.bytes_since_snapshot >= self.cfg.snapshot_bytes.max(self.last_snapshot_bytes / 4)
                 || (self.bytes_since_snapshot > 0 && self.last_snapshot.elapsed() >= self.cfg.snapshot_interval);
-            if failed.is_none() && (due || !snapshot_acks.is_empty()) {
-                let r = self.snapshot().map_err(|e| e.to_string());
+            self.reap(false);
+            if failed.is_none() && !snapshot_acks.is_empty() {
+                let r = self.snapshot(true).map_err(|e| e.to_string());
                 if let Err(e) = &r {
                     tracing::error!(error = %e, "snapshot failed; the log keeps every sample, will retry");
                 }
                 for ack in snapshot_acks {
                     let _ = ack.send(r.clone());
+                }
+            } else if failed.is_none() && due && self.background.is_none() {
+                if let Err(e) = self.snapshot(false) {
+                    tracing::error!(error = %e, "snapshot failed; the log keeps every sample, will retry");
                 }
             } else {
                 for ack in snapshot_acks {
@@ -321,6 +333,8 @@ impl Writer {
                 }
             }
         }
+        // A snapshot still being written finishes before the writer stops.
+        self.reap(true);
     }
 
     fn commit(&mut self, framed: &[u8], batches: &[Vec<Sample>]) -> Result<(), String> {
@@ -343,7 +357,27 @@ impl Writer {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<(), SeriesError> {
+    /// Collects a background snapshot once it is done (`block`: waits for it).
+    fn reap(&mut self, block: bool) {
+        if !self.background.as_ref().is_some_and(|h| block || h.is_finished()) {
+            return;
+        }
+        let Some(h) = self.background.take() else { return };
+        match h.join() {
+            Ok(Ok(bytes)) => self.last_snapshot_bytes = bytes,
+            Ok(Err(e)) => tracing::error!(error = %e, "snapshot failed; the log keeps every sample, will retry"),
+            Err(_) => tracing::error!("the snapshot thread panicked; the log keeps every sample, will retry"),
+        }
+    }
+
+    /// Rotates the log and writes a snapshot of the frames as they are now:
+    /// in this thread when `wait`, else on a thread of its own, so that a
+    /// fleet-sized snapshot (gigabytes, seconds) does not stall ingest. The
+    /// frames are frozen by a clone (the stored columns are shared, not
+    /// copied) and the log goes on in the new segment meanwhile; the
+    /// snapshot removes only what lies below that segment.
+    fn snapshot(&mut self, wait: bool) -> Result<(), SeriesError> {
+        self.reap(true);
         let started = Instant::now();
         // Rotate first: the snapshot then covers exactly the segments below the new one.
         let next = self.segment.number() + 1;
@@ -354,10 +388,28 @@ impl Writer {
             frames.compact_all(cutoff)?;
             frames.clone()
         };
-        self.last_snapshot_bytes = wal::write_snapshot(&self.dir, next, |put| frozen.for_each_run(put))?;
         self.bytes_since_snapshot = 0;
         self.last_snapshot = Instant::now();
-        tracing::info!(rows = frozen.row_count(), ms = started.elapsed().as_millis() as u64, "series snapshot written");
+        let dir = self.dir.clone();
+        let write = move || -> Result<u64, String> {
+            let bytes = wal::write_snapshot(&dir, next, |put| frozen.for_each_run(put)).map_err(|e| e.to_string())?;
+            tracing::info!(
+                rows = frozen.row_count(),
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "series snapshot written"
+            );
+            Ok(bytes)
+        };
+        if wait {
+            self.last_snapshot_bytes = write().map_err(SeriesError::Unavailable)?;
+        } else {
+            let h = std::thread::Builder::new()
+                .name("swarm-snapshot".into())
+                .spawn(write)
+                .map_err(|e| SeriesError::Unavailable(format!("cannot start the snapshot thread: {e}")))?;
+            self.background = Some(h);
+        }
         Ok(())
     }
 }

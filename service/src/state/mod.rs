@@ -769,7 +769,8 @@ impl Swarm {
         let series = self.inner.series.clone();
         let history = series_call(move || {
             series.read(|f| -> Result<Vec<Option<Vec<f64>>>, polars::error::PolarsError> {
-                let mut by_id = virtual_cpu(f, from, |pts, agg| Some(forecast::regular_until(pts, step, n, now, agg).0))?;
+                let mut by_id =
+                    virtual_cpu(f, from, |pts, agg| Some(forecast::regular_until(pts, step, n, now, agg).0))?;
                 Ok(ids.iter().map(|id| by_id.remove(id.as_str())).collect())
             })
         })
