@@ -65,10 +65,26 @@ pub struct SeriesRef<'a> {
     pub interval_ms: i64,
 }
 
+/// `ranges` sorted, with overlapping and touching ones joined.
+pub fn merge_ranges(mut ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
+    ranges.retain(|r| !r.is_empty());
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 /// Prefix sums that make rolling statistics O(1) per origin.
 #[derive(Debug, Clone)]
 pub struct Prepared<'a> {
     s: SeriesRef<'a>,
+    /// The first point the sums cover: windows start there or later.
+    first: usize,
     sum: Vec<f64>,
     sum_sq: Vec<f64>,
     sum_abs: Vec<f64>,
@@ -76,12 +92,20 @@ pub struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    /// Prepares a series.
+    /// Prepares a series (every origin: what training and backtests use).
     pub fn new(s: SeriesRef<'a>) -> Self {
-        let n = s.values.len();
+        Self::from_point(s, 0)
+    }
+
+    /// Prepares a series for windows that start at point `first` or later:
+    /// serving, which forecasts from the last point only and needs the last
+    /// [`FeatureSpec::min_history`] points' sums, not a week's.
+    pub fn from_point(s: SeriesRef<'a>, first: usize) -> Self {
+        let first = first.min(s.values.len());
+        let n = s.values.len() - first;
         let (mut sum, mut sum_sq, mut sum_abs, mut nan) =
             (vec![0.0; n + 1], vec![0.0; n + 1], vec![0.0; n + 1], vec![0u32; n + 1]);
-        for (i, &v) in s.values.iter().enumerate() {
+        for (i, &v) in s.values[first..].iter().enumerate() {
             let ok = !v.is_nan();
             let x = if ok { v } else { 0.0 };
             sum[i + 1] = sum[i] + x;
@@ -89,7 +113,7 @@ impl<'a> Prepared<'a> {
             sum_abs[i + 1] = sum_abs[i] + x.abs();
             nan[i + 1] = nan[i] + (!ok) as u32;
         }
-        Prepared { s, sum, sum_sq, sum_abs, nan }
+        Prepared { s, first, sum, sum_sq, sum_abs, nan }
     }
 
     /// The series.
@@ -97,8 +121,14 @@ impl<'a> Prepared<'a> {
         self.s
     }
 
+    /// Whether points `from..=to_incl` are all observed (and covered by the sums).
     fn window_ok(&self, from: usize, to_incl: usize) -> bool {
-        self.nan[to_incl + 1] == self.nan[from]
+        from >= self.first && self.nan[to_incl + 1 - self.first] == self.nan[from - self.first]
+    }
+
+    /// The sum of `prefix`'s quantity over points `from..=to_incl` (a window [`Prepared::window_ok`] passed).
+    fn over(&self, prefix: &[f64], from: usize, to_incl: usize) -> f64 {
+        prefix[to_incl + 1 - self.first] - prefix[from - self.first]
     }
 }
 
@@ -160,6 +190,28 @@ impl FeatureSpec {
         self.lags.iter().chain(&self.rolling).copied().chain([self.scale_window]).max().unwrap_or(1)
     }
 
+    /// The points [`FeatureSpec::scale`] and [`FeatureSpec::row`] read for
+    /// origin `t` and horizons up to `max_h` on a grid of `interval_ms`, as
+    /// ascending, disjoint ranges of point indices: the last
+    /// [`FeatureSpec::min_history`] points and, per season, the points one
+    /// season before each target. A series known only there gives the same
+    /// rows as the whole series (with [`Prepared::from_point`] at the first
+    /// of the last points), so serving reads these, not a week.
+    pub fn points_read(&self, t: usize, max_h: usize, interval_ms: i64) -> Vec<std::ops::Range<usize>> {
+        let mut ranges = Vec::with_capacity(1 + self.seasons_ms.len());
+        ranges.push((t + 1).saturating_sub(self.min_history())..t + 1);
+        for &s in &self.seasons_ms {
+            let steps = (s / interval_ms.max(1)) as usize;
+            // Targets t + h with steps >= h and t + h >= steps read t + h - steps.
+            let lo = (t + 1).saturating_sub(steps);
+            let hi = (t + max_h.min(steps) + 1).saturating_sub(steps);
+            if lo < hi {
+                ranges.push(lo..hi);
+            }
+        }
+        merge_ranges(ranges)
+    }
+
     /// Per-series scale at origin `t`: mean |value| of the last
     /// `scale_window` points (fewer at the start), floored so a flat-zero
     /// series does not divide by zero. `None` when the window has a gap.
@@ -169,7 +221,7 @@ impl FeatureSpec {
         if !p.window_ok(from, t) {
             return None;
         }
-        Some(((p.sum_abs[t + 1] - p.sum_abs[from]) / w as f64).max(1e-3))
+        Some((p.over(&p.sum_abs, from, t) / w as f64).max(1e-3))
     }
 
     /// Writes the features for origin `t` and horizon `h` (scaled by
@@ -205,8 +257,8 @@ impl FeatureSpec {
                 return false;
             }
             let n = w as f64;
-            let mean = (p.sum[t + 1] - p.sum[from]) / n;
-            let var = ((p.sum_sq[t + 1] - p.sum_sq[from]) / n - mean * mean).max(0.0);
+            let mean = p.over(&p.sum, from, t) / n;
+            let var = (p.over(&p.sum_sq, from, t) / n - mean * mean).max(0.0);
             out.push(mean / scale);
             out.push(var.sqrt() / scale);
         }
@@ -280,7 +332,49 @@ mod tests {
         assert_eq!(row[1], v[1501 - 1440]);
     }
 
+    #[test]
+    fn sums_from_a_later_point_serve_the_last_origin_and_refuse_earlier_windows() {
+        let spec = FeatureSpec::default();
+        let v = series(3000);
+        let s = SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 };
+        let t = 2999;
+        let first = t + 1 - spec.min_history();
+        let (full, tail) = (Prepared::new(s), Prepared::from_point(s, first));
+        let (sa, sb) = (spec.scale(&full, t).unwrap(), spec.scale(&tail, t).unwrap());
+        assert!((sa - sb).abs() <= 1e-12 * sa);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for h in 1..=12 {
+            assert!(spec.row(&full, t, h, sa, &mut a) && spec.row(&tail, t, h, sb, &mut b));
+            assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0)), "{a:?} {b:?}");
+        }
+        // An origin whose windows start before the sums do has no row.
+        assert!(!spec.row(&tail, t - 1, 1, sb, &mut b));
+    }
+
     proptest! {
+        /// A series whose points outside [`FeatureSpec::points_read`] are
+        /// unknown gives the same scale and rows, bit for bit.
+        #[test]
+        fn the_points_read_are_all_a_row_reads(t in 2015usize..2900, max_h in 1usize..13, gap in 0usize..3000) {
+            let spec = FeatureSpec::default();
+            let mut v = series(3000);
+            v[gap] = f64::NAN;
+            let read = spec.points_read(t, max_h, 300_000);
+            let sparse: Vec<f64> =
+                (0..v.len()).map(|i| if read.iter().any(|r| r.contains(&i)) { v[i] } else { f64::NAN }).collect();
+            let first = t + 1 - spec.min_history();
+            let full = Prepared::from_point(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 }, first);
+            let part = Prepared::from_point(SeriesRef { values: &sparse, start_ms: 0, interval_ms: 300_000 }, first);
+            let (sa, sb) = (spec.scale(&full, t), spec.scale(&part, t));
+            prop_assert_eq!(sa.map(f64::to_bits), sb.map(f64::to_bits));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for h in 1..=max_h {
+                let (ra, rb) = (spec.row(&full, t, h, sa.unwrap_or(1.0), &mut a), spec.row(&part, t, h, sb.unwrap_or(1.0), &mut b));
+                prop_assert_eq!(ra, rb);
+                prop_assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            }
+        }
+
         /// Serving computes features from a prefix of the series (what it
         /// has seen so far); training from the whole series. Same origin,
         /// same features.

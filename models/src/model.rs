@@ -1,5 +1,7 @@
 //! Model types: how a feature row becomes a (scaled) prediction.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 /// A linear model for one horizon.
@@ -41,6 +43,159 @@ pub struct TreeHead {
     pub base: f64,
     /// The trees.
     pub trees: Vec<Vec<TreeNode>>,
+    /// The trees laid out for evaluation, built on first use.
+    #[serde(skip)]
+    pub flat: FlatTrees,
+}
+
+impl TreeHead {
+    /// A head of these trees.
+    pub fn new(horizon: usize, base: f64, trees: Vec<Vec<TreeNode>>) -> TreeHead {
+        TreeHead { horizon, base, trees, flat: FlatTrees::default() }
+    }
+
+    /// `base + Σ trees` at `x`, the trees summed in order.
+    fn predict(&self, x: &[f64]) -> f64 {
+        match self.flat.0.get_or_init(|| Flat::build(&self.trees)) {
+            Some(flat) => self.base + Leaves::new(flat, x).sum::<f64>(),
+            None => self.base + self.trees.iter().map(|t| eval_tree(t, x)).sum::<f64>(),
+        }
+    }
+}
+
+/// Most levels a tree may have to be laid out complete (2^9 - 1 nodes);
+/// deeper ones are walked node by node.
+const FLAT_MAX_DEPTH: u32 = 8;
+
+/// Trees walked side by side. One walk is a chain of loads that each wait
+/// on the comparison before; walks of different trees are independent, so
+/// the processor overlaps [`LANES`] of them instead of waiting on one.
+const LANES: usize = 8;
+
+/// A head's trees as [`Flat`], derived from [`TreeHead::trees`] on first
+/// use (`None`: a tree too deep to lay out complete). Not part of the
+/// artifact, and equal whenever the trees are.
+#[derive(Debug, Clone, Default)]
+pub struct FlatTrees(OnceLock<Option<Flat>>);
+
+impl PartialEq for FlatTrees {
+    fn eq(&self, _: &FlatTrees) -> bool {
+        true
+    }
+}
+
+/// Trees padded to complete trees of one depth, level order, in flat
+/// arrays: internal node `k`'s children are `2k + 1` and `2k + 2`, so a
+/// walk is `depth` steps of arithmetic with no branch to mispredict. A
+/// leaf above the bottom is pushed down: its node tests `x <= +inf` and
+/// both children carry it, so any value (NaN included) reaches it.
+#[derive(Debug, Clone)]
+pub struct Flat {
+    depth: u32,
+    /// Per tree, `2^depth - 1` internal nodes.
+    feature: Vec<u32>,
+    threshold: Vec<f64>,
+    /// Per tree, `2^depth` leaves.
+    value: Vec<f64>,
+    trees: usize,
+}
+
+impl Flat {
+    fn build(trees: &[Vec<TreeNode>]) -> Option<Flat> {
+        fn depth(t: &[TreeNode], i: usize, level: u32) -> Option<u32> {
+            let n = t.get(i)?;
+            if level > FLAT_MAX_DEPTH {
+                return None;
+            }
+            if n.left == 0 {
+                return Some(level);
+            }
+            Some(depth(t, n.left as usize, level + 1)?.max(depth(t, n.right as usize, level + 1)?))
+        }
+        let d = trees.iter().map(|t| depth(t, 0, 0)).try_fold(0, |a, b| Some(a.max(b?)))?;
+        let (internal, leaves) = ((1usize << d) - 1, 1usize << d);
+        let mut f = Flat {
+            depth: d,
+            feature: vec![0; internal * trees.len()],
+            threshold: vec![f64::INFINITY; internal * trees.len()],
+            value: vec![0.0; leaves * trees.len()],
+            trees: trees.len(),
+        };
+        fn place(f: &mut Flat, t: &[TreeNode], ti: usize, node: usize, k: usize, level: u32) {
+            let n = &t[node];
+            let internal = (1usize << f.depth) - 1;
+            if level == f.depth {
+                f.value[ti * (internal + 1) + k - internal] = n.value;
+                return;
+            }
+            let (l, r) = if n.left == 0 {
+                (node, node)
+            } else {
+                f.feature[ti * internal + k] = n.feature;
+                f.threshold[ti * internal + k] = n.threshold;
+                (n.left as usize, n.right as usize)
+            };
+            place(f, t, ti, l, 2 * k + 1, level + 1);
+            place(f, t, ti, r, 2 * k + 2, level + 1);
+        }
+        for (ti, t) in trees.iter().enumerate() {
+            place(&mut f, t, ti, 0, 0, 0);
+        }
+        Some(f)
+    }
+}
+
+/// The leaf value of each tree of a [`Flat`] at `x`, in tree order, walked
+/// [`LANES`] trees at a time.
+struct Leaves<'a> {
+    flat: &'a Flat,
+    x: &'a [f64],
+    chunk: [f64; LANES],
+    /// Trees walked so far, and the next of them to hand out.
+    walked: usize,
+    next: usize,
+}
+
+impl<'a> Leaves<'a> {
+    fn new(flat: &'a Flat, x: &'a [f64]) -> Self {
+        Leaves { flat, x, chunk: [0.0; LANES], walked: 0, next: 0 }
+    }
+
+    fn walk(&mut self) {
+        let f = self.flat;
+        let internal = (1usize << f.depth) - 1;
+        let lanes = LANES.min(f.trees - self.walked);
+        let mut k = [0usize; LANES];
+        for _ in 0..f.depth {
+            for (lane, k) in k.iter_mut().enumerate().take(lanes) {
+                let at = (self.walked + lane) * internal + *k;
+                // Right unless `x <= threshold` (NaN goes right, as in `eval_tree`).
+                let left = self.x[f.feature[at] as usize] <= f.threshold[at];
+                let right = !left;
+                *k = 2 * *k + 1 + usize::from(right);
+            }
+        }
+        for (lane, k) in k.iter().enumerate().take(lanes) {
+            self.chunk[lane] = f.value[(self.walked + lane) * (internal + 1) + k - internal];
+        }
+        self.walked += lanes;
+    }
+}
+
+impl Iterator for Leaves<'_> {
+    type Item = f64;
+
+    fn next(&mut self) -> Option<f64> {
+        if self.next == self.flat.trees {
+            return None;
+        }
+        if self.next == self.walked {
+            self.walk();
+        }
+        let v = self.chunk[self.next % LANES];
+        self.next += 1;
+        Some(v)
+    }
 }
 
 /// A forecasting model: one head per horizon (direct multi-horizon).
@@ -102,10 +257,7 @@ impl Model {
                 let h = &heads[i];
                 h.intercept + h.coefficients.iter().zip(x).map(|(c, v)| c * v).sum::<f64>()
             }
-            Model::Trees { heads } => {
-                let h = &heads[i];
-                h.base + h.trees.iter().map(|t| eval_tree(t, x)).sum::<f64>()
-            }
+            Model::Trees { heads } => heads[i].predict(x),
         }
     }
 
@@ -162,10 +314,69 @@ mod tests {
         assert!(m.validate(3).is_err());
         let leaf = |v| TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: v };
         let tree = vec![TreeNode { feature: 1, threshold: 0.5, left: 1, right: 2, value: 0.0 }, leaf(-1.0), leaf(1.0)];
-        let t = Model::Trees { heads: vec![TreeHead { horizon: 3, base: 10.0, trees: vec![tree.clone(), tree] }] };
+        let t = Model::Trees { heads: vec![TreeHead::new(3, 10.0, vec![tree.clone(), tree])] };
         assert_eq!(t.predict(0, &[0.0, 0.0]), 8.0);
         assert_eq!(t.predict(0, &[0.0, 0.9]), 12.0);
         assert!(t.validate(2).is_ok());
         assert!(t.validate(1).is_err());
+    }
+
+    /// Random trees (leaves at any depth, NaN and infinite features, fewer
+    /// trees than lanes and more): the flat walk gives every head's
+    /// prediction bit for bit as the node-by-node one.
+    #[test]
+    fn the_flat_layout_predicts_exactly_as_the_trees_do() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        fn grow(t: &mut Vec<TreeNode>, at: usize, depth: u32, next: &mut impl FnMut() -> u64) {
+            if depth == 0 || next().is_multiple_of(4) {
+                t[at].value = (next() % 2001) as f64 / 1000.0 - 1.0;
+                return;
+            }
+            let (l, r) = (t.len(), t.len() + 1);
+            t.extend([t[at].clone(), t[at].clone()]);
+            t[at] = TreeNode {
+                feature: (next() % 5) as u32,
+                threshold: (next() % 200) as f64 / 100.0 - 1.0,
+                left: l as u32,
+                right: r as u32,
+                value: 0.0,
+            };
+            grow(t, l, depth - 1, next);
+            grow(t, r, depth - 1, next);
+        }
+        for (n_trees, max_depth) in [(1, 0), (3, 2), (8, 5), (13, 4), (150, 6), (9, 8), (4, 11)] {
+            let trees: Vec<Vec<TreeNode>> = (0..n_trees)
+                .map(|_| {
+                    let mut t = vec![TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 }];
+                    grow(&mut t, 0, max_depth, &mut next);
+                    t
+                })
+                .collect();
+            let head = TreeHead::new(1, 0.25, trees);
+            let flat = Flat::build(&head.trees);
+            assert_eq!(flat.is_some(), max_depth <= FLAT_MAX_DEPTH, "{n_trees} trees of depth {max_depth}");
+            for _ in 0..300 {
+                let x: Vec<f64> = (0..5)
+                    .map(|_| match next() % 10 {
+                        0 => f64::NAN,
+                        1 => f64::INFINITY,
+                        2 => f64::NEG_INFINITY,
+                        _ => (next() % 240) as f64 / 100.0 - 1.2,
+                    })
+                    .collect();
+                let walked = head.base + head.trees.iter().map(|t| eval_tree(t, &x)).sum::<f64>();
+                assert_eq!(
+                    head.predict(&x).to_bits(),
+                    walked.to_bits(),
+                    "{n_trees} trees of depth {max_depth} at {x:?}"
+                );
+            }
+        }
     }
 }

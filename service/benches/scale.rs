@@ -260,6 +260,10 @@ fn main() {
             empty_rss / 1e6,
             (rss - empty_rss) / rows
         );
+        // (A swarmd from before the gauge, run by scale_baseline.sh, has none.)
+        if let Some((_, stored)) = scrape(&http, "swarm_store_bytes{store=\"series_memory\"}").first() {
+            println!("    of which the stored samples' layout (swarm_store_bytes{{store=\"series_memory\"}}) {:.2} B per sample", stored / rows);
+        }
         println!("  data dir on disk                          {:>12.2} GB, {:.1} B per retained sample", disk as f64 / 1e9, disk as f64 / rows);
 
         let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
@@ -288,6 +292,7 @@ fn main() {
             "risk_history",
             "decide",
             "commit",
+            "release",
         ] {
             println!("    {name:<38} {:>9.3} s", stage(name));
         }

@@ -8,7 +8,7 @@
 //! before it (the mean for usage, the maximum for peaks), and gaps of up to
 //! three points are interpolated, as in training (`swarm_datasets::regular`).
 
-use swarm_models::features::{Prepared, SeriesRef};
+use swarm_models::features::{Prepared, SeriesRef, merge_ranges};
 use swarm_models::{Artifact, ForecastPoint};
 
 /// The line a series is judged against, in the series' unit, and its name:
@@ -102,20 +102,26 @@ pub fn regular(points: &[(i64, f64)], step_ms: i64, n: usize, agg: Aggregate) ->
 /// their steps (a point after `end_ms` is left out).
 pub fn regular_until(points: &[(i64, f64)], step_ms: i64, n: usize, end_ms: i64, agg: Aggregate) -> (Vec<f64>, i64) {
     let start = end_ms - (n as i64 - 1) * step_ms;
-    let mut sum = vec![0.0; n];
-    let mut count = vec![0u32; n];
-    // Point i covers (grid_i - step, grid_i]. Points come sorted, so the
-    // grid index is walked forward (a division per point cost more than the
-    // rest of the loop); one out of order is placed by division.
+    let mut out = vec![f64::NAN; n];
+    // Point i covers (grid_i - step, grid_i]. Points come sorted, so each
+    // cell is folded as its points pass and written once, and the grid
+    // index is walked forward (a division per point cost more than the rest
+    // of the loop); a point before a cell already written (out of order)
+    // hands the whole series to the general version.
     let (mut i, mut grid_i) = (0usize, start);
+    let mut cell: Option<(usize, f64, u32)> = None;
+    let finish = |(c, acc, count): (usize, f64, u32), out: &mut [f64]| {
+        out[c] = match agg {
+            Aggregate::Mean => acc / count as f64,
+            Aggregate::Max => acc,
+        };
+    };
     for &(t, v) in points {
         if t <= grid_i - step_ms {
-            let off = t - start + step_ms - 1;
-            if off < 0 {
-                continue;
+            if t - start + step_ms - 1 < 0 && cell.is_none() {
+                continue; // before the grid
             }
-            i = (off / step_ms) as usize;
-            grid_i = start + i as i64 * step_ms;
+            return regular_any_order(points, step_ms, n, start, agg);
         }
         while t > grid_i && i < n {
             i += 1;
@@ -124,6 +130,37 @@ pub fn regular_until(points: &[(i64, f64)], step_ms: i64, n: usize, end_ms: i64,
         if i >= n {
             continue;
         }
+        cell = Some(match cell {
+            Some((c, acc, count)) if c == i => match agg {
+                Aggregate::Mean => (c, acc + v, count + 1),
+                Aggregate::Max => (c, acc.max(v), count + 1),
+            },
+            prev => {
+                if let Some(p) = prev {
+                    finish(p, &mut out);
+                }
+                // As the general version folds it: from 0 for a mean.
+                (i, if agg == Aggregate::Mean { 0.0 + v } else { v }, 1)
+            }
+        });
+    }
+    if let Some(p) = cell {
+        finish(p, &mut out);
+    }
+    interpolate_short_gaps(&mut out);
+    (out, start)
+}
+
+/// [`regular_until`] for points in any order, on the grid from `start`.
+fn regular_any_order(points: &[(i64, f64)], step_ms: i64, n: usize, start: i64, agg: Aggregate) -> (Vec<f64>, i64) {
+    let mut sum = vec![0.0; n];
+    let mut count = vec![0u32; n];
+    for &(t, v) in points {
+        let off = t - start + step_ms - 1;
+        if off < 0 || (off / step_ms) as usize >= n {
+            continue;
+        }
+        let i = (off / step_ms) as usize;
         match agg {
             Aggregate::Mean => sum[i] += v,
             Aggregate::Max => sum[i] = if count[i] == 0 { v } else { sum[i].max(v) },
@@ -137,7 +174,13 @@ pub fn regular_until(points: &[(i64, f64)], step_ms: i64, n: usize, end_ms: i64,
             (_, Aggregate::Max) => sum[i],
         })
         .collect();
-    // Interpolate short interior gaps.
+    interpolate_short_gaps(&mut out);
+    (out, start)
+}
+
+/// Interpolates interior gaps of at most [`MAX_FILL`] points linearly.
+fn interpolate_short_gaps(out: &mut [f64]) {
+    let n = out.len();
     let mut i = 0;
     while i < n {
         if !out[i].is_nan() {
@@ -153,7 +196,6 @@ pub fn regular_until(points: &[(i64, f64)], step_ms: i64, n: usize, end_ms: i64,
         }
         i = j;
     }
-    (out, start)
 }
 
 /// The oldest sample time [`forecast`] can use at `now_ms` (the history the
@@ -163,8 +205,44 @@ pub fn history_start_ms(model: &Artifact, now_ms: i64) -> i64 {
     now_ms - (model.features.history_needed(step) as i64 + 2) * step
 }
 
-/// Forecasts `points` with `model` for horizons up to `max_horizon`, given
-/// the time now (the newest sample must be within two steps of it).
+/// A series a forecast reads: the time of its newest point, and its points
+/// in a time range. A forecast reads only the stretches its features use
+/// ([`swarm_models::features::FeatureSpec::points_read`]: the last day and a
+/// few points a day and a week back), a sixth of the week it reaches over.
+pub trait Series {
+    /// The time of the newest point, ms.
+    fn newest_ms(&self) -> Option<i64>;
+    /// Appends the points with `from_ms <= t < to_ms`, oldest first, one per
+    /// time, to `out` (after earlier points of the series there).
+    fn read(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>);
+}
+
+/// Points sorted by time, one per time (what a query returns).
+impl Series for [(i64, f64)] {
+    fn newest_ms(&self) -> Option<i64> {
+        self.last().map(|p| p.0)
+    }
+
+    fn read(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
+        let lo = self.partition_point(|p| p.0 < from_ms);
+        let hi = self.partition_point(|p| p.0 < to_ms);
+        out.extend_from_slice(&self[lo..hi.max(lo)]);
+    }
+}
+
+impl Series for crate::series::frames::SeriesHandle<'_> {
+    fn newest_ms(&self) -> Option<i64> {
+        crate::series::frames::SeriesHandle::newest_ms(self)
+    }
+
+    fn read(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
+        crate::series::frames::SeriesHandle::read(self, from_ms, to_ms, out)
+    }
+}
+
+/// Forecasts `points` (sorted, one per time) with `model` for horizons up
+/// to `max_horizon`, given the time now (the newest sample must be within
+/// two steps of it).
 pub fn forecast(
     model: &Artifact,
     points: &[(i64, f64)],
@@ -172,20 +250,62 @@ pub fn forecast(
     max_horizon: usize,
     agg: Aggregate,
 ) -> Result<Vec<ForecastPoint>, ForecastError> {
+    forecast_series(model, points, now_ms, max_horizon, agg, &mut Vec::new())
+}
+
+/// [`forecast`] of a [`Series`], reading only the points the model's
+/// features use (`scratch` holds them; a round passes one per thread). The
+/// grid is the one the whole series gives (it ends at the newest point),
+/// and each stretch read reaches [`MAX_FILL`] + 1 points past what the
+/// features use, so a short gap is filled exactly as on the whole series:
+/// the forecast is the same, bit for bit.
+pub fn forecast_series(
+    model: &Artifact,
+    series: &(impl Series + ?Sized),
+    now_ms: i64,
+    max_horizon: usize,
+    agg: Aggregate,
+    scratch: &mut Vec<(i64, f64)>,
+) -> Result<Vec<ForecastPoint>, ForecastError> {
     let step = model.training.interval_ms.max(1);
     let need = model.features.history_needed(step);
-    if let Some(&(last, _)) = points.last()
+    let last = series.newest_ms();
+    if let Some(last) = last
         && now_ms - last > 2 * step
     {
         return Err(ForecastError::Stale { age_s: (now_ms - last) / 1000, max_s: 2 * step / 1000 });
     }
-    let (values, start) = regular(points, step, need, agg);
-    let have = values.iter().filter(|v| !v.is_nan()).count();
-    let p = Prepared::new(SeriesRef { values: &values, start_ms: start, interval_ms: step });
-    model.forecast_at_upto(&p, need - 1, max_horizon).ok_or(ForecastError::NotEnoughHistory {
-        need,
-        have,
-        step_s: step / 1000,
+    let end = last.unwrap_or(0);
+    let start = end - (need as i64 - 1) * step;
+    // Point k of the grid is at start + k * step and covers the samples in
+    // (its time - step, its time].
+    let at = |k: usize| start + k as i64 * step;
+    let read = |ranges: &[std::ops::Range<usize>], scratch: &mut Vec<(i64, f64)>| {
+        scratch.clear();
+        for r in ranges {
+            series.read(at(r.start) - step + 1, at(r.end - 1) + 1, scratch);
+        }
+        regular_until(scratch, step, need, end, agg).0
+    };
+    let t = need - 1;
+    let used = model.features.points_read(t, max_horizon, step);
+    let margin = MAX_FILL + 1;
+    let stretches =
+        merge_ranges(used.iter().map(|r| r.start.saturating_sub(margin)..(r.end + margin).min(need)).collect());
+    let values = if last.is_some() { read(&stretches, scratch) } else { vec![f64::NAN; need] };
+    // The sums cover only the windows of the last origin (a day's points,
+    // not the week the seasonal lag reaches back to).
+    let first = need - model.features.min_history().min(need);
+    let p = Prepared::from_point(SeriesRef { values: &values, start_ms: start, interval_ms: step }, first);
+    model.forecast_at_upto(&p, t, max_horizon).ok_or_else(|| {
+        // What the whole series has, for the message: read on this rare path only.
+        let whole = 0..need;
+        let have = if last.is_some() {
+            read(std::slice::from_ref(&whole), scratch).iter().filter(|v| !v.is_nan()).count()
+        } else {
+            0
+        };
+        ForecastError::NotEnoughHistory { need, have, step_s: step / 1000 }
     })
 }
 
@@ -224,6 +344,61 @@ mod tests {
         assert!(e.to_string().contains("the series has 10 usable"), "{e}");
     }
 
+    /// What [`forecast_series`] does, on the whole series: the grid of all
+    /// its points, then the model.
+    fn forecast_whole(
+        model: &Artifact,
+        points: &[(i64, f64)],
+        max_h: usize,
+        agg: Aggregate,
+    ) -> Option<Vec<ForecastPoint>> {
+        let step = model.training.interval_ms;
+        let need = model.features.history_needed(step);
+        let (values, start) = regular(points, step, need, agg);
+        let first = need - model.features.min_history();
+        let p = Prepared::from_point(SeriesRef { values: &values, start_ms: start, interval_ms: step }, first);
+        model.forecast_at_upto(&p, need - 1, max_h)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Reading only the stretches the features use forecasts exactly
+        /// as reading the whole week does: gaps short and long (filled or
+        /// not, at a stretch's edge or inside), samples between grid
+        /// points, several samples in one step.
+        #[test]
+        fn reading_the_stretches_the_features_use_equals_reading_the_week(
+            gaps in proptest::collection::vec((0usize..2200, 1usize..8), 0..40),
+            extra in proptest::collection::vec((0usize..2200, 1i64..300_000), 0..40),
+            max_h in 1usize..13,
+            peaks in proptest::bool::ANY,
+        ) {
+            let model = Artifact::from_json(swarm_models::DEFAULT_ARTIFACT, "default").unwrap();
+            let step = 300_000;
+            let mut t: std::collections::BTreeMap<i64, f64> = (0..2200i64)
+                .map(|i| (1_000_000 + i * step, 2.0 + (i as f64 * 0.05).sin() + (i % 7) as f64 * 0.1))
+                .collect();
+            for (at, len) in gaps {
+                for k in at..at + len {
+                    t.remove(&(1_000_000 + k as i64 * step));
+                }
+            }
+            for (at, off) in extra {
+                t.insert(1_000_000 + at as i64 * step - off, 1.0 + off as f64 * 1e-6);
+            }
+            let points: Vec<(i64, f64)> = t.into_iter().collect();
+            let now = points.last().unwrap().0;
+            let agg = if peaks { Aggregate::Max } else { Aggregate::Mean };
+            let whole = forecast_whole(&model, &points, max_h, agg);
+            let read = forecast(&model, &points, now, max_h, agg).ok();
+            let bits = |f: &Option<Vec<ForecastPoint>>| {
+                f.as_ref().map(|f| f.iter().map(|p| (p.timestamp_ms, p.mean.to_bits(), p.upper.to_bits())).collect::<Vec<_>>())
+            };
+            proptest::prop_assert_eq!(bits(&read), bits(&whole));
+        }
+
+    }
+
     proptest::proptest! {
         /// The forward walk over the grid places every point where a
         /// division would, sorted or not.
@@ -238,7 +413,7 @@ mod tests {
             if sorted {
                 ts.sort_unstable();
             }
-            let points: Vec<(i64, f64)> = ts.iter().map(|&t| (t, (t % 97) as f64)).collect();
+            let points: Vec<(i64, f64)> = ts.iter().map(|&t| (t, (t.rem_euclid(97)) as f64 * 0.37)).collect();
             let start = end - (n as i64 - 1) * step;
             let mut want: Vec<Vec<f64>> = vec![Vec::new(); n];
             for &(t, v) in &points {
@@ -247,11 +422,24 @@ mod tests {
                     want[(off / step) as usize].push(v);
                 }
             }
-            let (got, _) = regular_until(&points, step, n, end, Aggregate::Max);
+            let (max, _) = regular_until(&points, step, n, end, Aggregate::Max);
+            let (mean, _) = regular_until(&points, step, n, end, Aggregate::Mean);
             for (i, w) in want.iter().enumerate() {
                 if let Some(m) = w.iter().copied().reduce(f64::max) {
-                    proptest::prop_assert_eq!(got[i], m, "bucket {}", i);
+                    proptest::prop_assert_eq!(max[i], m, "bucket {}", i);
+                    // The same sum in the same order: bit for bit.
+                    let avg = w.iter().fold(0.0, |a, b| a + b) / w.len() as f64;
+                    proptest::prop_assert_eq!(mean[i].to_bits(), avg.to_bits(), "bucket {}", i);
                 }
+            }
+            // In any order the general version gives the same grid.
+            for agg in [Aggregate::Max, Aggregate::Mean] {
+                let (got, _) = regular_until(&points, step, n, end, agg);
+                let (general, _) = regular_any_order(&points, step, n, start, agg);
+                proptest::prop_assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    general.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                );
             }
         }
     }

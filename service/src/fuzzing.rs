@@ -108,26 +108,30 @@ pub fn otlp_export(data: &[u8]) {
     validate_all(&c.samples);
 }
 
-/// The write-ahead log's record decoder on arbitrary bytes: what it
-/// returns re-encodes to exactly the bytes it says were valid.
+/// The write-ahead log's record decoder, in either layout, on arbitrary
+/// bytes: what it returns re-decodes the same from exactly the bytes it
+/// says were valid.
 pub fn wal_records(data: &[u8]) {
-    let d = crate::series::codec::decode_records(data);
-    assert!(d.valid_len <= data.len());
-    assert!(d.damage.is_some() || d.valid_len == data.len(), "undamaged input is decoded whole");
-    if d.records == 0 {
-        assert!(d.samples.is_empty() && d.valid_len == 0);
-        return;
+    use crate::series::codec::{Layout, decode_records};
+    for layout in [Layout::Grouped, Layout::PerSample] {
+        let d = decode_records(data, layout);
+        assert!(d.valid_len <= data.len());
+        assert!(d.damage.is_some() || d.valid_len == data.len(), "undamaged input is decoded whole");
+        if d.records == 0 {
+            assert!(d.samples.is_empty() && d.valid_len == 0);
+            continue;
+        }
+        // Re-decoding the valid prefix gives the same samples (bit for bit:
+        // a record may hold a NaN) and no damage.
+        let again = decode_records(&data[..d.valid_len], layout);
+        assert!(again.damage.is_none());
+        let bits = |v: &[crate::series::Sample]| -> Vec<(String, i64, u64)> {
+            v.iter()
+                .map(|s| (format!("{:?}{:?}{}{}", s.kind, s.metric, s.entity, s.location), s.ts_ms, s.value.to_bits()))
+                .collect()
+        };
+        assert_eq!(bits(&again.samples), bits(&d.samples));
     }
-    // Re-decoding the valid prefix gives the same samples (bit for bit:
-    // a record may hold a NaN) and no damage.
-    let again = crate::series::codec::decode_records(&data[..d.valid_len]);
-    assert!(again.damage.is_none());
-    let bits = |v: &[crate::series::Sample]| -> Vec<(String, i64, u64)> {
-        v.iter()
-            .map(|s| (format!("{:?}{:?}{}{}", s.kind, s.metric, s.entity, s.location), s.ts_ms, s.value.to_bits()))
-            .collect()
-    };
-    assert_eq!(bits(&again.samples), bits(&d.samples));
 }
 
 /// The metadata store's open path on an arbitrary `meta.redb`: it opens
@@ -190,6 +194,18 @@ mod tests {
         for (path, data) in all {
             let r = std::panic::catch_unwind(|| f(&data));
             assert!(r.is_ok(), "{target} fails on {}", path.display());
+        }
+    }
+
+    #[test]
+    fn the_wal_corpus_has_a_whole_segment_of_each_layout() {
+        use crate::series::codec::{Layout, decode_records};
+        for (file, layout, samples) in [("grouped.bin", Layout::Grouped, 11), ("from-swarmd.bin", Layout::PerSample, 0)]
+        {
+            let (_, data) = inputs("wal_records").into_iter().find(|(p, _)| p.ends_with(file)).unwrap();
+            let d = decode_records(&data, layout);
+            assert!(d.damage.is_none() && d.records > 0, "{file}: {:?}", d.damage);
+            assert!(samples == 0 || d.samples.len() == samples, "{file}: {} samples", d.samples.len());
         }
     }
 

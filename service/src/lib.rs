@@ -24,6 +24,7 @@
 //!   tokens and TLS; [`limits`]: ingest limits and back-pressure;
 //! - [`fuzzing`]: the harnesses of the `cargo fuzz` targets in `fuzz/`;
 //! - [`config`]: file/env/flag configuration; [`clock`]: the wall clock;
+//! - [`memory`]: giving the memory a round freed back to the system;
 //! - [`demo`]: the demo cluster and its load generator.
 //!
 //! The other crates of the workspace, and why they are apart:
@@ -51,6 +52,7 @@ pub mod grpc;
 pub mod ha;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod otlp;
 pub mod prometheus;
 pub mod security;

@@ -10,11 +10,11 @@
 //! | `swarm_ingest_pending_samples` | gauge | samples received and not yet durable |
 //! | `swarm_rounds_total` | counter | |
 //! | `swarm_round_duration_seconds` | histogram | |
-//! | `swarm_round_stage_seconds` | gauge | `stage` (metrics_backend, performance, usage, forecasts, data_access, view, risk_history, decide, commit): time the last round, dry runs included, spent in each stage |
+//! | `swarm_round_stage_seconds` | gauge | `stage` (metrics_backend, performance, usage, forecasts, data_access, view, risk_history, decide, commit, release): time the last round, dry runs included, spent in each stage |
 //! | `swarm_decisions_total` | counter | `kind` |
 //! | `swarm_migrations` | gauge | `phase` |
 //! | `swarm_nodes` | gauge | `kind` (physical, virtual) |
-//! | `swarm_store_bytes` | gauge | `store` (metadata, series) |
+//! | `swarm_store_bytes` | gauge | `store` (metadata and series: on disk; series_memory: the stored samples in memory, buffers not counted) |
 //! | `swarm_series_rows` | gauge | |
 //! | `swarm_auth_denied_total` | counter | `code` (unauthenticated, permission_denied) |
 //! | `swarm_rounds_skipped_total` | counter | `reason` (`metrics_backend`: the Prometheus backend could not be read) |
@@ -86,6 +86,8 @@ pub struct Levels {
     pub metadata_bytes: i64,
     /// Bytes of the series files (WAL and snapshots) on disk.
     pub series_bytes: i64,
+    /// Bytes of memory the stored samples take (buffers not counted).
+    pub series_memory_bytes: i64,
     /// Rows held in the series frames.
     pub series_rows: i64,
     /// Samples received and not yet durable.
@@ -354,6 +356,7 @@ impl Telemetry {
         self.nodes.get_or_create(&vec![("kind", "virtual".into())]).set(levels.virtual_nodes);
         self.store_bytes.get_or_create(&vec![("store", "metadata".into())]).set(levels.metadata_bytes);
         self.store_bytes.get_or_create(&vec![("store", "series".into())]).set(levels.series_bytes);
+        self.store_bytes.get_or_create(&vec![("store", "series_memory".into())]).set(levels.series_memory_bytes);
         self.series_rows.set(levels.series_rows);
         self.pending.set(levels.pending_samples);
         if let Some(up) = levels.backend_up {
@@ -421,6 +424,7 @@ mod tests {
             virtual_nodes: 12,
             metadata_bytes: 4096,
             series_bytes: 100,
+            series_memory_bytes: 64,
             series_rows: 77,
             pending_samples: 5,
             backend_up: Some(false),
@@ -448,6 +452,7 @@ mod tests {
             "swarm_migrations{phase=\"shadowing\"} 2",
             "swarm_nodes{kind=\"virtual\"} 12",
             "swarm_store_bytes{store=\"metadata\"} 4096",
+            "swarm_store_bytes{store=\"series_memory\"} 64",
             "swarm_series_rows 77",
             "swarm_ingest_pending_samples 5",
             "swarm_metrics_backend_up{backend=\"prometheus\"} 0",

@@ -202,7 +202,7 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
     let q = p.quantile.clamp(0.0, 1.0);
     let base = quantile(&mut y_sorted, q);
     if n == 0 {
-        return TreeHead { horizon, base, trees: Vec::new() };
+        return TreeHead::new(horizon, base, Vec::new());
     }
     let b = bin_design(d, p.bins);
     let mut pred = vec![base; n];
@@ -225,7 +225,7 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
         }
         trees.push(tree);
     }
-    TreeHead { horizon, base, trees }
+    TreeHead::new(horizon, base, trees)
 }
 
 #[cfg(test)]

@@ -2,9 +2,30 @@
 //!
 //! A file starts with an 8-byte magic that names its kind and version, then
 //! holds records `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`.
-//! A payload is `[count: u32]` followed by `count` samples, each
+//!
+//! Segments written by this build (`SWRMWAL2`) group each record's samples
+//! by series and name each series in full only once per segment: the
+//! payload is `[base time i64][groups u32]` followed by `groups` groups, each
+//! `[series: LEB128 varint]`, which is 0 for a series named here and now
+//! (`[kind u8][metric u8][entity len u16][entity][location len u16]
+//! [location]` follow, and it takes the segment's next id) or the id + 1 of
+//! one named earlier in the segment, then `[count: varint]` and per sample
+//! `[time: zigzag varint][value f32]`, the time being the change of the
+//! distance to the previous sample (to the base time for the first):
+//! Gorilla's delta-of-delta, so samples at the record's time or on their
+//! series' period cost one byte. A group keeps its samples in arrival order
+//! (times may repeat or go back: last write wins where the frames merge
+//! them), which is all that matters, since samples of different series
+//! never overwrite each other. Values are stored as f32, what the frames
+//! keep. A batch of one step of a fleet costs about 8 bytes a sample, one
+//! of each node's 2-hour history about 5.5; the first-release layout below
+//! took about 29, so the log since the last snapshot made most of a
+//! fleet's disk.
+//!
+//! First-release segments (`SWRMWAL1`) and snapshots (`SWRMSNP1`) hold one
+//! entry per sample: `[count: u32]` followed by `count` samples, each
 //! `[kind u8][metric u8][entity len u16][entity][location len u16][location]
-//! [timestamp i64][value f64]`, all little-endian.
+//! [timestamp i64][value f64]`, all little-endian. Both are still read.
 //!
 //! Snapshots written by this build (`SWRMSNP2`) hold one record per run of a
 //! series instead: `[kind u8][metric u8][entity len u16][entity][location
@@ -13,8 +34,8 @@
 //! being the second point's distance from the first, and after that the
 //! change of distance, zigzag-coded (Gorilla's delta-of-delta: a regularly
 //! sampled series spends one byte on each time). A 5-minute series costs 5
-//! bytes a sample (the sample records take about 29), which is what a
-//! fleet's week on disk and its start-up read come to. First-release snapshots (`SWRMSNP1`, sample records) are still read.
+//! bytes a sample, which is what a fleet's week on disk and its start-up
+//! read come to.
 //!
 //! The CRC lets recovery tell a torn tail (a crash in the middle of a write)
 //! from a valid record, so replay can stop exactly at the last complete one.
@@ -24,8 +45,10 @@ use std::sync::Arc;
 
 use super::sample::{EntityKind, Metric, Sample};
 
-/// Magic of WAL segment files.
-pub const WAL_MAGIC: &[u8; 8] = b"SWRMWAL1";
+/// Magic of WAL segment files written by this build (samples grouped by series).
+pub const WAL_MAGIC: &[u8; 8] = b"SWRMWAL2";
+/// Magic of first-release WAL segment files (sample records), still read.
+pub const WAL_MAGIC_V1: &[u8; 8] = b"SWRMWAL1";
 /// Magic of snapshot files written by this build (series runs).
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SWRMSNP2";
 /// Magic of first-release snapshot files (sample records), still read.
@@ -38,23 +61,142 @@ pub const MAX_RUN_POINTS: usize = 1 << 20;
 /// Largest payload accepted when decoding (guards against a corrupt length).
 pub const MAX_PAYLOAD: usize = 256 << 20;
 
-/// Appends one framed record holding `samples` to `out`.
-pub fn encode_record(samples: &[Sample], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; 8]);
-    out.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-    for s in samples {
-        out.push(s.kind.code());
-        out.push(s.metric.code());
-        put_str(out, &s.entity);
-        put_str(out, &s.location);
-        out.extend_from_slice(&s.ts_ms.to_le_bytes());
-        out.extend_from_slice(&s.value.to_le_bytes());
+/// How the samples of a record are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One entry per sample (first-release segments and snapshots).
+    PerSample,
+    /// Grouped by series (this build's segments).
+    Grouped,
+}
+
+impl Layout {
+    /// The layout of a segment file with this magic.
+    pub fn of_segment(magic: &[u8]) -> Option<Layout> {
+        match magic {
+            m if m == WAL_MAGIC => Some(Layout::Grouped),
+            m if m == WAL_MAGIC_V1 => Some(Layout::PerSample),
+            _ => None,
+        }
     }
+}
+
+/// Wraps the payload appended to `out` since `start + 8` in its frame
+/// (the 8 bytes at `start` were reserved for it).
+fn frame(out: &mut [u8], start: usize) {
     let payload_len = (out.len() - start - 8) as u32;
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_series(out: &mut Vec<u8>, kind: EntityKind, metric: Metric, entity: &str, location: &str) {
+    out.push(kind.code());
+    out.push(metric.code());
+    put_str(out, entity);
+    put_str(out, location);
+}
+
+/// A series as records name it: kind, metric, entity, location.
+pub type SeriesKey = (EntityKind, Metric, Arc<str>, Arc<str>);
+
+/// Encodes the records of one segment. The first record of a segment that
+/// carries a series names it in full, which gives it the next id; later
+/// records refer to it by id. The ids are the segment's own, so every
+/// segment reads alone; a segment holds a few million samples, so naming
+/// each series once costs well under a byte a sample.
+#[derive(Default)]
+pub struct SegmentEncoder {
+    ids: HashMap<SeriesKey, u32, foldhash::fast::FixedState>,
+    /// Per id, its group in the record being encoded (`u32::MAX`: none).
+    group_of: Vec<u32>,
+}
+
+impl SegmentEncoder {
+    /// Appends one framed record holding `samples` to `out`.
+    pub fn encode(&mut self, samples: &[Sample], out: &mut Vec<u8>) {
+        let named_before = self.ids.len() as u32;
+        // Each sample's group (its series'), groups in order of first arrival.
+        let mut groups: Vec<(u32, u32)> = Vec::new(); // (series id, samples)
+        let group: Vec<u32> = samples
+            .iter()
+            .map(|s| {
+                let next = self.ids.len() as u32;
+                let id = *self.ids.entry((s.kind, s.metric, s.entity.clone(), s.location.clone())).or_insert(next);
+                if id as usize >= self.group_of.len() {
+                    self.group_of.resize(id as usize + 1, u32::MAX);
+                }
+                let g = &mut self.group_of[id as usize];
+                if *g == u32::MAX {
+                    *g = groups.len() as u32;
+                    groups.push((id, 0));
+                }
+                groups[*g as usize].1 += 1;
+                *g
+            })
+            .collect();
+        // The samples ordered by group, arrival order kept within one.
+        let mut at: Vec<u32> = groups
+            .iter()
+            .scan(0u32, |acc, g| {
+                let start = *acc;
+                *acc += g.1;
+                Some(start)
+            })
+            .collect();
+        let mut order = vec![0u32; samples.len()];
+        for (i, &g) in group.iter().enumerate() {
+            order[at[g as usize] as usize] = i as u32;
+            at[g as usize] += 1;
+        }
+        let start = out.len();
+        out.extend_from_slice(&[0u8; 8]);
+        let base = samples.first().map_or(0, |s| s.ts_ms);
+        out.extend_from_slice(&base.to_le_bytes());
+        out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+        let mut members = order.iter().map(|&i| &samples[i as usize]);
+        for &(id, count) in &groups {
+            self.group_of[id as usize] = u32::MAX;
+            let mut members = members.by_ref().take(count as usize).peekable();
+            if id >= named_before {
+                put_varint(out, 0);
+                let s = members.peek().expect("a group has a sample");
+                put_series(out, s.kind, s.metric, &s.entity, &s.location);
+            } else {
+                put_varint(out, id as u64 + 1);
+            }
+            put_varint(out, count as u64);
+            let (mut prev, mut step) = (base, 0i64);
+            for s in members {
+                let d = s.ts_ms.wrapping_sub(prev);
+                put_varint(out, zigzag(d.wrapping_sub(step)));
+                out.extend_from_slice(&(s.value as f32).to_le_bytes());
+                (prev, step) = (s.ts_ms, d);
+            }
+        }
+        frame(out, start);
+    }
+}
+
+/// Appends one framed record holding `samples` to `out`, naming every
+/// series in full (a record that reads alone, in any segment).
+pub fn encode_record(samples: &[Sample], out: &mut Vec<u8>) {
+    SegmentEncoder::default().encode(samples, out);
+}
+
+/// Appends one framed record holding `samples` to `out` in the first-release
+/// layout, one entry per sample (what `SWRMWAL1` segments and `SWRMSNP1`
+/// snapshots hold; kept so their reading stays tested).
+pub fn encode_record_per_sample(samples: &[Sample], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    out.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    for s in samples {
+        put_series(out, s.kind, s.metric, &s.entity, &s.location);
+        out.extend_from_slice(&s.ts_ms.to_le_bytes());
+        out.extend_from_slice(&s.value.to_le_bytes());
+    }
+    frame(out, start);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -132,12 +274,13 @@ pub fn scan_records(data: &[u8], mut payload: impl FnMut(&[u8]) -> Result<(), St
     Scanned { records, valid_len: pos, damage }
 }
 
-/// Decodes sample records from `data` (which starts right after the magic)
-/// until the end or the first damaged record.
-pub fn decode_records(data: &[u8]) -> Decoded {
+/// Decodes sample records of `layout` from `data` (which starts right after
+/// the magic) until the end or the first damaged record.
+pub fn decode_records(data: &[u8], layout: Layout) -> Decoded {
     let mut interner: HashMap<Box<[u8]>, Arc<str>> = HashMap::new();
+    let mut names = SegmentNames::default();
     let mut samples = Vec::new();
-    let s = scan_records(data, |p| decode_payload(p, &mut interner, &mut samples));
+    let s = scan_records(data, |p| decode_payload(p, layout, &mut names, &mut interner, &mut samples));
     Decoded { samples, records: s.records, valid_len: s.valid_len, damage: s.damage }
 }
 
@@ -175,10 +318,7 @@ pub struct RunRef<'a> {
 pub fn encode_series_run(run: RunRef<'_>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; 8]);
-    out.push(run.kind.code());
-    out.push(run.metric.code());
-    put_str(out, run.entity);
-    put_str(out, run.location);
+    put_series(out, run.kind, run.metric, run.entity, run.location);
     out.extend_from_slice(&(run.points.len() as u32).to_le_bytes());
     let (mut prev, mut step) = (None, None);
     for &(t, v) in run.points {
@@ -191,10 +331,7 @@ pub fn encode_series_run(run: RunRef<'_>, out: &mut Vec<u8>) {
         step = prev.map(|p| t - p);
         prev = Some(t);
     }
-    let payload_len = (out.len() - start - 8) as u32;
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    frame(out, start);
 }
 
 fn zigzag(x: i64) -> u64 {
@@ -218,10 +355,7 @@ fn put_varint(out: &mut Vec<u8>, mut x: u64) {
 /// finite values, nothing left over).
 pub fn decode_series_run(p: &[u8], interner: &mut HashMap<Box<[u8]>, Arc<str>>) -> Result<SeriesRun, String> {
     let mut r = Reader { p, pos: 0 };
-    let kind = EntityKind::from_code(r.u8()?).ok_or("unknown entity kind")?;
-    let metric = Metric::from_code(r.u8()?).ok_or("unknown metric")?;
-    let entity = r.string(interner)?;
-    let location = r.string(interner)?;
+    let (kind, metric, entity, location) = r.series(interner)?;
     let count = r.u32()? as usize;
     if count == 0 || count > MAX_RUN_POINTS {
         return Err(format!("a series run of {count} points (1..={MAX_RUN_POINTS})"));
@@ -258,8 +392,8 @@ pub fn decode_series_run(p: &[u8], interner: &mut HashMap<Box<[u8]>, Arc<str>>) 
     Ok(SeriesRun { kind, metric, entity, location, points })
 }
 
-/// The smallest encoded sample: kind, metric, a one-byte id, an empty
-/// location, time and value.
+/// The smallest encoded sample of the first-release layout: kind, metric, a
+/// one-byte id, an empty location, time and value.
 const MIN_SAMPLE_BYTES: usize = 1 + 1 + 3 + 2 + 8 + 8;
 
 /// Where the first intact record (length in bounds, checksum and content
@@ -267,7 +401,7 @@ const MIN_SAMPLE_BYTES: usize = 1 + 1 + 3 + 2 + 8 + 8;
 /// damaged record in the newest segment: a torn tail has nothing intact
 /// after it; bit rot in the middle of the file has. Cheap structural checks
 /// come before the checksum, so scanning a long tail stays fast.
-pub fn intact_record_after(data: &[u8], from: usize) -> Option<usize> {
+pub fn intact_record_after(data: &[u8], from: usize, layout: Layout) -> Option<usize> {
     let mut interner: HashMap<Box<[u8]>, Arc<str>> = HashMap::new();
     let mut scratch = Vec::new();
     let mut pos = from;
@@ -279,11 +413,24 @@ pub fn intact_record_after(data: &[u8], from: usize) -> Option<usize> {
             continue;
         }
         let payload = &data[at + 8..at + 8 + len];
-        let count = u32::from_le_bytes(payload[..4].try_into().unwrap()) as usize;
-        if count == 0 || count.saturating_mul(MIN_SAMPLE_BYTES) > len - 4 {
-            continue;
-        }
-        if EntityKind::from_code(payload[4]).is_none() || Metric::from_code(payload[5]).is_none() {
+        let plausible = match layout {
+            Layout::PerSample => {
+                let count = u32::from_le_bytes(payload[..4].try_into().unwrap()) as usize;
+                count > 0
+                    && count.saturating_mul(MIN_SAMPLE_BYTES) <= len - 4
+                    && EntityKind::from_code(payload[4]).is_some()
+                    && Metric::from_code(payload[5]).is_some()
+            }
+            // Base time, group count, and per group at least an id, a
+            // count, a time and a value.
+            Layout::Grouped => {
+                len >= 12 && {
+                    let groups = u32::from_le_bytes(payload[8..12].try_into().unwrap()) as usize;
+                    groups.saturating_mul(7) <= len - 12
+                }
+            }
+        };
+        if !plausible {
             continue;
         }
         let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap());
@@ -291,21 +438,44 @@ pub fn intact_record_after(data: &[u8], from: usize) -> Option<usize> {
             continue;
         }
         scratch.clear();
-        if decode_payload(payload, &mut interner, &mut scratch).is_ok() {
+        // The series it refers to were named in records before it, which
+        // were not read: only its structure can be checked.
+        let mut names = SegmentNames { structure_only: true, ..Default::default() };
+        if decode_payload(payload, layout, &mut names, &mut interner, &mut scratch).is_ok() {
             return Some(at);
         }
     }
     None
 }
 
+/// The series a segment's records named so far, by id (see [`SegmentEncoder`]).
+#[derive(Default)]
+struct SegmentNames {
+    names: Vec<SeriesKey>,
+    /// Accept ids named before the records at hand (which were not read):
+    /// checking a record's structure alone, where bit rot is looked for.
+    structure_only: bool,
+}
+
 /// Appends a record's samples to `out`, all or none: a malformed record
-/// leaves `out` as it was (found by the `wal_records` fuzz target: a record
-/// cut inside a sample used to leave its first samples behind).
-fn decode_payload(p: &[u8], interner: &mut HashMap<Box<[u8]>, Arc<str>>, out: &mut Vec<Sample>) -> Result<(), String> {
-    let before = out.len();
-    let r = decode_samples(p, interner, out);
+/// leaves `out` (and the segment's names) as it was (found by the
+/// `wal_records` fuzz target: a record cut inside a sample used to leave
+/// its first samples behind).
+fn decode_payload(
+    p: &[u8],
+    layout: Layout,
+    names: &mut SegmentNames,
+    interner: &mut HashMap<Box<[u8]>, Arc<str>>,
+    out: &mut Vec<Sample>,
+) -> Result<(), String> {
+    let (before, named) = (out.len(), names.names.len());
+    let r = match layout {
+        Layout::PerSample => decode_samples(p, interner, out),
+        Layout::Grouped => decode_groups(p, names, interner, out),
+    };
     if r.is_err() {
         out.truncate(before);
+        names.names.truncate(named);
     }
     r
 }
@@ -314,16 +484,66 @@ fn decode_samples(p: &[u8], interner: &mut HashMap<Box<[u8]>, Arc<str>>, out: &m
     let mut r = Reader { p, pos: 0 };
     let count = r.u32()? as usize;
     for _ in 0..count {
-        let kind = EntityKind::from_code(r.u8()?).ok_or("unknown entity kind")?;
-        let metric = Metric::from_code(r.u8()?).ok_or("unknown metric")?;
-        let entity = r.string(interner)?;
-        let location = r.string(interner)?;
+        let (kind, metric, entity, location) = r.series(interner)?;
         let ts_ms = i64::from_le_bytes(r.take(8)?.try_into().unwrap());
         let value = f64::from_le_bytes(r.take(8)?.try_into().unwrap());
         out.push(Sample { kind, entity, metric, location, ts_ms, value });
     }
     if r.pos != p.len() {
         return Err(format!("{} trailing bytes after {count} samples", p.len() - r.pos));
+    }
+    Ok(())
+}
+
+fn decode_groups(
+    p: &[u8],
+    names: &mut SegmentNames,
+    interner: &mut HashMap<Box<[u8]>, Arc<str>>,
+    out: &mut Vec<Sample>,
+) -> Result<(), String> {
+    let mut r = Reader { p, pos: 0 };
+    let base = i64::from_le_bytes(r.take(8)?.try_into().unwrap());
+    let groups = r.u32()? as usize;
+    for _ in 0..groups {
+        let key = match r.varint()? {
+            0 => {
+                let key = r.series(interner)?;
+                names.names.push(key.clone());
+                Some(key)
+            }
+            id => match names.names.get(id as usize - 1) {
+                Some(key) => Some(key.clone()),
+                None if names.structure_only => None,
+                None => return Err(format!("series id {} was not named earlier in the segment", id - 1)),
+            },
+        };
+        let count = r.varint()?;
+        // Each sample takes at least 5 bytes: refuse a count the payload
+        // cannot hold before allocating for it.
+        if count == 0 || count.saturating_mul(5) > (p.len() - r.pos) as u64 {
+            return Err(format!("a group of {count} samples does not fit in the record"));
+        }
+        out.reserve(count as usize);
+        let (mut ts_ms, mut step) = (base, 0i64);
+        for _ in 0..count {
+            let d = step.wrapping_add(unzigzag(r.varint()?));
+            ts_ms = ts_ms.wrapping_add(d);
+            step = d;
+            let value = f32::from_le_bytes(r.take(4)?.try_into().unwrap()) as f64;
+            if let Some((kind, metric, entity, location)) = &key {
+                out.push(Sample {
+                    kind: *kind,
+                    entity: entity.clone(),
+                    metric: *metric,
+                    location: location.clone(),
+                    ts_ms,
+                    value,
+                });
+            }
+        }
+    }
+    if r.pos != p.len() {
+        return Err(format!("{} trailing bytes after {groups} groups", p.len() - r.pos));
     }
     Ok(())
 }
@@ -359,6 +579,12 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
     }
+    /// A series' kind, metric, entity and location.
+    fn series(&mut self, interner: &mut HashMap<Box<[u8]>, Arc<str>>) -> Result<SeriesKey, String> {
+        let kind = EntityKind::from_code(self.u8()?).ok_or("unknown entity kind")?;
+        let metric = Metric::from_code(self.u8()?).ok_or("unknown metric")?;
+        Ok((kind, metric, self.string(interner)?, self.string(interner)?))
+    }
     fn string(&mut self, interner: &mut HashMap<Box<[u8]>, Arc<str>>) -> Result<Arc<str>, String> {
         let n = u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as usize;
         let b = self.take(n)?;
@@ -387,36 +613,133 @@ mod tests {
         }
     }
 
+    /// Samples grouped by series, series in order of first arrival and
+    /// arrival order kept within one: what a grouped record gives back.
+    fn by_series(mut v: Vec<Sample>) -> Vec<Sample> {
+        let key = |s: &Sample| (s.kind, s.metric, s.entity.clone(), s.location.clone());
+        let mut first = HashMap::new();
+        for (i, s) in v.iter().enumerate() {
+            first.entry(key(s)).or_insert(i);
+        }
+        v.sort_by_key(|s| first[&key(s)]);
+        v
+    }
+
     #[test]
     fn round_trip() {
         let a: Vec<_> = (0..10).map(sample).collect();
         let b: Vec<_> = (10..13).map(sample).collect();
-        let mut buf = Vec::new();
-        encode_record(&a, &mut buf);
-        encode_record(&b, &mut buf);
-        let d = decode_records(&buf);
+        for (layout, encode) in [
+            (Layout::PerSample, encode_record_per_sample as fn(&[Sample], &mut Vec<u8>)),
+            (Layout::Grouped, encode_record),
+        ] {
+            let mut buf = Vec::new();
+            encode(&a, &mut buf);
+            encode(&b, &mut buf);
+            let d = decode_records(&buf, layout);
+            assert_eq!(d.damage, None);
+            assert_eq!(d.records, 2);
+            assert_eq!(d.valid_len, buf.len());
+            let (first, second) = d.samples.split_at(a.len());
+            assert_eq!(by_series(first.to_vec()), by_series(a.clone()), "{layout:?}");
+            assert_eq!(by_series(second.to_vec()), by_series(b.clone()), "{layout:?}");
+        }
+    }
+
+    #[test]
+    fn a_grouped_record_of_a_fleets_two_hours_takes_under_six_bytes_a_sample() {
+        // What an agent sends: every node's usage and peak, step by step.
+        let mut batch = Vec::new();
+        for step in 0..24i64 {
+            for node in 0..500 {
+                for metric in [Metric::CpuUsage, Metric::CpuPeak] {
+                    batch.push(Sample {
+                        kind: EntityKind::Virtual,
+                        entity: format!("v{node:06}").into(),
+                        metric,
+                        location: "".into(),
+                        ts_ms: 1_700_000_000_000 + step * 300_000,
+                        value: (node * 7 + step) as f64 * 0.125,
+                    });
+                }
+            }
+        }
+        let (mut grouped, mut per_sample) = (Vec::new(), Vec::new());
+        encode_record(&batch, &mut grouped);
+        encode_record_per_sample(&batch, &mut per_sample);
+        let per = grouped.len() as f64 / batch.len() as f64;
+        assert!(per < 6.0, "{per} bytes a sample grouped ({} per sample)", per_sample.len() / batch.len());
+        let d = decode_records(&grouped, Layout::Grouped);
         assert_eq!(d.damage, None);
-        assert_eq!(d.records, 2);
-        assert_eq!(d.valid_len, buf.len());
-        assert_eq!(d.samples, [a, b].concat());
+        assert_eq!(d.samples, by_series(batch));
+    }
+
+    #[test]
+    fn a_segment_names_each_series_once_and_a_step_of_a_fleet_then_costs_eight_bytes_a_sample() {
+        let step = |k: i64| -> Vec<Sample> {
+            (0..1000)
+                .map(|node| Sample {
+                    kind: EntityKind::Virtual,
+                    entity: format!("v{node:06}").into(),
+                    metric: Metric::CpuPeak,
+                    location: "".into(),
+                    ts_ms: 1_700_000_000_000 + k * 300_000,
+                    value: (node + k) as f64 * 0.5,
+                })
+                .collect()
+        };
+        let mut enc = SegmentEncoder::default();
+        let mut buf = Vec::new();
+        enc.encode(&step(0), &mut buf);
+        let first = buf.len();
+        for k in 1..11 {
+            enc.encode(&step(k), &mut buf);
+        }
+        let per = (buf.len() - first) as f64 / 10_000.0;
+        assert!(per <= 8.1, "{per} bytes a sample once the series are named");
+        let d = decode_records(&buf, Layout::Grouped);
+        assert_eq!(d.damage, None);
+        assert_eq!(d.samples, (0..11).flat_map(step).collect::<Vec<_>>());
+        // A record read without the one that named its series is damage,
+        // and leaves nothing behind; its structure alone is still intact
+        // (what telling bit rot from a torn tail needs).
+        let d = decode_records(&buf[first..], Layout::Grouped);
+        assert!(
+            matches!(d.damage, Some(Damage::BadPayload(ref e)) if e.contains("not named earlier")),
+            "{:?}",
+            d.damage
+        );
+        assert!(d.samples.is_empty() && d.records == 0);
+        assert_eq!(intact_record_after(&buf, 1, Layout::Grouped), Some(first));
     }
 
     #[test]
     fn torn_tail_and_bit_flip_are_detected() {
-        let mut buf = Vec::new();
-        encode_record(&[sample(1)], &mut buf);
-        let first = buf.len();
-        encode_record(&[sample(2), sample(3)], &mut buf);
-        let d = decode_records(&buf[..buf.len() - 3]);
-        assert_eq!(d.damage, Some(Damage::Truncated));
-        assert_eq!(d.valid_len, first);
-        assert_eq!(d.samples.len(), 1);
-        let mut flipped = buf.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 0x40;
-        let d = decode_records(&flipped);
-        assert_eq!(d.damage, Some(Damage::BadChecksum));
-        assert_eq!(d.valid_len, first);
+        for (layout, encode) in [
+            (Layout::PerSample, encode_record_per_sample as fn(&[Sample], &mut Vec<u8>)),
+            (Layout::Grouped, encode_record),
+        ] {
+            let mut buf = Vec::new();
+            encode(&[sample(1)], &mut buf);
+            let first = buf.len();
+            encode(&[sample(2), sample(3)], &mut buf);
+            let d = decode_records(&buf[..buf.len() - 3], layout);
+            assert_eq!(d.damage, Some(Damage::Truncated));
+            assert_eq!(d.valid_len, first);
+            assert_eq!(d.samples.len(), 1);
+            let mut flipped = buf.clone();
+            let last = flipped.len() - 1;
+            flipped[last] ^= 0x40;
+            let d = decode_records(&flipped, layout);
+            assert_eq!(d.damage, Some(Damage::BadChecksum));
+            assert_eq!(d.valid_len, first);
+            // An intact record after a damaged one is found in either layout.
+            let mut rot = buf.clone();
+            rot[10] ^= 0x01;
+            encode(&[sample(4)], &mut rot);
+            assert!(intact_record_after(&rot, 1, layout).is_some());
+            assert_eq!(intact_record_after(&buf[..buf.len() - 3], 1, layout), None);
+        }
     }
 
     #[test]
@@ -459,6 +782,25 @@ mod tests {
     }
 
     proptest! {
+        /// A group keeps its samples' order and times whatever they are:
+        /// repeated, going back, or at the ends of the i64 range.
+        #[test]
+        fn grouped_records_keep_any_times_in_arrival_order(
+            times in proptest::collection::vec(prop_oneof![any::<i64>(), 0i64..1_000, Just(i64::MIN), Just(i64::MAX)], 1..50),
+            values in proptest::collection::vec(0u32..1_000_000, 50),
+        ) {
+            let batch: Vec<Sample> = times
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| Sample { ts_ms: t, value: values[i] as f64 * 0.25, ..sample(i as i64 % 3) })
+                .collect();
+            let mut buf = Vec::new();
+            encode_record(&batch, &mut buf);
+            let d = decode_records(&buf, Layout::Grouped);
+            prop_assert_eq!(d.damage, None);
+            prop_assert_eq!(d.samples, by_series(batch));
+        }
+
         #[test]
         fn any_prefix_decodes_to_whole_records(cut in 0usize..400) {
             let mut buf = Vec::new();
@@ -468,7 +810,7 @@ mod tests {
                 ends.push(buf.len());
             }
             let cut = cut.min(buf.len());
-            let d = decode_records(&buf[..cut]);
+            let d = decode_records(&buf[..cut], Layout::Grouped);
             prop_assert!(ends.contains(&d.valid_len));
             prop_assert!(d.valid_len <= cut);
             prop_assert_eq!(d.samples.len(), d.records * 2);

@@ -2,16 +2,21 @@
 //! (entity kind, metric), laid out for a fleet's worth of series.
 //!
 //! Each (entity, location) pair of a metric gets a dense series id (`sid`).
-//! The stored ("sealed") frame has two columns, `ts` (u32, milliseconds
-//! after the frame's base time) and `value` (f32), sorted by (sid, ts) with
-//! one row per key; where each sid's rows start is kept beside it instead of
-//! a sid column. That is 8 bytes a sample (the f64/i64/u32 layout this
-//! replaces took 20), one series is a contiguous slice found in O(1), and a
-//! round reads every series without sorting anything. Offsets are taken from
-//! a base per *epoch*: each series starts one, and a series whose rows span
-//! more than [`MAX_SPAN_MS`] (≈ 49.7 days, only with long retention) starts
-//! another, so any retention fits. The cost, chosen on purpose: values keep
-//! f32's 7 significant digits (metrics are measurements, not counters to be
+//! The stored ("sealed") frame is one column, `value` (f32), sorted by
+//! (sid, time) with one row per key; where each sid's rows start is kept
+//! beside it instead of a sid column, and times are kept beside it as
+//! *runs*, not as a column. A run is a stretch of one series' rows that is
+//! either *regular* (row k at `base + k * step`: a scrape or report on a
+//! fixed period, which is what nearly every series is, so its times cost
+//! nothing per row) or *explicit* (a u32 millisecond offset per row from the
+//! run's base, for irregular or jittered times). So a regularly reported
+//! sample takes 4 bytes and any other 8 (the f64/i64/u32 layout this
+//! replaces took 20, the u32/f32 columns before this 8 for every sample);
+//! one series is a contiguous slice found in O(1), and a round reads every
+//! series without sorting anything. An explicit run spans at most
+//! [`MAX_SPAN_MS`] (≈ 49.7 days, only with long retention), so any
+//! retention fits. The cost, chosen on purpose: values keep f32's 7
+//! significant digits (metrics are measurements, not counters to be
 //! differenced); reads give back the shortest decimal of the stored f32, so
 //! a value written with at most 7 digits reads back exactly.
 //!
@@ -38,8 +43,14 @@ use super::sample::{EntityKind, Metric, Sample};
 pub const MIN_MERGE: usize = 1 << 20;
 /// A buffer is merged once it holds this fraction (1/n) of the stored rows.
 const MERGE_FRACTION: usize = 32;
-/// Widest time span one epoch covers: its offsets are u32 milliseconds.
+/// Widest time span one explicit run covers: its offsets are u32 milliseconds.
 pub const MAX_SPAN_MS: i64 = u32::MAX as i64;
+/// Rows in arithmetic progression at the end of an explicit run that become
+/// a regular run of their own. Short enough that a series which turns
+/// regular (after a gap, at its start) stops paying for its times within a
+/// few rows; long enough that a run's 32 bytes stay under half a byte a row
+/// however a series alternates between jittered and regular stretches.
+const REGULAR_MIN: usize = 64;
 
 /// Frames of every (kind, metric) that has data.
 #[derive(Default, Clone)]
@@ -47,9 +58,31 @@ pub struct Frames {
     frames: BTreeMap<(EntityKind, Metric), MetricFrame>,
 }
 
+/// One stored series, read in place (see [`Frames::map_series`]).
+pub struct SeriesHandle<'a> {
+    frame: &'a MetricFrame,
+    sid: u32,
+    values: &'a [f32],
+}
+
+impl SeriesHandle<'_> {
+    /// The time of the newest point, ms.
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.frame.newest(self.sid)
+    }
+
+    /// Appends the points with `from_ms <= t < to_ms`, oldest first, one per
+    /// time, to `out` (after any earlier points of this series there).
+    pub fn read(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
+        self.frame.append_points(self.sid, self.values, from_ms, to_ms, out);
+    }
+}
+
 #[derive(Clone, Default)]
 struct MetricFrame {
-    ids: HashMap<(Arc<str>, Arc<str>), u32>,
+    /// Hashed with foldhash: every sample written or replayed is looked up
+    /// here (with SipHash this was over a third of a fleet's start-up).
+    ids: HashMap<(Arc<str>, Arc<str>), u32, foldhash::fast::RandomState>,
     names: Vec<(Arc<str>, Arc<str>)>,
     /// Distinct locations per entity (what `limits.max_locations_per_node` bounds).
     locations: HashMap<Arc<str>, u32>,
@@ -59,19 +92,49 @@ struct MetricFrame {
     hot_rows: usize,
 }
 
+/// How the times of a run's rows are known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Times {
+    /// Row `k` of the run is at `base + k * step` (`step > 0`): a scrape or
+    /// report on a fixed period, which is what nearly every series is.
+    Regular { step: i64 },
+    /// Row `k` of the run is at `base + offsets[off + k]` (u32 ms).
+    Explicit { off: usize },
+}
+
+/// A stretch of one series' rows whose times follow one rule. A run never
+/// spans two series: each series' first row starts one.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// First row.
+    row: usize,
+    /// Time of the first row, ms.
+    base: i64,
+    times: Times,
+}
+
+/// How many of a regular run's `len` rows are before `t`.
+fn regular_before(base: i64, step: i64, len: usize, t: i64) -> usize {
+    if t <= base {
+        return 0;
+    }
+    let ahead = (t as i128 - base as i128 + step as i128 - 1) / step as i128;
+    ahead.min(len as i128) as usize
+}
+
 /// The stored rows of one metric.
 #[derive(Clone)]
 struct Sealed {
-    /// Columns `ts` (u32 ms after the row's epoch base) and `value` (f32),
-    /// each one contiguous chunk, sorted by (sid, ts), one row per key.
+    /// Column `value` (f32), one contiguous chunk, sorted by (sid, time),
+    /// one row per key. Times are not a column: [`Sealed::runs`] derive them.
     frame: DataFrame,
+    /// Offsets of the explicit runs' rows, u32 ms after their run's base.
+    offsets: Vec<u32>,
     /// `starts[sid]..starts[sid + 1]` are sid's rows; sids registered since
     /// the last merge lie past the end and have none.
     starts: Vec<usize>,
-    /// Epochs as (first row, base ms), by first row: each sid's first row
-    /// starts one; a row further than [`MAX_SPAN_MS`] past its epoch's base
-    /// starts another.
-    epochs: Vec<(usize, i64)>,
+    /// Runs by first row; each sid's first row starts one.
+    runs: Vec<Run>,
 }
 
 impl Default for Sealed {
@@ -81,24 +144,19 @@ impl Default for Sealed {
 }
 
 impl Sealed {
-    fn build(ts: Vec<u32>, value: Vec<f32>, starts: Vec<usize>, epochs: Vec<(usize, i64)>) -> PolarsResult<Sealed> {
-        let frame = DataFrame::new(
-            ts.len(),
-            vec![
-                UInt32Chunked::from_vec("ts".into(), ts).into_series().into(),
-                Float32Chunked::from_vec("value".into(), value).into_series().into(),
-            ],
-        )?;
-        Ok(Sealed { frame, starts, epochs })
+    fn build(value: Vec<f32>, offsets: Vec<u32>, starts: Vec<usize>, runs: Vec<Run>) -> PolarsResult<Sealed> {
+        let frame =
+            DataFrame::new(value.len(), vec![Float32Chunked::from_vec("value".into(), value).into_series().into()])?;
+        Ok(Sealed { frame, offsets, starts, runs })
     }
 
     fn height(&self) -> usize {
         self.frame.height()
     }
 
-    /// The two columns as slices (they are built from one vector each).
-    fn columns(&self) -> PolarsResult<(&[u32], &[f32])> {
-        Ok((self.frame.column("ts")?.u32()?.cont_slice()?, self.frame.column("value")?.f32()?.cont_slice()?))
+    /// The value column as a slice (it is built from one vector).
+    fn values(&self) -> PolarsResult<&[f32]> {
+        self.frame.column("value")?.f32()?.cont_slice()
     }
 
     fn rows(&self, sid: u32) -> Range<usize> {
@@ -106,83 +164,203 @@ impl Sealed {
         if s + 1 < self.starts.len() { self.starts[s]..self.starts[s + 1] } else { 0..0 }
     }
 
-    /// The base of the epoch holding `row`.
-    fn base_of(&self, row: usize) -> i64 {
-        let k = self.epochs.partition_point(|e| e.0 <= row);
-        self.epochs[k.saturating_sub(1)].1
+    /// The runs covering `rows` (which start one), each with its rows.
+    fn runs_of(&self, rows: Range<usize>) -> impl Iterator<Item = (Range<usize>, Run)> + '_ {
+        let lo = self.runs.partition_point(|r| r.row < rows.start);
+        let hi = self.runs.partition_point(|r| r.row < rows.end);
+        (lo..hi).map(move |k| {
+            let end = self.runs.get(k + 1).map_or(rows.end, |r| r.row.min(rows.end));
+            (self.runs[k].row..end, self.runs[k])
+        })
     }
 
-    /// The epochs covering `rows` (which start one), each as (rows, base).
-    fn epochs_of(&self, rows: Range<usize>) -> impl Iterator<Item = (Range<usize>, i64)> + '_ {
-        let lo = self.epochs.partition_point(|e| e.0 < rows.start);
-        let hi = self.epochs.partition_point(|e| e.0 < rows.end);
-        (lo..hi).map(move |k| {
-            let end = self.epochs.get(k + 1).map_or(rows.end, |e| e.0.min(rows.end));
-            (self.epochs[k].0..end, self.epochs[k].1)
+    /// The time of `row`, one of `run`'s.
+    fn time(&self, run: &Run, row: usize) -> i64 {
+        match run.times {
+            Times::Regular { step } => run.base + (row - run.row) as i64 * step,
+            Times::Explicit { off } => run.base + self.offsets[off + row - run.row] as i64,
+        }
+    }
+
+    /// The first of `run`'s `rows` at or after `t`.
+    fn seek(&self, run: &Run, rows: &Range<usize>, t: i64) -> usize {
+        rows.start
+            + match run.times {
+                Times::Regular { step } => regular_before(run.base, step, rows.len(), t),
+                Times::Explicit { off } => {
+                    self.offsets[off..off + rows.len()].partition_point(|&o| run.base + (o as i64) < t)
+                }
+            }
+    }
+
+    /// The rows of `sid` with `from_ms <= t < to_ms`, run by run.
+    fn spans(&self, sid: u32, from_ms: i64, to_ms: i64) -> impl Iterator<Item = (Range<usize>, Run)> + '_ {
+        self.runs_of(self.rows(sid)).filter_map(move |(rows, run)| {
+            let lo = self.seek(&run, &rows, from_ms);
+            let hi = self.seek(&run, &rows, to_ms);
+            (lo < hi).then_some((lo..hi, run))
         })
+    }
+
+    /// Appends the (time, value) of `rows`, one of `run`'s, to `out`.
+    fn extend_points<T>(
+        &self,
+        run: &Run,
+        rows: Range<usize>,
+        values: &[f32],
+        out: &mut Vec<T>,
+        f: impl Fn(i64, f32) -> T,
+    ) {
+        let vals = &values[rows.clone()];
+        match run.times {
+            Times::Regular { step } => {
+                let t0 = run.base + (rows.start - run.row) as i64 * step;
+                out.extend(vals.iter().enumerate().map(|(k, &v)| f(t0 + k as i64 * step, v)));
+            }
+            Times::Explicit { off } => {
+                let o = &self.offsets[off + rows.start - run.row..off + rows.end - run.row];
+                out.extend(o.iter().zip(vals).map(|(&o, &v)| f(run.base + o as i64, v)));
+            }
+        }
+    }
+
+    /// Bytes the stored rows take (values, explicit times, runs, series starts).
+    fn bytes(&self) -> usize {
+        self.height() * size_of::<f32>()
+            + self.offsets.len() * size_of::<u32>()
+            + self.runs.len() * size_of::<Run>()
+            + self.starts.len() * size_of::<usize>()
     }
 }
 
-/// Builds a [`Sealed`] series by series, in sid order.
+/// The run a [`SealedBuilder`] is appending to.
+#[derive(Clone, Copy)]
+enum Open {
+    /// No row of the current series yet.
+    None,
+    Regular,
+    /// With how many of its newest rows are in arithmetic progression by `d`
+    /// (ms), the newest at `last`.
+    Explicit {
+        streak: usize,
+        d: i64,
+        last: i64,
+    },
+}
+
+/// Builds a [`Sealed`] series by series, in sid order, finding the regular
+/// runs as rows arrive: a row on its regular run's period extends it; other
+/// rows go to an explicit run, whose newest [`REGULAR_MIN`] rows become a
+/// regular run as soon as they are in arithmetic progression.
 struct SealedBuilder {
-    ts: Vec<u32>,
     value: Vec<f32>,
+    offsets: Vec<u32>,
     starts: Vec<usize>,
-    epochs: Vec<(usize, i64)>,
-    /// The current series' epoch base, once it has a row.
-    base: Option<i64>,
+    runs: Vec<Run>,
+    open: Open,
 }
 
 impl SealedBuilder {
     fn with_capacity(rows: usize, sids: usize) -> Self {
         SealedBuilder {
-            ts: Vec::with_capacity(rows),
             value: Vec::with_capacity(rows),
+            offsets: Vec::new(),
             starts: Vec::with_capacity(sids + 1),
-            epochs: Vec::with_capacity(sids),
-            base: None,
+            runs: Vec::with_capacity(sids),
+            open: Open::None,
         }
     }
 
     /// Starts the next sid.
     fn next_series(&mut self) {
-        self.starts.push(self.ts.len());
-        self.base = None;
+        self.starts.push(self.value.len());
+        self.open = Open::None;
     }
 
-    /// Appends a row of the current series (times ascending).
+    fn start_explicit(&mut self, t: i64) {
+        self.runs.push(Run { row: self.value.len(), base: t, times: Times::Explicit { off: self.offsets.len() } });
+        self.offsets.push(0);
+        self.open = Open::Explicit { streak: 1, d: 0, last: t };
+    }
+
+    /// Appends a row of the current series (times strictly ascending).
     fn push(&mut self, t: i64, v: f32) {
-        let base = match self.base {
-            Some(b) if t - b <= MAX_SPAN_MS => b,
-            _ => {
-                self.epochs.push((self.ts.len(), t));
-                self.base = Some(t);
-                t
+        let row = self.value.len();
+        match (self.open, self.runs.last_mut()) {
+            (Open::Regular, Some(run))
+                if matches!(run.times, Times::Regular { step }
+                    if (row - run.row) as i128 * step as i128 + run.base as i128 == t as i128) => {}
+            (Open::Explicit { streak, d, last }, Some(run)) if t - run.base <= MAX_SPAN_MS => {
+                let streak = if streak >= 2 && t - last == d { streak + 1 } else { 2 };
+                let d = t - last;
+                if streak >= REGULAR_MIN {
+                    // The newest rows and this one are on a period: they
+                    // leave the explicit run for a regular one.
+                    let first = row + 1 - REGULAR_MIN;
+                    let base = t - (REGULAR_MIN as i64 - 1) * d;
+                    self.offsets.truncate(self.offsets.len() + 1 - REGULAR_MIN);
+                    let times = Times::Regular { step: d };
+                    if first == run.row {
+                        *run = Run { row: first, base, times };
+                    } else {
+                        self.runs.push(Run { row: first, base, times });
+                    }
+                    self.open = Open::Regular;
+                } else {
+                    self.offsets.push((t - run.base) as u32);
+                    self.open = Open::Explicit { streak, d, last: t };
+                }
             }
-        };
-        self.ts.push((t - base) as u32);
+            _ => self.start_explicit(t),
+        }
         self.value.push(v);
     }
 
-    /// Appends rows of the current series stored as offsets from `base`
-    /// (one epoch of another frame, times ascending and after any row
-    /// already pushed for this series).
-    fn copy_epoch(&mut self, off: &[u32], value: &[f32], base: i64) {
-        if off.is_empty() {
+    /// Appends `value.len()` rows of the current series at `base`,
+    /// `base + step`, … (after any row already pushed for it).
+    fn copy_regular(&mut self, base: i64, step: i64, value: &[f32]) {
+        if value.is_empty() {
             return;
         }
-        self.epochs.push((self.ts.len(), base));
-        self.base = Some(base);
-        self.ts.extend_from_slice(off);
+        let row = self.value.len();
+        let extends = matches!((self.open, self.runs.last()), (Open::Regular, Some(run))
+            if run.times == (Times::Regular { step }) && run.base as i128 + (row - run.row) as i128 * step as i128 == base as i128);
+        if !extends {
+            self.runs.push(Run { row, base, times: Times::Regular { step } });
+        }
         self.value.extend_from_slice(value);
+        self.open = Open::Regular;
+    }
+
+    /// Appends rows of the current series at `base + off[k]` (times
+    /// ascending and after any row already pushed for this series).
+    fn copy_explicit(&mut self, off: &[u32], value: &[f32], base: i64) {
+        let Some(&newest) = off.last() else { return };
+        self.runs.push(Run { row: self.value.len(), base, times: Times::Explicit { off: self.offsets.len() } });
+        self.offsets.extend_from_slice(off);
+        self.value.extend_from_slice(value);
+        // The progression its newest rows already make, so that rows pushed
+        // next can complete it (a series' first rows, frozen by a merge
+        // before there were enough of them, still turn regular).
+        let (mut streak, mut d) = (1, 0);
+        if let [.., a, b] = off {
+            d = (b - a) as i64;
+            streak = 2;
+            while streak < off.len().min(REGULAR_MIN)
+                && (off[off.len() - streak] - off[off.len() - streak - 1]) as i64 == d
+            {
+                streak += 1;
+            }
+        }
+        self.open = Open::Explicit { streak, d, last: base + newest as i64 };
     }
 
     fn finish(mut self) -> PolarsResult<Sealed> {
-        self.starts.push(self.ts.len());
-        self.ts.shrink_to_fit();
+        self.starts.push(self.value.len());
         self.value.shrink_to_fit();
-        self.epochs.shrink_to_fit();
-        Sealed::build(self.ts, self.value, self.starts, self.epochs)
+        self.offsets.shrink_to_fit();
+        self.runs.shrink_to_fit();
+        Sealed::build(self.value, self.offsets, self.starts, self.runs)
     }
 }
 
@@ -263,42 +441,53 @@ impl MetricFrame {
 
     /// Stored rows of `sid` with `from_ms <= ts < to_ms`, as (ts, value).
     fn stored(&self, sid: u32, from_ms: i64, to_ms: i64) -> PolarsResult<impl Iterator<Item = (i64, f32)> + '_> {
-        let (ts, value) = self.sealed.columns()?;
-        Ok(self.sealed.epochs_of(self.sealed.rows(sid)).flat_map(move |(r, base)| {
-            let off = &ts[r.clone()];
-            let lo = r.start + off.partition_point(|&o| base + (o as i64) < from_ms);
-            let hi = r.start + off.partition_point(|&o| base + (o as i64) < to_ms);
-            (lo..hi).map(move |i| (base + ts[i] as i64, value[i]))
-        }))
+        let values = self.sealed.values()?;
+        Ok(self
+            .sealed
+            .spans(sid, from_ms, to_ms)
+            .flat_map(move |(rows, run)| rows.map(move |i| (self.sealed.time(&run, i), values[i]))))
     }
 
     /// Every point of `sid` with `from_ms <= ts < to_ms`, oldest first, one
     /// per time (buffered writes overwrite stored ones), into `out`.
     fn points(&self, sid: u32, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) -> PolarsResult<()> {
         out.clear();
-        // Straight copies of each epoch's slice: the round's hot loop.
-        let (ts, value) = self.sealed.columns()?;
-        for (r, base) in self.sealed.epochs_of(self.sealed.rows(sid)) {
-            let off = &ts[r.clone()];
-            let lo = off.partition_point(|&o| base + (o as i64) < from_ms);
-            let hi = off.partition_point(|&o| base + (o as i64) < to_ms);
-            let vals = &value[r.start + lo..r.start + hi];
-            out.extend(off[lo..hi].iter().zip(vals).map(|(&o, &v)| (base + o as i64, v as f64)));
+        self.append_points(sid, self.sealed.values()?, from_ms, to_ms, out);
+        Ok(())
+    }
+
+    /// [`MetricFrame::points`] appended to `out` (which may hold earlier
+    /// points of the series), given the stored values.
+    fn append_points(&self, sid: u32, values: &[f32], from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
+        let start = out.len();
+        // Each run's rows straight out of the column: the round's hot loop.
+        for (rows, run) in self.sealed.spans(sid, from_ms, to_ms) {
+            self.sealed.extend_points(&run, rows, values, out, |t, v| (t, v as f64));
         }
         let hot = self.hot.get(sid as usize).map_or(&[][..], |h| h.as_slice());
+        if hot.is_empty() {
+            return;
+        }
         let mut newer: Vec<(i64, f32)> = hot.iter().copied().filter(|&(t, _)| t >= from_ms && t < to_ms).collect();
         if newer.is_empty() {
-            return Ok(());
+            return;
         }
         settle(&mut newer);
-        if out.last().is_none_or(|l| l.0 < newer[0].0) {
+        if out[start..].last().is_none_or(|l| l.0 < newer[0].0) {
             // Buffered rows newer than every stored one: what steady ingest gives.
             out.extend(newer.iter().map(|&(t, v)| (t, v as f64)));
-            return Ok(());
+            return;
         }
-        let stored = std::mem::take(out);
+        let stored: Vec<(i64, f64)> = out.drain(start..).collect();
         merge_runs(stored.iter().map(|&(t, v)| (t, v as f32)), &newer, |t, v| out.push((t, v as f64)));
-        Ok(())
+    }
+
+    /// The time of `sid`'s newest point, stored or buffered.
+    fn newest(&self, sid: u32) -> Option<i64> {
+        let rows = self.sealed.rows(sid);
+        let stored = self.sealed.runs_of(rows).last().map(|(r, run)| self.sealed.time(&run, r.end - 1));
+        let buffered = self.hot.get(sid as usize).and_then(|h| h.iter().map(|p| p.0).max());
+        stored.max(buffered)
     }
 
     /// Folds the buffers into the stored frame, dropping rows older than `cutoff_ms`.
@@ -307,22 +496,34 @@ impl MetricFrame {
             settle(run);
         }
         let mut out = SealedBuilder::with_capacity(self.sealed.height() + self.hot_rows, self.names.len());
-        let (ts, value) = self.sealed.columns()?;
+        let values = self.sealed.values()?;
         for sid in 0..self.names.len() as u32 {
             out.next_series();
             let run = &self.hot[sid as usize];
             let newer = &run[run.partition_point(|p| p.0 < cutoff_ms)..];
             let rows = self.sealed.rows(sid);
-            let newest = rows.clone().last().map(|i| self.sealed.base_of(i) + ts[i] as i64);
+            let newest = self.sealed.runs_of(rows.clone()).last().map(|(r, run)| self.sealed.time(&run, r.end - 1));
             if newer.first().is_none_or(|n| newest.is_none_or(|t| t < n.0)) {
                 // Buffered rows all newer than the stored ones (steady
-                // ingest): the stored slices are copied as they are, epoch
-                // by epoch, and the new rows appended. At fleet scale this
-                // keeps a merge to memory-copy speed.
-                for (r, base) in self.sealed.epochs_of(rows) {
-                    let off = &ts[r.clone()];
-                    let lo = r.start + off.partition_point(|&o| base + (o as i64) < cutoff_ms);
-                    out.copy_epoch(&ts[lo..r.end], &value[lo..r.end], base);
+                // ingest): the stored runs are copied as they are and the
+                // new rows appended (extending the last run when they keep
+                // its period). At fleet scale this keeps a merge to
+                // memory-copy speed.
+                for (r, run) in self.sealed.runs_of(rows) {
+                    let lo = self.sealed.seek(&run, &r, cutoff_ms);
+                    if lo == r.end {
+                        continue;
+                    }
+                    match run.times {
+                        Times::Regular { step } => {
+                            out.copy_regular(self.sealed.time(&run, lo), step, &values[lo..r.end])
+                        }
+                        Times::Explicit { off } => out.copy_explicit(
+                            &self.sealed.offsets[off + lo - run.row..off + r.end - run.row],
+                            &values[lo..r.end],
+                            run.base,
+                        ),
+                    }
                 }
                 for &(t, v) in newer {
                     out.push(t, v);
@@ -368,6 +569,11 @@ impl Frames {
         self.frames.get(&(kind, metric)).map_or((0, false), |f| {
             (f.locations.get(entity).copied().unwrap_or(0) as usize, f.lookup(entity, location).is_some())
         })
+    }
+
+    /// Bytes of memory the stored rows take (buffers not counted).
+    pub fn stored_bytes(&self) -> usize {
+        self.frames.values().map(|f| f.sealed.bytes()).sum()
     }
 
     /// Stored rows plus buffered rows (buffered duplicates counted until merged).
@@ -418,12 +624,55 @@ impl Frames {
         Ok(out)
     }
 
-    /// Runs `f` on every unlocated series' points with `ts >= from_ms`
-    /// (oldest first, one per time) on up to `threads` threads and collects
-    /// what it returns, in sid order. A round needs every virtual node's
-    /// series: this reads each slice in place, where copying them all out
-    /// first would take gigabytes at fleet scale.
-    /// Series whose entity `skip` names are not read at all.
+    /// Runs `f` on every unlocated series (a handle that reads it in place,
+    /// and a scratch buffer) on up to `threads` threads and collects what it
+    /// returns, in sid order. A round needs every virtual node's series:
+    /// this reads each in place, where copying them all out first would take
+    /// gigabytes at fleet scale. Series whose entity `skip` names are not
+    /// read at all.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_series<T: Send>(
+        &self,
+        kind: EntityKind,
+        metric: Metric,
+        threads: usize,
+        skip: impl Fn(&str) -> bool + Sync,
+        f: impl Fn(&Arc<str>, &SeriesHandle<'_>, &mut Vec<(i64, f64)>) -> Option<T> + Sync,
+    ) -> PolarsResult<Vec<(Arc<str>, T)>> {
+        let Some(mf) = self.frames.get(&(kind, metric)) else {
+            return Ok(Vec::new());
+        };
+        let values = mf.sealed.values()?;
+        let n = mf.names.len();
+        let per = n.div_ceil(threads.max(1)).max(1);
+        let part = |range: Range<usize>| -> Vec<(Arc<str>, T)> {
+            let mut buf = Vec::new();
+            let mut out = Vec::new();
+            for sid in range {
+                let (entity, location) = &mf.names[sid];
+                if !location.is_empty() || skip(entity) {
+                    continue;
+                }
+                let handle = SeriesHandle { frame: mf, sid: sid as u32, values };
+                if let Some(t) = f(entity, &handle, &mut buf) {
+                    out.push((entity.clone(), t));
+                }
+            }
+            out
+        };
+        let ranges: Vec<Range<usize>> = (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
+        if ranges.len() <= 1 {
+            return Ok(part(0..n));
+        }
+        let parts: Vec<Vec<(Arc<str>, T)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges.into_iter().map(|r| scope.spawn(|| part(r))).collect();
+            handles.into_iter().map(|h| h.join().expect("series reader panicked")).collect()
+        });
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// [`Frames::map_series`] on each series' points with `ts >= from_ms`
+    /// (oldest first, one per time); series with none are left out.
     #[allow(clippy::too_many_arguments)]
     pub fn map_recent<T: Send>(
         &self,
@@ -434,42 +683,11 @@ impl Frames {
         skip: impl Fn(&str) -> bool + Sync,
         f: impl Fn(&Arc<str>, &[(i64, f64)]) -> Option<T> + Sync,
     ) -> PolarsResult<Vec<(Arc<str>, T)>> {
-        let Some(mf) = self.frames.get(&(kind, metric)) else {
-            return Ok(Vec::new());
-        };
-        let n = mf.names.len();
-        let per = n.div_ceil(threads.max(1)).max(1);
-        let part = |range: Range<usize>| -> PolarsResult<Vec<(Arc<str>, T)>> {
-            let mut buf = Vec::new();
-            let mut out = Vec::new();
-            for sid in range {
-                let (entity, location) = &mf.names[sid];
-                if !location.is_empty() || skip(entity) {
-                    continue;
-                }
-                mf.points(sid as u32, from_ms, i64::MAX, &mut buf)?;
-                if !buf.is_empty()
-                    && let Some(t) = f(entity, &buf)
-                {
-                    out.push((entity.clone(), t));
-                }
-            }
-            Ok(out)
-        };
-        let ranges: Vec<Range<usize>> = (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
-        if ranges.len() <= 1 {
-            return part(0..n);
-        }
-        type Part<T> = PolarsResult<Vec<(Arc<str>, T)>>;
-        let parts: Vec<Part<T>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ranges.into_iter().map(|r| scope.spawn(|| part(r))).collect();
-            handles.into_iter().map(|h| h.join().expect("series reader panicked")).collect()
-        });
-        let mut out = Vec::with_capacity(n);
-        for p in parts {
-            out.extend(p?);
-        }
-        Ok(out)
+        self.map_series(kind, metric, threads, skip, |entity, series, buf| {
+            buf.clear();
+            series.read(from_ms, i64::MAX, buf);
+            if buf.is_empty() { None } else { f(entity, buf) }
+        })
     }
 
     /// Mean value per (entity, location) over samples with `ts >= from_ms`.
@@ -624,7 +842,7 @@ mod tests {
     }
 
     #[test]
-    fn a_series_spanning_several_epochs_keeps_every_row_and_values_read_back_as_written() {
+    fn a_series_spanning_several_explicit_runs_keeps_every_row_and_values_read_back_as_written() {
         let mut f = Frames::default();
         let rows: Vec<i64> = vec![0, 1, MAX_SPAN_MS, MAX_SPAN_MS + 1, 3 * MAX_SPAN_MS, 3 * MAX_SPAN_MS + 7];
         let write: Vec<Sample> = rows.iter().map(|&t| s("a", t, 0.1 + t as f64 * 1e-12)).collect();
@@ -711,7 +929,91 @@ mod tests {
         assert_eq!(n, 4);
     }
 
+    /// Times of a series made of stretches: (period, rows, gap before, jittered).
+    fn stretches(parts: &[(i64, usize, i64, bool)]) -> Vec<i64> {
+        let mut t = 1_000;
+        let mut out = Vec::new();
+        for (k, &(step, n, gap, jitter)) in parts.iter().enumerate() {
+            t += gap;
+            for i in 0..n {
+                // Jitter that never reorders: up to 0.4 of a period late.
+                let late = if jitter { ((i * 7 + k * 3) % 5) as i64 * (step / 10) } else { 0 };
+                out.push(t + late);
+                t += step;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_regular_series_costs_four_bytes_a_sample_and_a_jittered_one_eight() {
+        let week: Vec<i64> = (0..2016).map(|i| 7 * 86_400_000 + i * 300_000).collect();
+        let jittered: Vec<i64> = week.iter().enumerate().map(|(i, t)| t + (i % 3) as i64 * 7).collect();
+        for (times, most) in [(&week, 4.1), (&jittered, 8.1)] {
+            let mut f = Frames::default();
+            // Arrives in 2-hour batches over 50 series, merged now and then.
+            for (b, chunk) in times.chunks(24).enumerate() {
+                let batch: Vec<Sample> = (0..50)
+                    .flat_map(|e| chunk.iter().map(move |&t| s(&format!("e{e}"), t, (t % 997) as f64)))
+                    .collect();
+                f.insert(&batch, 0).unwrap();
+                if b % 5 == 0 {
+                    f.compact_all(0).unwrap();
+                }
+            }
+            f.compact_all(0).unwrap();
+            let per = f.stored_bytes() as f64 / f.row_count() as f64;
+            assert!(per <= most, "{per} bytes a sample, want at most {most}");
+            let want: Vec<(i64, f64)> = times.iter().map(|&t| (t, (t % 997) as f64)).collect();
+            assert_eq!(q(&f, "e7", i64::MIN, i64::MAX, 10_000).0, want);
+            assert_eq!(q(&f, "e7", times[100], times[900] + 1, 10_000).0, want[100..=900].to_vec());
+        }
+    }
+
     proptest! {
+        /// Series of regular, jittered and gapped stretches read back as
+        /// written whatever the merges, overwrites and retention, run
+        /// boundaries included.
+        #[test]
+        fn runs_of_every_kind_read_back_as_written(
+            parts in proptest::collection::vec(
+                (prop_oneof![Just(1i64), Just(300), Just(300_000)], 0usize..200, 0i64..2_000_000, any::<bool>()),
+                1..6,
+            ),
+            merge_every in 1usize..400,
+            overwrite in proptest::collection::vec((any::<prop::sample::Index>(), 0u32..100), 0..10),
+            cut in any::<prop::sample::Index>(),
+            window in (any::<prop::sample::Index>(), any::<prop::sample::Index>()),
+        ) {
+            let times = stretches(&parts);
+            prop_assume!(!times.is_empty());
+            let mut f = Frames::default();
+            let mut model: BTreeMap<i64, f64> = BTreeMap::new();
+            for (i, &t) in times.iter().enumerate() {
+                f.insert(&[s("a", t, i as f64)], i64::MIN).unwrap();
+                model.insert(t, i as f64);
+                if i % merge_every == merge_every - 1 {
+                    f.compact_all(i64::MIN).unwrap();
+                }
+            }
+            for (at, v) in &overwrite {
+                let t = times[at.index(times.len())];
+                f.insert(&[s("a", t, *v as f64)], i64::MIN).unwrap();
+                model.insert(t, *v as f64);
+            }
+            let cutoff = times[cut.index(times.len())];
+            f.compact_all(cutoff).unwrap();
+            model.retain(|t, _| *t >= cutoff);
+            let (lo, hi) = (times[window.0.index(times.len())], times[window.1.index(times.len())]);
+            let want: Vec<(i64, f64)> = model.range(lo..hi.max(lo)).map(|(t, v)| (*t, *v)).collect();
+            prop_assert_eq!(q(&f, "a", lo, hi, usize::MAX).0, want);
+            let all: Vec<(i64, f64)> = model.iter().map(|(t, v)| (*t, *v)).collect();
+            prop_assert_eq!(q(&f, "a", i64::MIN, i64::MAX, usize::MAX).0, all);
+            // Never more than the explicit layout's 8 bytes a row, plus a
+            // run per stretch and the series' start.
+            prop_assert!(f.stored_bytes() <= 8 * f.row_count() + 64 * (parts.len() + 2) + 16);
+        }
+
         /// Whatever the order and merges, a query equals a last-write-wins map.
         #[test]
         fn matches_a_last_write_wins_model(
@@ -733,8 +1035,25 @@ mod tests {
                 .unwrap()
                 .into_iter()
                 .collect();
+            // A handle reads stretches one after another, and knows the newest time.
+            type Read = (Vec<(i64, f64)>, Option<i64>);
+            let stretches: HashMap<Arc<str>, Read> = f
+                .map_series(EntityKind::Virtual, Metric::CpuUsage, 2, |_| false, |_, series, buf| {
+                    buf.clear();
+                    series.read(0, 7, buf);
+                    series.read(12, 20, buf);
+                    Some((buf.clone(), series.newest_ms()))
+                })
+                .unwrap()
+                .into_iter()
+                .collect();
             for e in 0u8..3 {
                 let want: Vec<(i64, f64)> = model.iter().filter(|((me, _), _)| *me == e).map(|((_, t), v)| (*t, *v)).collect();
+                if let Some((got, newest)) = stretches.get(format!("e{e}").as_str()) {
+                    let read: Vec<(i64, f64)> = want.iter().copied().filter(|p| p.0 < 7 || (12..20).contains(&p.0)).collect();
+                    prop_assert_eq!(got, &read);
+                    prop_assert_eq!(*newest, want.last().map(|p| p.0));
+                }
                 let (got, _) = q(&f, &format!("e{e}"), 0, 100, 1000);
                 prop_assert_eq!(&got, &want);
                 // The round's read over every series, split across threads, sees the same.

@@ -33,7 +33,10 @@ pub struct SeriesConfig {
     pub fsync: bool,
     /// Rotate the segment once it is this large, bytes.
     pub segment_bytes: u64,
-    /// Snapshot once the segments since the last snapshot hold this many bytes.
+    /// Snapshot once the segments since the last snapshot hold this many
+    /// bytes, or a quarter of the last snapshot's size if that is more.
+    /// About 8 bytes a sample: 64 MiB is 8 M samples, a couple of seconds
+    /// of replay at start-up.
     pub snapshot_bytes: u64,
     /// Snapshot at least this often when anything was written.
     pub snapshot_interval: Duration,
@@ -47,7 +50,7 @@ impl Default for SeriesConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             fsync: true,
             segment_bytes: 64 << 20,
-            snapshot_bytes: 512 << 20,
+            snapshot_bytes: 64 << 20,
             snapshot_interval: Duration::from_secs(15 * 60),
             queue_batches: 256,
         }
@@ -282,7 +285,7 @@ impl Writer {
             for c in group {
                 match c {
                     Cmd::Append(samples, ack) => {
-                        codec::encode_record(&samples, &mut framed);
+                        self.segment.encode(&samples, &mut framed);
                         batches.push(samples);
                         acks.push(ack);
                     }

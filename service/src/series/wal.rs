@@ -20,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, Damage, RunRef, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1, SeriesRun, WAL_MAGIC};
+use super::codec::{self, Damage, Layout, RunRef, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1, SeriesRun, WAL_MAGIC};
 use super::sample::Sample;
 
 /// Errors of the on-disk series files.
@@ -144,7 +144,7 @@ pub fn recover(dir: &Path, sink: &mut dyn FnMut(Replayed<'_>)) -> Result<Recover
         let data = read_file(&path)?;
         out.snapshot_bytes = data.len() as u64;
         if data.starts_with(SNAPSHOT_MAGIC_V1) {
-            let d = codec::decode_records(&data[SNAPSHOT_MAGIC_V1.len()..]);
+            let d = codec::decode_records(&data[SNAPSHOT_MAGIC_V1.len()..], Layout::PerSample);
             if let Some(damage) = d.damage {
                 return Err(WalError::Corrupt { path, offset: 8 + d.valid_len, what: describe(&damage) });
             }
@@ -186,8 +186,14 @@ pub fn recover(dir: &Path, sink: &mut dyn FnMut(Replayed<'_>)) -> Result<Recover
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
             continue;
         }
-        let body = check_magic(&path, &data, WAL_MAGIC)?;
-        let d = codec::decode_records(body);
+        // This build's segments group samples by series; first-release ones are still read.
+        let layout = data.get(..8).and_then(Layout::of_segment).ok_or_else(|| WalError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            what: format!("expected the header {:?}", String::from_utf8_lossy(WAL_MAGIC)),
+        })?;
+        let body = &data[8..];
+        let d = codec::decode_records(body, layout);
         if let Some(damage) = d.damage {
             let torn = last && matches!(damage, Damage::Truncated | Damage::BadChecksum);
             if !torn {
@@ -196,7 +202,7 @@ pub fn recover(dir: &Path, sink: &mut dyn FnMut(Replayed<'_>)) -> Result<Recover
             // A torn tail is an incomplete *last* record. A damaged record
             // with intact records after it is bit rot: cutting there would
             // drop acknowledged samples, so refuse instead.
-            if let Some(next) = codec::intact_record_after(body, d.valid_len + 1) {
+            if let Some(next) = codec::intact_record_after(body, d.valid_len + 1, layout) {
                 return Err(WalError::Corrupt {
                     path,
                     offset: 8 + d.valid_len,
@@ -254,6 +260,8 @@ pub struct SegmentWriter {
     file: File,
     len: u64,
     fsync: bool,
+    /// The series this segment's records have named (ids are per segment).
+    encoder: codec::SegmentEncoder,
 }
 
 impl SegmentWriter {
@@ -266,7 +274,7 @@ impl SegmentWriter {
             file.sync_all().map_err(io_err("sync", &path))?;
             sync_dir(dir)?;
         }
-        Ok(SegmentWriter { dir: dir.to_owned(), number, file, len: 8, fsync })
+        Ok(SegmentWriter { dir: dir.to_owned(), number, file, len: 8, fsync, encoder: Default::default() })
     }
 
     /// Segment number.
@@ -282,6 +290,13 @@ impl SegmentWriter {
     /// Whether only the header was written.
     pub fn is_empty(&self) -> bool {
         self.len <= 8
+    }
+
+    /// Frames a record of `samples` for this segment into `out` (naming the
+    /// series this segment has not named yet); [`SegmentWriter::append`]
+    /// writes it, to this segment and no other.
+    pub fn encode(&mut self, samples: &[Sample], out: &mut Vec<u8>) {
+        self.encoder.encode(samples, out);
     }
 
     /// Appends already-framed records and makes them durable (one fsync: the group commit).
@@ -406,6 +421,30 @@ mod tests {
         let (r, samples) = recover_all(dir.path()).unwrap();
         assert_eq!(r.truncated_bytes, 0);
         assert_eq!(samples.len(), 3);
+    }
+
+    #[test]
+    fn a_first_release_segment_and_this_builds_replay_in_order_after_an_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segment 1 as the first release wrote it (one entry per sample), ...
+        let mut old = codec::WAL_MAGIC_V1.to_vec();
+        codec::encode_record_per_sample(&[s(1), s(2)], &mut old);
+        fs::write(dir.path().join(file_name(FileKind::Segment, 1)), &old).unwrap();
+        // ... then this build's grouped segment 2, torn at its end.
+        let mut w = SegmentWriter::create(dir.path(), 2, false).unwrap();
+        w.append(&framed(&[s(3), s(2)])).unwrap();
+        drop(w);
+        let p = dir.path().join(file_name(FileKind::Segment, 2));
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&framed(&[s(4)])[..12]).unwrap();
+        drop(f);
+        let (r, samples) = recover_all(dir.path()).unwrap();
+        assert_eq!(samples, vec![s(1), s(2), s(3), s(2)]);
+        assert_eq!((r.truncated_bytes, r.next_segment), (12, 3));
+        // A header that is neither is refused, naming this build's.
+        fs::write(dir.path().join(file_name(FileKind::Segment, 3)), b"SWRMWAL9").unwrap();
+        let e = recover_all(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("SWRMWAL2") && e.contains("wal-0000000000000003.log"), "{e}");
     }
 
     #[test]

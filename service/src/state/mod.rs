@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::decisions::DecisionLog;
 use crate::forecast::{self, Aggregate, ForecastError};
+use crate::series::frames::SeriesHandle;
 use crate::series::{EntityKind, Metric, OpenReport, SeriesConfig, SeriesStore};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{Batch, MetaStore, TopologyChange};
@@ -207,27 +208,25 @@ impl std::fmt::Display for Stages {
     }
 }
 
-/// Runs `f` on every virtual node's CPU series since `from_ms`, on every
-/// core: its peak series where `f` makes something of it (peaks are what
-/// overloads), else its usage series, each with the aggregate its samples
-/// take on a grid. The one home of that rule in swarmd; a usage series is
-/// not even read when the peaks answered.
+/// Runs `f` on every virtual node's CPU series (read in place, with a
+/// scratch buffer), on every core: its peak series where `f` makes
+/// something of it (peaks are what overloads), else its usage series, each
+/// with the aggregate its samples take on a grid. The one home of that rule
+/// in swarmd; a usage series is not even read when the peaks answered.
 fn virtual_cpu<T: Send + Sync>(
     frames: &crate::series::Frames,
-    from_ms: i64,
-    f: impl Fn(&[(i64, f64)], Aggregate) -> Option<T> + Sync,
+    f: impl Fn(&SeriesHandle<'_>, Aggregate, &mut Vec<(i64, f64)>) -> Option<T> + Sync,
 ) -> Result<HashMap<Arc<str>, T>, polars::error::PolarsError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out: HashMap<Arc<str>, T> = HashMap::new();
     for metric in [Metric::CpuPeak, Metric::CpuUsage] {
         let agg = Aggregate::of(metric);
-        let got = frames.map_recent(
+        let got = frames.map_series(
             EntityKind::Virtual,
             metric,
-            from_ms,
             threads,
             |e| out.contains_key(e),
-            |_, pts| f(pts, agg),
+            |_, series, buf| f(series, agg, buf),
         )?;
         out.extend(got);
     }
@@ -735,11 +734,10 @@ impl Swarm {
         let series = self.inner.series.clone();
         let model = self.inner.model.clone();
         let now = self.now_ms();
-        let from = forecast::history_start_ms(&model, now);
         series_call(move || {
             series.read(|f| -> Result<HashMap<String, CpuForecast>, polars::error::PolarsError> {
-                virtual_cpu(f, from, |pts, agg| {
-                    let f = forecast::forecast(&model, pts, now, horizon, agg).ok()?;
+                virtual_cpu(f, |s, agg, buf| {
+                    let f = forecast::forecast_series(&model, s, now, horizon, agg, buf).ok()?;
                     Some(CpuForecast {
                         mean: f.iter().map(|p| p.mean).collect(),
                         upper: f.iter().map(|p| p.upper).collect(),
@@ -769,8 +767,11 @@ impl Swarm {
         let series = self.inner.series.clone();
         let history = series_call(move || {
             series.read(|f| -> Result<Vec<Option<Vec<f64>>>, polars::error::PolarsError> {
-                let mut by_id =
-                    virtual_cpu(f, from, |pts, agg| Some(forecast::regular_until(pts, step, n, now, agg).0))?;
+                let mut by_id = virtual_cpu(f, |s, agg, buf| {
+                    buf.clear();
+                    s.read(from, i64::MAX, buf);
+                    (!buf.is_empty()).then(|| forecast::regular_until(buf, step, n, now, agg).0)
+                })?;
                 Ok(ids.iter().map(|id| by_id.remove(id.as_str())).collect())
             })
         })
@@ -1115,6 +1116,9 @@ impl Swarm {
             self.set_placements(moves).await?;
         }
         stages.mark("commit");
+        // The round's working set is freed by now: give its pages back.
+        blocking(crate::memory::release_freed).await?;
+        stages.mark("release");
         self.inner.telemetry.round_stages(&stages.done);
         tracing::debug!(round = round_id, dry_run, stages = %stages, "round stage times");
         if !dry_run {
@@ -1220,10 +1224,10 @@ impl Swarm {
         let topo = self.topology();
         let dir = self.inner.cfg.data_dir.clone();
         let series = self.inner.series.clone();
-        let (metadata_bytes, series_bytes, series_rows) = blocking(move || {
+        let (metadata_bytes, series_bytes, (series_rows, series_memory_bytes)) = blocking(move || {
             let meta = std::fs::metadata(meta_path(&dir)).map(|m| m.len()).unwrap_or(0);
             let ser = crate::telemetry::dir_bytes(&series_dir(&dir));
-            (meta, ser, series.read(|f| f.row_count()))
+            (meta, ser, series.read(|f| (f.row_count(), f.stored_bytes())))
         })
         .await
         .unwrap_or_default();
@@ -1234,6 +1238,7 @@ impl Swarm {
             metadata_bytes: metadata_bytes as i64,
             series_bytes: series_bytes as i64,
             series_rows: series_rows as i64,
+            series_memory_bytes: series_memory_bytes as i64,
             pending_samples: self.inner.gate.pending() as i64,
             outcomes: self.outcome_levels(),
             cost_figures: self.calibration().named().map(|(n, e)| (n, e.configured, e.learned, e.samples)).to_vec(),
