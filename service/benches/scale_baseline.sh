@@ -13,8 +13,11 @@ trap 'git -C "$root" worktree remove --force "$tmp/base" 2>/dev/null || true; rm
 git -C "$root" worktree add -q --detach "$tmp/base" "$rev"
 (cd "$tmp/base" && CARGO_TARGET_DIR="$root/target" cargo build --release -q -p swarm-service --bin swarmd)
 cp "$root/target/release/swarmd" "$tmp/swarmd-$rev"
-# The worktree's build replaced the uplifted binary: have cargo put ours back.
+# The worktree's build replaced the uplifted binary, and (cargo hashes a
+# workspace's own crates by their path inside the workspace) the artifacts
+# of every workspace crate it rebuilt: have cargo rebuild ours.
 rm -f "$root/target/release/swarmd"
+git -C "$root" ls-files -z -- '*.rs' '*.proto' | (cd "$root" && xargs -0 touch)
 cd "$root"
 echo "== baseline: swarmd at $rev"
 SWARM_BENCH_SWARMD="$tmp/swarmd-$rev" cargo bench -q --workspace --bench scale | tee "$tmp/base.txt"
