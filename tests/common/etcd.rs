@@ -85,11 +85,11 @@ impl EtcdCluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let url = format!("http://127.0.0.1:{}", m.client);
-            if std::net::TcpStream::connect(("127.0.0.1", m.client)).is_ok() {
-                let (status, _, body) = super::http_get(&url, "/health", "");
-                if status == 200 && body.contains("true") {
-                    return;
-                }
+            // A member still starting may accept the connection and reset it.
+            if let Ok((200, _, body)) = super::try_http_get(&url, "/health", "")
+                && body.contains("true")
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "etcd member {} did not become healthy", m.name);
             std::thread::sleep(Duration::from_millis(100));

@@ -371,13 +371,19 @@ pub async fn place(ch: Channel, phys: &[(&str, f64)], virtual_nodes: &[(&str, f6
 /// A plain HTTP/1.1 GET of `base` + `path` with extra header lines (each
 /// ending in `\r\n`); returns (status, head, body), chunked bodies joined.
 pub fn http_get(base: &str, path: &str, headers: &str) -> (u16, String, String) {
+    try_http_get(base, path, headers).unwrap()
+}
+
+/// [`http_get`], with a connection that fails (refused, or reset by a
+/// server still starting) as an error to retry on.
+pub fn try_http_get(base: &str, path: &str, headers: &str) -> std::io::Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let host = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut s = std::net::TcpStream::connect(host)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n")?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other("no HTTP response head"))?;
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         let mut out = String::new();
@@ -394,7 +400,7 @@ pub fn http_get(base: &str, path: &str, headers: &str) -> (u16, String, String) 
     } else {
         body.to_owned()
     };
-    (status, head.to_owned(), body)
+    Ok((status, head.to_owned(), body))
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1 (openssl CLI).

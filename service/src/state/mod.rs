@@ -191,10 +191,15 @@ impl Stages {
         Stages { at: Instant::now(), done: Vec::new() }
     }
 
-    /// Ends `stage` now (the next one starts).
+    /// Ends `stage` now (the next one starts); a stage marked again adds
+    /// to its time.
     fn mark(&mut self, stage: &'static str) {
         let now = Instant::now();
-        self.done.push((stage, (now - self.at).as_secs_f64()));
+        let secs = (now - self.at).as_secs_f64();
+        match self.done.iter_mut().find(|d| d.0 == stage) {
+            Some(d) => d.1 += secs,
+            None => self.done.push((stage, secs)),
+        }
         self.at = now;
     }
 }
@@ -749,17 +754,13 @@ impl Swarm {
         .await
     }
 
-    /// The history the risk-aware rule reads, when it is on and due: every
+    /// The history the risk-aware rule reads (when it is due, see [`Swarm::risk_due`]): every
     /// virtual node's CPU in cores over its window, in view order, on the
     /// model's grid ending now (so that the nodes' steps line up, which is
     /// what co-occurrence needs); its peak series where reported (peaks are
     /// what overload), else its usage series, else `None`.
-    async fn risk_history(&self, view: &ClusterView, now: i64) -> Result<Option<Vec<Option<Vec<f64>>>>, ApiError> {
+    async fn risk_history(&self, view: &ClusterView, now: i64) -> Result<Vec<Option<Vec<f64>>>, ApiError> {
         let rc = self.inner.cfg.controller.risk;
-        let last = self.inner.risk_last_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if !rc.enabled || !rc.due(now, (last != i64::MIN).then_some(last)) {
-            return Ok(None);
-        }
         let step = self.step_ms();
         let n = rc.history_steps(step);
         let from = now - n as i64 * step;
@@ -776,7 +777,14 @@ impl Swarm {
             })
         })
         .await?;
-        Ok(Some(history))
+        Ok(history)
+    }
+
+    /// Whether the risk-aware rule is on and due this round.
+    fn risk_due(&self, now: i64) -> bool {
+        let rc = self.inner.cfg.controller.risk;
+        let last = self.inner.risk_last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        rc.enabled && rc.due(now, (last != i64::MIN).then_some(last))
     }
 
     /// Data read per virtual node over the usage window: (location, bytes/s).
@@ -1069,18 +1077,29 @@ impl Swarm {
         let round_id = log.next_round_id();
         let step_ms = self.step_ms();
         let last = self.cooldown_clock();
-        let risk_history = self.risk_history(&view, now).await?;
-        if risk_history.is_some() && !dry_run {
+        let risk_due = self.risk_due(now);
+        if risk_due && !dry_run {
             self.inner.risk_last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
         }
         let move_back = self.move_back_candidates(now);
+        let (view, last, cfg, outcome) = blocking(move || {
+            let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
+            let outcome = controller::run_round(&view, input, &cfg);
+            (view, last, cfg, outcome)
+        })
+        .await?;
+        stages.mark("decide");
+        // The risk-aware rule moves in rounds the rules above left alone:
+        // theirs are the urgent moves. So its history, every virtual node's
+        // week, is read only for such a round (at 100,000 nodes the read is
+        // the round's largest stage).
+        let risk_history =
+            if risk_due && outcome.proposals.is_empty() { Some(self.risk_history(&view, now).await?) } else { None };
         stages.mark("risk_history");
         let (outcome, decisions) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
-            let mut outcome = controller::run_round(&view, input, &cfg);
-            // The risk-aware rule moves in rounds the rules above left
-            // alone: theirs are the urgent moves.
-            if let Some(h) = risk_history.as_ref().filter(|_| outcome.proposals.is_empty()) {
+            let mut outcome = outcome;
+            if let Some(h) = &risk_history {
                 let h: Vec<Option<&[f64]>> = h.iter().map(|x| x.as_deref()).collect();
                 outcome.proposals = risk::proposals(&view, &h, input, &cfg);
             }
