@@ -182,6 +182,11 @@ impl Sealed {
         }
     }
 
+    /// The time of `sid`'s newest stored row.
+    fn newest(&self, sid: u32) -> Option<i64> {
+        self.runs_of(self.rows(sid)).last().map(|(r, run)| self.time(&run, r.end - 1))
+    }
+
     /// The first of `run`'s `rows` at or after `t`.
     fn seek(&self, run: &Run, rows: &Range<usize>, t: i64) -> usize {
         rows.start
@@ -484,8 +489,7 @@ impl MetricFrame {
 
     /// The time of `sid`'s newest point, stored or buffered.
     fn newest(&self, sid: u32) -> Option<i64> {
-        let rows = self.sealed.rows(sid);
-        let stored = self.sealed.runs_of(rows).last().map(|(r, run)| self.sealed.time(&run, r.end - 1));
+        let stored = self.sealed.newest(sid);
         let buffered = self.hot.get(sid as usize).and_then(|h| h.iter().map(|p| p.0).max());
         stored.max(buffered)
     }
@@ -502,7 +506,7 @@ impl MetricFrame {
             let run = &self.hot[sid as usize];
             let newer = &run[run.partition_point(|p| p.0 < cutoff_ms)..];
             let rows = self.sealed.rows(sid);
-            let newest = self.sealed.runs_of(rows.clone()).last().map(|(r, run)| self.sealed.time(&run, r.end - 1));
+            let newest = self.sealed.newest(sid);
             if newer.first().is_none_or(|n| newest.is_none_or(|t| t < n.0)) {
                 // Buffered rows all newer than the stored ones (steady
                 // ingest): the stored runs are copied as they are and the
