@@ -4,7 +4,10 @@
 //! stream `DAYS` of 5-minute `CPU_USAGE` and `CPU_PEAK` per virtual node
 //! ending now over `Metrics.Ingest` on 4 streams, then time dry-run rounds
 //! with forecasts (the bundled model), one-series `QuerySeries` and
-//! `GetForecast`, and a restart on the same data directory.
+//! `GetForecast`, a restart on the same data directory, and dry-run rounds
+//! in which the risk-aware rule reads every node's window (restarted with a
+//! target limit no host meets, so the controller's other rules propose
+//! nothing and the rule acts).
 //!
 //! Prints the ingest rate, the round's stage times (from swarmd's own
 //! `/metrics`), resident memory and disk per retained sample, and start-up
@@ -202,6 +205,55 @@ async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
     (r, t.elapsed().as_secs_f64())
 }
 
+/// Times `rounds` dry-run rounds: prints their median time under `title`
+/// and each stage's (read from swarmd's own `swarm_round_stage_seconds`),
+/// and returns the stages' medians by name.
+async fn time_rounds(
+    ch: tonic::transport::Channel,
+    http: &str,
+    rounds: usize,
+    title: &str,
+) -> std::collections::HashMap<&'static str, f64> {
+    let mut placement = pb::placement_client::PlacementClient::new(ch);
+    let mut times = Vec::new();
+    let mut stages: Vec<Vec<(String, f64)>> = Vec::new();
+    for _ in 0..rounds {
+        let (r, s) = timed(placement.run_round(pb::RunRoundRequest { dry_run: true })).await;
+        let r = r.unwrap().into_inner();
+        assert!(r.virtual_nodes_evaluated > 0);
+        times.push(s);
+        stages.push(scrape(http, "swarm_round_stage_seconds"));
+    }
+    println!("  {title:<40} {:>9.3} s (median of {rounds})", median(times));
+    let stage = |name: &str| {
+        let key = format!("swarm_round_stage_seconds{{stage=\"{name}\"}}");
+        median(stages.iter().map(|s| s.iter().find(|(n, _)| *n == key).map_or(f64::NAN, |x| x.1)).collect())
+    };
+    // In the order a round runs them (README, swarmd's /metrics).
+    let names = [
+        "metrics_backend",
+        "performance",
+        "usage",
+        "forecasts",
+        "data_access",
+        "view",
+        "risk",
+        "decide",
+        "commit",
+        "release",
+    ];
+    names
+        .into_iter()
+        .map(|name| {
+            // (A swarmd from before 2026-12-07, run by scale_baseline.sh,
+            // called the risk-aware rule's stage risk_history.)
+            let t = if name == "risk" && stage(name).is_nan() { stage("risk_history") } else { stage(name) };
+            println!("    {name:<38} {t:>9.3} s");
+            (name, t)
+        })
+        .collect()
+}
+
 fn main() {
     let v: usize = std::env::var("VIRTUAL").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let days: f64 = std::env::var("DAYS").ok().and_then(|s| s.parse().ok()).unwrap_or(7.5);
@@ -237,10 +289,10 @@ fn main() {
         );
         // The steps that passed while ingesting, so the history ends now
         // (forecasts need a sample within two steps).
-        let now_last = common::now_ms().div_euclid(STEP_MS) * STEP_MS;
-        let extra = (now_last - last) / STEP_MS;
+        let newest = common::now_ms().div_euclid(STEP_MS) * STEP_MS;
+        let extra = (newest - last) / STEP_MS;
         if extra > 0 {
-            ingest(ch.clone(), v, extra, now_last).await;
+            ingest(ch.clone(), v, extra, newest).await;
         }
         let steps = steps + extra;
 
@@ -266,37 +318,8 @@ fn main() {
         }
         println!("  data dir on disk                          {:>12.2} GB, {:.1} B per retained sample", disk as f64 / 1e9, disk as f64 / rows);
 
-        let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
-        let mut times = Vec::new();
-        let mut stages: Vec<Vec<(String, f64)>> = Vec::new();
-        for _ in 0..rounds {
-            let (r, s) = timed(placement.run_round(pb::RunRoundRequest { dry_run: true })).await;
-            let r = r.unwrap().into_inner();
-            assert!(r.virtual_nodes_evaluated > 0);
-            times.push(s);
-            stages.push(scrape(&http, "swarm_round_stage_seconds"));
-        }
-        println!("  dry-run round with forecasts, median of {rounds} {:>9.3} s", median(times.clone()));
-        let stage = |name: &str| {
-            let key = format!("swarm_round_stage_seconds{{stage=\"{name}\"}}");
-            median(stages.iter().map(|s| s.iter().find(|(n, _)| *n == key).map_or(f64::NAN, |x| x.1)).collect())
-        };
-        // In the order a round runs them (README, swarmd's /metrics).
-        for name in [
-            "metrics_backend",
-            "performance",
-            "usage",
-            "forecasts",
-            "data_access",
-            "view",
-            "risk_history",
-            "decide",
-            "commit",
-            "release",
-        ] {
-            println!("    {name:<38} {:>9.3} s", stage(name));
-        }
-        let forecasts = stage("forecasts");
+        let stage = time_rounds(ch.clone(), &http, rounds, "dry-run round with forecasts").await;
+        let forecasts = stage["forecasts"];
         let after = rss_bytes(server.pid());
         println!("  swarmd resident memory after the rounds    {:>12.2} GB, {:.1} B per retained sample (whole process)", after / 1e9, after / rows);
         println!("  forecasts per second in the round         {:>12.0} (one per virtual node: its peak series)", v as f64 / forecasts);
@@ -328,5 +351,25 @@ fn main() {
         println!("  start-up after SIGKILL (snapshot + log)   {:>12.1} s", t.elapsed().as_secs_f64());
         let rows_after = scrape(server.http.as_ref().unwrap(), "swarm_series_rows")[0].1;
         assert_eq!(rows_after, rows, "the restart kept every sample");
+
+        // A round in which the risk-aware rule reads every node's window: it
+        // acts only when the controller's other rules propose nothing, which
+        // a target limit no host meets ensures here.
+        let config = server.data_dir.with_file_name("quiet.toml");
+        std::fs::write(&config, "[controller]\nmax_cpu_utilization = 0.01\n").unwrap();
+        server.kill();
+        let quiet = common::Server::start_in(
+            &server.data_dir,
+            &["--round-interval", "24h", "--http", "127.0.0.1:0", "--config", config.to_str().unwrap()],
+        );
+        let ch = quiet.channel().await;
+        let now_last = common::now_ms().div_euclid(STEP_MS) * STEP_MS;
+        let extra = (now_last - newest) / STEP_MS;
+        if extra > 0 {
+            ingest(ch.clone(), v, extra, now_last).await;
+        }
+        let http = quiet.http.clone().unwrap();
+        let stage = time_rounds(ch, &http, rounds, "dry-run round the risk-aware rule reads").await;
+        assert!(stage["risk"] > 0.0, "the risk-aware rule read its history");
     });
 }

@@ -23,12 +23,15 @@ echo "== baseline: swarmd at $rev"
 SWARM_BENCH_SWARMD="$tmp/swarmd-$rev" cargo bench -q --workspace --bench scale | tee "$tmp/base.txt"
 echo "== this checkout: swarmd at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' + changes')"
 cargo bench -q --workspace --bench scale | tee "$tmp/now.txt"
-round_b=$(grep -m1 'dry-run round' "$tmp/base.txt" | awk '{print $(NF-1)}')
-round_n=$(grep -m1 'dry-run round' "$tmp/now.txt" | awk '{print $(NF-1)}')
+seconds() { grep -m1 "$1" "$2" | sed -E 's/.* ([0-9.]+) s \(median.*/\1/'; }
+round_b=$(seconds 'dry-run round with forecasts' "$tmp/base.txt")
+round_n=$(seconds 'dry-run round with forecasts' "$tmp/now.txt")
+risk_b=$(seconds 'dry-run round the risk-aware rule reads' "$tmp/base.txt")
+risk_n=$(seconds 'dry-run round the risk-aware rule reads' "$tmp/now.txt")
 mem_b=$(grep -m1 'swarmd resident memory ' "$tmp/base.txt" | sed -E 's/.*GB, ([0-9.]+) B.*/\1/')
 mem_n=$(grep -m1 'swarmd resident memory ' "$tmp/now.txt" | sed -E 's/.*GB, ([0-9.]+) B.*/\1/')
 disk_b=$(grep -m1 'data dir on disk' "$tmp/base.txt" | sed -E 's/.*GB, ([0-9.]+) B.*/\1/')
 disk_n=$(grep -m1 'data dir on disk' "$tmp/now.txt" | sed -E 's/.*GB, ([0-9.]+) B.*/\1/')
-awk -v rb="$round_b" -v rn="$round_n" -v mb="$mem_b" -v mn="$mem_n" -v db="$disk_b" -v dn="$disk_n" 'BEGIN {
-  printf "== ratios, baseline / now: round %.1fx (%.3f s / %.3f s), memory per sample %.1fx (%.1f B / %.1f B), disk per sample %.1fx (%.1f B / %.1f B)\n",
-    rb / rn, rb, rn, mb / mn, mb, mn, db / dn, db, dn }'
+awk -v rb="$round_b" -v rn="$round_n" -v kb="$risk_b" -v kn="$risk_n" -v mb="$mem_b" -v mn="$mem_n" -v db="$disk_b" -v dn="$disk_n" 'BEGIN {
+  printf "== ratios, baseline / now: round %.1fx (%.3f s / %.3f s), round the risk-aware rule reads %.1fx (%.3f s / %.3f s), memory per sample %.1fx (%.1f B / %.1f B), disk per sample %.1fx (%.1f B / %.1f B)\n",
+    rb / rn, rb, rn, kb / kn, kb, kn, mb / mn, mb, mn, db / dn, db, dn }'

@@ -347,7 +347,7 @@ pub fn simulate(
                 let history: Vec<Option<&[f64]>> =
                     vms.iter().map(|&vm| Some(&demand.cores[vm][t + 1 - len..=t])).collect();
                 risk_last = Some(now_ms);
-                risk::proposals(&view, &history, input, &params.controller)
+                risk::proposals(&view, &risk::Histories::new(&history), input, &params.controller)
                     .into_iter()
                     .map(|p| (vms[p.virt], host_index[view.phys[p.to].id.as_str()], false, p.cost.duration_seconds()))
                     .collect()

@@ -59,6 +59,7 @@ pub struct Frames {
 }
 
 /// One stored series, read in place (see [`Frames::map_series`]).
+#[derive(Clone, Copy)]
 pub struct SeriesHandle<'a> {
     frame: &'a MetricFrame,
     sid: u32,
@@ -673,6 +674,23 @@ impl Frames {
             handles.into_iter().map(|h| h.join().expect("series reader panicked")).collect()
         });
         Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Every series of `kind`'s `metric` reported at no location, with its
+    /// entity, to be read in place in any order (where [`Frames::map_series`]
+    /// walks them all once).
+    pub fn series_handles(&self, kind: EntityKind, metric: Metric) -> PolarsResult<Vec<(&Arc<str>, SeriesHandle<'_>)>> {
+        let Some(mf) = self.frames.get(&(kind, metric)) else {
+            return Ok(Vec::new());
+        };
+        let values = mf.sealed.values()?;
+        Ok(mf
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, location))| location.is_empty())
+            .map(|(sid, (entity, _))| (entity, SeriesHandle { frame: mf, sid: sid as u32, values }))
+            .collect())
     }
 
     /// [`Frames::map_series`] on each series' points with `ts >= from_ms`

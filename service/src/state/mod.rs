@@ -28,12 +28,13 @@ use swarm_core::history::PerfTable;
 use swarm_core::migration::book::Book;
 use swarm_core::migration::machine::Migration;
 use swarm_core::placement::affinity::{self, ClusterView, ObservedUsage, PartialResources};
-use swarm_core::placement::controller::{self, Automation};
+use swarm_core::placement::controller::{self, Automation, ControllerConfig, Proposal};
 use swarm_core::placement::view::{CpuForecast, ViewInputs};
 use swarm_core::placement::{move_back, risk};
 use swarm_core::reconfig::record::{GroupPolicy, Reconfiguration};
 
 mod calibration;
+mod load_history;
 mod metrics_source;
 mod migrations;
 mod outcomes;
@@ -254,6 +255,13 @@ async fn series_call<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, polars::error::PolarsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     blocking(f).await?.map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// What a round lends the risk-aware rule between its other stages.
+struct RoundParts {
+    view: ClusterView,
+    last: HashMap<NodeId, i64>,
+    cfg: ControllerConfig,
 }
 
 /// What one controller round decided.
@@ -754,30 +762,24 @@ impl Swarm {
         .await
     }
 
-    /// The history the risk-aware rule reads (when it is due, see [`Swarm::risk_due`]): every
-    /// virtual node's CPU in cores over its window, in view order, on the
-    /// model's grid ending now (so that the nodes' steps line up, which is
-    /// what co-occurrence needs); its peak series where reported (peaks are
-    /// what overload), else its usage series, else `None`.
-    async fn risk_history(&self, view: &ClusterView, now: i64) -> Result<Vec<Option<Vec<f64>>>, ApiError> {
-        let rc = self.inner.cfg.controller.risk;
+    /// The risk-aware rule's proposals (when it is due, see
+    /// [`Swarm::risk_due`]), judged on every virtual node's CPU in cores
+    /// over its window on the model's grid ending now (so that the nodes'
+    /// steps line up, which is what co-occurrence needs), read in place
+    /// ([`load_history::FrameHistory`]). Hands back what it was lent.
+    async fn risk_proposals(&self, round: RoundParts, now: i64) -> Result<(RoundParts, Vec<Proposal>), ApiError> {
         let step = self.step_ms();
-        let n = rc.history_steps(step);
-        let from = now - n as i64 * step;
-        let ids: Vec<String> = view.virt.iter().map(|v| v.id.to_string()).collect();
+        let n = self.inner.cfg.controller.risk.history_steps(step);
         let series = self.inner.series.clone();
-        let history = series_call(move || {
-            series.read(|f| -> Result<Vec<Option<Vec<f64>>>, polars::error::PolarsError> {
-                let mut by_id = virtual_cpu(f, |s, agg, buf| {
-                    buf.clear();
-                    s.read(from, i64::MAX, buf);
-                    (!buf.is_empty()).then(|| forecast::regular_until(buf, step, n, now, agg).0)
-                })?;
-                Ok(ids.iter().map(|id| by_id.remove(id.as_str())).collect())
+        series_call(move || {
+            series.read(|f| {
+                let history = load_history::FrameHistory::new(f, &round.view, step, n, now)?;
+                let input = controller::RoundInput { now_ms: now, step_ms: step, last_decided: &round.last };
+                let proposals = risk::proposals(&round.view, &history, input, &round.cfg);
+                Ok((round, proposals))
             })
         })
-        .await?;
-        Ok(history)
+        .await
     }
 
     /// Whether the risk-aware rule is on and due this round.
@@ -1082,27 +1084,28 @@ impl Swarm {
             self.inner.risk_last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
         }
         let move_back = self.move_back_candidates(now);
-        let (view, last, cfg, outcome) = blocking(move || {
+        let (round, mut outcome) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
             let outcome = controller::run_round(&view, input, &cfg);
-            (view, last, cfg, outcome)
+            (RoundParts { view, last, cfg }, outcome)
         })
         .await?;
         stages.mark("decide");
         // The risk-aware rule moves in rounds the rules above left alone:
         // theirs are the urgent moves. So its history, every virtual node's
-        // week, is read only for such a round (at 100,000 nodes the read is
-        // the round's largest stage).
-        let risk_history =
-            if risk_due && outcome.proposals.is_empty() { Some(self.risk_history(&view, now).await?) } else { None };
-        stages.mark("risk_history");
+        // week, is read only for such a round.
+        let round = if risk_due && outcome.proposals.is_empty() {
+            let (round, proposals) = self.risk_proposals(round, now).await?;
+            outcome.proposals = proposals;
+            round
+        } else {
+            round
+        };
+        stages.mark("risk");
+        let RoundParts { view, last, cfg } = round;
         let (outcome, decisions) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
             let mut outcome = outcome;
-            if let Some(h) = &risk_history {
-                let h: Vec<Option<&[f64]>> = h.iter().map(|x| x.as_deref()).collect();
-                outcome.proposals = risk::proposals(&view, &h, input, &cfg);
-            }
             let mut ds: Vec<Decision> =
                 outcome.proposals.iter().map(|p| Decision::from_proposal(p, &view, round_id, now, step_ms)).collect();
             // Moves that hurt go back, after the round's own moves and within its budget.

@@ -41,6 +41,7 @@ use super::controller::{ControllerConfig, Proposal, ProposalKind, RoundInput};
 use super::descheduler::may_move;
 use super::view::ClusterView;
 use crate::domain::PhysicalState;
+use std::collections::HashMap;
 
 /// Settings of the risk-aware rule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -183,54 +184,132 @@ pub struct RiskMove {
     pub steps: usize,
 }
 
-/// One round of the rule. `history[vi]` is virtual node `vi`'s CPU use in
-/// cores at consecutive steps of `input.step_ms`, oldest first, ending at
-/// the latest step (missing points NaN, read as 0); `None` where none is
-/// known, read as its demand now throughout. Every given history must have
-/// the same length; the latest `window` of it is read, and on less than
-/// `min_history` nothing is proposed.
-#[allow(clippy::needless_range_loop)] // `r` is a step of the window: it indexes every node's history and every host's sums alike
+/// Where the rule reads the virtual nodes' load: histories in memory
+/// ([`Histories`]: the replay, tests) or swarmd's stored series read in
+/// place. The rule reads every node's window once, folding it into its
+/// host's sums, and keeps only the rows of the nodes it weighs moving: at
+/// 100,000 nodes a week of every node's steps held at once is 1.6 GB, and
+/// producing it was most of a round.
+pub trait LoadHistory: Sync {
+    /// Steps a node's history holds (the same for every node that has one),
+    /// oldest first and ending at the latest step; 0 when no node has any.
+    fn steps(&self) -> usize;
+    /// Writes virtual node `vi`'s (view index) CPU use in cores at the last
+    /// `out.len()` (at most [`LoadHistory::steps`]) steps into `out`, a
+    /// missing point as NaN; false, leaving `out` as it was, when none of it
+    /// is known.
+    fn read(&self, vi: usize, out: &mut [f64]) -> bool;
+}
+
+/// Histories held in memory, in view order: `rows[vi]` is virtual node
+/// `vi`'s or `None`. One shorter than the longest counts as none (it does
+/// not reach the latest step).
+#[derive(Debug, Clone, Copy)]
+pub struct Histories<'a> {
+    rows: &'a [Option<&'a [f64]>],
+    len: usize,
+}
+
+impl<'a> Histories<'a> {
+    /// Wraps `rows` (the longest sets [`LoadHistory::steps`]).
+    pub fn new(rows: &'a [Option<&'a [f64]>]) -> Self {
+        Histories { rows, len: rows.iter().flatten().map(|h| h.len()).max().unwrap_or(0) }
+    }
+}
+
+impl LoadHistory for Histories<'_> {
+    fn steps(&self) -> usize {
+        self.len
+    }
+
+    fn read(&self, vi: usize, out: &mut [f64]) -> bool {
+        match self.rows.get(vi).copied().flatten() {
+            Some(h) if h.len() == self.len && out.len() <= h.len() => {
+                out.copy_from_slice(&h[h.len() - out.len()..]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One round of the rule on `history` (see [`LoadHistory`]; a missing
+/// point reads as 0, a node without history as its demand now throughout).
+/// The latest `window` is read, and on less than `min_history` nothing is
+/// proposed.
 pub fn propose(
     view: &ClusterView,
-    history: &[Option<&[f64]>],
+    history: &dyn LoadHistory,
     input: RoundInput<'_>,
     cfg: &RiskConfig,
 ) -> Vec<RiskMove> {
-    let len = history.iter().flatten().map(|h| h.len()).max().unwrap_or(0);
-    if len == 0 || len < steps(cfg.min_history_ms, input.step_ms) || history.len() != view.virt.len() {
+    let len = history.steps();
+    if len == 0 || len < steps(cfg.min_history_ms, input.step_ms) {
         return Vec::new();
     }
     let k = len.min(cfg.history_steps(input.step_ms));
-    let at = |vi: usize, r: usize| -> f64 {
-        match history[vi] {
-            Some(h) if h.len() == len => {
-                let x = h[len - k + r];
-                if x.is_finite() { x.max(0.0) } else { 0.0 }
+    let row = |vi: usize, out: &mut [f64]| {
+        if history.read(vi, out) {
+            for x in out.iter_mut() {
+                *x = if x.is_finite() { x.max(0.0) } else { 0.0 };
             }
-            _ => view.virt[vi].demand.cpu_cores,
+        } else {
+            out.fill(view.virt[vi].demand.cpu_cores);
         }
     };
     let n = view.phys.len();
     let limit: Vec<f64> = view.phys.iter().map(|p| cfg.threshold * p.capacity.cpu_cores).collect();
-    // Each host's summed load at each step of the window, and its members.
-    let mut sums = vec![vec![0.0f64; k]; n];
     let mut on: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (vi, v) in view.virt.iter().enumerate() {
-        let Some(p) = v.placement else { continue };
-        on[p].push(vi);
-        for (r, s) in sums[p].iter_mut().enumerate() {
-            *s += at(vi, r);
+        if let Some(p) = v.placement {
+            on[p].push(vi);
         }
     }
+    // A host's summed load at each step of the window (its members added in
+    // view order, so the sums do not depend on how the work is split).
+    let host_sum = |members: &[usize], sum: &mut [f64], scratch: &mut [f64]| {
+        sum.fill(0.0);
+        for &vi in members {
+            row(vi, scratch);
+            for (s, x) in sum.iter_mut().zip(scratch.iter()) {
+                *s += *x;
+            }
+        }
+    };
     let over = |sum: &[f64], lim: f64| sum.iter().filter(|&&s| s > lim).count();
+    // Every host's overloaded steps: the one pass over the whole history,
+    // on every core.
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
+    let per = n.div_ceil(threads).max(1);
+    let mut over_count: Vec<usize> = std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..n)
+            .step_by(per)
+            .map(|lo| {
+                let (host_sum, over, limit, on) = (&host_sum, &over, &limit, &on);
+                scope.spawn(move || {
+                    let (mut sum, mut scratch) = (vec![0.0; k], vec![0.0; k]);
+                    (lo..(lo + per).min(n))
+                        .map(|p| {
+                            host_sum(&on[p], &mut sum, &mut scratch);
+                            over(&sum, limit[p])
+                        })
+                        .collect::<Vec<usize>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|h| h.join().expect("risk reader panicked")).collect()
+    });
+    // The sums and rows a move is weighed on, kept once read.
+    let mut sums: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut rows: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut scratch = vec![0.0; k];
     let share = |count: usize| count as f64 / k as f64;
     let mut load_now: Vec<f64> = view.phys.iter().map(|p| p.load.cpu_cores).collect();
     let mut moved = vec![false; view.virt.len()];
     let mut out = Vec::new();
     while out.len() < cfg.max_moves {
         let mut best: Option<RiskMove> = None;
-        let mut sources: Vec<(usize, usize)> =
-            (0..n).map(|s| (over(&sums[s], limit[s]), s)).filter(|&(c, _)| c > 0).collect();
+        let mut sources: Vec<(usize, usize)> = (0..n).map(|s| (over_count[s], s)).filter(|&(c, _)| c > 0).collect();
         sources.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         sources.truncate(cfg.max_sources);
         let mut targets: Vec<usize> = (0..n).filter(|&d| view.phys[d].state == PhysicalState::Active).collect();
@@ -239,35 +318,38 @@ pub fn propose(
             u(a).total_cmp(&u(b)).then(a.cmp(&b))
         });
         targets.truncate(cfg.max_targets);
+        for &p in sources.iter().map(|(_, s)| s).chain(&targets) {
+            sums.entry(p).or_insert_with(|| {
+                let mut sum = vec![0.0; k];
+                host_sum(&on[p], &mut sum, &mut scratch);
+                sum
+            });
+        }
+        for &(_, s) in &sources {
+            for &vi in &on[s] {
+                rows.entry(vi).or_insert_with(|| {
+                    let mut r = vec![0.0; k];
+                    row(vi, &mut r);
+                    r
+                });
+            }
+        }
         for &(over_s, s) in &sources {
+            let sum_s = &sums[&s];
             for &vi in &on[s] {
                 let v = &view.virt[vi];
                 if moved[vi] || !may_move(v, &input, cfg.cooldown_ms) {
                     continue;
                 }
+                let x_row = &rows[&vi];
                 for &d in &targets {
                     // Never onto a node that would be over the threshold now.
                     if d == s || load_now[d] + v.demand.cpu_cores > limit[d] {
                         continue;
                     }
-                    // Steps of the window the move relieves (on either
-                    // host) against those it overloads.
-                    let (mut gained, mut lost) = (0usize, 0usize);
-                    let (mut over_d, mut after_s, mut after_d) = (0usize, 0usize, 0usize);
-                    for r in 0..k {
-                        let x = at(vi, r);
-                        let (bs, bd) = (sums[s][r] > limit[s], sums[d][r] > limit[d]);
-                        let (a_s, a_d) = (sums[s][r] - x > limit[s], sums[d][r] + x > limit[d]);
-                        over_d += usize::from(bd);
-                        after_s += usize::from(a_s);
-                        after_d += usize::from(a_d);
-                        let (before, after) = (u8::from(bs) + u8::from(bd), u8::from(a_s) + u8::from(a_d));
-                        match before.cmp(&after) {
-                            std::cmp::Ordering::Greater => gained += usize::from(before - after),
-                            std::cmp::Ordering::Less => lost += usize::from(after - before),
-                            std::cmp::Ordering::Equal => {}
-                        }
-                    }
+                    let sum_d = &sums[&d];
+                    let Weighed { gained, lost, over_d, after_s, after_d } =
+                        weigh(x_row, (sum_s, limit[s]), (sum_d, limit[d]));
                     let saving = gained as f64 - lost as f64;
                     if saving <= cfg.migration_price
                         || best.is_some_and(|b| saving <= b.expected_saving)
@@ -288,11 +370,13 @@ pub fn propose(
             }
         }
         let Some(m) = best else { break };
-        for r in 0..k {
-            let x = at(m.virt, r);
-            sums[m.from][r] -= x;
-            sums[m.to][r] += x;
-        }
+        let x_row = &rows[&m.virt];
+        let sum = sums.get_mut(&m.from).expect("a move's source was weighed");
+        sum.iter_mut().zip(x_row).for_each(|(s, x)| *s -= x);
+        over_count[m.from] = over(sum, limit[m.from]);
+        let sum = sums.get_mut(&m.to).expect("a move's target was weighed");
+        sum.iter_mut().zip(x_row).for_each(|(s, x)| *s += x);
+        over_count[m.to] = over(sum, limit[m.to]);
         load_now[m.from] -= view.virt[m.virt].demand.cpu_cores;
         load_now[m.to] += view.virt[m.virt].demand.cpu_cores;
         on[m.from].retain(|&x| x != m.virt);
@@ -303,13 +387,46 @@ pub fn propose(
     out
 }
 
+/// What a move of one virtual node would have done over the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Weighed {
+    /// Host-steps it would have relieved (on either host).
+    gained: usize,
+    /// Host-steps it would have overloaded.
+    lost: usize,
+    /// The target's overloaded steps before, and each host's after.
+    over_d: usize,
+    after_s: usize,
+    after_d: usize,
+}
+
+/// Weighs moving the node whose load is `x` from the source (its summed
+/// load, its limit) to the target.
+fn weigh(x: &[f64], (sum_s, lim_s): (&[f64], f64), (sum_d, lim_d): (&[f64], f64)) -> Weighed {
+    let mut w = Weighed { gained: 0, lost: 0, over_d: 0, after_s: 0, after_d: 0 };
+    for ((&x, &s), &d) in x.iter().zip(sum_s).zip(sum_d) {
+        let (bs, bd) = (s > lim_s, d > lim_d);
+        let (a_s, a_d) = (s - x > lim_s, d + x > lim_d);
+        w.over_d += usize::from(bd);
+        w.after_s += usize::from(a_s);
+        w.after_d += usize::from(a_d);
+        let (before, after) = (u8::from(bs) + u8::from(bd), u8::from(a_s) + u8::from(a_d));
+        match before.cmp(&after) {
+            std::cmp::Ordering::Greater => w.gained += usize::from(before - after),
+            std::cmp::Ordering::Less => w.lost += usize::from(after - before),
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    w
+}
+
 /// The rule's moves as proposals, scored and priced like the controller's
 /// so that swarmd records them as decisions of their own kind
 /// ([`ProposalKind::Risk`]); the benefit is the expected saving at the
 /// cost model's price of an overloaded step.
 pub fn proposals(
     view: &ClusterView,
-    history: &[Option<&[f64]>],
+    history: &dyn LoadHistory,
     input: RoundInput<'_>,
     cfg: &ControllerConfig,
 ) -> Vec<Proposal> {
@@ -405,12 +522,12 @@ mod tests {
         let cfg = RiskConfig::default();
         // Spikes of 4 cores: a + b = 8 never pass 9, so there is no risk and no move.
         let calm: HashMap<&str, Vec<f64>> = [("a", spiky(4.0, 0)), ("b", spiky(4.0, 0)), ("c", spiky(4.0, 5))].into();
-        assert!(propose(&view, &histories(&view, &calm), input, &cfg).is_empty());
+        assert!(propose(&view, &Histories::new(&histories(&view, &calm)), input, &cfg).is_empty());
         // Spikes of 5: h0 is over one step in ten; a or b goes to h1, where
         // its spikes never meet c's.
         let series: HashMap<&str, Vec<f64>> = [("a", spiky(5.0, 0)), ("b", spiky(5.0, 0)), ("c", spiky(5.0, 5))].into();
         let history = histories(&view, &series);
-        let moves = propose(&view, &history, input, &cfg);
+        let moves = propose(&view, &Histories::new(&history), input, &cfg);
         assert_eq!(moves.len(), 1, "{moves:?}");
         let m = moves[0];
         assert_eq!((view.phys[m.from].id.as_str(), view.phys[m.to].id.as_str()), ("h0", "h1"));
@@ -421,15 +538,158 @@ mod tests {
         // If c spiked with them, moving one over would only shift the risk: nothing moves.
         let together: HashMap<&str, Vec<f64>> =
             [("a", spiky(5.0, 0)), ("b", spiky(5.0, 0)), ("c", spiky(5.0, 0))].into();
-        assert!(propose(&view, &histories(&view, &together), input, &cfg).is_empty());
+        assert!(propose(&view, &Histories::new(&histories(&view, &together)), input, &cfg).is_empty());
         // A price above the saving stops it, and so does the cooldown.
         let dear = RiskConfig { migration_price: m.expected_saving + 1.0, ..cfg };
-        assert!(propose(&view, &history, input, &dear).is_empty());
+        assert!(propose(&view, &Histories::new(&history), input, &dear).is_empty());
         let cooled: HashMap<NodeId, i64> = view.virt.iter().map(|v| (v.id.clone(), input.now_ms - 1)).collect();
-        assert!(propose(&view, &history, RoundInput { last_decided: &cooled, ..input }, &cfg).is_empty());
+        assert!(
+            propose(&view, &Histories::new(&history), RoundInput { last_decided: &cooled, ..input }, &cfg).is_empty()
+        );
         // Less than a day of history: nothing.
         let short: Vec<Option<&[f64]>> = history.iter().map(|h| h.map(|s| &s[..100])).collect();
-        assert!(propose(&view, &short, input, &cfg).is_empty());
+        assert!(propose(&view, &Histories::new(&short), input, &cfg).is_empty());
+    }
+
+    /// The rule as first written: every node's row and every host's sums
+    /// computed up front, one thread. [`propose`] reads lazily, on every
+    /// core, and keeps only what it weighs; it must decide the same.
+    fn eager(view: &ClusterView, rows: &[Option<&[f64]>], input: RoundInput<'_>, cfg: &RiskConfig) -> Vec<RiskMove> {
+        let len = rows.iter().flatten().map(|h| h.len()).max().unwrap_or(0);
+        if len == 0 || len < steps(cfg.min_history_ms, input.step_ms) {
+            return Vec::new();
+        }
+        let k = len.min(cfg.history_steps(input.step_ms));
+        let at: Vec<Vec<f64>> = (0..view.virt.len())
+            .map(|vi| match rows[vi] {
+                Some(h) if h.len() == len => {
+                    h[len - k..].iter().map(|&x| if x.is_finite() { x.max(0.0) } else { 0.0 }).collect()
+                }
+                _ => vec![view.virt[vi].demand.cpu_cores; k],
+            })
+            .collect();
+        let n = view.phys.len();
+        let limit: Vec<f64> = view.phys.iter().map(|p| cfg.threshold * p.capacity.cpu_cores).collect();
+        let mut sums = vec![vec![0.0f64; k]; n];
+        let mut on: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (vi, v) in view.virt.iter().enumerate() {
+            let Some(p) = v.placement else { continue };
+            on[p].push(vi);
+            for (s, x) in sums[p].iter_mut().zip(&at[vi]) {
+                *s += x;
+            }
+        }
+        let over = |sum: &[f64], lim: f64| sum.iter().filter(|&&s| s > lim).count();
+        let mut load_now: Vec<f64> = view.phys.iter().map(|p| p.load.cpu_cores).collect();
+        let mut moved = vec![false; view.virt.len()];
+        let mut out = Vec::new();
+        while out.len() < cfg.max_moves {
+            let mut best: Option<RiskMove> = None;
+            let mut sources: Vec<(usize, usize)> =
+                (0..n).map(|s| (over(&sums[s], limit[s]), s)).filter(|&(c, _)| c > 0).collect();
+            sources.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            sources.truncate(cfg.max_sources);
+            let mut targets: Vec<usize> = (0..n).filter(|&d| view.phys[d].state == PhysicalState::Active).collect();
+            targets.sort_by(|&a, &b| {
+                let u = |p: usize| load_now[p] / view.phys[p].capacity.cpu_cores;
+                u(a).total_cmp(&u(b)).then(a.cmp(&b))
+            });
+            targets.truncate(cfg.max_targets);
+            for &(over_s, s) in &sources {
+                for &vi in &on[s] {
+                    let v = &view.virt[vi];
+                    if moved[vi] || !may_move(v, &input, cfg.cooldown_ms) {
+                        continue;
+                    }
+                    for &d in &targets {
+                        if d == s || load_now[d] + v.demand.cpu_cores > limit[d] {
+                            continue;
+                        }
+                        let w = weigh(&at[vi], (&sums[s], limit[s]), (&sums[d], limit[d]));
+                        let saving = w.gained as f64 - w.lost as f64;
+                        if saving <= cfg.migration_price
+                            || best.is_some_and(|b| saving <= b.expected_saving)
+                            || saving < cfg.confidence_z * ((w.gained + w.lost) as f64).sqrt()
+                        {
+                            continue;
+                        }
+                        let share = |c: usize| c as f64 / k as f64;
+                        best = Some(RiskMove {
+                            virt: vi,
+                            from: s,
+                            to: d,
+                            source_risk: (share(over_s), share(w.after_s)),
+                            target_risk: (share(w.over_d), share(w.after_d)),
+                            expected_saving: saving,
+                            steps: k,
+                        });
+                    }
+                }
+            }
+            let Some(m) = best else { break };
+            for r in 0..k {
+                sums[m.from][r] -= at[m.virt][r];
+                sums[m.to][r] += at[m.virt][r];
+            }
+            load_now[m.from] -= view.virt[m.virt].demand.cpu_cores;
+            load_now[m.to] += view.virt[m.virt].demand.cpu_cores;
+            on[m.from].retain(|&x| x != m.virt);
+            on[m.to].push(m.virt);
+            moved[m.virt] = true;
+            out.push(m);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Random fleets (hosts of 4–16 cores, nodes placed anywhere, some
+        /// without history, some with a short one, NaN and negative points):
+        /// the lazy rule's moves are exactly the eager rule's.
+        #[test]
+        fn reading_lazily_decides_as_reading_everything(
+            hosts in proptest::collection::vec(4.0f64..16.0, 2..7),
+            nodes in proptest::collection::vec((0usize..7, 0.5f64..4.0, 0u8..8, proptest::prelude::any::<u64>()), 1..24),
+            max_moves in 1usize..4,
+            max_sources in 1usize..4,
+            max_targets in 1usize..4,
+        ) {
+            let phys: Vec<(String, f64)> = hosts.iter().enumerate().map(|(i, &c)| (format!("h{i}"), c)).collect();
+            let virt: Vec<(String, f64, String)> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, &(h, c, _, _))| (format!("v{i:02}"), c, phys[h % phys.len()].0.clone()))
+                .collect();
+            let p: Vec<(&str, f64, &str, &str)> = phys.iter().map(|(id, c)| (id.as_str(), *c, "", "")).collect();
+            let v: Vec<(&str, f64, &str)> = virt.iter().map(|(id, c, h)| (id.as_str(), *c, h.as_str())).collect();
+            let view = ClusterView::build_with(&topology(&p, &v), &ViewInputs::default());
+            let len = 300;
+            let series: HashMap<String, Vec<f64>> = nodes
+                .iter()
+                .enumerate()
+                .filter(|&(_, &(_, _, kind, _))| kind != 0)
+                .map(|(i, &(_, c, kind, seed))| {
+                    let n = if kind == 1 { len - 7 } else { len };
+                    let row = (0..n as u64)
+                        .map(|t| {
+                            let r = (seed ^ t.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 40;
+                            match r % 97 {
+                                0 => f64::NAN,
+                                1 => -1.0,
+                                x => c * (0.2 + x as f64 / 40.0),
+                            }
+                        })
+                        .collect();
+                    (format!("v{i:02}"), row)
+                })
+                .collect();
+            let rows: Vec<Option<&[f64]>> = view.virt.iter().map(|v| series.get(v.id.as_str()).map(|s| s.as_slice())).collect();
+            let last: HashMap<NodeId, i64> = HashMap::new();
+            let input = RoundInput { now_ms: len as i64 * STEP, step_ms: STEP, last_decided: &last };
+            let cfg = RiskConfig { max_moves, max_sources, max_targets, min_history_ms: 0, confidence_z: 1.0, ..Default::default() };
+            let lazy = propose(&view, &Histories::new(&rows), input, &cfg);
+            proptest::prop_assert_eq!(lazy, eager(&view, &rows, input, &cfg));
+        }
     }
 
     #[test]
