@@ -135,13 +135,13 @@ fn main() {
         cpu_multiple: 4.0,
         memory_multiple: 2.0,
     };
-    let mut interner: std::collections::HashMap<String, Arc<str>> = Default::default();
+    let topo = Arc::new(topo);
+    let mut cache = swarm_service::validate::EntityCache::default();
     let mut valid = Vec::new();
     stage("validation (ids, values, timestamps)", total, || {
         for b in &decoded {
             for s in &b.samples {
-                let mut intern = |x: &str| interner.entry(x.to_owned()).or_insert_with(|| Arc::from(x)).clone();
-                valid.push(swarm_service::validate::sample(s, &topo, &limits, &mut intern).unwrap());
+                valid.push(swarm_service::validate::sample(s, &topo, &limits, &mut cache).unwrap());
             }
         }
     });

@@ -3,7 +3,6 @@
 //! on every input a fuzzer ever found a problem with (`fuzz/regressions/`).
 //! Each harness checks properties, not just "no panic".
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
@@ -57,11 +56,11 @@ fn limits() -> SampleLimits {
 fn validate_all(samples: &[pb::Sample]) -> usize {
     let topo = topology();
     let lim = limits();
-    let mut interner: HashMap<String, Arc<str>> = HashMap::new();
-    let mut intern = |s: &str| interner.entry(s.to_owned()).or_insert_with(|| Arc::from(s)).clone();
+    let topo = Arc::new(topo);
+    let mut cache = validate::EntityCache::default();
     let mut ok = 0;
     for s in samples {
-        if let Ok(v) = validate::sample(s, &topo, &lim, &mut intern) {
+        if let Ok(v) = validate::sample(s, &topo, &lim, &mut cache) {
             assert!(v.value.is_finite() && v.value >= 0.0, "accepted value {}", v.value);
             assert!(
                 v.ts_ms >= lim.oldest_ms && v.ts_ms <= lim.now_ms + lim.max_future_skew_ms,

@@ -4,7 +4,7 @@
 //! `nodes[3].capacity.cpu_cores`) so a caller can fix its request without
 //! guessing. The functions are pure: the time and the topology are passed in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use swarm_proto::v1 as pb;
@@ -340,13 +340,13 @@ const MAX_BYTES_PER_SEC: f64 = 1e13;
 const MAX_RPS: f64 = 1e12;
 const MAX_LATENCY_MS: f64 = 1e9;
 
-/// The largest plausible value of `metric` for this entity, and what the
-/// bound is made of (for the error message). CPU and memory are bounded by
-/// the entity's own size (a virtual node's: its request or its host's
-/// capacity, whichever is larger), so an absurd sample is refused at the
-/// edge instead of poisoning affinity and forecasts.
-fn plausible_max(topo: &Topology, kind: EntityKind, id: &str, metric: Metric, l: &SampleLimits) -> (f64, String) {
-    let size = match kind {
+/// What a CPU or memory sample is bounded by: the entity's own size (a
+/// virtual node's: its request or its host's capacity, whichever is larger),
+/// so an absurd sample is refused at the edge instead of poisoning affinity
+/// and forecasts. Read from the topology once per entity and stream
+/// ([`EntityCache`]).
+fn entity_size(topo: &Topology, kind: EntityKind, id: &str) -> Resources {
+    match kind {
         EntityKind::Physical => topo.physical.get(id).map(|p| p.capacity).unwrap_or_default(),
         EntityKind::Virtual => {
             let v = topo.virtual_nodes.get(id);
@@ -362,21 +362,116 @@ fn plausible_max(topo: &Topology, kind: EntityKind, id: &str, metric: Metric, l:
                 network_bps: req.network_bps.max(host.network_bps),
             }
         }
-    };
-    let of = if kind == EntityKind::Virtual { "its request or its host's capacity" } else { "its capacity" };
-    match metric {
-        Metric::CpuUsage | Metric::CpuPeak => (
-            size.cpu_cores * l.cpu_multiple,
-            format!("{} x {} cores, {of} (limits.max_cpu_multiple)", l.cpu_multiple, size.cpu_cores),
-        ),
-        Metric::MemoryBytes if size.memory_bytes > 0.0 => (
-            size.memory_bytes * l.memory_multiple,
-            format!("{} x {} bytes, {of} (limits.max_memory_multiple)", l.memory_multiple, size.memory_bytes),
-        ),
-        Metric::MemoryBytes => ((1u64 << 63) as f64, "2^63 bytes".into()),
-        Metric::NetworkRx | Metric::NetworkTx | Metric::DataAccess => (MAX_BYTES_PER_SEC, "10 TB/s".into()),
-        Metric::ThroughputRps => (MAX_RPS, "10^12 requests/s".into()),
-        Metric::LatencyMs => (MAX_LATENCY_MS, "10^9 ms".into()),
+    }
+}
+
+/// The largest plausible value of a metric for one entity, and what it is
+/// made of; said in words only for a sample that passes it (formatting it
+/// for every sample was a tenth of ingest).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bound {
+    /// `multiple` × the entity's `size` (cores or bytes).
+    Size { max: f64, multiple: f64, size: f64, unit: &'static str, limit: &'static str, virt: bool },
+    /// A rate or latency no real system reaches.
+    Absolute { max: f64, what: &'static str },
+}
+
+impl Bound {
+    fn of(size: Resources, kind: EntityKind, metric: Metric, l: &SampleLimits) -> Bound {
+        let virt = kind == EntityKind::Virtual;
+        let sized = |size: f64, multiple: f64, unit, limit| Bound::Size {
+            max: size * multiple,
+            multiple,
+            size,
+            unit,
+            limit,
+            virt,
+        };
+        match metric {
+            Metric::CpuUsage | Metric::CpuPeak => {
+                sized(size.cpu_cores, l.cpu_multiple, "cores", "limits.max_cpu_multiple")
+            }
+            Metric::MemoryBytes if size.memory_bytes > 0.0 => {
+                sized(size.memory_bytes, l.memory_multiple, "bytes", "limits.max_memory_multiple")
+            }
+            Metric::MemoryBytes => Bound::Absolute { max: (1u64 << 63) as f64, what: "2^63 bytes" },
+            Metric::NetworkRx | Metric::NetworkTx | Metric::DataAccess => {
+                Bound::Absolute { max: MAX_BYTES_PER_SEC, what: "10 TB/s" }
+            }
+            Metric::ThroughputRps => Bound::Absolute { max: MAX_RPS, what: "10^12 requests/s" },
+            Metric::LatencyMs => Bound::Absolute { max: MAX_LATENCY_MS, what: "10^9 ms" },
+        }
+    }
+
+    fn max(&self) -> f64 {
+        match *self {
+            Bound::Size { max, .. } | Bound::Absolute { max, .. } => max,
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Bound::Size { multiple, size, unit, limit, virt, .. } => {
+                let of = if virt { "its request or its host's capacity" } else { "its capacity" };
+                write!(f, "{multiple} x {size} {unit}, {of} ({limit})")
+            }
+            Bound::Absolute { what, .. } => f.write_str(what),
+        }
+    }
+}
+
+/// Registered ids of one kind → (shared id, size).
+type Known = HashMap<Box<str>, (Arc<str>, Resources), foldhash::fast::RandomState>;
+
+/// What one stream has learnt of the entities it reports, for one topology
+/// snapshot: each id's shared string (one allocation however many samples
+/// name it) and the size its samples are bounded by. A stream reports the
+/// same entities batch after batch; at 100,000 nodes the per-sample lookups
+/// in the topology's maps and the interner (each a cache miss) were a third
+/// of ingest.
+#[derive(Default)]
+pub struct EntityCache {
+    /// The snapshot the entries were read from; another one clears them.
+    topo: Option<Arc<Topology>>,
+    /// Per entity kind (physical, virtual): id → (shared id, size).
+    known: [Known; 2],
+    /// Data locations, interned.
+    locations: HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
+    empty: Option<Arc<str>>,
+}
+
+impl EntityCache {
+    /// `id`'s shared string and size if it is a registered node of `kind`.
+    fn entity(&mut self, topo: &Arc<Topology>, kind: EntityKind, id: &str) -> Option<(Arc<str>, Resources)> {
+        if !self.topo.as_ref().is_some_and(|t| Arc::ptr_eq(t, topo)) {
+            self.known.iter_mut().for_each(HashMap::clear);
+            self.topo = Some(topo.clone());
+        }
+        let map = &mut self.known[usize::from(kind == EntityKind::Virtual)];
+        if let Some((a, size)) = map.get(id) {
+            return Some((a.clone(), *size));
+        }
+        if !known(topo, kind, id) {
+            return None;
+        }
+        let entry = (Arc::<str>::from(id), entity_size(topo, kind, id));
+        map.insert(id.into(), entry.clone());
+        Some(entry)
+    }
+
+    /// `location`'s shared string.
+    fn location(&mut self, location: &str) -> Arc<str> {
+        if location.is_empty() {
+            return self.empty.get_or_insert_with(|| Arc::from("")).clone();
+        }
+        if let Some(a) = self.locations.get(location) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(location);
+        self.locations.insert(location.into(), a.clone());
+        a
     }
 }
 
@@ -448,18 +543,18 @@ impl KnownLocations {
 /// Validates one sample against the topology; `intern` maps ids to shared strings.
 pub fn sample(
     s: &pb::Sample,
-    topo: &Topology,
+    topo: &Arc<Topology>,
     limits: &SampleLimits,
-    intern: &mut impl FnMut(&str) -> Arc<str>,
+    cache: &mut EntityCache,
 ) -> Result<Sample, FieldError> {
     let kind = entity_kind("entity_kind", s.entity_kind)?;
     let metric = metric("metric", s.metric)?;
     if s.entity_id.is_empty() {
         return Err(FieldError::new("entity_id", "must not be empty"));
     }
-    if !known(topo, kind, &s.entity_id) {
+    let Some((entity, size)) = cache.entity(topo, kind, &s.entity_id) else {
         return Err(FieldError::new("entity_id", format!("unknown {} node {:?}", kind.name(), s.entity_id)));
-    }
+    };
     if metric.virtual_only() && kind == EntityKind::Physical {
         return Err(FieldError::new("metric", format!("{} is only defined for virtual nodes", metric.name())));
     }
@@ -489,26 +584,20 @@ pub fn sample(
         ));
     }
     let value = finite_nonneg("value", s.value)?;
-    let (max, why) = plausible_max(topo, kind, &s.entity_id, metric, limits);
-    if value > max {
+    let bound = Bound::of(size, kind, metric, limits);
+    if value > bound.max() {
         return Err(FieldError::new(
             "value",
             format!(
-                "{value} is implausible for {} on {} node {:?}: at most {max} ({why})",
+                "{value} is implausible for {} on {} node {:?}: at most {} ({bound})",
                 metric.name(),
                 kind.name(),
-                s.entity_id
+                s.entity_id,
+                bound.max()
             ),
         ));
     }
-    Ok(Sample {
-        kind,
-        entity: intern(&s.entity_id),
-        metric,
-        location: intern(&s.location),
-        ts_ms: s.timestamp_ms,
-        value,
-    })
+    Ok(Sample { kind, entity, metric, location: cache.location(&s.location), ts_ms: s.timestamp_ms, value })
 }
 
 #[cfg(test)]
@@ -558,7 +647,8 @@ mod tests {
             cpu_multiple: 4.0,
             memory_multiple: 2.0,
         };
-        let mut intern = |s: &str| Arc::<str>::from(s);
+        let t = Arc::new(t);
+        let mut cache = EntityCache::default();
         let good = pb::Sample {
             entity_kind: pb::EntityKind::Physical as i32,
             entity_id: "p1".into(),
@@ -567,9 +657,9 @@ mod tests {
             value: 1.5,
             location: String::new(),
         };
-        assert!(sample(&good, &t, &limits, &mut intern).is_ok());
+        assert!(sample(&good, &t, &limits, &mut cache).is_ok());
         let check = |s: pb::Sample, field: &str, needle: &str| {
-            let e = sample(&s, &t, &limits, &mut |x: &str| Arc::<str>::from(x)).unwrap_err();
+            let e = sample(&s, &t, &limits, &mut EntityCache::default()).unwrap_err();
             assert_eq!(e.field, field, "{e}");
             assert!(e.reason.contains(needle), "{e}");
         };
@@ -589,5 +679,39 @@ mod tests {
             "only defined for virtual",
         );
         check(pb::Sample { location: "x".into(), ..good.clone() }, "location", "must be empty");
+        // Bounded by 4 x its 4 cores, said in words only when refused.
+        let e = sample(&pb::Sample { value: 17.0, ..good.clone() }, &t, &limits, &mut cache).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "value: 17 is implausible for cpu on physical node \"p1\": at most 16 (4 x 4 cores, its capacity (limits.max_cpu_multiple))"
+        );
+    }
+
+    /// What a stream learnt of an entity holds for one topology snapshot:
+    /// a node resized or removed since is judged on the new one.
+    #[test]
+    fn a_streams_entity_cache_follows_the_topology() {
+        let limits =
+            SampleLimits { now_ms: 10, max_future_skew_ms: 0, oldest_ms: 0, cpu_multiple: 1.0, memory_multiple: 1.0 };
+        let s = |v: f64| pb::Sample {
+            entity_kind: pb::EntityKind::Physical as i32,
+            entity_id: "p1".into(),
+            metric: pb::Metric::CpuUsage as i32,
+            timestamp_ms: 10,
+            value: v,
+            location: String::new(),
+        };
+        let mut cache = EntityCache::default();
+        let four = Arc::new(topo());
+        let a = sample(&s(3.5), &four, &limits, &mut cache).unwrap();
+        let b = sample(&s(3.0), &four, &limits, &mut cache).unwrap();
+        assert!(Arc::ptr_eq(&a.entity, &b.entity), "one shared id per entity");
+        let mut smaller = topo();
+        smaller.physical.get_mut("p1").unwrap().capacity.cpu_cores = 2.0;
+        let smaller = Arc::new(smaller);
+        assert_eq!(sample(&s(3.5), &smaller, &limits, &mut cache).unwrap_err().field, "value");
+        assert!(sample(&s(3.5), &four, &limits, &mut cache).is_ok());
+        let gone = Arc::new(Topology::default());
+        assert_eq!(sample(&s(1.0), &gone, &limits, &mut cache).unwrap_err().field, "entity_id");
     }
 }

@@ -21,11 +21,11 @@ pub struct MetricsSvc(pub Swarm);
 /// Validates one batch against the topology, the clock and the retention
 /// window: the one check both intakes (`Ingest` and OTLP `Export`) run.
 /// Returns the valid samples and, by index, why the others were refused.
-/// `interner` shares entity and location strings across a stream's batches.
+/// `cache` keeps what the stream's earlier batches learnt of their entities.
 pub(crate) fn validate_batch(
     swarm: &Swarm,
     samples: &[pb::Sample],
-    interner: &mut HashMap<String, Arc<str>>,
+    cache: &mut validate::EntityCache,
 ) -> (Vec<crate::series::Sample>, Vec<(usize, validate::FieldError)>) {
     let cfg = swarm.config();
     let topo = swarm.topology();
@@ -36,19 +36,11 @@ pub(crate) fn validate_batch(
         cpu_multiple: cfg.limits.max_cpu_multiple,
         memory_multiple: cfg.limits.max_memory_multiple,
     };
-    let mut intern = |s: &str| -> Arc<str> {
-        if let Some(a) = interner.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        interner.insert(s.to_owned(), a.clone());
-        a
-    };
     let mut valid = Vec::with_capacity(samples.len());
     let mut rejected = Vec::new();
     let mut locations = LocationBudget::new(swarm, cfg.limits.max_locations_per_node);
     for (i, s) in samples.iter().enumerate() {
-        match validate::sample(s, &topo, &limits, &mut intern)
+        match validate::sample(s, &topo, &limits, cache)
             .and_then(|v| if v.metric.needs_location() { locations.admit(&topo, v) } else { Ok(v) })
         {
             Ok(v) => valid.push(v),
@@ -138,7 +130,7 @@ impl pb::metrics_server::Metrics for MetricsSvc {
         let peer = req.remote_addr();
         let mut stream = req.into_inner();
         let mut out = pb::IngestResponse::default();
-        let mut interner: HashMap<String, Arc<str>> = HashMap::new();
+        let mut cache = validate::EntityCache::default();
         let mut in_flight = std::collections::VecDeque::new();
         let mut batch_index: u32 = 0;
         let mut permit = swarm.gate().open(peer, Instant::now()).map_err(|o| super::overloaded(swarm, "grpc", o))?;
@@ -166,7 +158,7 @@ impl pb::metrics_server::Metrics for MetricsSvc {
                     cfg.max_batch_samples
                 )));
             }
-            let (valid, rejected) = validate_batch(swarm, &batch.samples, &mut interner);
+            let (valid, rejected) = validate_batch(swarm, &batch.samples, &mut cache);
             swarm.telemetry().ingest("grpc", valid.len() as u64, rejected.len() as u64);
             out.rejected += rejected.len() as u64;
             for (i, e) in rejected.into_iter().take(MAX_REJECTIONS.saturating_sub(out.rejections.len())) {

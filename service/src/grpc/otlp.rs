@@ -6,7 +6,6 @@
 //! metrics, unsupported point types, unknown nodes, bad values) is counted
 //! in OTLP's partial-success response, with the reasons.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use swarm_proto::otlp::collector::metrics::v1::{
@@ -37,11 +36,11 @@ impl MetricsService for OtlpSvc {
         let mut converted = crate::otlp::convert(&req, |id| topo.physical.contains_key(id));
         drop(topo);
         let samples = std::mem::take(&mut converted.samples);
-        let mut interner = HashMap::new();
+        let mut cache = crate::validate::EntityCache::default();
         let cfg = swarm.config();
         let mut accepted = 0u64;
         for chunk in samples.chunks(cfg.max_batch_samples.max(1)) {
-            let (valid, bad) = validate_batch(swarm, chunk, &mut interner);
+            let (valid, bad) = validate_batch(swarm, chunk, &mut cache);
             for (i, e) in bad {
                 let name = crate::series::Metric::from_code(chunk[i].metric as u8).map_or("?", |m| m.name());
                 converted.refuse(name, 1, format!("{}: {}", e.field, e.reason));
