@@ -366,7 +366,7 @@ fn entity_size(topo: &Topology, kind: EntityKind, id: &str) -> Resources {
 }
 
 /// The largest plausible value of a metric for one entity, and what it is
-/// made of; said in words only for a sample that passes it (formatting it
+/// made of; said in words only for a sample above it (formatting it
 /// for every sample was a tenth of ingest).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Bound {

@@ -636,13 +636,13 @@ impl Frames {
     /// gigabytes at fleet scale. Series whose entity `skip` names are not
     /// read at all.
     #[allow(clippy::too_many_arguments)]
-    pub fn map_series<T: Send>(
-        &self,
+    pub fn map_series<'a, T: Send>(
+        &'a self,
         kind: EntityKind,
         metric: Metric,
         threads: usize,
         skip: impl Fn(&str) -> bool + Sync,
-        f: impl Fn(&Arc<str>, &SeriesHandle<'_>, &mut Vec<(i64, f64)>) -> Option<T> + Sync,
+        f: impl Fn(&Arc<str>, &SeriesHandle<'a>, &mut Vec<(i64, f64)>) -> Option<T> + Sync,
     ) -> PolarsResult<Vec<(Arc<str>, T)>> {
         let Some(mf) = self.frames.get(&(kind, metric)) else {
             return Ok(Vec::new());
@@ -674,42 +674,6 @@ impl Frames {
             handles.into_iter().map(|h| h.join().expect("series reader panicked")).collect()
         });
         Ok(parts.into_iter().flatten().collect())
-    }
-
-    /// Every series of `kind`'s `metric` reported at no location, with its
-    /// entity, to be read in place in any order (where [`Frames::map_series`]
-    /// walks them all once).
-    pub fn series_handles(&self, kind: EntityKind, metric: Metric) -> PolarsResult<Vec<(&Arc<str>, SeriesHandle<'_>)>> {
-        let Some(mf) = self.frames.get(&(kind, metric)) else {
-            return Ok(Vec::new());
-        };
-        let values = mf.sealed.values()?;
-        Ok(mf
-            .names
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, location))| location.is_empty())
-            .map(|(sid, (entity, _))| (entity, SeriesHandle { frame: mf, sid: sid as u32, values }))
-            .collect())
-    }
-
-    /// [`Frames::map_series`] on each series' points with `ts >= from_ms`
-    /// (oldest first, one per time); series with none are left out.
-    #[allow(clippy::too_many_arguments)]
-    pub fn map_recent<T: Send>(
-        &self,
-        kind: EntityKind,
-        metric: Metric,
-        from_ms: i64,
-        threads: usize,
-        skip: impl Fn(&str) -> bool + Sync,
-        f: impl Fn(&Arc<str>, &[(i64, f64)]) -> Option<T> + Sync,
-    ) -> PolarsResult<Vec<(Arc<str>, T)>> {
-        self.map_series(kind, metric, threads, skip, |entity, series, buf| {
-            buf.clear();
-            series.read(from_ms, i64::MAX, buf);
-            if buf.is_empty() { None } else { f(entity, buf) }
-        })
     }
 
     /// Mean value per (entity, location) over samples with `ts >= from_ms`.
@@ -1053,7 +1017,11 @@ mod tests {
                 }
             }
             let all: HashMap<Arc<str>, Vec<(i64, f64)>> = f
-                .map_recent(EntityKind::Virtual, Metric::CpuUsage, 5, 2, |e| e == "e9", |_, p| Some(p.to_vec()))
+                .map_series(EntityKind::Virtual, Metric::CpuUsage, 2, |e| e == "e9", |_, series, buf| {
+                    buf.clear();
+                    series.read(5, i64::MAX, buf);
+                    (!buf.is_empty()).then(|| buf.clone())
+                })
                 .unwrap()
                 .into_iter()
                 .collect();

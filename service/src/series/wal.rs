@@ -401,6 +401,13 @@ mod tests {
         b
     }
 
+    /// Appends `partial` (a record cut short) to segment `number`: a crash
+    /// in the middle of a write.
+    fn tear(dir: &Path, number: u64, partial: &[u8]) {
+        let p = dir.join(file_name(FileKind::Segment, number));
+        OpenOptions::new().append(true).open(&p).unwrap().write_all(partial).unwrap();
+    }
+
     #[test]
     fn segments_replay_and_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
@@ -409,10 +416,7 @@ mod tests {
         w.append(&framed(&[s(3)])).unwrap();
         drop(w);
         // Simulate a crash in the middle of the next write.
-        let p = dir.path().join(file_name(FileKind::Segment, 1));
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(&framed(&[s(4)])[..10]).unwrap();
-        drop(f);
+        tear(dir.path(), 1, &framed(&[s(4)])[..10]);
         let (r, samples) = recover_all(dir.path()).unwrap();
         assert_eq!(samples, vec![s(1), s(2), s(3)]);
         assert_eq!(r.truncated_bytes, 10);
@@ -434,10 +438,7 @@ mod tests {
         let mut w = SegmentWriter::create(dir.path(), 2, false).unwrap();
         w.append(&framed(&[s(3), s(2)])).unwrap();
         drop(w);
-        let p = dir.path().join(file_name(FileKind::Segment, 2));
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(&framed(&[s(4)])[..12]).unwrap();
-        drop(f);
+        tear(dir.path(), 2, &framed(&[s(4)])[..12]);
         let (r, samples) = recover_all(dir.path()).unwrap();
         assert_eq!(samples, vec![s(1), s(2), s(3), s(2)]);
         assert_eq!((r.truncated_bytes, r.next_segment), (12, 3));

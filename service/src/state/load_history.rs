@@ -7,14 +7,12 @@
 //! of the round).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use swarm_core::placement::affinity::ClusterView;
 use swarm_core::placement::risk::LoadHistory;
 
 use crate::forecast::{self, Aggregate};
 use crate::series::frames::{Frames, SeriesHandle};
-use crate::series::{EntityKind, Metric};
 
 /// Every virtual node's CPU in cores on the model's grid ending now, in view
 /// order: its peak series where it has points in the window (peaks are what
@@ -41,17 +39,15 @@ impl<'a> FrameHistory<'a> {
         steps: usize,
         now_ms: i64,
     ) -> polars::prelude::PolarsResult<Self> {
-        let index: HashMap<&str, usize> = view.virt.iter().enumerate().map(|(vi, v)| (v.id.as_str(), vi)).collect();
         let from = window_start(now_ms, step_ms, steps);
-        let mut nodes: Vec<Option<(SeriesHandle<'a>, Aggregate)>> = vec![None; view.virt.len()];
-        for metric in [Metric::CpuPeak, Metric::CpuUsage] {
-            for (entity, handle) in frames.series_handles(EntityKind::Virtual, metric)? {
-                let Some(&vi) = index.get(&**entity) else { continue };
-                if nodes[vi].is_none() && handle.newest_ms().is_some_and(|t| t >= from) {
-                    nodes[vi] = Some((handle, Aggregate::of(metric)));
-                }
-            }
-        }
+        // Its peak series, else its usage series, as every reader of a
+        // virtual node's CPU picks ([`super::virtual_cpu`]); one with no
+        // point in the window is no history.
+        let mut by_id = super::virtual_cpu(frames, |series, agg, _| {
+            series.newest_ms().is_some_and(|t| t >= from).then_some((*series, agg))
+        })?;
+        let nodes: Vec<Option<(SeriesHandle<'a>, Aggregate)>> =
+            view.virt.iter().map(|v| by_id.remove(v.id.as_str())).collect();
         let steps = if nodes.iter().any(Option::is_some) { steps } else { 0 };
         Ok(FrameHistory { nodes, step_ms, now_ms, steps })
     }

@@ -219,9 +219,9 @@ impl std::fmt::Display for Stages {
 /// something of it (peaks are what overloads), else its usage series, each
 /// with the aggregate its samples take on a grid. The one home of that rule
 /// in swarmd; a usage series is not even read when the peaks answered.
-fn virtual_cpu<T: Send + Sync>(
-    frames: &crate::series::Frames,
-    f: impl Fn(&SeriesHandle<'_>, Aggregate, &mut Vec<(i64, f64)>) -> Option<T> + Sync,
+fn virtual_cpu<'a, T: Send + Sync>(
+    frames: &'a crate::series::Frames,
+    f: impl Fn(&SeriesHandle<'a>, Aggregate, &mut Vec<(i64, f64)>) -> Option<T> + Sync,
 ) -> Result<HashMap<Arc<str>, T>, polars::error::PolarsError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out: HashMap<Arc<str>, T> = HashMap::new();

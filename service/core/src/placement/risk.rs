@@ -259,12 +259,7 @@ pub fn propose(
     };
     let n = view.phys.len();
     let limit: Vec<f64> = view.phys.iter().map(|p| cfg.threshold * p.capacity.cpu_cores).collect();
-    let mut on: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (vi, v) in view.virt.iter().enumerate() {
-        if let Some(p) = v.placement {
-            on[p].push(vi);
-        }
-    }
+    let mut fleet = Placed::new(view);
     // A host's summed load at each step of the window (its members added in
     // view order, so the sums do not depend on how the work is split).
     let host_sum = |members: &[usize], sum: &mut [f64], scratch: &mut [f64]| {
@@ -285,7 +280,7 @@ pub fn propose(
         let parts: Vec<_> = (0..n)
             .step_by(per)
             .map(|lo| {
-                let (host_sum, over, limit, on) = (&host_sum, &over, &limit, &on);
+                let (host_sum, over, limit, on) = (&host_sum, &over, &limit, &fleet.on);
                 scope.spawn(move || {
                     let (mut sum, mut scratch) = (vec![0.0; k], vec![0.0; k]);
                     (lo..(lo + per).min(n))
@@ -304,20 +299,12 @@ pub fn propose(
     let mut rows: HashMap<usize, Vec<f64>> = HashMap::new();
     let mut scratch = vec![0.0; k];
     let share = |count: usize| count as f64 / k as f64;
-    let mut load_now: Vec<f64> = view.phys.iter().map(|p| p.load.cpu_cores).collect();
-    let mut moved = vec![false; view.virt.len()];
     let mut out = Vec::new();
     while out.len() < cfg.max_moves {
         let mut best: Option<RiskMove> = None;
-        let mut sources: Vec<(usize, usize)> = (0..n).map(|s| (over_count[s], s)).filter(|&(c, _)| c > 0).collect();
-        sources.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        sources.truncate(cfg.max_sources);
-        let mut targets: Vec<usize> = (0..n).filter(|&d| view.phys[d].state == PhysicalState::Active).collect();
-        targets.sort_by(|&a, &b| {
-            let u = |p: usize| load_now[p] / view.phys[p].capacity.cpu_cores.max(f64::MIN_POSITIVE);
-            u(a).total_cmp(&u(b)).then(a.cmp(&b))
-        });
-        targets.truncate(cfg.max_targets);
+        let sources = pick_sources(&over_count, cfg.max_sources);
+        let targets = pick_targets(view, &fleet.load_now, cfg.max_targets);
+        let Placed { on, load_now, moved } = &fleet;
         for &p in sources.iter().map(|(_, s)| s).chain(&targets) {
             sums.entry(p).or_insert_with(|| {
                 let mut sum = vec![0.0; k];
@@ -377,14 +364,63 @@ pub fn propose(
         let sum = sums.get_mut(&m.to).expect("a move's target was weighed");
         sum.iter_mut().zip(x_row).for_each(|(s, x)| *s += x);
         over_count[m.to] = over(sum, limit[m.to]);
-        load_now[m.from] -= view.virt[m.virt].demand.cpu_cores;
-        load_now[m.to] += view.virt[m.virt].demand.cpu_cores;
-        on[m.from].retain(|&x| x != m.virt);
-        on[m.to].push(m.virt);
-        moved[m.virt] = true;
+        fleet.apply(view, &m);
         out.push(m);
     }
     out
+}
+
+/// Where a round's virtual nodes are as its moves are taken: each host's
+/// members (in view order until a move), its CPU load now, and which nodes
+/// moved (a node moves once a round).
+struct Placed {
+    on: Vec<Vec<usize>>,
+    load_now: Vec<f64>,
+    moved: Vec<bool>,
+}
+
+impl Placed {
+    fn new(view: &ClusterView) -> Placed {
+        let mut on: Vec<Vec<usize>> = vec![Vec::new(); view.phys.len()];
+        for (vi, v) in view.virt.iter().enumerate() {
+            if let Some(p) = v.placement {
+                on[p].push(vi);
+            }
+        }
+        let load_now = view.phys.iter().map(|p| p.load.cpu_cores).collect();
+        Placed { on, load_now, moved: vec![false; view.virt.len()] }
+    }
+
+    fn apply(&mut self, view: &ClusterView, m: &RiskMove) {
+        self.load_now[m.from] -= view.virt[m.virt].demand.cpu_cores;
+        self.load_now[m.to] += view.virt[m.virt].demand.cpu_cores;
+        self.on[m.from].retain(|&x| x != m.virt);
+        self.on[m.to].push(m.virt);
+        self.moved[m.virt] = true;
+    }
+}
+
+/// The hosts a round moves from: those with overloaded steps in the window,
+/// most first (ties by index), at most `max`, as (overloaded steps, host).
+fn pick_sources(over_count: &[usize], max: usize) -> Vec<(usize, usize)> {
+    let mut sources: Vec<(usize, usize)> =
+        over_count.iter().enumerate().map(|(s, &c)| (c, s)).filter(|&(c, _)| c > 0).collect();
+    sources.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    sources.truncate(max);
+    sources
+}
+
+/// The hosts a round moves to: the active ones least utilised now (ties by
+/// index), at most `max`.
+fn pick_targets(view: &ClusterView, load_now: &[f64], max: usize) -> Vec<usize> {
+    let mut targets: Vec<usize> =
+        (0..view.phys.len()).filter(|&d| view.phys[d].state == PhysicalState::Active).collect();
+    targets.sort_by(|&a, &b| {
+        let u = |p: usize| load_now[p] / view.phys[p].capacity.cpu_cores.max(f64::MIN_POSITIVE);
+        u(a).total_cmp(&u(b)).then(a.cmp(&b))
+    });
+    targets.truncate(max);
+    targets
 }
 
 /// What a move of one virtual node would have done over the window.
@@ -571,30 +607,21 @@ mod tests {
         let n = view.phys.len();
         let limit: Vec<f64> = view.phys.iter().map(|p| cfg.threshold * p.capacity.cpu_cores).collect();
         let mut sums = vec![vec![0.0f64; k]; n];
-        let mut on: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (vi, v) in view.virt.iter().enumerate() {
             let Some(p) = v.placement else { continue };
-            on[p].push(vi);
             for (s, x) in sums[p].iter_mut().zip(&at[vi]) {
                 *s += x;
             }
         }
         let over = |sum: &[f64], lim: f64| sum.iter().filter(|&&s| s > lim).count();
-        let mut load_now: Vec<f64> = view.phys.iter().map(|p| p.load.cpu_cores).collect();
-        let mut moved = vec![false; view.virt.len()];
+        let mut fleet = Placed::new(view);
         let mut out = Vec::new();
         while out.len() < cfg.max_moves {
             let mut best: Option<RiskMove> = None;
-            let mut sources: Vec<(usize, usize)> =
-                (0..n).map(|s| (over(&sums[s], limit[s]), s)).filter(|&(c, _)| c > 0).collect();
-            sources.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            sources.truncate(cfg.max_sources);
-            let mut targets: Vec<usize> = (0..n).filter(|&d| view.phys[d].state == PhysicalState::Active).collect();
-            targets.sort_by(|&a, &b| {
-                let u = |p: usize| load_now[p] / view.phys[p].capacity.cpu_cores;
-                u(a).total_cmp(&u(b)).then(a.cmp(&b))
-            });
-            targets.truncate(cfg.max_targets);
+            let counts: Vec<usize> = (0..n).map(|s| over(&sums[s], limit[s])).collect();
+            let sources = pick_sources(&counts, cfg.max_sources);
+            let targets = pick_targets(view, &fleet.load_now, cfg.max_targets);
+            let Placed { on, load_now, moved } = &fleet;
             for &(over_s, s) in &sources {
                 for &vi in &on[s] {
                     let v = &view.virt[vi];
@@ -631,11 +658,7 @@ mod tests {
                 sums[m.from][r] -= at[m.virt][r];
                 sums[m.to][r] += at[m.virt][r];
             }
-            load_now[m.from] -= view.virt[m.virt].demand.cpu_cores;
-            load_now[m.to] += view.virt[m.virt].demand.cpu_cores;
-            on[m.from].retain(|&x| x != m.virt);
-            on[m.to].push(m.virt);
-            moved[m.virt] = true;
+            fleet.apply(view, &m);
             out.push(m);
         }
         out
