@@ -179,6 +179,11 @@ impl Artifact {
                 self.intervals.upper.len()
             ));
         }
+        if let Some(h) = self.features.change_horizons.iter().find(|h| !self.horizons.contains(h)) {
+            return Err(format!(
+                "the feature spec gives horizon {h} a change target, but the model has no such horizon"
+            ));
+        }
         for (i, &h) in self.horizons.iter().enumerate() {
             if self.model.horizon(i) != h {
                 return Err(format!("model head {i} is for horizon {}, expected {h}", self.model.horizon(i)));
@@ -204,7 +209,7 @@ impl Artifact {
             if !self.features.row(p, t, h, scale, &mut row) {
                 return None;
             }
-            let pred = self.model.predict(i, &row);
+            let pred = self.model.predict(i, &row) + self.features.base(p, t, h, scale);
             // Usage is never negative: clamp, then keep the bounds around the point.
             let mean = (pred * scale).max(0.0);
             let lower = ((pred + self.intervals.lower[i]) * scale).max(0.0).min(mean);
@@ -231,6 +236,7 @@ impl Artifact {
             time_of_day: false,
             day_of_week: false,
             scale_window: 1,
+            change_horizons: Vec::new(),
         };
         let n = horizons.len();
         Artifact {
@@ -309,6 +315,23 @@ mod tests {
         assert_eq!((f[0].mean, f[1].mean), (2.0, 3.0));
         assert!((f[0].lower - 1.8).abs() < 1e-12 && (f[1].upper - 3.4).abs() < 1e-12);
         assert_eq!(f[1].timestamp_ms, 5 * 300_000);
+    }
+
+    #[test]
+    fn a_change_target_adds_the_last_value_back() {
+        let mut a = tiny();
+        a.features.change_horizons = vec![2];
+        let v = [2.0, 2.0, 2.0, 4.0];
+        let f = a.forecast(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 }).unwrap();
+        // scale = 2.5, lag_1 = 1.6 scaled. h1 (a value target): 1.6 * 2.5;
+        // h2 (a change target): (1.6 + 0.5 + 1.6) * 2.5.
+        assert!((f[0].mean - 4.0).abs() < 1e-12 && (f[1].mean - 9.25).abs() < 1e-12, "{f:?}");
+        // The interval moves with the point.
+        assert!((f[1].upper - (1.6 + 0.5 + 1.6 + 0.2) * 2.5).abs() < 1e-12, "{f:?}");
+        // A change target for a horizon the model does not have is refused.
+        a.features.change_horizons = vec![3];
+        let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "m.json").unwrap_err().to_string();
+        assert!(e.contains("horizon 3") && e.contains("change target"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //! - `tod_sin`, `tod_cos`, `dow_sin`, `dow_cos`: time of day and day of week
 //!   of the target time (UTC; trace-relative time counts from midnight of day 0).
 //!
+//! The target of horizon `h` is the value at `t + h`, scaled, or for the
+//! horizons in [`FeatureSpec::change_horizons`] its change from the value at
+//! `t` ([`FeatureSpec::base`] is what the model's output is added to).
+//!
 //! A window that touches a missing (NaN) point yields no row: nothing is imputed here.
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +43,17 @@ pub struct FeatureSpec {
     pub day_of_week: bool,
     /// Points in the per-series scale.
     pub scale_window: usize,
+    /// Horizons whose model predicts the change from the last value
+    /// (scaled), not the value. Trees cannot extrapolate: a series that
+    /// climbs to a level its scale has never seen (an idle VM pinned at
+    /// 100 % for an hour) falls in the top bin of every level feature, and a
+    /// level target caps the forecast at the largest scaled value in
+    /// training. A change target carries the level over, which pays where
+    /// the next values stay near the last one (short horizons) and costs
+    /// where they revert to the series' usual level (long ones);
+    /// `swarm-train` chooses per horizon on held-out data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub change_horizons: Vec<usize>,
 }
 
 impl Default for FeatureSpec {
@@ -50,6 +65,7 @@ impl Default for FeatureSpec {
             time_of_day: true,
             day_of_week: false,
             scale_window: 288,
+            change_horizons: Vec::new(),
         }
     }
 }
@@ -222,6 +238,14 @@ impl FeatureSpec {
             return None;
         }
         Some((p.over(&p.sum_abs, from, t) / w as f64).max(1e-3))
+    }
+
+    /// What the model's output for horizon `h` is added to, in scaled
+    /// units: the last value when that horizon's target is the change from
+    /// it, else 0. Training subtracts it from the scaled target, serving adds
+    /// it back.
+    pub fn base(&self, p: &Prepared, t: usize, h: usize, scale: f64) -> f64 {
+        if self.change_horizons.contains(&h) { p.s.values[t] / scale } else { 0.0 }
     }
 
     /// Writes the features for origin `t` and horizon `h` (scaled by

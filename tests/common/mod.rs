@@ -343,6 +343,7 @@ pub fn seasonal_naive() -> swarm_models::Artifact {
         rolling: vec![],
         time_of_day: false,
         day_of_week: false,
+        change_horizons: Vec::new(),
         scale_window: 12,
     };
     a.feature_names = a.features.names();

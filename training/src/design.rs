@@ -61,7 +61,7 @@ pub fn build(
                     }
                     if spec.row(p, t, h, scale, &mut row) {
                         d.x.extend_from_slice(&row);
-                        d.y.push(v[target] / scale);
+                        d.y.push(v[target] / scale - spec.base(p, t, h, scale));
                     }
                 }
             }

@@ -40,6 +40,10 @@ pub struct FitOptions {
     pub calibration: usize,
     /// Nominal interval coverage.
     pub coverage: f64,
+    /// Choose each horizon's target (the value, or its change from the last
+    /// value; see [`FeatureSpec::change_horizons`]) by the calibration
+    /// models' held-out error. Costs one more calibration fit.
+    pub choose_target: bool,
 }
 
 impl Default for FitOptions {
@@ -52,6 +56,7 @@ impl Default for FitOptions {
             learner: Learner::Trees(GbtParams::default()),
             calibration: 576,
             coverage: 0.9,
+            choose_target: true,
         }
     }
 }
@@ -61,6 +66,9 @@ impl Default for FitOptions {
 pub struct Fitted {
     /// The model.
     pub model: Model,
+    /// The features and targets it was fitted on: the options' spec, with
+    /// the target of each horizon chosen when the options ask for it.
+    pub spec: FeatureSpec,
     /// Interval calibration.
     pub intervals: Intervals,
     /// Training rows per horizon (first horizon).
@@ -135,30 +143,56 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
     let first = o.spec.min_history().saturating_sub(1);
     let origins: usize = train_end.iter().map(|&e| e.saturating_sub(first)).sum();
     let stride = o.stride.max(origins.div_ceil(o.max_rows.max(1)));
-    // 1. Calibration model: fitted without the last `calibration` points.
+    // 1. Calibration models: fitted without the last `calibration` points,
+    //    judged on them (every origin).
     let cal_end: Vec<usize> = train_end.iter().map(|&e| e.saturating_sub(o.calibration)).collect();
-    let cal_designs = design::build(&o.spec, &prepared, &spans(&prepared, &cal_end, first), &o.horizons, stride);
-    let cal_model = heads(&cal_designs, &o.horizons, o.learner)?;
-    // Residuals on the held-out points, every origin.
     let held: Vec<Span> = cal_end
         .iter()
         .zip(train_end)
         .map(|(&from, &end)| Span { from: from.saturating_sub(1).max(first), to: end, target_end: end })
         .collect();
-    let held_designs = design::build(&o.spec, &prepared, &held, &o.horizons, 1);
+    let calibrate = |spec: &FeatureSpec| -> Result<Vec<Vec<f64>>, LinearError> {
+        let designs = design::build(spec, &prepared, &spans(&prepared, &cal_end, first), &o.horizons, stride);
+        let model = heads(&designs, &o.horizons, o.learner)?;
+        let held_designs = design::build(spec, &prepared, &held, &o.horizons, 1);
+        Ok(held_designs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (0..d.rows()).map(|k| d.y[k] - model.predict(i, d.row(k))).collect())
+            .collect())
+    };
+    let mean_abs = |r: &[f64]| r.iter().map(|x| x.abs()).sum::<f64>() / r.len().max(1) as f64;
+    let mut spec = o.spec.clone();
+    let residuals = if o.choose_target {
+        // Both targets for every horizon, judged on the held-out points.
+        // The change target is taken for the first k horizons, k chosen for
+        // the smallest total held-out error: carrying the last value over
+        // pays at short horizons and not at long ones, and one cut-off
+        // decided on two days of data is less at the mercy of their noise
+        // than twelve separate choices (both errors are in the same scaled
+        // units, so they add up).
+        let level = calibrate(&FeatureSpec { change_horizons: Vec::new(), ..o.spec.clone() })?;
+        let change = calibrate(&FeatureSpec { change_horizons: o.horizons.clone(), ..o.spec.clone() })?;
+        let (le, ce): (Vec<f64>, Vec<f64>) = level.iter().zip(&change).map(|(l, c)| (mean_abs(l), mean_abs(c))).unzip();
+        let total = |k: usize| ce[..k].iter().sum::<f64>() + le[k..].iter().sum::<f64>();
+        let k = (0..=o.horizons.len()).fold(0, |best, k| if total(k) < total(best) { k } else { best });
+        spec.change_horizons = o.horizons[..k].to_vec();
+        change.into_iter().take(k).chain(level.into_iter().skip(k)).collect()
+    } else {
+        calibrate(&spec)?
+    };
     let alpha = (1.0 - o.coverage) / 2.0;
     let (mut lower, mut upper) = (Vec::new(), Vec::new());
-    for (i, d) in held_designs.iter().enumerate() {
-        let mut r: Vec<f64> = (0..d.rows()).map(|k| d.y[k] - cal_model.predict(i, d.row(k))).collect();
+    for mut r in residuals {
         r.sort_by(f64::total_cmp);
         lower.push(quantile(&r, alpha));
         upper.push(quantile(&r, 1.0 - alpha));
     }
     // 2. Final model on everything up to the training end.
-    let designs = design::build(&o.spec, &prepared, &spans(&prepared, train_end, first), &o.horizons, stride);
+    let designs = design::build(&spec, &prepared, &spans(&prepared, train_end, first), &o.horizons, stride);
     let rows = designs.first().map_or(0, |d| d.rows());
     let model = heads(&designs, &o.horizons, o.learner)?;
-    Ok(Fitted { model, intervals: Intervals { coverage: o.coverage, lower, upper }, rows })
+    Ok(Fitted { model, spec, intervals: Intervals { coverage: o.coverage, lower, upper }, rows })
 }
 
 /// Where a model's training data came from, for its artifact.
@@ -182,8 +216,8 @@ pub fn to_artifact(fitted: Fitted, options: &FitOptions, series: &[Series], ends
         format_version: FORMAT_VERSION,
         produced_by: p.produced_by,
         metric: p.metric,
-        feature_names: options.spec.names(),
-        features: options.spec.clone(),
+        feature_names: fitted.spec.names(),
+        features: fitted.spec.clone(),
         horizons: options.horizons.clone(),
         model: fitted.model,
         intervals: fitted.intervals,
@@ -197,5 +231,58 @@ pub fn to_artifact(fitted: Fitted, options: &FitOptions, series: &[Series], ends
             to_ms: last,
         },
         evaluation: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Random walks: the next value is the last one plus noise, and each
+    /// series wanders to levels its own past never reached. A value target
+    /// cannot follow them there (trees do not extrapolate); the change
+    /// target can, so the held-out choice must take it for the first
+    /// horizon, and a forecast of a series far above anything in training
+    /// must stay near its last value.
+    #[test]
+    fn the_held_out_choice_takes_the_change_target_where_the_level_wanders() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let series: Vec<Series> = (0..30)
+            .map(|i| {
+                let mut x = 50.0;
+                let values = (0..1500)
+                    .map(|_| {
+                        x = (x + rng.random_range(-3.0..3.0f64)).max(1.0);
+                        x
+                    })
+                    .collect();
+                Series { entity: format!("s{i}"), start_ms: 0, interval_ms: 300_000, values }
+            })
+            .collect();
+        let ends: Vec<usize> = series.iter().map(|s| s.values.len()).collect();
+        let options = FitOptions {
+            spec: FeatureSpec { seasons_ms: vec![], ..FeatureSpec::default() },
+            horizons: vec![1, 3],
+            learner: Learner::Trees(GbtParams { trees: 40, ..GbtParams::default() }),
+            calibration: 300,
+            ..FitOptions::default()
+        };
+        let fitted = fit(&series, &ends, &options).unwrap();
+        assert!(fitted.spec.change_horizons.contains(&1), "chosen: {:?}", fitted.spec.change_horizons);
+        let artifact = to_artifact(
+            fitted,
+            &options,
+            &series,
+            &ends,
+            Provenance { produced_by: "test".into(), metric: "m".into(), dataset: "d".into(), format: "f".into() },
+        );
+        // Calm for a day, then a step to five times the level, held for an hour.
+        let mut v = vec![20.0; 300];
+        v.extend([100.0; 12]);
+        let f = artifact.forecast(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 }).unwrap();
+        assert!((f[0].mean - 100.0).abs() < 10.0, "h1 forecast after the step: {}", f[0].mean);
     }
 }

@@ -8,8 +8,9 @@
 //! and the result is written in the artifact's flat tree format
 //! ([`swarm_models::model::TreeNode`]), so serving needs no training code.
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::seq::SliceRandom;
 use swarm_models::model::{TreeHead, TreeNode};
 
 use crate::design::Design;
@@ -19,8 +20,11 @@ use crate::design::Design;
 pub struct GbtParams {
     /// Trees.
     pub trees: usize,
-    /// Maximum depth of a tree.
+    /// Maximum depth of a tree (serving walks trees of depth ≤ 8 without
+    /// branches, deeper ones node by node).
     pub depth: usize,
+    /// Most leaves of a tree, grown best-first.
+    pub leaves: usize,
     /// Shrinkage applied to every leaf.
     pub learning_rate: f64,
     /// Fewest samples in a leaf.
@@ -30,6 +34,8 @@ pub struct GbtParams {
     /// But at most this many rows per tree (keeps large fits fast; the rows
     /// of neighbouring origins are highly correlated anyway).
     pub max_rows_per_tree: usize,
+    /// Share of the features each tree may split on.
+    pub colsample: f64,
     /// Quantile bins per feature (at most 255).
     pub bins: usize,
     /// Seed of the row sampling.
@@ -45,10 +51,12 @@ impl Default for GbtParams {
         GbtParams {
             trees: 150,
             depth: 4,
+            leaves: 16,
             learning_rate: 0.1,
             min_leaf: 50,
             subsample: 0.3,
             max_rows_per_tree: 40_000,
+            colsample: 1.0,
             bins: 64,
             seed: 7,
             quantile: 0.5,
@@ -95,100 +103,291 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     *m
 }
 
-/// A split found for a node.
+/// A split found for a node: rows with `bin <= bin` on `feature` go left.
+#[derive(Clone, Copy)]
 struct Split {
     feature: usize,
     bin: u8,
+    gain: f64,
 }
 
-fn best_split(b: &Binned, idx: &[u32], grad: &[f64], min_leaf: usize) -> Option<Split> {
-    let f = b.n_features;
-    let n = idx.len();
-    if n < 2 * min_leaf {
+/// Per-feature histograms of one node's rows, laid end to end (feature `j`'s
+/// bins start at `offsets[j]`). The gradient is the sign of the residual
+/// (`q` above, `q - 1` below), so counting rows and rows above the fit is
+/// enough to know every bin's gradient sum, exactly, in integers: a parent's
+/// histogram minus one child's is the other child's, so only the smaller
+/// child is ever counted (LightGBM's subtraction trick).
+#[derive(Clone)]
+struct Hist {
+    rows: Vec<u32>,
+    above: Vec<u32>,
+}
+
+impl Hist {
+    fn build(b: &Binned, offsets: &[usize], rows: &[u32], above: &[bool]) -> Hist {
+        let total = *offsets.last().expect("offsets end with the total");
+        let mut h = Hist { rows: vec![0; total], above: vec![0; total] };
+        let f = b.n_features;
+        for &i in rows {
+            let i = i as usize;
+            let up = above[i] as u32;
+            for (j, &bin) in b.bins[i * f..(i + 1) * f].iter().enumerate() {
+                let k = offsets[j] + bin as usize;
+                h.rows[k] += 1;
+                h.above[k] += up;
+            }
+        }
+        h
+    }
+
+    /// `self - other`, for the sibling of the child `other` counted.
+    fn minus(mut self, other: &Hist) -> Hist {
+        for (a, b) in self.rows.iter_mut().zip(&other.rows) {
+            *a -= b;
+        }
+        for (a, b) in self.above.iter_mut().zip(&other.above) {
+            *a -= b;
+        }
+        self
+    }
+}
+
+/// The best split of a node by variance reduction of the gradient, among
+/// `features`; `None` when no split leaves `min_leaf` rows on both sides or
+/// none reduces it.
+fn best_split(h: &Hist, offsets: &[usize], features: &[usize], q: f64, min_leaf: usize) -> Option<Split> {
+    let grad = |rows: u32, above: u32| above as f64 * q + (rows - above) as f64 * (q - 1.0);
+    let (n, n_above) = {
+        let j = features.first()?;
+        let r = offsets[*j]..offsets[j + 1];
+        (h.rows[r.clone()].iter().sum::<u32>(), h.above[r].iter().sum::<u32>())
+    };
+    if (n as usize) < 2 * min_leaf {
         return None;
     }
-    let total: f64 = idx.iter().map(|&i| grad[i as usize]).sum();
+    let total = grad(n, n_above);
     let base = total * total / n as f64;
-    let mut best: Option<(f64, Split)> = None;
-    let mut sum = vec![0.0f64; 256];
-    let mut cnt = vec![0usize; 256];
-    for j in 0..f {
-        let nb = b.edges[j].len() + 1;
-        sum[..nb].iter_mut().for_each(|x| *x = 0.0);
-        cnt[..nb].iter_mut().for_each(|x| *x = 0);
-        for &i in idx {
-            let bin = b.bins[i as usize * f + j] as usize;
-            sum[bin] += grad[i as usize];
-            cnt[bin] += 1;
-        }
-        let (mut sl, mut nl) = (0.0, 0usize);
-        for bin in 0..nb - 1 {
-            sl += sum[bin];
-            nl += cnt[bin];
+    let mut best: Option<Split> = None;
+    for &j in features {
+        let (mut nl, mut al) = (0u32, 0u32);
+        let bins = offsets[j + 1] - offsets[j];
+        for bin in 0..bins - 1 {
+            nl += h.rows[offsets[j] + bin];
+            al += h.above[offsets[j] + bin];
             let nr = n - nl;
-            if nl < min_leaf || nr < min_leaf {
+            if (nl as usize) < min_leaf {
                 continue;
             }
+            if (nr as usize) < min_leaf {
+                break;
+            }
+            let sl = grad(nl, al);
             let sr = total - sl;
             let gain = sl * sl / nl as f64 + sr * sr / nr as f64 - base;
-            if best.as_ref().is_none_or(|(g, _)| gain > *g) {
-                best = Some((gain, Split { feature: j, bin: bin as u8 }));
+            if best.is_none_or(|b| gain > b.gain) {
+                best = Some(Split { feature: j, bin: bin as u8, gain });
             }
         }
     }
-    best.filter(|(g, _)| *g > 1e-12).map(|(_, s)| s)
+    best.filter(|s| s.gain > 1e-12)
 }
 
-/// Grows one tree on the rows `idx`; returns nodes in the artifact format
-/// (children after parents) with leaf values already shrunk.
-fn grow(b: &Binned, idx: Vec<u32>, grad: &[f64], resid: &[f64], p: &GbtParams) -> (Vec<TreeNode>, Vec<u8>) {
-    let mut nodes: Vec<TreeNode> = vec![TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 }];
-    // The split bin of each node, for fast evaluation on the binned rows.
+/// A leaf that may still be split: its rows are `rows[range]` of the tree's
+/// row list, which splits partition in place (no list per node).
+struct Open {
+    at: usize,
+    range: std::ops::Range<usize>,
+    hist: Hist,
+    depth: usize,
+    split: Option<Split>,
+}
+
+/// One grown tree: nodes in the artifact format (children after parents)
+/// with leaf values already shrunk, each node's split bin, and the leaves
+/// with the rows (ranges of the row list) that reached them.
+struct Grown {
+    nodes: Vec<TreeNode>,
+    split_bins: Vec<u8>,
+    leaves: Vec<(usize, std::ops::Range<usize>)>,
+}
+
+/// Grows one tree on `rows` best-first (leaf-wise, as LightGBM does): the
+/// leaf whose split reduces the loss most is split next, until `p.leaves`
+/// leaves or no leaf can be split; no leaf is deeper than `p.depth`, which
+/// keeps serving on its branch-free path (depth ≤ 8). `rows` is reordered
+/// so each leaf's rows are contiguous.
+fn grow(
+    b: &Binned,
+    offsets: &[usize],
+    features: &[usize],
+    rows: &mut [u32],
+    above: &[bool],
+    resid: &[f64],
+    p: &GbtParams,
+) -> Grown {
+    let q = p.quantile.clamp(0.0, 1.0);
+    let leaf = || TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 };
+    let mut nodes: Vec<TreeNode> = vec![leaf()];
     let mut split_bins = vec![0u8];
-    // (node index, rows, depth), breadth first so children follow parents.
-    let mut queue = std::collections::VecDeque::from([(0usize, idx, 0usize)]);
-    while let Some((at, rows, depth)) = queue.pop_front() {
-        let split = if depth < p.depth { best_split(b, &rows, grad, p.min_leaf) } else { None };
-        match split {
-            Some(s) => {
-                let f = b.n_features;
-                let (l, r): (Vec<u32>, Vec<u32>) =
-                    rows.iter().partition(|&&i| b.bins[i as usize * f + s.feature] <= s.bin);
-                let (li, ri) = (nodes.len(), nodes.len() + 1);
-                nodes.push(TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 });
-                nodes.push(TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 });
-                split_bins.extend([0, 0]);
-                split_bins[at] = s.bin;
-                nodes[at] = TreeNode {
-                    feature: s.feature as u32,
-                    threshold: b.edges[s.feature][s.bin as usize],
-                    left: li as u32,
-                    right: ri as u32,
-                    value: 0.0,
-                };
-                queue.push_back((li, l, depth + 1));
-                queue.push_back((ri, r, depth + 1));
-            }
-            None => {
-                let mut v: Vec<f64> = rows.iter().map(|&i| resid[i as usize]).collect();
-                nodes[at].value = p.learning_rate * quantile(&mut v, p.quantile);
+    let consider = |hist: &Hist, depth: usize| {
+        if depth < p.depth { best_split(hist, offsets, features, q, p.min_leaf) } else { None }
+    };
+    let hist = Hist::build(b, offsets, rows, above);
+    let split = consider(&hist, 0);
+    let mut open = vec![Open { at: 0, range: 0..rows.len(), hist, depth: 0, split }];
+    let mut leaves = 1;
+    let f = b.n_features;
+    while leaves < p.leaves.max(1) {
+        // The open leaf with the largest gain; ties go to the earliest, so
+        // the tree does not depend on anything but the data.
+        let Some(k) = open
+            .iter()
+            .enumerate()
+            .filter_map(|(k, o)| o.split.map(|s| (k, s.gain)))
+            .fold(None, |best: Option<(usize, f64)>, (k, g)| match best {
+                Some((_, bg)) if bg >= g => best,
+                _ => Some((k, g)),
+            })
+            .map(|(k, _)| k)
+        else {
+            break;
+        };
+        let o = open.swap_remove(k);
+        let s = o.split.expect("chosen for its split");
+        // In-place partition: rows going left first. Order inside a leaf
+        // does not matter: histograms are integer counts, leaf values order
+        // statistics.
+        let slice = &mut rows[o.range.clone()];
+        let mut mid = 0;
+        for j in 0..slice.len() {
+            if b.bins[slice[j] as usize * f + s.feature] <= s.bin {
+                slice.swap(mid, j);
+                mid += 1;
             }
         }
+        let (l, r) = (o.range.start..o.range.start + mid, o.range.start + mid..o.range.end);
+        let (li, ri) = (nodes.len(), nodes.len() + 1);
+        nodes.extend([leaf(), leaf()]);
+        split_bins.extend([0, 0]);
+        split_bins[o.at] = s.bin;
+        nodes[o.at] = TreeNode {
+            feature: s.feature as u32,
+            threshold: b.edges[s.feature][s.bin as usize],
+            left: li as u32,
+            right: ri as u32,
+            value: 0.0,
+        };
+        let (lh, rh) = if l.len() <= r.len() {
+            let lh = Hist::build(b, offsets, &rows[l.clone()], above);
+            let rh = o.hist.minus(&lh);
+            (lh, rh)
+        } else {
+            let rh = Hist::build(b, offsets, &rows[r.clone()], above);
+            let lh = o.hist.minus(&rh);
+            (lh, rh)
+        };
+        let depth = o.depth + 1;
+        let (ls, rs) = (consider(&lh, depth), consider(&rh, depth));
+        open.push(Open { at: li, range: l, hist: lh, depth, split: ls });
+        open.push(Open { at: ri, range: r, hist: rh, depth, split: rs });
+        leaves += 1;
     }
-    (nodes, split_bins)
+    let mut v = Vec::new();
+    let mut out = Vec::with_capacity(open.len());
+    for o in open {
+        v.clear();
+        v.extend(rows[o.range.clone()].iter().map(|&i| resid[i as usize]));
+        nodes[o.at].value = p.learning_rate * quantile(&mut v, q);
+        out.push((o.at, o.range));
+    }
+    Grown { nodes, split_bins, leaves: out }
 }
 
-fn eval_binned(nodes: &[TreeNode], split_bins: &[u8], b: &Binned, i: usize) -> f64 {
-    let f = b.n_features;
-    let mut at = 0usize;
-    loop {
-        let n = &nodes[at];
-        if n.left == 0 {
-            return n.value;
+/// Whether row `i` is in tree `tree`'s sample: a hash of (seed, tree, row)
+/// against the sampling threshold. Deterministic and stateless, and a
+/// fraction of the cost of drawing a random number per row.
+fn sampled(seed: u64, tree: u64, i: u64, threshold: u64) -> bool {
+    // splitmix64's finaliser over the three inputs.
+    let mut z = seed ^ tree.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) < threshold
+}
+
+/// A grown tree laid out for walking the binned rows without branches: a
+/// step is `at = next[at] + (bin > split[at])` (a right child always follows
+/// its left one), and a leaf points at itself with a split no bin exceeds,
+/// so every row takes the same `depth` steps and eight rows are walked side
+/// by side (their chains of loads overlap). Walking the rows outside a
+/// tree's sample was half of fitting as a node-by-node walk.
+struct BinnedWalk {
+    feature: Vec<u32>,
+    split: Vec<u8>,
+    next: Vec<u32>,
+    value: Vec<f64>,
+    depth: usize,
+}
+
+impl BinnedWalk {
+    fn new(g: &Grown) -> BinnedWalk {
+        let n = g.nodes.len();
+        let mut w = BinnedWalk {
+            feature: vec![0; n],
+            split: vec![u8::MAX; n],
+            next: (0..n as u32).collect(),
+            value: vec![0.0; n],
+            depth: 0,
+        };
+        let mut depth = vec![0usize; n];
+        for (at, node) in g.nodes.iter().enumerate() {
+            if node.left == 0 {
+                w.value[at] = node.value;
+                w.depth = w.depth.max(depth[at]);
+            } else {
+                debug_assert_eq!(node.right, node.left + 1, "grow puts a right child after its left one");
+                w.feature[at] = node.feature;
+                w.split[at] = g.split_bins[at];
+                w.next[at] = node.left;
+                depth[node.left as usize] = depth[at] + 1;
+                depth[node.right as usize] = depth[at] + 1;
+            }
         }
-        // Bin ≤ split bin ⇔ value ≤ threshold (the bin's upper edge).
-        let x_bin = b.bins[i * f + n.feature as usize];
-        at = if x_bin <= split_bins[at] { n.left as usize } else { n.right as usize };
+        w
+    }
+
+    /// Adds the tree's value for every row `i` with `!skip[i]` to `pred[i]`.
+    fn add_to(&self, b: &Binned, skip: &[bool], pred: &mut [f64]) {
+        const LANES: usize = 8;
+        let f = b.n_features;
+        let step = |at: u32, i: usize| {
+            let a = at as usize;
+            self.next[a] + (b.bins[i * f + self.feature[a] as usize] > self.split[a]) as u32
+        };
+        let n = pred.len();
+        let mut i = 0;
+        while i + LANES <= n {
+            let mut at = [0u32; LANES];
+            for _ in 0..self.depth {
+                for (k, a) in at.iter_mut().enumerate() {
+                    *a = step(*a, i + k);
+                }
+            }
+            for (k, a) in at.iter().enumerate() {
+                if !skip[i + k] {
+                    pred[i + k] += self.value[*a as usize];
+                }
+            }
+            i += LANES;
+        }
+        for i in i..n {
+            let mut a = 0u32;
+            for _ in 0..self.depth {
+                a = step(a, i);
+            }
+            if !skip[i] {
+                pred[i] += self.value[a as usize];
+            }
+        }
     }
 }
 
@@ -205,31 +404,63 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
         return TreeHead::new(horizon, base, Vec::new());
     }
     let b = bin_design(d, p.bins);
+    let mut offsets = vec![0usize];
+    for e in &b.edges {
+        offsets.push(offsets.last().expect("starts at 0") + e.len() + 1);
+    }
     let mut pred = vec![base; n];
-    let mut rng = StdRng::seed_from_u64(p.seed ^ horizon as u64);
+    let seed = p.seed ^ horizon as u64;
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut trees = Vec::with_capacity(p.trees);
     let mut resid = vec![0.0; n];
-    let mut grad = vec![0.0; n];
+    let mut above = vec![false; n];
+    let mut in_sample = vec![false; n];
     let fraction = p.subsample.min(p.max_rows_per_tree as f64 / n as f64);
-    for _ in 0..p.trees {
+    // Row i is drawn when its hash is below `threshold`; all rows at 1.
+    let threshold = if fraction >= 1.0 { u64::MAX } else { (fraction.max(0.0) * u64::MAX as f64) as u64 };
+    let n_features = ((b.n_features as f64 * p.colsample).ceil() as usize).clamp(1, b.n_features);
+    let mut features: Vec<usize> = (0..b.n_features).collect();
+    let mut rows: Vec<u32> = Vec::with_capacity(n);
+    for tree in 0..p.trees as u64 {
         for i in 0..n {
             resid[i] = d.y[i] - pred[i];
             // signum, not a comparison: at the median this is exactly the
-            // LAD gradient (halved), so the bundled model refits identically.
-            grad[i] = if resid[i].signum() > 0.0 { q } else { q - 1.0 };
+            // LAD gradient (halved).
+            above[i] = resid[i].signum() > 0.0;
         }
-        let idx: Vec<u32> = (0..n as u32).filter(|_| rng.random_bool(fraction)).collect();
-        let (tree, split_bins) = grow(&b, idx, &grad, &resid, p);
-        for (i, pr) in pred.iter_mut().enumerate() {
-            *pr += eval_binned(&tree, &split_bins, &b, i);
+        rows.clear();
+        rows.extend((0..n as u32).filter(|&i| threshold == u64::MAX || sampled(seed, tree, i as u64, threshold)));
+        // Column subsampling: a random `colsample` share of the features per tree.
+        let chosen = if n_features < b.n_features {
+            features.sort_unstable();
+            let (pick, _) = features.partial_shuffle(&mut rng, n_features);
+            let mut pick = pick.to_vec();
+            pick.sort_unstable();
+            pick
+        } else {
+            features.clone()
+        };
+        let g = grow(&b, &offsets, &chosen, &mut rows, &above, &resid, p);
+        // Rows in the sample: their leaf is known from the partition.
+        for (at, range) in &g.leaves {
+            let value = g.nodes[*at].value;
+            for &i in &rows[range.clone()] {
+                pred[i as usize] += value;
+                in_sample[i as usize] = true;
+            }
         }
-        trees.push(tree);
+        // The others are walked down the tree.
+        BinnedWalk::new(&g).add_to(&b, &in_sample, &mut pred);
+        in_sample.fill(false);
+        trees.push(g.nodes);
     }
     TreeHead::new(horizon, base, trees)
 }
 
 #[cfg(test)]
 mod tests {
+    use rand::Rng;
+
     use super::*;
     use swarm_models::model::Model;
 
@@ -254,6 +485,45 @@ mod tests {
         // Deterministic for a seed.
         let again = fit_lad(&d, 1, &GbtParams { trees: 60, subsample: 0.5, min_leaf: 20, ..Default::default() });
         assert_eq!(Model::Trees { heads: vec![again] }, m);
+    }
+
+    /// The training side walks binned rows (`BinnedWalk`), serving walks raw
+    /// features against thresholds: for every row, inside the tree's sample
+    /// or not, both must land in the same leaf, or the residuals boosting
+    /// fits are not those of the model it ships. Features with ties, a
+    /// constant one and more distinct values than bins.
+    #[test]
+    fn the_binned_walk_lands_where_serving_does() {
+        let mut d = Design { n_features: 3, ..Default::default() };
+        let mut rng = StdRng::seed_from_u64(9);
+        for _ in 0..3000 {
+            let (x0, x1): (f64, f64) = (rng.random(), (rng.random_range(0..5u32)) as f64);
+            d.x.extend([x0, x1, 1.0]);
+            d.y.push(x0 * 3.0 + x1 + rng.random_range(-0.5..0.5));
+        }
+        let p = GbtParams { leaves: 12, depth: 5, min_leaf: 10, bins: 32, subsample: 0.5, ..Default::default() };
+        let b = bin_design(&d, p.bins);
+        let mut offsets = vec![0usize];
+        for e in &b.edges {
+            offsets.push(offsets.last().unwrap() + e.len() + 1);
+        }
+        let resid = d.y.clone();
+        let above: Vec<bool> = resid.iter().map(|r| *r > 2.0).collect();
+        let mut rows: Vec<u32> = (0..d.rows() as u32).filter(|i| sampled(1, 0, *i as u64, u64::MAX / 2)).collect();
+        let g = grow(&b, &offsets, &[0, 1, 2], &mut rows, &above, &resid, &p);
+        assert!(g.leaves.len() > 4, "a tree worth testing: {} leaves", g.leaves.len());
+        let mut walked = vec![0.0; d.rows()];
+        BinnedWalk::new(&g).add_to(&b, &vec![false; d.rows()], &mut walked);
+        let served = Model::Trees { heads: vec![TreeHead::new(1, 0.0, vec![g.nodes.clone()])] };
+        for (i, w) in walked.iter().enumerate() {
+            assert_eq!(w.to_bits(), served.predict(0, d.row(i)).to_bits(), "row {i}: {:?}", d.row(i));
+        }
+        // And the sampled rows' leaves, known from the partition, agree too.
+        for (at, range) in &g.leaves {
+            for &i in &rows[range.clone()] {
+                assert_eq!(walked[i as usize], g.nodes[*at].value, "sampled row {i}");
+            }
+        }
     }
 
     #[test]

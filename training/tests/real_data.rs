@@ -42,6 +42,9 @@ fn a_model_trained_on_real_data_beats_naive_and_seasonal_naive() {
         let mut a = Artifact::from_json(DEFAULT_ARTIFACT, "default.json").unwrap();
         a.model = fitted.model;
         a.intervals = fitted.intervals;
+        // The fit chose each horizon's target: the spec carries the choice.
+        a.feature_names = fitted.spec.names();
+        a.features = fitted.spec;
         let r = backtest::evaluate(&loaded.series, &a, &p);
         let (m, n, s) = (
             r.mase("swarm", "h1-12").unwrap(),
