@@ -33,6 +33,22 @@ pub struct Intervals {
     pub upper: Vec<f64>,
 }
 
+/// An upper-quantile model: one head per horizon (artifact order), fitted
+/// with the pinball loss at `quantile` on the same features and targets as
+/// the point model. Where present its forecast is the served upper bound,
+/// instead of the point forecast plus a residual quantile that is the same
+/// for every series: a quantile model follows each series' own spikiness
+/// (a calm VM gets a tight bound, a spiky one a wide one), which is what a
+/// controller guarding against overload needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpperQuantile {
+    /// The quantile, in (0.5, 1).
+    pub quantile: f64,
+    /// Its heads.
+    pub model: Model,
+}
+
 /// What the model was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +89,9 @@ pub struct Artifact {
     pub model: Model,
     /// Interval calibration.
     pub intervals: Intervals,
+    /// The upper-quantile model, if trained: it then gives the upper bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<UpperQuantile>,
     /// Training data summary.
     pub training: TrainingSummary,
     /// The metrics of its own evaluation (the backtest report), if evaluated.
@@ -123,7 +142,8 @@ pub struct ForecastPoint {
     pub mean: f64,
     /// Lower interval bound.
     pub lower: f64,
-    /// Upper interval bound.
+    /// Upper bound: the upper-quantile model's forecast where the artifact
+    /// has one, else the interval's upper end.
     pub upper: f64,
 }
 
@@ -189,6 +209,15 @@ impl Artifact {
                 return Err(format!("model head {i} is for horizon {}, expected {h}", self.model.horizon(i)));
             }
         }
+        if let Some(u) = &self.upper {
+            if !(u.quantile > 0.5 && u.quantile < 1.0) {
+                return Err(format!("the upper quantile is {}; it must be in (0.5, 1)", u.quantile));
+            }
+            if u.model.heads() != n || (0..n).any(|i| u.model.horizon(i) != self.horizons[i]) {
+                return Err("the upper-quantile model's heads do not match the horizons".into());
+            }
+            u.model.validate(self.feature_names.len())?;
+        }
         self.model.validate(self.feature_names.len())
     }
 
@@ -209,11 +238,16 @@ impl Artifact {
             if !self.features.row(p, t, h, scale, &mut row) {
                 return None;
             }
-            let pred = self.model.predict(i, &row) + self.features.base(p, t, h, scale);
+            let base = self.features.base(p, t, h, scale);
+            let pred = self.model.predict(i, &row) + base;
             // Usage is never negative: clamp, then keep the bounds around the point.
             let mean = (pred * scale).max(0.0);
             let lower = ((pred + self.intervals.lower[i]) * scale).max(0.0).min(mean);
-            let upper = ((pred + self.intervals.upper[i]) * scale).max(mean);
+            let upper = match &self.upper {
+                Some(u) => (u.model.predict(i, &row) + base) * scale,
+                None => (pred + self.intervals.upper[i]) * scale,
+            }
+            .max(mean);
             out.push(ForecastPoint {
                 horizon: h,
                 timestamp_ms: s.start_ms + (t + h) as i64 * s.interval_ms,
@@ -253,6 +287,7 @@ impl Artifact {
                     .collect(),
             },
             intervals: Intervals { coverage: 0.9, lower: vec![-band; n], upper: vec![band; n] },
+            upper: None,
             training: TrainingSummary {
                 dataset: String::new(),
                 format: String::new(),
@@ -332,6 +367,43 @@ mod tests {
         a.features.change_horizons = vec![3];
         let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "m.json").unwrap_err().to_string();
         assert!(e.contains("horizon 3") && e.contains("change target"), "{e}");
+    }
+
+    #[test]
+    fn an_upper_quantile_model_gives_the_upper_bound() {
+        let mut a = tiny();
+        let mut q = a.model.clone();
+        if let Model::Linear { heads } = &mut q {
+            heads[0].intercept = 0.3;
+            heads[1].intercept = -2.0;
+        }
+        a.upper = Some(UpperQuantile { quantile: 0.9, model: q });
+        a.features.change_horizons = vec![2];
+        let v = [2.0, 2.0, 2.0, 4.0];
+        let f = a.forecast(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 }).unwrap();
+        // scale 2.5, lag_1 1.6: h1's bound is (1.6 + 0.3) * 2.5, not the
+        // interval's (1.6 + 0.1) * 2.5; h2's quantile model (a change
+        // target, like the point model's) is below the point forecast, so
+        // the bound is the point forecast.
+        assert!((f[0].upper - 4.75).abs() < 1e-12, "{f:?}");
+        assert_eq!(f[1].upper, f[1].mean);
+        // The lower bound is still the interval's.
+        assert!((f[0].lower - (1.6 - 0.1) * 2.5).abs() < 1e-12, "{f:?}");
+        let refused =
+            |a: &Artifact| Artifact::from_json(&serde_json::to_string(a).unwrap(), "m.json").unwrap_err().to_string();
+        let mut bad = a.clone();
+        bad.upper.as_mut().unwrap().quantile = 0.4;
+        assert!(refused(&bad).contains("must be in (0.5, 1)"), "{}", refused(&bad));
+        let mut bad = a.clone();
+        if let Model::Linear { heads } = &mut bad.upper.as_mut().unwrap().model {
+            heads.pop();
+        }
+        assert!(refused(&bad).contains("upper-quantile model's heads"), "{}", refused(&bad));
+        // An artifact without one reads as before.
+        let mut plain = serde_json::to_value(tiny()).unwrap();
+        assert!(plain.get("upper").is_none());
+        plain.as_object_mut().unwrap().remove("upper");
+        assert!(Artifact::from_json(&plain.to_string(), "m.json").unwrap().upper.is_none());
     }
 
     #[test]

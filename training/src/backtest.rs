@@ -62,6 +62,19 @@ pub struct Report {
     pub models: BTreeMap<String, BTreeMap<String, Score>>,
     /// Fraction of targets inside the model's interval.
     pub coverage90: f64,
+    /// Fraction of targets at or below the served upper bound: the
+    /// upper-quantile model's forecast where the artifact has one (its
+    /// nominal coverage is [`Report::upper_quantile`]), else the interval's
+    /// upper end (nominally half-way between the interval's coverage and 1).
+    pub upper_coverage: f64,
+    /// How far above the point forecast the upper bound sits: per series
+    /// the mean gap divided by the MASE scale, averaged over series. At equal
+    /// coverage a smaller gap is a sharper bound (fewer false alarms for a
+    /// controller that acts on it).
+    pub upper_gap: f64,
+    /// The upper-quantile model's quantile, when the artifact has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper_quantile: Option<f64>,
     /// Series evaluated.
     pub series: usize,
     /// Forecast origins evaluated (all series).
@@ -91,6 +104,10 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
     // Per method, per group: sums of per-series MAE and MASE.
     let mut totals: BTreeMap<(&str, &str), (f64, f64, usize)> = BTreeMap::new();
     let (mut covered, mut judged, mut origins) = (0usize, 0usize, 0usize);
+    let mut below_upper = 0usize;
+    // Per series: the mean of (upper bound - point forecast) over its
+    // judged targets, divided by its MASE scale; summed, and series counted.
+    let (mut gap_sum, mut gap_series) = (0.0, 0usize);
     for (s, prep) in series.iter().zip(&prepared) {
         let v = &s.values;
         let n = v.len();
@@ -112,6 +129,7 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
         }
         let denom = num / cnt as f64;
         let mut acc: BTreeMap<(&str, usize), Acc> = BTreeMap::new();
+        let mut gap = Acc::default();
         let mut t = cut - 1;
         while t + p.max_horizon < n {
             let Some(fc) = artifact.forecast_at(prep, t) else {
@@ -132,6 +150,11 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
                 if f.lower <= y && y <= f.upper {
                     covered += 1;
                 }
+                if y <= f.upper {
+                    below_upper += 1;
+                }
+                gap.sum += f.upper - f.mean;
+                gap.n += 1;
                 for (m, pred) in [("swarm", f.mean), ("naive", v[t]), ("seasonal_naive", sn), ("moving_average", ma)] {
                     let a = acc.entry((m, h)).or_default();
                     a.sum += (y - pred).abs();
@@ -139,6 +162,10 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
                 }
             }
             t += p.origin_every;
+        }
+        if gap.n > 0 {
+            gap_sum += gap.sum / gap.n as f64 / denom;
+            gap_series += 1;
         }
         for m in methods {
             for (g, lo, hi) in GROUPS {
@@ -167,6 +194,9 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
     Report {
         models,
         coverage90: if judged > 0 { covered as f64 / judged as f64 } else { f64::NAN },
+        upper_coverage: if judged > 0 { below_upper as f64 / judged as f64 } else { f64::NAN },
+        upper_quantile: artifact.upper.as_ref().map(|u| u.quantile),
+        upper_gap: if gap_series > 0 { gap_sum / gap_series as f64 } else { f64::NAN },
         series: evaluated_series,
         origins,
         protocol: *p,
@@ -184,11 +214,17 @@ impl Report {
     pub fn markdown(&self, title: &str) -> String {
         let mut out = format!("## {title}\n\n");
         out.push_str(&format!(
-            "{} series, {} origins, horizons {:?}; 90 % interval coverage {:.1} %.\n\n",
+            "{} series, {} origins, horizons {:?}; 90 % interval coverage {:.1} %; {}: {:.1} % of targets at or below it, {:.2} MASE scales above the point forecast.\n\n",
             self.series,
             self.origins,
             self.horizons,
-            self.coverage90 * 100.0
+            self.coverage90 * 100.0,
+            match self.upper_quantile {
+                Some(q) => format!("upper bound from the {q} quantile model"),
+                None => "upper bound from the interval".into(),
+            },
+            self.upper_coverage * 100.0,
+            self.upper_gap
         ));
         out.push_str("| method |");
         for (g, _, _) in GROUPS {

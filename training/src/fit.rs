@@ -3,7 +3,7 @@
 //! everything up to the training end.
 
 use swarm_datasets::regular::Series;
-use swarm_models::artifact::{Artifact, FORMAT_VERSION, Intervals, TrainingSummary};
+use swarm_models::artifact::{Artifact, FORMAT_VERSION, Intervals, TrainingSummary, UpperQuantile};
 use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
 use swarm_models::model::{LinearHead, Model, TreeHead};
 
@@ -44,6 +44,10 @@ pub struct FitOptions {
     /// value; see [`FeatureSpec::change_horizons`]) by the calibration
     /// models' held-out error. Costs one more calibration fit.
     pub choose_target: bool,
+    /// Also fit an upper-quantile model at this quantile (pinball loss),
+    /// served as the upper bound. Always boosted trees: the linear learner
+    /// has no pinball loss. Costs one more fit.
+    pub upper_quantile: Option<f64>,
 }
 
 impl Default for FitOptions {
@@ -57,6 +61,7 @@ impl Default for FitOptions {
             calibration: 576,
             coverage: 0.9,
             choose_target: true,
+            upper_quantile: None,
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Fitted {
     pub spec: FeatureSpec,
     /// Interval calibration.
     pub intervals: Intervals,
+    /// The upper-quantile model, when asked for.
+    pub upper: Option<UpperQuantile>,
     /// Training rows per horizon (first horizon).
     pub rows: usize,
 }
@@ -192,7 +199,18 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
     let designs = design::build(&spec, &prepared, &spans(&prepared, train_end, first), &o.horizons, stride);
     let rows = designs.first().map_or(0, |d| d.rows());
     let model = heads(&designs, &o.horizons, o.learner)?;
-    Ok(Fitted { model, spec, intervals: Intervals { coverage: o.coverage, lower, upper }, rows })
+    let upper_model = match o.upper_quantile {
+        Some(quantile) => {
+            let trees = match o.learner {
+                Learner::Trees(p) => p,
+                Learner::Linear { .. } => GbtParams::default(),
+            };
+            let model = heads(&designs, &o.horizons, Learner::Trees(GbtParams { quantile, ..trees }))?;
+            Some(UpperQuantile { quantile, model })
+        }
+        None => None,
+    };
+    Ok(Fitted { model, spec, intervals: Intervals { coverage: o.coverage, lower, upper }, upper: upper_model, rows })
 }
 
 /// Where a model's training data came from, for its artifact.
@@ -221,6 +239,7 @@ pub fn to_artifact(fitted: Fitted, options: &FitOptions, series: &[Series], ends
         horizons: options.horizons.clone(),
         model: fitted.model,
         intervals: fitted.intervals,
+        upper: fitted.upper,
         training: TrainingSummary {
             dataset: p.dataset,
             format: p.format,
@@ -270,8 +289,10 @@ mod tests {
             calibration: 300,
             ..FitOptions::default()
         };
+        let options = FitOptions { upper_quantile: Some(0.9), ..options };
         let fitted = fit(&series, &ends, &options).unwrap();
         assert!(fitted.spec.change_horizons.contains(&1), "chosen: {:?}", fitted.spec.change_horizons);
+        assert_eq!(fitted.upper.as_ref().map(|u| u.quantile), Some(0.9));
         let artifact = to_artifact(
             fitted,
             &options,
@@ -284,5 +305,52 @@ mod tests {
         v.extend([100.0; 12]);
         let f = artifact.forecast(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 }).unwrap();
         assert!((f[0].mean - 100.0).abs() < 10.0, "h1 forecast after the step: {}", f[0].mean);
+        // The upper-quantile model is fitted on the chosen targets too: about
+        // 90 % of the points it bounds (in sample) lie at or below it, and
+        // it follows the stepped series up as the point forecast does.
+        assert!(f[0].upper > f[0].mean && f[0].upper < 130.0, "{:?}", f[0]);
+        let (mut below, mut n) = (0, 0);
+        for s in &series {
+            let p = Prepared::new(SeriesRef { values: &s.values, start_ms: 0, interval_ms: 300_000 });
+            for t in (400..s.values.len() - 3).step_by(7) {
+                for pt in artifact.forecast_at(&p, t).unwrap() {
+                    below += (s.values[t + pt.horizon] <= pt.upper) as usize;
+                    n += 1;
+                }
+            }
+        }
+        let share = below as f64 / n as f64;
+        assert!((0.85..=0.95).contains(&share), "{below} of {n} at or below the 0.9 quantile: {share}");
+    }
+
+    /// The upper head is the model a fit of the quantile itself gives (the
+    /// same designs, the same trees): the replay trained it that way before
+    /// it moved into the artifact, and its figures carry over.
+    #[test]
+    fn the_upper_head_is_the_quantile_fit() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let series: Vec<Series> = (0..8)
+            .map(|i| Series {
+                entity: format!("s{i}"),
+                start_ms: 0,
+                interval_ms: 300_000,
+                values: (0..900).map(|k| 10.0 + (k % 288) as f64 * 0.05 + rng.random_range(0.0..4.0f64)).collect(),
+            })
+            .collect();
+        let ends: Vec<usize> = series.iter().map(|s| s.values.len()).collect();
+        let trees = GbtParams { trees: 20, ..GbtParams::default() };
+        let base = FitOptions {
+            spec: FeatureSpec { seasons_ms: vec![], ..FeatureSpec::default() },
+            horizons: vec![1, 2],
+            learner: Learner::Trees(trees),
+            calibration: 200,
+            choose_target: false,
+            ..FitOptions::default()
+        };
+        let with_head = fit(&series, &ends, &FitOptions { upper_quantile: Some(0.9), ..base.clone() }).unwrap();
+        let quantile_fit =
+            fit(&series, &ends, &FitOptions { learner: Learner::Trees(GbtParams { quantile: 0.9, ..trees }), ..base })
+                .unwrap();
+        assert_eq!(with_head.upper.unwrap().model, quantile_fit.model);
     }
 }

@@ -91,8 +91,10 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub spread_correlation: Option<f64>,
     /// With `--model cross-fit`: also train a model of this upper quantile
-    /// of each step (pinball-loss trees), and use it as each VM's forecast
-    /// upper bound instead of the median model's constant-width interval.
+    /// of each step (pinball-loss trees) into each fold's artifact, and use
+    /// it as each VM's forecast upper bound instead of the median model's
+    /// constant-width interval (an artifact given with --model uses its own
+    /// upper-quantile model, if it has one).
     #[arg(long)]
     pub upper_quantile: Option<f64>,
     /// Swarm's per-VM cooldown, minutes [default: the replay's, 60].
@@ -231,10 +233,7 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         sp.finish_and_clear();
         let desc = models
             .iter()
-            .map(|a| {
-                let upper = a.upper.as_ref().map(|u| format!("; upper bound: {}", u.produced_by)).unwrap_or_default();
-                format!("{} VMs: {} [{}]{upper}", a.vms.len(), a.model.produced_by, a.model.metric)
-            })
+            .map(|a| format!("{} VMs: {} [{}]", a.vms.len(), a.model.produced_by, a.model.metric))
             .collect::<Vec<_>>()
             .join("; ");
         (Some(fc), desc)

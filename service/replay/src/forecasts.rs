@@ -17,8 +17,7 @@ use std::path::PathBuf;
 use swarm_datasets::regular::Series;
 use swarm_models::Artifact;
 use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
-use swarm_training::fit::{self, FitOptions, Learner, Provenance};
-use swarm_training::gbt::GbtParams;
+use swarm_training::fit::{self, FitOptions, Provenance};
 
 use super::engine::{Demand, Forecasts};
 use super::scenario::Scenario;
@@ -144,11 +143,9 @@ pub type Assignment = Vec<Assigned>;
 /// One model and the VMs it forecasts.
 #[derive(Debug, Clone)]
 pub struct Assigned {
-    /// The point forecast (and, without `upper`, the interval).
+    /// The model: its point forecast, and its upper bound (an
+    /// upper-quantile model's where it has one, else its interval's).
     pub model: Artifact,
-    /// An upper-quantile model whose point forecast is the upper bound, in
-    /// place of `model`'s constant-width interval.
-    pub upper: Option<Artifact>,
     /// VM indices (scenario order).
     pub vms: Vec<usize>,
 }
@@ -175,12 +172,12 @@ pub fn models(
         ModelChoice::Bundled => {
             let a = Artifact::from_json(swarm_models::DEFAULT_ARTIFACT, "models/default.json")?;
             check(&a, "models/default.json")?;
-            Ok(vec![Assigned { model: a, upper: None, vms: all }])
+            Ok(vec![Assigned { model: a, vms: all }])
         }
         ModelChoice::File(p) => {
             let a = Artifact::load(p)?;
             check(&a, &p.display().to_string())?;
-            Ok(vec![Assigned { model: a, upper: None, vms: all }])
+            Ok(vec![Assigned { model: a, vms: all }])
         }
         ModelChoice::CrossFit => {
             let options = FitOptions {
@@ -198,37 +195,28 @@ pub fn models(
                 let serve: Vec<usize> = all.iter().copied().filter(|i| i % 2 == fold).collect();
                 let train: Vec<Series> = all.iter().filter(|i| *i % 2 != fold).map(|&i| aligned.series(i)).collect();
                 let ends: Vec<usize> = train.iter().map(|s| s.values.len()).collect();
-                let fold_model = |options: &FitOptions, what: &str| -> Result<Artifact, InputError> {
-                    let fitted = fit::fit(&train, &ends, options).map_err(|e| InputError::Training(e.to_string()))?;
-                    Ok(fit::to_artifact(
-                        fitted,
-                        options,
-                        &train,
-                        &ends,
-                        Provenance {
-                            produced_by: format!(
-                                "swarmctl replay cross-fit: fold {fold} (VMs at {} trace positions) forecast by a {what} model trained on the other fold",
-                                if fold == 0 { "even" } else { "odd" }
-                            ),
-                            metric: metric.to_owned(),
-                            dataset: trace.to_owned(),
-                            format: "replay".into(),
-                        },
-                    ))
+                let options = FitOptions { upper_quantile, ..options.clone() };
+                let fitted = fit::fit(&train, &ends, &options).map_err(|e| InputError::Training(e.to_string()))?;
+                let what = match upper_quantile {
+                    Some(q) => format!("median model (with a {q} quantile model for the upper bound)"),
+                    None => "median model".into(),
                 };
-                let model = fold_model(&options, "median")?;
-                let upper = match upper_quantile {
-                    Some(q) => {
-                        let mut o = options.clone();
-                        o.learner = match o.learner {
-                            Learner::Trees(p) => Learner::Trees(GbtParams { quantile: q, ..p }),
-                            l => l,
-                        };
-                        Some(fold_model(&o, &format!("{q} quantile"))?)
-                    }
-                    None => None,
-                };
-                out.push(Assigned { model, upper, vms: serve });
+                let model = fit::to_artifact(
+                    fitted,
+                    &options,
+                    &train,
+                    &ends,
+                    Provenance {
+                        produced_by: format!(
+                            "swarmctl replay cross-fit: fold {fold} (VMs at {} trace positions) forecast by a {what} trained on the other fold",
+                            if fold == 0 { "even" } else { "odd" }
+                        ),
+                        metric: metric.to_owned(),
+                        dataset: trace.to_owned(),
+                        format: "replay".into(),
+                    },
+                );
+                out.push(Assigned { model, vms: serve });
             }
             Ok(out)
         }
@@ -266,14 +254,6 @@ pub fn forecasts(assignment: &Assignment, aligned: &Aligned, scenario: &Scenario
                                     let k = t * horizon + pt.horizon - 1;
                                     m[k] = (cores * pt.mean / 100.0) as f32;
                                     u[k] = (cores * pt.upper / 100.0) as f32;
-                                }
-                                let Some(up) = &a.upper else { continue };
-                                // The quantile model's point forecast is the
-                                // bound; never below the mean.
-                                let Some(f) = up.forecast_at_upto(&p, t, horizon) else { continue };
-                                for pt in f {
-                                    let k = t * horizon + pt.horizon - 1;
-                                    u[k] = m[k].max((cores * pt.mean / 100.0) as f32);
                                 }
                             }
                             (vm, m, u)

@@ -46,6 +46,17 @@ struct DataArgs {
     /// The learner: trees (absolute-loss gradient boosting) or linear (median regression).
     #[arg(long, value_enum, default_value_t = LearnerArg::Trees)]
     learner: LearnerArg,
+    /// Also fit an upper-quantile model (pinball loss) at this quantile,
+    /// e.g. 0.95; it becomes the served upper bound (one more fit).
+    #[arg(long, value_parser = parse_upper_quantile)]
+    upper_quantile: Option<f64>,
+}
+
+fn parse_upper_quantile(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(q) if q > 0.5 && q < 1.0 => Ok(q),
+        _ => Err(format!("{s:?} is not a quantile between 0.5 and 1 (exclusive), e.g. 0.95")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -193,11 +204,12 @@ fn load(d: &DataArgs, quiet: bool) -> Result<Loaded> {
 fn fit_before_window(
     loaded: &Loaded,
     learner: Learner,
+    upper_quantile: Option<f64>,
     horizons: &[usize],
     protocol: &Protocol,
     quiet: bool,
 ) -> Result<Artifact> {
-    let options = FitOptions { horizons: horizons.to_vec(), learner, ..FitOptions::default() };
+    let options = FitOptions { horizons: horizons.to_vec(), learner, upper_quantile, ..FitOptions::default() };
     let ends = backtest::train_ends(&loaded.series, protocol);
     let bar = spinner(quiet, &format!("fitting {} horizons on {} series", horizons.len(), loaded.series.len()));
     let started = Instant::now();
@@ -242,7 +254,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fit { data, horizons, out, quiet } => {
             let loaded = load(&data, quiet)?;
-            let mut artifact = fit_before_window(&loaded, data.learner.learner(), &horizons.0, &protocol, quiet)?;
+            let mut artifact =
+                fit_before_window(&loaded, data.learner.learner(), data.upper_quantile, &horizons.0, &protocol, quiet)?;
             let report = backtest::evaluate(&loaded.series, &artifact, &protocol);
             artifact.evaluation = Some(serde_json::to_value(&report)?);
             artifact.save(&out).with_context(|| format!("cannot write {}", out.display()))?;
@@ -264,7 +277,14 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     a
                 }
-                None => fit_before_window(&loaded, data.learner.learner(), &horizons.0, &protocol, quiet)?,
+                None => fit_before_window(
+                    &loaded,
+                    data.learner.learner(),
+                    data.upper_quantile,
+                    &horizons.0,
+                    &protocol,
+                    quiet,
+                )?,
             };
             let bar = spinner(quiet, "backtesting");
             let report = backtest::evaluate(&loaded.series, &artifact, &protocol);
