@@ -272,3 +272,37 @@ async fn virtual_nodes_that_spike_together_are_separated_on_their_history() {
     let round = placement.run_round(pb::RunRoundRequest { dry_run: true }).await.unwrap().into_inner();
     assert!(round.decisions.is_empty(), "{:?}", round.decisions);
 }
+
+/// An artifact with an upper-quantile model: GetForecast's upper bound is
+/// that model's forecast (here 1.5 times the seasonal-naive value), not the
+/// point forecast plus the interval's residual quantile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upper_quantile_model_is_the_served_upper_bound() {
+    use swarm_models::artifact::UpperQuantile;
+    use swarm_models::model::{LinearHead, Model};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    let mut a = seasonal_naive();
+    a.upper = Some(UpperQuantile {
+        quantile: 0.95,
+        model: Model::Linear {
+            heads: (1..=6).map(|h| LinearHead { horizon: h, intercept: 0.0, coefficients: vec![0.0, 1.5] }).collect(),
+        },
+    });
+    a.save(&model).unwrap();
+    let server = Server::start(&["--model", model.to_str().unwrap()]);
+    let ch = server.channel().await;
+    place(ch.clone(), &[("p0", 16.0)], &[("steady", 8.0, "p0")]).await;
+    let now = now_ms();
+    let samples: Vec<_> = (0..576i64)
+        .map(|k| sample(pb::EntityKind::Virtual, "steady", pb::Metric::CpuPeak, now - (575 - k) * STEP, 4.0))
+        .collect();
+    assert_eq!(ingest(ch.clone(), vec![samples]).await.unwrap().rejected, 0);
+    let f = forecast(ch.clone(), pb::EntityKind::Virtual, "steady", pb::Metric::CpuPeak, 6).await.unwrap();
+    assert_eq!(f.points.len(), 6);
+    for p in &f.points {
+        assert!((p.mean - 4.0).abs() < 1e-9 && (p.upper - 6.0).abs() < 1e-9, "{p:?}");
+        // The lower bound is still the interval's: 5 % of the scale below.
+        assert!((p.lower - 3.8).abs() < 1e-9, "{p:?}");
+    }
+}
