@@ -49,10 +49,10 @@ pub struct GbtParams {
 impl Default for GbtParams {
     fn default() -> Self {
         GbtParams {
-            trees: 150,
+            trees: 100,
             depth: 4,
             leaves: 16,
-            learning_rate: 0.1,
+            learning_rate: 0.15,
             min_leaf: 50,
             subsample: 0.3,
             max_rows_per_tree: 40_000,

@@ -37,14 +37,16 @@ fn a_model_trained_on_real_data_beats_naive_and_seasonal_naive() {
         assert_eq!(loaded.series.len(), 10);
         assert!(loaded.series.iter().all(|s| s.values.len() == 8004 && s.interval_ms == 300_000));
         let p = Protocol::default();
-        let fitted =
-            fit::fit(&loaded.series, &backtest::train_ends(&loaded.series, &p), &FitOptions::default()).unwrap();
-        let mut a = Artifact::from_json(DEFAULT_ARTIFACT, "default.json").unwrap();
-        a.model = fitted.model;
-        a.intervals = fitted.intervals;
-        // The fit chose each horizon's target: the spec carries the choice.
-        a.feature_names = fitted.spec.names();
-        a.features = fitted.spec;
+        let ends = backtest::train_ends(&loaded.series, &p);
+        let options = FitOptions::default();
+        let fitted = fit::fit(&loaded.series, &ends, &options).unwrap();
+        let provenance = fit::Provenance {
+            produced_by: "test".into(),
+            metric: metric.into(),
+            dataset: "azure".into(),
+            format: "azure-v1".into(),
+        };
+        let a = fit::to_artifact(fitted, &options, &loaded.series, &ends, provenance);
         let r = backtest::evaluate(&loaded.series, &a, &p);
         let (m, n, s) = (
             r.mase("swarm", "h1-12").unwrap(),

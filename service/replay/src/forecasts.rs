@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use swarm_datasets::regular::Series;
 use swarm_models::Artifact;
 use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
-use swarm_training::fit::{self, FitOptions, Provenance};
+use swarm_training::fit::{self, FitOptions, Provenance, UpperHead};
 
 use super::engine::{Demand, Forecasts};
 use super::scenario::Scenario;
@@ -195,7 +195,7 @@ pub fn models(
                 let serve: Vec<usize> = all.iter().copied().filter(|i| i % 2 == fold).collect();
                 let train: Vec<Series> = all.iter().filter(|i| *i % 2 != fold).map(|&i| aligned.series(i)).collect();
                 let ends: Vec<usize> = train.iter().map(|s| s.values.len()).collect();
-                let options = FitOptions { upper_quantile, ..options.clone() };
+                let options = FitOptions { upper: upper_quantile.map(UpperHead::new), ..options.clone() };
                 let fitted = fit::fit(&train, &ends, &options).map_err(|e| InputError::Training(e.to_string()))?;
                 let what = match upper_quantile {
                     Some(q) => format!("median model (with a {q} quantile model for the upper bound)"),

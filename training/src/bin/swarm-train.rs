@@ -13,7 +13,7 @@ use swarm_datasets::import::FormatChoice;
 use swarm_models::artifact::Artifact;
 use swarm_training::backtest::{self, Protocol, Report};
 use swarm_training::data::{self, Loaded};
-use swarm_training::fit::{self, FitOptions, Learner};
+use swarm_training::fit::{self, FitOptions, Learner, UpperHead};
 use swarm_training::gbt::GbtParams;
 
 /// Fit and evaluate Swarm's forecasting models.
@@ -46,8 +46,8 @@ struct DataArgs {
     /// The learner: trees (absolute-loss gradient boosting) or linear (median regression).
     #[arg(long, value_enum, default_value_t = LearnerArg::Trees)]
     learner: LearnerArg,
-    /// Also fit an upper-quantile model (pinball loss) at this quantile,
-    /// e.g. 0.95; it becomes the served upper bound (one more fit).
+    /// Also fit an upper-quantile model (pinball loss, 50 trees) at this
+    /// quantile, e.g. 0.95; it becomes the served upper bound.
     #[arg(long, value_parser = parse_upper_quantile)]
     upper_quantile: Option<f64>,
 }
@@ -209,7 +209,12 @@ fn fit_before_window(
     protocol: &Protocol,
     quiet: bool,
 ) -> Result<Artifact> {
-    let options = FitOptions { horizons: horizons.to_vec(), learner, upper_quantile, ..FitOptions::default() };
+    let options = FitOptions {
+        horizons: horizons.to_vec(),
+        learner,
+        upper: upper_quantile.map(UpperHead::new),
+        ..FitOptions::default()
+    };
     let ends = backtest::train_ends(&loaded.series, protocol);
     let bar = spinner(quiet, &format!("fitting {} horizons on {} series", horizons.len(), loaded.series.len()));
     let started = Instant::now();
