@@ -8,9 +8,6 @@
 //! and the result is written in the artifact's flat tree format
 //! ([`swarm_models::model::TreeNode`]), so serving needs no training code.
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use swarm_models::model::{TreeHead, TreeNode};
 
 use crate::design::Design;
@@ -34,8 +31,6 @@ pub struct GbtParams {
     /// But at most this many rows per tree (keeps large fits fast; the rows
     /// of neighbouring origins are highly correlated anyway).
     pub max_rows_per_tree: usize,
-    /// Share of the features each tree may split on.
-    pub colsample: f64,
     /// Quantile bins per feature (at most 255).
     pub bins: usize,
     /// Seed of the row sampling.
@@ -56,7 +51,6 @@ impl Default for GbtParams {
             min_leaf: 50,
             subsample: 0.3,
             max_rows_per_tree: 40_000,
-            colsample: 1.0,
             bins: 64,
             seed: 7,
             quantile: 0.5,
@@ -69,6 +63,9 @@ struct Binned {
     bins: Vec<u8>,
     /// Per feature: the upper edge of each bin but the last.
     edges: Vec<Vec<f64>>,
+    /// Where each feature's bins start in a [`Hist`], laid end to end; the
+    /// last entry is the total.
+    offsets: Vec<usize>,
     n_features: usize,
 }
 
@@ -90,7 +87,11 @@ fn bin_design(d: &Design, bins: usize) -> Binned {
             out[i * f + j] = edges[j].partition_point(|&e| e < d.x[i * f + j]) as u8;
         }
     }
-    Binned { bins: out, edges, n_features: f }
+    let mut offsets = vec![0usize];
+    for e in &edges {
+        offsets.push(offsets.last().expect("starts at 0") + e.len() + 1);
+    }
+    Binned { bins: out, edges, offsets, n_features: f }
 }
 
 /// The `q` quantile (lower element) of `v`, reordering it.
@@ -117,14 +118,14 @@ struct Split {
 /// enough to know every bin's gradient sum, exactly, in integers: a parent's
 /// histogram minus one child's is the other child's, so only the smaller
 /// child is ever counted (LightGBM's subtraction trick).
-#[derive(Clone)]
 struct Hist {
     rows: Vec<u32>,
     above: Vec<u32>,
 }
 
 impl Hist {
-    fn build(b: &Binned, offsets: &[usize], rows: &[u32], above: &[bool]) -> Hist {
+    fn build(b: &Binned, rows: &[u32], above: &[bool]) -> Hist {
+        let offsets = &b.offsets;
         let total = *offsets.last().expect("offsets end with the total");
         let mut h = Hist { rows: vec![0; total], above: vec![0; total] };
         let f = b.n_features;
@@ -152,14 +153,13 @@ impl Hist {
     }
 }
 
-/// The best split of a node by variance reduction of the gradient, among
-/// `features`; `None` when no split leaves `min_leaf` rows on both sides or
+/// The best split of a node by variance reduction of the gradient;
+/// `None` when no split leaves `min_leaf` rows on both sides or
 /// none reduces it.
-fn best_split(h: &Hist, offsets: &[usize], features: &[usize], q: f64, min_leaf: usize) -> Option<Split> {
+fn best_split(h: &Hist, offsets: &[usize], q: f64, min_leaf: usize) -> Option<Split> {
     let grad = |rows: u32, above: u32| above as f64 * q + (rows - above) as f64 * (q - 1.0);
     let (n, n_above) = {
-        let j = features.first()?;
-        let r = offsets[*j]..offsets[j + 1];
+        let r = offsets[0]..*offsets.get(1)?;
         (h.rows[r.clone()].iter().sum::<u32>(), h.above[r].iter().sum::<u32>())
     };
     if (n as usize) < 2 * min_leaf {
@@ -168,7 +168,7 @@ fn best_split(h: &Hist, offsets: &[usize], features: &[usize], q: f64, min_leaf:
     let total = grad(n, n_above);
     let base = total * total / n as f64;
     let mut best: Option<Split> = None;
-    for &j in features {
+    for j in 0..offsets.len() - 1 {
         let (mut nl, mut al) = (0u32, 0u32);
         let bins = offsets[j + 1] - offsets[j];
         for bin in 0..bins - 1 {
@@ -216,23 +216,15 @@ struct Grown {
 /// leaves or no leaf can be split; no leaf is deeper than `p.depth`, which
 /// keeps serving on its branch-free path (depth ≤ 8). `rows` is reordered
 /// so each leaf's rows are contiguous.
-fn grow(
-    b: &Binned,
-    offsets: &[usize],
-    features: &[usize],
-    rows: &mut [u32],
-    above: &[bool],
-    resid: &[f64],
-    p: &GbtParams,
-) -> Grown {
+fn grow(b: &Binned, rows: &mut [u32], above: &[bool], resid: &[f64], p: &GbtParams) -> Grown {
     let q = p.quantile.clamp(0.0, 1.0);
     let leaf = || TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 };
     let mut nodes: Vec<TreeNode> = vec![leaf()];
     let mut split_bins = vec![0u8];
     let consider = |hist: &Hist, depth: usize| {
-        if depth < p.depth { best_split(hist, offsets, features, q, p.min_leaf) } else { None }
+        if depth < p.depth { best_split(hist, &b.offsets, q, p.min_leaf) } else { None }
     };
-    let hist = Hist::build(b, offsets, rows, above);
+    let hist = Hist::build(b, rows, above);
     let split = consider(&hist, 0);
     let mut open = vec![Open { at: 0, range: 0..rows.len(), hist, depth: 0, split }];
     let mut leaves = 1;
@@ -278,11 +270,11 @@ fn grow(
             value: 0.0,
         };
         let (lh, rh) = if l.len() <= r.len() {
-            let lh = Hist::build(b, offsets, &rows[l.clone()], above);
+            let lh = Hist::build(b, &rows[l.clone()], above);
             let rh = o.hist.minus(&lh);
             (lh, rh)
         } else {
-            let rh = Hist::build(b, offsets, &rows[r.clone()], above);
+            let rh = Hist::build(b, &rows[r.clone()], above);
             let lh = o.hist.minus(&rh);
             (lh, rh)
         };
@@ -404,13 +396,8 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
         return TreeHead::new(horizon, base, Vec::new());
     }
     let b = bin_design(d, p.bins);
-    let mut offsets = vec![0usize];
-    for e in &b.edges {
-        offsets.push(offsets.last().expect("starts at 0") + e.len() + 1);
-    }
     let mut pred = vec![base; n];
     let seed = p.seed ^ horizon as u64;
-    let mut rng = StdRng::seed_from_u64(seed);
     let mut trees = Vec::with_capacity(p.trees);
     let mut resid = vec![0.0; n];
     let mut above = vec![false; n];
@@ -418,8 +405,6 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
     let fraction = p.subsample.min(p.max_rows_per_tree as f64 / n as f64);
     // Row i is drawn when its hash is below `threshold`; all rows at 1.
     let threshold = if fraction >= 1.0 { u64::MAX } else { (fraction.max(0.0) * u64::MAX as f64) as u64 };
-    let n_features = ((b.n_features as f64 * p.colsample).ceil() as usize).clamp(1, b.n_features);
-    let mut features: Vec<usize> = (0..b.n_features).collect();
     let mut rows: Vec<u32> = Vec::with_capacity(n);
     for tree in 0..p.trees as u64 {
         for i in 0..n {
@@ -430,17 +415,7 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
         }
         rows.clear();
         rows.extend((0..n as u32).filter(|&i| threshold == u64::MAX || sampled(seed, tree, i as u64, threshold)));
-        // Column subsampling: a random `colsample` share of the features per tree.
-        let chosen = if n_features < b.n_features {
-            features.sort_unstable();
-            let (pick, _) = features.partial_shuffle(&mut rng, n_features);
-            let mut pick = pick.to_vec();
-            pick.sort_unstable();
-            pick
-        } else {
-            features.clone()
-        };
-        let g = grow(&b, &offsets, &chosen, &mut rows, &above, &resid, p);
+        let g = grow(&b, &mut rows, &above, &resid, p);
         // Rows in the sample: their leaf is known from the partition.
         for (at, range) in &g.leaves {
             let value = g.nodes[*at].value;
@@ -459,7 +434,8 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
 
 #[cfg(test)]
 mod tests {
-    use rand::Rng;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     use super::*;
     use swarm_models::model::Model;
@@ -503,14 +479,10 @@ mod tests {
         }
         let p = GbtParams { leaves: 12, depth: 5, min_leaf: 10, bins: 32, subsample: 0.5, ..Default::default() };
         let b = bin_design(&d, p.bins);
-        let mut offsets = vec![0usize];
-        for e in &b.edges {
-            offsets.push(offsets.last().unwrap() + e.len() + 1);
-        }
         let resid = d.y.clone();
         let above: Vec<bool> = resid.iter().map(|r| *r > 2.0).collect();
         let mut rows: Vec<u32> = (0..d.rows() as u32).filter(|i| sampled(1, 0, *i as u64, u64::MAX / 2)).collect();
-        let g = grow(&b, &offsets, &[0, 1, 2], &mut rows, &above, &resid, &p);
+        let g = grow(&b, &mut rows, &above, &resid, &p);
         assert!(g.leaves.len() > 4, "a tree worth testing: {} leaves", g.leaves.len());
         let mut walked = vec![0.0; d.rows()];
         BinnedWalk::new(&g).add_to(&b, &vec![false; d.rows()], &mut walked);
