@@ -185,8 +185,8 @@ pub fn models(
                 horizons: (1..=horizon).collect(),
                 // Value targets, as when the replay's figures in BENCHMARKS.md
                 // (issue 16) were measured; the per-horizon choice costs a
-                // third calibration fit per fold and model, and moving the
-                // replay to it is to be measured against those figures first.
+                // third calibration fit per fold, and moving the replay to it
+                // is to be measured against those figures first.
                 choose_target: false,
                 ..FitOptions::default()
             };
