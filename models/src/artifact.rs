@@ -204,18 +204,24 @@ impl Artifact {
                 "the feature spec gives horizon {h} a change target, but the model has no such horizon"
             ));
         }
-        for (i, &h) in self.horizons.iter().enumerate() {
-            if self.model.horizon(i) != h {
-                return Err(format!("model head {i} is for horizon {}, expected {h}", self.model.horizon(i)));
-            }
-        }
+        // Head i of a model forecasts horizon i of the artifact.
+        let heads_follow_horizons =
+            |model: &Model, what: &str| match self.horizons.iter().enumerate().find(|&(i, &h)| model.horizon(i) != h) {
+                Some((i, h)) => Err(format!("{what} head {i} is for horizon {}, expected {h}", model.horizon(i))),
+                None => Ok(()),
+            };
+        heads_follow_horizons(&self.model, "model")?;
         if let Some(u) = &self.upper {
             if !(u.quantile > 0.5 && u.quantile < 1.0) {
                 return Err(format!("the upper quantile is {}; it must be in (0.5, 1)", u.quantile));
             }
-            if u.model.heads() != n || (0..n).any(|i| u.model.horizon(i) != self.horizons[i]) {
-                return Err("the upper-quantile model's heads do not match the horizons".into());
+            if u.model.heads() != n {
+                return Err(format!(
+                    "the upper-quantile model's heads do not match the horizons: {} heads for {n} horizons",
+                    u.model.heads()
+                ));
             }
+            heads_follow_horizons(&u.model, "upper-quantile model")?;
             u.model.validate(self.feature_names.len())?;
         }
         self.model.validate(self.feature_names.len())
