@@ -789,9 +789,19 @@ async fn a_standby_checks_bearer_tokens_as_the_leader_does() {
     let mut reader = pb::topology_client::TopologyClient::new(with(READ, ch_b.clone()));
     let e = reader.upsert_physical_nodes(node()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-    // ...and sends an admin's write to the leader.
-    let mut admin = pb::topology_client::TopologyClient::new(with(ADMIN, ch_b));
-    let e = admin.upsert_physical_nodes(node()).await.unwrap_err();
+    // ...and sends an admin's write to the leader, once it has seen the
+    // leader's election key (its copy of the state can be loaded first: the
+    // two come from different etcd reads).
+    let e = eventually(Duration::from_secs(20), "the standby names the leader", || {
+        let mut admin = pb::topology_client::TopologyClient::new(with(ADMIN, ch_b.clone()));
+        async move {
+            let e = admin.upsert_physical_nodes(node()).await.unwrap_err();
+            let named =
+                e.metadata().get("swarm-leader").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("http"));
+            named.then_some(e)
+        }
+    })
+    .await;
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     assert_eq!(e.metadata().get("swarm-leader").and_then(|v| v.to_str().ok()), Some(a.endpoint().as_str()));
 }
