@@ -306,3 +306,90 @@ async fn an_upper_quantile_model_is_the_served_upper_bound() {
         assert!((p.lower - 3.8).abs() < 1e-9, "{p:?}");
     }
 }
+
+/// Two hosts of 10 cores (over 90 % above 9); a and b (4 cores) on p0, c
+/// on p1; `days` of 5-minute history ending now. Every 20 steps a and b
+/// spike together twice (p0 over), a with c once and b with c once: moving
+/// a or b relieves two overloaded steps and adds one. A day of that is too
+/// little evidence for a sign test at z = 3, three days are enough.
+async fn mixed_evidence_cluster(ch: tonic::transport::Channel, now: i64, days: i64) {
+    place(ch.clone(), &[("p0", 10.0), ("p1", 10.0)], &[("a", 4.0, "p0"), ("b", 4.0, "p0"), ("c", 4.0, "p1")]).await;
+    let mut samples = Vec::new();
+    for back in (0..days * 288).rev() {
+        for (v, at) in [("a", [0, 10, 5]), ("b", [0, 10, 15]), ("c", [5, 15, 5])] {
+            let cores = if at.contains(&(back % 20)) { 5.0 } else { 1.0 };
+            for m in [pb::Metric::CpuUsage, pb::Metric::CpuPeak] {
+                samples.push(sample(pb::EntityKind::Virtual, v, m, now - back * STEP, cores));
+            }
+        }
+    }
+    let r = ingest(ch, vec![samples]).await.unwrap();
+    assert_eq!(r.rejected, 0);
+}
+
+/// Self-tuning in swarmd: configured with settings that never move on this
+/// history (a one-day window at z = 3), the first real round replays the
+/// last days through the rule over the candidates within the bounds, adopts
+/// one that was better on both the choose day and the later confirm day,
+/// and moves with it. `swarmctl policy` shows the change, why, and the
+/// table; `/metrics` shows the settings and the run. With `self_tuning =
+/// false` the same history moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_risk_rule_tunes_itself_on_the_cluster_history_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("swarm.toml");
+    let settings = "[controller.risk]\nwindow = \"1d\"\nconfidence_z = 3.0\n\n[controller.tuning]\nchoose = \"1d\"\n";
+    std::fs::write(&cfg, settings).unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "--automation", "apply", "--http", "127.0.0.1:0"]);
+    let ch = server.channel().await;
+    mixed_evidence_cluster(ch.clone(), now_ms(), 3).await;
+    let mut placement = pb::placement_client::PlacementClient::new(ch.clone());
+    let before = placement.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner();
+    assert!(before.self_tuning && before.last_run.is_none() && before.changes.is_empty(), "{before:?}");
+    assert_eq!(before.current, before.configured);
+    let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert_eq!(round.decisions.len(), 1, "{:?}", round.decisions);
+    assert_eq!(round.decisions[0].kind, pb::DecisionKind::Risk as i32);
+
+    let out = std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &server.endpoint(), "policy", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &p["last_run"];
+    assert_eq!(run["verdict"], "adopted", "{p:#}");
+    assert!(run["reason"].as_str().unwrap().contains("better on the 1.0 confirm days"), "{run:#}");
+    // The current settings first, then the rest of the 3 windows x 4 confidences.
+    let rows = run["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12, "{run:#}");
+    assert_eq!(rows[0]["settings"], p["configured"]);
+    assert_eq!(rows[0]["choose_migrations"], 0);
+    assert_eq!(p["current"], run["after"]);
+    assert_ne!(p["current"], p["configured"]);
+    assert!(p["current"]["confidence_z"].as_f64().unwrap() <= p["upper_bounds"]["confidence_z"].as_f64().unwrap());
+    assert_eq!(p["changes"].as_array().unwrap().len(), 1);
+    let text =
+        std::process::Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "policy"]).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("self-tuning: on") && text.contains("adopted") && text.contains("CONFIRM_OBJECTIVE"),
+        "{text}"
+    );
+
+    let (_, _, metrics) = http_get(server.http.as_ref().unwrap(), "/metrics", "");
+    assert!(metrics.contains("swarm_self_tuning_runs{verdict=\"adopted\"} 1"), "{metrics}");
+    assert!(metrics.contains("swarm_risk_setting{setting=\"confidence_z\",source=\"configured\"} 3"), "{metrics}");
+    assert!(metrics.contains("swarm_self_tuning_last_run_timestamp_seconds"), "{metrics}");
+
+    // Off, the configured settings stay, and on this history they do not move.
+    std::fs::write(&cfg, format!("[controller]\nself_tuning = false\n\n{settings}")).unwrap();
+    let off = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let ch = off.channel().await;
+    mixed_evidence_cluster(ch.clone(), now_ms(), 3).await;
+    let mut placement = pb::placement_client::PlacementClient::new(ch);
+    let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert!(round.decisions.is_empty(), "{:?}", round.decisions);
+    let p = placement.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner();
+    assert!(!p.self_tuning && p.last_run.is_none() && p.current == p.configured, "{p:?}");
+}

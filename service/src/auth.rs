@@ -35,6 +35,7 @@ const READ_METHODS: &[&str] = &[
     "/swarm.v1.Placement/ListDecisions",
     "/swarm.v1.Placement/GetForecast",
     "/swarm.v1.Placement/GetHeatmap",
+    "/swarm.v1.Placement/GetPolicy",
     "/swarm.v1.Migrations/ListMigrations",
     "/swarm.v1.Migrations/GetMigration",
     "/swarm.v1.Reconfiguration/Plan",

@@ -378,3 +378,57 @@ pub fn affinity(m: &AffinityMatrix) -> pb::GetAffinityResponse {
         cost_figures: Vec::new(),
     }
 }
+
+/// The risk-aware rule's settings as the API reports them.
+pub fn tunables(t: &swarm_core::placement::tuning::Tunables) -> pb::RiskTunables {
+    pb::RiskTunables {
+        window_seconds: t.window_ms as f64 / 1000.0,
+        confidence_z: t.confidence_z,
+        interval_seconds: t.interval_ms as f64 / 1000.0,
+    }
+}
+
+/// A self-tuning run as the API reports it.
+pub fn tuning_run(t: &swarm_core::placement::tuning::Tuning) -> pb::TuningRun {
+    let price = t.migration_price;
+    pb::TuningRun {
+        at_ms: t.at_ms,
+        verdict: t.verdict.name().to_owned(),
+        reason: t.reason.clone(),
+        before: Some(tunables(&t.before)),
+        after: Some(tunables(&t.after)),
+        choose_steps: t.choose_steps as u32,
+        confirm_steps: t.confirm_steps as u32,
+        physical_nodes: t.hosts as u32,
+        virtual_nodes: t.virtual_nodes as u32,
+        migration_price: price,
+        rows: t
+            .rows
+            .iter()
+            .map(|r| pb::TuningRow {
+                settings: Some(tunables(&r.tunables)),
+                choose_overloads: r.choose.overloads,
+                choose_migrations: r.choose.migrations,
+                confirm_overloads: r.confirm.overloads,
+                confirm_migrations: r.confirm.migrations,
+                choose_objective: r.choose.objective(price),
+                confirm_objective: r.confirm.objective(price),
+            })
+            .collect(),
+    }
+}
+
+/// `Placement.GetPolicy`'s answer.
+pub fn policy(p: &crate::state::PolicySnapshot) -> pb::GetPolicyResponse {
+    pb::GetPolicyResponse {
+        risk_enabled: p.risk_enabled,
+        self_tuning: p.self_tuning,
+        current: Some(tunables(&p.current)),
+        configured: Some(tunables(&p.configured)),
+        lower_bounds: Some(tunables(&p.bounds.0)),
+        upper_bounds: Some(tunables(&p.bounds.1)),
+        period_seconds: p.period_ms as f64 / 1000.0,
+        last_run: p.last_run.as_ref().map(tuning_run),
+        changes: p.changes.iter().map(tuning_run).collect(),
+    }
+}

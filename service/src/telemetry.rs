@@ -10,7 +10,7 @@
 //! | `swarm_ingest_pending_samples` | gauge | samples received and not yet durable |
 //! | `swarm_rounds_total` | counter | |
 //! | `swarm_round_duration_seconds` | histogram | |
-//! | `swarm_round_stage_seconds` | gauge | `stage` (metrics_backend, performance, usage, forecasts, data_access, view, risk: the risk-aware rule reading its history and weighing moves, only when it can act, decide, commit, release): time the last round, dry runs included, spent in each stage |
+//! | `swarm_round_stage_seconds` | gauge | `stage` (metrics_backend, performance, usage, forecasts, data_access, view, self_tuning: the self-tuner replaying the recent history, only when due, risk: the risk-aware rule reading its history and weighing moves, only when it can act, decide, commit, release): time the last round, dry runs included, spent in each stage |
 //! | `swarm_decisions_total` | counter | `kind` |
 //! | `swarm_migrations` | gauge | `phase` |
 //! | `swarm_nodes` | gauge | `kind` (physical, virtual) |
@@ -30,6 +30,9 @@
 //! | `swarm_decision_outcome_helped_ratio` | gauge | `kind`: share of measured moves that helped |
 //! | `swarm_cost_figure` | gauge | `figure` (transfer_rate_same_rack/same_zone/remote in bytes/s, startup_seconds, shutdown_seconds), `source` (configured, learned): the cost function's figures (README "Cost calibration") |
 //! | `swarm_cost_figure_samples` | gauge | `figure`: completed migrations it was learned from |
+//! | `swarm_risk_setting` | gauge | `setting` (window_seconds, confidence_z, interval_seconds), `source` (current: what rounds use, configured): the risk-aware rule's settings (README "Self-tuning") |
+//! | `swarm_self_tuning_runs` | gauge | `verdict` (too_little_history, current_is_best, not_confirmed, adopted): self-tuning runs since start-up |
+//! | `swarm_self_tuning_last_run_timestamp_seconds` | gauge | when the self-tuner last ran on enough history (absent before) |
 //! | `swarm_metrics_backend_up` | gauge | `backend` (prometheus): 1 when the last read or write of the Prometheus backend succeeded, 0 when it failed (absent with the embedded store) |
 
 use prometheus_client::encoding::text::encode;
@@ -71,6 +74,9 @@ pub struct Telemetry {
     helped: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     cost_figure: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     cost_samples: Family<Labels, Gauge>,
+    risk_setting: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    tuning_runs: Family<Labels, Gauge>,
+    tuning_last: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// Levels read from the state at scrape time.
@@ -98,6 +104,19 @@ pub struct Levels {
     pub outcomes: OutcomeLevels,
     /// The cost function's figures: (name, configured, learned, samples).
     pub cost_figures: Vec<(&'static str, f64, Option<f64>, usize)>,
+    /// The risk-aware rule's settings and the self-tuner's runs.
+    pub policy: PolicyLevels,
+}
+
+/// The risk-aware rule's settings for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PolicyLevels {
+    /// (setting, current, configured).
+    pub settings: Vec<(&'static str, f64, f64)>,
+    /// Self-tuning runs by verdict.
+    pub runs: Vec<(&'static str, u64)>,
+    /// When it last ran on enough history, s.
+    pub last_run_s: Option<f64>,
 }
 
 /// Outcome figures for `/metrics`, read from the book at scrape time.
@@ -247,8 +266,25 @@ impl Telemetry {
             "Completed migrations a cost figure was learned from",
             cost_samples.clone(),
         );
+        let risk_setting = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "risk_setting",
+            "The risk-aware rule's settings: current (what rounds use) and configured",
+            risk_setting.clone(),
+        );
+        let tuning_runs = Family::<Labels, Gauge>::default();
+        registry.register("self_tuning_runs", "Self-tuning runs since start-up, by verdict", tuning_runs.clone());
+        let tuning_last = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "self_tuning_last_run_timestamp_seconds",
+            "When the self-tuner last ran on enough history",
+            tuning_last.clone(),
+        );
         Telemetry {
             registry,
+            risk_setting,
+            tuning_runs,
+            tuning_last,
             ingest,
             overload,
             rounds,
@@ -387,6 +423,21 @@ impl Telemetry {
             }
             self.cost_samples.get_or_create(&vec![("figure", name.to_owned())]).set(samples as i64);
         }
+        let p = &levels.policy;
+        for &(name, current, configured) in &p.settings {
+            self.risk_setting
+                .get_or_create(&vec![("setting", name.to_owned()), ("source", "current".into())])
+                .set(current);
+            self.risk_setting
+                .get_or_create(&vec![("setting", name.to_owned()), ("source", "configured".into())])
+                .set(configured);
+        }
+        for &(verdict, n) in &p.runs {
+            self.tuning_runs.get_or_create(&vec![("verdict", verdict.to_owned())]).set(n as i64);
+        }
+        if let Some(at) = p.last_run_s {
+            self.tuning_last.set(at);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -434,6 +485,11 @@ mod tests {
                 per_kind: vec![KindLevels { kind: "predictive", relief: Some((0.25, 0.125)), helped: 0.75 }],
             },
             cost_figures: vec![("transfer_rate_same_rack", 1.25e9, Some(5e8), 7), ("startup_seconds", 10.0, None, 0)],
+            policy: PolicyLevels {
+                settings: vec![("confidence_z", 1.0, 2.0)],
+                runs: vec![("adopted", 1), ("not_confirmed", 3)],
+                last_run_s: Some(1.5e9),
+            },
         });
         for line in [
             "swarm_decision_outcomes{kind=\"predictive\",verdict=\"helped\"} 3",
@@ -456,6 +512,10 @@ mod tests {
             "swarm_series_rows 77",
             "swarm_ingest_pending_samples 5",
             "swarm_metrics_backend_up{backend=\"prometheus\"} 0",
+            "swarm_risk_setting{setting=\"confidence_z\",source=\"current\"} 1.0",
+            "swarm_risk_setting{setting=\"confidence_z\",source=\"configured\"} 2.0",
+            "swarm_self_tuning_runs{verdict=\"not_confirmed\"} 3",
+            "swarm_self_tuning_last_run_timestamp_seconds 1500000000.0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -17,6 +17,7 @@ mod chart;
 pub mod forecast;
 pub mod heatmap;
 mod output;
+mod policy;
 pub mod reconfigure;
 pub mod replay;
 mod views;
@@ -163,6 +164,11 @@ pub enum Command {
     /// Run the reference orchestrator: carry migrations out on a simulated
     /// cluster (shadow, verify, cut over), with optional fault injection.
     Agent(AgentArgs),
+    /// The risk-aware rule's settings now, the operator's bounds, and the
+    /// self-tuner's runs: when and why the settings changed, and the table
+    /// of candidates that chose them.
+    #[command(after_help = "Examples:\n  swarmctl policy\n  swarmctl policy --output json | jq .last_run.rows")]
+    Policy,
     /// The affinity heatmap: coloured in the terminal, or an SVG/PNG file.
     Heatmap(heatmap::HeatmapArgs),
     /// Plan and apply configuration changes with minimal movement (nodes
@@ -552,6 +558,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Migrations { action } => migrations(channel, out, action).await,
         Command::Reconfigure { action } => reconfigure::run(channel, out, action).await,
         Command::Heatmap(args) => heatmap::run(channel, out, args).await,
+        Command::Policy => policy::run(channel, out).await,
         Command::Agent(args) => {
             let cfg = args.resolve()?;
             tracing::info!(id = %cfg.orchestrator_id, "agent started");

@@ -87,6 +87,16 @@ pub struct ReplayArgs {
     /// (to replay settings before setting them in swarmd) [default: swarmd's].
     #[arg(long, value_name = "TOML")]
     pub risk: Option<String>,
+    /// Whether the risk policy tunes its own settings as the replay
+    /// advances, on the trace's past only, as swarmd does on its history
+    /// (`[controller] self_tuning`) [default: swarmd's, true].
+    #[arg(long)]
+    pub self_tuning: Option<bool>,
+    /// The self-tuner's guards and bounds, as swarmd's `[controller.tuning]`
+    /// table reads them, inline: e.g. `choose = "5d", max_window = "3d"`
+    /// [default: swarmd's].
+    #[arg(long, value_name = "TOML")]
+    pub tuning: Option<String>,
     /// Correlation assumed between co-located VMs' forecast errors, 0..1 [default: the replay's].
     #[arg(long)]
     pub spread_correlation: Option<f64>,
@@ -127,6 +137,18 @@ fn spinner(quiet: bool, msg: &str) -> ProgressBar {
     b.set_message(msg.to_owned());
     b.enable_steady_tick(std::time::Duration::from_millis(120));
     b
+}
+
+/// A `[controller.<name>]` table given inline on the command line
+/// (`--<name> 'key = value, …'`), read by the config file's own types.
+fn inline_table<T: serde::de::DeserializeOwned>(name: &str, body: &str) -> Result<T, CtlError> {
+    #[derive(serde::Deserialize)]
+    struct Inline<T> {
+        table: T,
+    }
+    toml::from_str::<Inline<T>>(&format!("table = {{ {body} }}"))
+        .map(|i| i.table)
+        .map_err(|e| CtlError::Input(format!("--{name} {body:?}: {}", e.message())))
 }
 
 /// Runs the replay and writes what was asked; returns the report.
@@ -211,13 +233,13 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         params.controller.max_cpu_utilization = u;
     }
     if let Some(r) = &a.risk {
-        #[derive(serde::Deserialize)]
-        struct Inline {
-            risk: swarm_core::placement::risk::RiskConfig,
-        }
-        let parsed: Inline = toml::from_str(&format!("risk = {{ {r} }}"))
-            .map_err(|e| input(format!("--risk {r:?}: {}", e.message())))?;
-        params.controller.risk = parsed.risk;
+        params.controller.risk = inline_table("risk", r)?;
+    }
+    if let Some(t) = &a.tuning {
+        params.controller.tuning = inline_table("tuning", t)?;
+    }
+    if let Some(on) = a.self_tuning {
+        params.controller.self_tuning = on;
     }
     params.controller.validate().map_err(|e| input(format!("controller settings: {e}")))?;
     let trace = a.trace.display().to_string();

@@ -28,6 +28,7 @@ use swarm_core::locality::{RACK_LABEL, ZONE_LABEL};
 use swarm_core::placement::controller::{ControllerConfig, ProposalKind, RoundInput, migration_steps, run_round};
 use swarm_core::placement::descheduler::{LowNodeUtilization, deschedule};
 use swarm_core::placement::risk;
+use swarm_core::placement::tuning::{self, Tunables, Verdict};
 use swarm_core::placement::view::{ClusterView, CpuForecast, InFlight, PartialResources, ViewInputs};
 
 /// A policy the replay compares.
@@ -234,6 +235,33 @@ pub struct PolicyResult {
     pub lead_time_share_ge_10min: Option<f64>,
     /// Mean host utilisation over the replay.
     pub mean_host_utilization: f64,
+    /// What the self-tuner did (the risk policy with `self_tuning` on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_tuning: Option<SelfTuning>,
+}
+
+/// The self-tuner over a replay: it ran causally, on the trace's past only.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelfTuning {
+    /// Tuning runs with enough history.
+    pub runs: usize,
+    /// Runs that changed the settings, in order.
+    pub changes: Vec<TuningChange>,
+    /// The settings at the start and at the end.
+    pub initial: Tunables,
+    /// See `initial`.
+    pub last: Tunables,
+}
+
+/// A change the self-tuner made.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuningChange {
+    /// Step it was made at.
+    pub step: usize,
+    /// The settings it adopted.
+    pub settings: Tunables,
+    /// Why.
+    pub reason: String,
 }
 
 /// Where the VMs were at every step of a replay.
@@ -285,8 +313,18 @@ pub fn simulate(
     // (vm, source, last step the source carries it)
     let mut leaving: Vec<(usize, usize, usize)> = Vec::new();
     let mut last_decided: HashMap<NodeId, i64> = HashMap::new();
-    // When the risk rule last ran (it runs once per its interval).
+    // When the risk rule last ran (it runs once per its interval), and the
+    // settings it runs with (the self-tuner may change them as it goes).
     let mut risk_last: Option<i64> = None;
+    let mut controller = params.controller;
+    let mut tuned_last: Option<i64> = None;
+    let tuner = policy == Policy::Risk && controller.self_tuning;
+    let mut self_tuning = tuner.then(|| SelfTuning {
+        runs: 0,
+        changes: Vec::new(),
+        initial: Tunables::of(&controller.risk),
+        last: Tunables::of(&controller.risk),
+    });
     let mut util = vec![vec![0.0f64; steps]; hosts.len()];
     let mut moves: Vec<MoveRecord> = Vec::new();
     let (mut overloads, mut bytes) = (0u64, 0.0f64);
@@ -320,7 +358,7 @@ pub fn simulate(
             continue;
         }
         let now_ms = demand.start_ms + t as i64 * demand.step_ms;
-        if policy == Policy::Risk && !params.controller.risk.due(now_ms, risk_last) {
+        if policy == Policy::Risk && !controller.risk.due(now_ms, risk_last) {
             continue;
         }
         // The cluster as the controller sees it after step t.
@@ -342,12 +380,28 @@ pub fn simulate(
             }
             Policy::Risk => {
                 let view = ClusterView::build_with(&topo, &inp);
-                let len = (t + 1).min(params.controller.risk.history_steps(demand.step_ms));
                 let vms: Vec<usize> = (0..view.virt.len()).map(|vi| vm_of(&view, vi, scenario)).collect();
+                // The tuner, when due, on the trace's past only.
+                if let Some(st) = self_tuning.as_mut().filter(|_| controller.tuning.due(now_ms, tuned_last)) {
+                    let reach = (controller.tuning.reads_ms() / demand.step_ms.max(1)) as usize;
+                    let past: Vec<Option<&[f64]>> =
+                        vms.iter().map(|&vm| Some(&demand.cores[vm][(t + 1).saturating_sub(reach)..=t])).collect();
+                    let run = tuning::tune(&view, &past, now_ms, demand.step_ms, &controller, &controller.tuning);
+                    if run.verdict != Verdict::TooLittleHistory {
+                        tuned_last = Some(now_ms);
+                        st.runs += 1;
+                    }
+                    if run.changed() {
+                        controller.risk = run.after.apply(&controller.risk);
+                        st.last = run.after;
+                        st.changes.push(TuningChange { step: t, settings: run.after, reason: run.reason });
+                    }
+                }
+                let len = (t + 1).min(controller.risk.history_steps(demand.step_ms));
                 let history: Vec<Option<&[f64]>> =
                     vms.iter().map(|&vm| Some(&demand.cores[vm][t + 1 - len..=t])).collect();
                 risk_last = Some(now_ms);
-                risk::proposals(&view, &risk::Histories::new(&history), input, &params.controller)
+                risk::proposals(&view, &risk::Histories::new(&history), input, &controller)
                     .into_iter()
                     .map(|p| (vms[p.virt], host_index[view.phys[p.to].id.as_str()], false, p.cost.duration_seconds()))
                     .collect()
@@ -398,6 +452,7 @@ pub fn simulate(
         lead_time_share_ge_10min: (!leads.is_empty())
             .then(|| leads.iter().filter(|&&l| l >= 10.0).count() as f64 / leads.len() as f64),
         mean_host_utilization: mean_util,
+        self_tuning,
     };
     (result, record)
 }

@@ -128,4 +128,8 @@ impl pb::placement_server::Placement for PlacementSvc {
         let h = self.0.heatmap(top, cols).await?;
         Ok(Response::new(crate::convert::heatmap(&h)))
     }
+
+    async fn get_policy(&self, _: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        Ok(Response::new(crate::convert::policy(&self.0.risk_policy())))
+    }
 }

@@ -135,6 +135,10 @@ impl pb::placement_server::Placement for PlacementRead {
     async fn get_heatmap(&self, _: Request<pb::GetHeatmapRequest>) -> Result<Response<pb::GetHeatmapResponse>, Status> {
         self.0.refuse()
     }
+
+    async fn get_policy(&self, _: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        self.0.refuse()
+    }
 }
 
 struct TopologyRead(Standby);

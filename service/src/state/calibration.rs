@@ -15,9 +15,11 @@ use swarm_core::placement::controller::ControllerConfig;
 impl Swarm {
     /// The controller's settings with the cost function rounds, move
     /// assessments and reconfiguration plans price with: the learned
-    /// figures in place of the configured ones when calibration is enabled.
+    /// figures in place of the configured ones when calibration is enabled;
+    /// and the risk-aware rule's settings as the self-tuner chose them.
     pub fn controller_config(&self) -> ControllerConfig {
         let mut cfg = self.inner.cfg.controller;
+        cfg.risk = self.risk_settings();
         if self.inner.cfg.calibration.enabled {
             cfg.cost = self.calibration().apply(&cfg.cost);
         }

@@ -39,6 +39,8 @@ mod metrics_source;
 mod migrations;
 mod outcomes;
 mod reconfig;
+mod self_tuning;
+pub use self_tuning::PolicySnapshot;
 
 pub use reconfig::{ConfigChange, PlanSummary, ReconfigProgress};
 
@@ -175,6 +177,8 @@ struct Inner {
     risk_last_ms: std::sync::atomic::AtomicI64,
     /// The cost calibration, with the metadata version it was computed at.
     calibration: std::sync::Mutex<Option<(u64, swarm_core::placement::calibration::Calibration)>>,
+    /// The self-tuner's choice of the risk-aware rule's settings.
+    policy: std::sync::Mutex<self_tuning::PolicyState>,
 }
 
 /// Runs blocking work (store, series, planners) off the runtime's threads;
@@ -449,6 +453,7 @@ impl Swarm {
             gate,
             risk_last_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             calibration: std::sync::Mutex::new(None),
+            policy: std::sync::Mutex::new(Default::default()),
         };
         Ok((Swarm { inner: Arc::new(inner) }, report))
     }
@@ -769,7 +774,7 @@ impl Swarm {
     /// ([`load_history::FrameHistory`]). Hands back what it was lent.
     async fn risk_proposals(&self, round: RoundParts, now: i64) -> Result<(RoundParts, Vec<Proposal>), ApiError> {
         let step = self.step_ms();
-        let n = self.inner.cfg.controller.risk.history_steps(step);
+        let n = round.cfg.risk.history_steps(step);
         let series = self.inner.series.clone();
         series_call(move || {
             series.read(|f| {
@@ -784,7 +789,7 @@ impl Swarm {
 
     /// Whether the risk-aware rule is on and due this round.
     fn risk_due(&self, now: i64) -> bool {
-        let rc = self.inner.cfg.controller.risk;
+        let rc = self.risk_settings();
         let last = self.inner.risk_last_ms.load(std::sync::atomic::Ordering::Relaxed);
         rc.enabled && rc.due(now, (last != i64::MIN).then_some(last))
     }
@@ -1074,6 +1079,10 @@ impl Swarm {
         stages.mark("performance");
         let view = self.cluster_view_timed(&mut stages).await?;
         let now = self.now_ms();
+        if !dry_run {
+            self.self_tune_if_due(now).await?;
+            stages.mark("self_tuning");
+        }
         let log = self.inner.decisions.clone();
         let cfg = self.controller_config();
         let round_id = log.next_round_id();
@@ -1264,6 +1273,7 @@ impl Swarm {
             pending_samples: self.inner.gate.pending() as i64,
             outcomes: self.outcome_levels(),
             cost_figures: self.calibration().named().map(|(n, e)| (n, e.configured, e.learned, e.samples)).to_vec(),
+            policy: self.risk_policy().levels(),
             backend_up: self.inner.prometheus.as_ref().and_then(|p| match &*p.health().borrow() {
                 crate::prometheus::Health::Unknown => None,
                 crate::prometheus::Health::Up => Some(true),

@@ -35,6 +35,7 @@ use super::affinity::{Limits, Score, Weights, score};
 use super::cost::{CostEstimate, CostModel};
 use super::risk::RiskConfig;
 use super::search::{Penalty, TargetIndex};
+use super::tuning::TuningConfig;
 use super::view::{ClusterView, Distance};
 use crate::domain::{NodeId, PhysicalState};
 
@@ -91,6 +92,11 @@ pub struct ControllerConfig {
     /// The risk-aware rule (`[controller.risk]`), run in rounds where the
     /// rules above propose nothing.
     pub risk: RiskConfig,
+    /// Whether the risk-aware rule's settings tune themselves on the
+    /// cluster's recent history (`self_tuning`, see [`super::tuning`]).
+    pub self_tuning: bool,
+    /// The self-tuner's guards and bounds (`[controller.tuning]`).
+    pub tuning: TuningConfig,
 }
 
 impl Default for ControllerConfig {
@@ -109,6 +115,8 @@ impl Default for ControllerConfig {
             cost: CostModel::default(),
             automation: Automation::Recommend,
             risk: RiskConfig::default(),
+            self_tuning: true,
+            tuning: TuningConfig::default(),
         }
     }
 }
@@ -140,6 +148,7 @@ impl ControllerConfig {
         }
         self.cost.validate()?;
         self.risk.validate().map_err(|e| format!("risk.{e}"))?;
+        self.tuning.validate().map_err(|e| format!("tuning.{e}"))?;
         self.weights.validate()
     }
 

@@ -15,4 +15,5 @@ pub mod search;
 pub mod synthetic;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tuning;
 pub mod view;
