@@ -360,9 +360,9 @@ async fn the_risk_rule_tunes_itself_on_the_cluster_history_and_says_why() {
     let run = &p["last_run"];
     assert_eq!(run["verdict"], "adopted", "{p:#}");
     assert!(run["reason"].as_str().unwrap().contains("better on the 1.0 confirm days"), "{run:#}");
-    // The current settings first, then the rest of the 3 windows x 4 confidences.
+    // The current settings first, then the rest of the 3 windows x 4 confidences x 2 focuses.
     let rows = run["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 12, "{run:#}");
+    assert_eq!(rows.len(), 24, "{run:#}");
     assert_eq!(rows[0]["settings"], p["configured"]);
     assert_eq!(rows[0]["choose_migrations"], 0);
     assert_eq!(p["current"], run["after"]);

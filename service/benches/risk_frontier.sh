@@ -13,7 +13,10 @@
 # reference's 2.5x; each seed gets as many hosts as its drawn cores need),
 # GRID, SKIP_REFERENCE=1.
 # Prints one row per scenario and the mean of `fewer_than_frontier`
-# (1 − overloads / F(m) at m = the policy's own migrations).
+# (1 − overloads / F(m) at m = the policy's own migrations). The risk
+# policy runs with its self-tuning (the default); the last columns replay it
+# again with `--self-tuning false` (the configured settings throughout) and
+# place that against the same frontier.
 set -euo pipefail
 SWARMCTL=${1:-target/release/swarmctl}
 TRACE=${TRACE:-../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv}
@@ -25,20 +28,32 @@ POLICIES=none,reactive,risk,reactive-frontier
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-row() { # name json
-  jq -r --arg name "$1" '
+# F(m) of a report's frontier (none's overloads when no swept setting
+# moved at most m times).
+frontier_at() { # json m
+  jq --argjson m "$2" '([.reactive_frontier[] | select(.migrations <= $m) | .overload_intervals] | min) // .policies.none.overload_intervals' "$1"
+}
+
+row() { # name json fixed-json
+  local fm fo f
+  fo=$(jq .policies.risk.overload_intervals "$3"); fm=$(jq .policies.risk.migrations "$3")
+  f=$(frontier_at "$2" "$fm")
+  jq -r --arg name "$1" --argjson fo "$fo" --argjson fm "$fm" --argjson f "$f" '
     .against_frontier.risk as $r | .policies as $p |
     [$name, $p.none.overload_intervals, ($p.reactive.overload_intervals|tostring) + " / " + ($p.reactive.migrations|tostring),
      ($p.risk.overload_intervals|tostring) + " / " + ($p.risk.migrations|tostring), $r.frontier_overload_intervals,
-     (($r.fewer_than_frontier * 1000 | round) / 10 | tostring) + " %", .frontier_grid.settings]
+     (($r.fewer_than_frontier * 1000 | round) / 10 | tostring) + " %", ($p.risk.self_tuning.changes | length),
+     ($fo|tostring) + " / " + ($fm|tostring), $f, (((1 - $fo / $f) * 1000 | round) / 10 | tostring) + " %",
+     .frontier_grid.settings]
     | map(tostring) | "| " + join(" | ") + " |"' "$2"
 }
 
-echo "| scenario | none | reactive (default) overloads / migrations | risk overloads / migrations | F(m) at risk's m | risk under F(m) | settings swept |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| scenario | none | reactive (default) overloads / migrations | risk (self-tuning) overloads / migrations | F(m) at its m | under F(m) | setting changes | risk (configured settings) overloads / migrations | F(m) at its m | under F(m) | settings swept |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 if [ -z "${SKIP_REFERENCE:-}" ]; then
   "$SWARMCTL" replay --quiet --trace "$TRACE" --scenario "$REFERENCE" --policy "$POLICIES" --output json > "$out/ref.json"
-  row "reference" "$out/ref.json"
+  "$SWARMCTL" replay --quiet --trace "$TRACE" --scenario "$REFERENCE" --policy risk --self-tuning false --output json > "$out/ref.fixed"
+  row "reference" "$out/ref.json" "$out/ref.fixed"
 fi
 for s in $SEEDS; do
   # The seed's requested cores, then the fewest hosts that take them at
@@ -50,6 +65,8 @@ for s in $SEEDS; do
     grep -q "fits on no host" "$out/err" || { cat "$out/err" >&2; exit 1; }
     hosts=$((hosts + 1))
   done
-  row "seed $s ($hosts hosts, $req requested cores)" "$out/seed$s.json"
+  "$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts "$hosts" --overcommit "$(jq -n "$PER_HOST / 16")" \
+      --policy risk --self-tuning false --output json > "$out/seed$s.fixed"
+  row "seed $s ($hosts hosts, $req requested cores)" "$out/seed$s.json" "$out/seed$s.fixed"
 done
 jq -s '[.[].against_frontier.risk.fewer_than_frontier] | "mean under F(m): \((add / length * 1000 | round) / 10) % over \(length) scenarios"' -r "$out"/*.json

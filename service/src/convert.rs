@@ -385,6 +385,7 @@ pub fn tunables(t: &swarm_core::placement::tuning::Tunables) -> pb::RiskTunables
         window_seconds: t.window_ms as f64 / 1000.0,
         confidence_z: t.confidence_z,
         interval_seconds: t.interval_ms as f64 / 1000.0,
+        focus: t.focus,
     }
 }
 

@@ -14,6 +14,7 @@ struct SettingsView {
     window_hours: f64,
     confidence_z: f64,
     interval_minutes: f64,
+    focus: f64,
 }
 
 impl From<Option<&pb::RiskTunables>> for SettingsView {
@@ -23,6 +24,7 @@ impl From<Option<&pb::RiskTunables>> for SettingsView {
             window_hours: t.window_seconds / 3600.0,
             confidence_z: t.confidence_z,
             interval_minutes: t.interval_seconds / 60.0,
+            focus: t.focus,
         }
     }
 }
@@ -168,6 +170,7 @@ pub async fn run(ch: Conn, out: Output) -> Result<(), CtlError> {
                 x.settings.window_hours.to_string(),
                 x.settings.confidence_z.to_string(),
                 x.settings.interval_minutes.to_string(),
+                x.settings.focus.to_string(),
                 x.choose_overloads.to_string(),
                 x.choose_migrations.to_string(),
                 format!("{:.1}", x.choose_objective),
@@ -183,6 +186,7 @@ pub async fn run(ch: Conn, out: Output) -> Result<(), CtlError> {
             "WINDOW_H",
             "Z",
             "INTERVAL_MIN",
+            "FOCUS",
             "CHOOSE_OVERLOADS",
             "CHOOSE_MIGRATIONS",
             "CHOOSE_OBJECTIVE",

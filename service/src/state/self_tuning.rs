@@ -69,6 +69,7 @@ impl PolicySnapshot {
                 ("window_seconds", c.window_ms as f64 / 1000.0, f.window_ms as f64 / 1000.0),
                 ("confidence_z", c.confidence_z, f.confidence_z),
                 ("interval_seconds", c.interval_ms as f64 / 1000.0, f.interval_ms as f64 / 1000.0),
+                ("focus", c.focus, f.focus),
             ],
             runs: self.runs.clone(),
             last_run_s: self.last_run_ms.map(|t| t as f64 / 1000.0),
@@ -158,18 +159,7 @@ impl Swarm {
             self_tuning: c.self_tuning,
             current: Tunables::of(&self.risk_settings_with(&st)),
             configured: Tunables::of(&c.risk),
-            bounds: (
-                Tunables {
-                    window_ms: t.min_window_ms,
-                    confidence_z: t.min_confidence_z,
-                    interval_ms: t.min_interval_ms,
-                },
-                Tunables {
-                    window_ms: t.max_window_ms,
-                    confidence_z: t.max_confidence_z,
-                    interval_ms: t.max_interval_ms,
-                },
-            ),
+            bounds: t.bounds(),
             period_ms: t.period_ms,
             last_run: st.last.clone(),
             changes: st.changes.iter().cloned().collect(),

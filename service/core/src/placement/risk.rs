@@ -83,6 +83,15 @@ pub struct RiskConfig {
     /// week's evidence is not undone by the next hour's.
     #[serde(rename = "cooldown", with = "crate::duration::millis")]
     pub cooldown_ms: i64,
+    /// Extra weight of the window's steps at the time of day of the next
+    /// `focus_span` (0: every step weighs the same). Why: which virtual
+    /// nodes spike together follows the day's rhythm, so the same hours on
+    /// earlier days say more about the next hours than the rest of the
+    /// week does; a weight of 3 counts those steps four times.
+    pub focus: f64,
+    /// The span of time of day `focus` favours, ms (`focus_span`).
+    #[serde(rename = "focus_span", with = "crate::duration::millis")]
+    pub focus_span_ms: i64,
 }
 
 impl Default for RiskConfig {
@@ -99,6 +108,8 @@ impl Default for RiskConfig {
             max_sources: 16,
             max_targets: 16,
             cooldown_ms: 86_400_000,
+            focus: 0.0,
+            focus_span_ms: 3 * 3_600_000,
         }
     }
 }
@@ -139,6 +150,12 @@ impl RiskConfig {
         }
         if self.cooldown_ms < 0 {
             return bad("cooldown", ">= 0", self.cooldown_ms as f64);
+        }
+        if !(self.focus >= 0.0 && self.focus.is_finite()) {
+            return bad("focus", ">= 0 and finite", self.focus);
+        }
+        if self.focus_span_ms <= 0 || self.focus_span_ms > 86_400_000 {
+            return bad("focus_span", "in (0, 1 day]", self.focus_span_ms as f64);
         }
         if self.interval_ms <= 0 {
             return bad("interval", "> 0", self.interval_ms as f64);
@@ -299,6 +316,7 @@ pub fn propose(
     let mut rows: HashMap<usize, Vec<f64>> = HashMap::new();
     let mut scratch = vec![0.0; k];
     let share = |count: usize| count as f64 / k as f64;
+    let weights = step_weights(cfg, k, input.now_ms, input.step_ms);
     let mut out = Vec::new();
     while out.len() < cfg.max_moves {
         let mut best: Option<RiskMove> = None;
@@ -335,12 +353,12 @@ pub fn propose(
                         continue;
                     }
                     let sum_d = &sums[&d];
-                    let Weighed { gained, lost, over_d, after_s, after_d } =
-                        weigh(x_row, (sum_s, limit[s]), (sum_d, limit[d]));
-                    let saving = gained as f64 - lost as f64;
+                    let Weighed { gained, lost, variance, over_d, after_s, after_d } =
+                        weigh(x_row, (sum_s, limit[s]), (sum_d, limit[d]), weights.as_deref());
+                    let saving = gained - lost;
                     if saving <= cfg.migration_price
                         || best.is_some_and(|b| saving <= b.expected_saving)
-                        || saving < cfg.confidence_z * ((gained + lost) as f64).sqrt()
+                        || saving < cfg.confidence_z * variance.sqrt()
                     {
                         continue;
                     }
@@ -423,13 +441,37 @@ fn pick_targets(view: &ClusterView, load_now: &[f64], max: usize) -> Vec<usize> 
     targets
 }
 
+/// The weight of each of the window's `k` steps (the last at `now_ms`),
+/// mean 1, or `None` when every step weighs the same (`focus` 0): steps
+/// at the time of day of the next `focus_span` weigh `1 + focus` times
+/// the others.
+fn step_weights(cfg: &RiskConfig, k: usize, now_ms: i64, step_ms: i64) -> Option<Vec<f64>> {
+    const DAY: i64 = 86_400_000;
+    if cfg.focus <= 0.0 {
+        return None;
+    }
+    let now_tod = now_ms.rem_euclid(DAY);
+    let w: Vec<f64> = (0..k)
+        .map(|i| {
+            let t = now_ms - (k - 1 - i) as i64 * step_ms;
+            let ahead = (t.rem_euclid(DAY) - now_tod).rem_euclid(DAY);
+            if ahead > 0 && ahead <= cfg.focus_span_ms { 1.0 + cfg.focus } else { 1.0 }
+        })
+        .collect();
+    let mean = w.iter().sum::<f64>() / k.max(1) as f64;
+    Some(w.into_iter().map(|x| x / mean).collect())
+}
+
 /// What a move of one virtual node would have done over the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Weighed {
-    /// Host-steps it would have relieved (on either host).
-    gained: usize,
-    /// Host-steps it would have overloaded.
-    lost: usize,
+    /// Host-steps it would have relieved (on either host), weighted.
+    gained: f64,
+    /// Host-steps it would have overloaded, weighted.
+    lost: f64,
+    /// The sign test's variance of `gained - lost`: the sum of the
+    /// squared weights of the steps that changed (their count unweighted).
+    variance: f64,
     /// The target's overloaded steps before, and each host's after.
     over_d: usize,
     after_s: usize,
@@ -437,10 +479,11 @@ struct Weighed {
 }
 
 /// Weighs moving the node whose load is `x` from the source (its summed
-/// load, its limit) to the target.
-fn weigh(x: &[f64], (sum_s, lim_s): (&[f64], f64), (sum_d, lim_d): (&[f64], f64)) -> Weighed {
-    let mut w = Weighed { gained: 0, lost: 0, over_d: 0, after_s: 0, after_d: 0 };
-    for ((&x, &s), &d) in x.iter().zip(sum_s).zip(sum_d) {
+/// load, its limit) to the target, each step by `weights` (or 1).
+fn weigh(x: &[f64], (sum_s, lim_s): (&[f64], f64), (sum_d, lim_d): (&[f64], f64), weights: Option<&[f64]>) -> Weighed {
+    let mut w = Weighed { gained: 0.0, lost: 0.0, variance: 0.0, over_d: 0, after_s: 0, after_d: 0 };
+    for (i, ((&x, &s), &d)) in x.iter().zip(sum_s).zip(sum_d).enumerate() {
+        let wt = weights.map_or(1.0, |ws| ws[i]);
         let (bs, bd) = (s > lim_s, d > lim_d);
         let (a_s, a_d) = (s - x > lim_s, d + x > lim_d);
         w.over_d += usize::from(bd);
@@ -448,8 +491,16 @@ fn weigh(x: &[f64], (sum_s, lim_s): (&[f64], f64), (sum_d, lim_d): (&[f64], f64)
         w.after_d += usize::from(a_d);
         let (before, after) = (u8::from(bs) + u8::from(bd), u8::from(a_s) + u8::from(a_d));
         match before.cmp(&after) {
-            std::cmp::Ordering::Greater => w.gained += usize::from(before - after),
-            std::cmp::Ordering::Less => w.lost += usize::from(after - before),
+            std::cmp::Ordering::Greater => {
+                let n = f64::from(before - after);
+                w.gained += wt * n;
+                w.variance += wt * wt * n;
+            }
+            std::cmp::Ordering::Less => {
+                let n = f64::from(after - before);
+                w.lost += wt * n;
+                w.variance += wt * wt * n;
+            }
             std::cmp::Ordering::Equal => {}
         }
     }
@@ -632,11 +683,11 @@ mod tests {
                         if d == s || load_now[d] + v.demand.cpu_cores > limit[d] {
                             continue;
                         }
-                        let w = weigh(&at[vi], (&sums[s], limit[s]), (&sums[d], limit[d]));
-                        let saving = w.gained as f64 - w.lost as f64;
+                        let w = weigh(&at[vi], (&sums[s], limit[s]), (&sums[d], limit[d]), None);
+                        let saving = w.gained - w.lost;
                         if saving <= cfg.migration_price
                             || best.is_some_and(|b| saving <= b.expected_saving)
-                            || saving < cfg.confidence_z * ((w.gained + w.lost) as f64).sqrt()
+                            || saving < cfg.confidence_z * w.variance.sqrt()
                         {
                             continue;
                         }
@@ -713,6 +764,30 @@ mod tests {
             let lazy = propose(&view, &Histories::new(&rows), input, &cfg);
             proptest::prop_assert_eq!(lazy, eager(&view, &rows, input, &cfg));
         }
+    }
+
+    /// With a focus, the window's steps at the time of day of the next
+    /// `focus_span` weigh `1 + focus` times the others, the mean weight
+    /// stays 1 (so savings stay in host-steps), and without one there are
+    /// no weights at all (the unweighted rule, exactly).
+    #[test]
+    fn the_focus_weighs_the_hours_ahead_on_earlier_days() {
+        let cfg = RiskConfig { focus: 3.0, ..Default::default() };
+        let k = 2 * 288;
+        // Now is 06:00; the focus is (06:00, 09:00] on both days.
+        let now = 10 * 86_400_000 + 6 * 3_600_000;
+        let w = step_weights(&cfg, k, now, STEP).unwrap();
+        assert!((w.iter().sum::<f64>() / k as f64 - 1.0).abs() < 1e-12);
+        let (hi, lo) = (w.iter().cloned().fold(f64::MIN, f64::max), w.iter().cloned().fold(f64::MAX, f64::min));
+        assert!((hi / lo - 4.0).abs() < 1e-12);
+        assert_eq!(w.iter().filter(|&&x| x == hi).count(), 2 * 36);
+        // The step at 06:05 yesterday (one day less 55 minutes back) is in it; 06:00 (now's time) is not.
+        let at = |back: usize| w[k - 1 - back];
+        assert_eq!(at(288 - 1), hi);
+        assert_eq!(at(288), lo);
+        assert!(step_weights(&RiskConfig::default(), k, now, STEP).is_none());
+        assert!(RiskConfig { focus: -1.0, ..Default::default() }.validate().is_err());
+        assert!(RiskConfig { focus_span_ms: 0, ..Default::default() }.validate().is_err());
     }
 
     #[test]

@@ -47,6 +47,9 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 pub const WINDOWS_MS: [i64; 5] = [DAY_MS, 3 * DAY_MS, 7 * DAY_MS, 14 * DAY_MS, 28 * DAY_MS];
 /// The confidences tried (those within the bounds).
 pub const CONFIDENCES: [f64; 4] = [0.0, 1.0, 2.0, 3.0];
+/// The time-of-day focus tried (those within the bounds): none, or the
+/// same hours on earlier days weighing four times the rest.
+pub const FOCUSES: [f64; 2] = [0.0, 3.0];
 /// The intervals tried (those within the bounds).
 pub const INTERVALS_MS: [i64; 4] = [15 * 60_000, HOUR_MS, 4 * HOUR_MS, DAY_MS];
 
@@ -84,6 +87,10 @@ pub struct TuningConfig {
     pub min_confidence_z: f64,
     /// See `min_confidence_z`.
     pub max_confidence_z: f64,
+    /// Bounds of the rule's `focus`.
+    pub min_focus: f64,
+    /// See `min_focus`.
+    pub max_focus: f64,
     /// Bounds of the rule's `interval`, ms (`min_interval`, `max_interval`).
     #[serde(rename = "min_interval", with = "crate::duration::millis")]
     pub min_interval_ms: i64,
@@ -104,6 +111,8 @@ impl Default for TuningConfig {
             max_window_ms: 7 * DAY_MS,
             min_confidence_z: 0.0,
             max_confidence_z: 3.0,
+            min_focus: 0.0,
+            max_focus: 3.0,
             // Hourly only: a quarter-hour rule costs four times the
             // rehearsal and was not better on the traces measured.
             min_interval_ms: HOUR_MS,
@@ -146,11 +155,13 @@ impl TuningConfig {
         if self.max_hosts < 2 {
             return bad("max_hosts", ">= 2 (a move needs two)");
         }
-        if !(self.min_confidence_z.is_finite() && self.max_confidence_z.is_finite()) {
-            return bad("min_confidence_z and max_confidence_z", "finite");
+        if ![self.min_confidence_z, self.max_confidence_z, self.min_focus, self.max_focus].iter().all(|x| x.is_finite())
+        {
+            return bad("min_confidence_z, max_confidence_z, min_focus and max_focus", "finite");
         }
         if self.min_window_ms > self.max_window_ms
             || self.min_confidence_z > self.max_confidence_z
+            || self.min_focus > self.max_focus
             || self.min_interval_ms > self.max_interval_ms
         {
             return bad("each min_", "<= its max_");
@@ -188,21 +199,31 @@ impl TuningConfig {
                 for &interval_ms in
                     INTERVALS_MS.iter().filter(|&&i| (self.min_interval_ms..=self.max_interval_ms).contains(&i))
                 {
-                    out.push(Tunables { window_ms, confidence_z, interval_ms });
+                    for &focus in FOCUSES.iter().filter(|&&f| f >= self.min_focus && f <= self.max_focus) {
+                        out.push(Tunables { window_ms, confidence_z, interval_ms, focus });
+                    }
                 }
             }
         }
         out
     }
 
-    /// `t` moved inside the bounds (the configured settings may lie outside
-    /// them; what the tuner adopts never does).
-    pub fn clamp(&self, t: Tunables) -> Tunables {
-        Tunables {
-            window_ms: t.window_ms.clamp(self.min_window_ms, self.max_window_ms),
-            confidence_z: t.confidence_z.clamp(self.min_confidence_z, self.max_confidence_z),
-            interval_ms: t.interval_ms.clamp(self.min_interval_ms, self.max_interval_ms),
-        }
+    /// The lower and upper bounds, as settings.
+    pub fn bounds(&self) -> (Tunables, Tunables) {
+        (
+            Tunables {
+                window_ms: self.min_window_ms,
+                confidence_z: self.min_confidence_z,
+                interval_ms: self.min_interval_ms,
+                focus: self.min_focus,
+            },
+            Tunables {
+                window_ms: self.max_window_ms,
+                confidence_z: self.max_confidence_z,
+                interval_ms: self.max_interval_ms,
+                focus: self.max_focus,
+            },
+        )
     }
 }
 
@@ -215,12 +236,14 @@ pub struct Tunables {
     pub confidence_z: f64,
     /// The rule runs at most this often, ms.
     pub interval_ms: i64,
+    /// Extra weight of the steps at the time of day ahead.
+    pub focus: f64,
 }
 
 impl Tunables {
     /// The tunables of `r`.
     pub fn of(r: &RiskConfig) -> Tunables {
-        Tunables { window_ms: r.window_ms, confidence_z: r.confidence_z, interval_ms: r.interval_ms }
+        Tunables { window_ms: r.window_ms, confidence_z: r.confidence_z, interval_ms: r.interval_ms, focus: r.focus }
     }
 
     /// `r` with these tunables (its minimum history kept within the window).
@@ -229,6 +252,7 @@ impl Tunables {
             window_ms: self.window_ms,
             confidence_z: self.confidence_z,
             interval_ms: self.interval_ms,
+            focus: self.focus,
             min_history_ms: r.min_history_ms.min(self.window_ms),
             ..*r
         }
@@ -238,7 +262,14 @@ impl Tunables {
 impl std::fmt::Display for Tunables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let d = |ms: i64| crate::duration::format(std::time::Duration::from_millis(ms as u64));
-        write!(f, "window {}, confidence_z {}, interval {}", d(self.window_ms), self.confidence_z, d(self.interval_ms))
+        write!(
+            f,
+            "window {}, confidence_z {}, interval {}, focus {}",
+            d(self.window_ms),
+            self.confidence_z,
+            d(self.interval_ms),
+            self.focus
+        )
     }
 }
 
@@ -571,8 +602,8 @@ mod tests {
         let now = 3 * DAY_MS;
         let run = tune(&view, &rows, now, STEP, &c, &c.tuning);
         assert_eq!(run.verdict, Verdict::Adopted, "{run:#?}");
-        // The current settings first, then the other 11 of the 3 × 4 grid.
-        assert_eq!(run.rows.len(), 12);
+        // The current settings first, then the other 23 of the 3 × 4 × 2 grid.
+        assert_eq!(run.rows.len(), 24);
         assert_eq!(run.rows[0].tunables, Tunables::of(&c.risk));
         let current = run.rows[0];
         assert_eq!((current.choose.migrations, current.confirm.migrations), (0, 0));
@@ -616,9 +647,15 @@ mod tests {
         let t = TuningConfig::default();
         assert!(t.validate().is_ok());
         let c = t.candidates();
-        assert_eq!(c.len(), 12);
+        assert_eq!(c.len(), 24);
         assert!(c.iter().all(|c| c.window_ms <= 7 * DAY_MS && c.interval_ms == HOUR_MS));
-        let narrow = TuningConfig { max_window_ms: 3 * DAY_MS, min_confidence_z: 1.0, max_confidence_z: 2.0, ..t };
+        let narrow = TuningConfig {
+            max_window_ms: 3 * DAY_MS,
+            min_confidence_z: 1.0,
+            max_confidence_z: 2.0,
+            max_focus: 0.0,
+            ..t
+        };
         assert_eq!(narrow.candidates().len(), 4);
         let none = TuningConfig { min_window_ms: 2 * DAY_MS, max_window_ms: 2 * DAY_MS, ..t };
         assert_eq!(none.validate(), Err(TuningConfigError::Empty));
