@@ -328,10 +328,10 @@ async fn mixed_evidence_cluster(ch: tonic::transport::Channel, now: i64, days: i
 }
 
 /// Self-tuning in swarmd: configured with settings that never move on this
-/// history (a one-day window at z = 3), the first real round replays the
-/// last days through the rule over the candidates within the bounds, adopts
-/// one that was better on both the choose day and the later confirm day,
-/// and moves with it. `swarmctl policy` shows the change, why, and the
+/// history (a one-day window at z = 3), the first real round starts the
+/// tuner, which replays the last days through the rule over the candidates
+/// within the bounds and adopts one that was better on both the choose day
+/// and the later confirm day; the next round moves with it. `swarmctl policy` shows the change, why, and the
 /// table; `/metrics` shows the settings and the run. With `self_tuning =
 /// false` the same history moves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,6 +347,16 @@ async fn the_risk_rule_tunes_itself_on_the_cluster_history_and_says_why() {
     let before = placement.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner();
     assert!(before.self_tuning && before.last_run.is_none() && before.changes.is_empty(), "{before:?}");
     assert_eq!(before.current, before.configured);
+    // The first real round starts the tuner in the background and decides
+    // with the configured settings: nothing moves.
+    let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
+    assert!(round.decisions.is_empty(), "{:?}", round.decisions);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while placement.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner().last_run.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the self-tuner did not run within 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Once it adopted other settings, the next round runs the rule with them.
     let round = placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap().into_inner();
     assert_eq!(round.decisions.len(), 1, "{:?}", round.decisions);
     assert_eq!(round.decisions[0].kind, pb::DecisionKind::Risk as i32);

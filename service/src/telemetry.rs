@@ -10,7 +10,7 @@
 //! | `swarm_ingest_pending_samples` | gauge | samples received and not yet durable |
 //! | `swarm_rounds_total` | counter | |
 //! | `swarm_round_duration_seconds` | histogram | |
-//! | `swarm_round_stage_seconds` | gauge | `stage` (metrics_backend, performance, usage, forecasts, data_access, view, self_tuning: the self-tuner replaying the recent history, only when due, risk: the risk-aware rule reading its history and weighing moves, only when it can act, decide, commit, release): time the last round, dry runs included, spent in each stage |
+//! | `swarm_round_stage_seconds` | gauge | `stage` (metrics_backend, performance, usage, forecasts, data_access, view, risk: the risk-aware rule reading its history and weighing moves, only when it can act, decide, commit, release): time the last round, dry runs included, spent in each stage |
 //! | `swarm_decisions_total` | counter | `kind` |
 //! | `swarm_migrations` | gauge | `phase` |
 //! | `swarm_nodes` | gauge | `kind` (physical, virtual) |

@@ -1080,8 +1080,7 @@ impl Swarm {
         let view = self.cluster_view_timed(&mut stages).await?;
         let now = self.now_ms();
         if !dry_run {
-            self.self_tune_if_due(now).await?;
-            stages.mark("self_tuning");
+            self.spawn_self_tuning_if_due(now);
         }
         let log = self.inner.decisions.clone();
         let cfg = self.controller_config();

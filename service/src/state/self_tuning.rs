@@ -33,6 +33,8 @@ pub(super) struct PolicyState {
     changes: VecDeque<Tuning>,
     /// Runs by verdict, for `/metrics`.
     runs: [u64; 4],
+    /// A run is under way (one at a time).
+    running: bool,
 }
 
 /// The policy as `GetPolicy` and `/metrics` show it.
@@ -92,14 +94,33 @@ impl Swarm {
         self.inner.policy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs the self-tuner when it is on and due (`[controller.tuning]
-    /// period` since its last run with enough history), before a real
-    /// round decides. A run on too little history leaves it due.
-    pub(super) async fn self_tune_if_due(&self, now: i64) -> Result<(), ApiError> {
+    /// Starts the self-tuner in the background when it is on, due
+    /// (`[controller.tuning] period` since its last run with enough
+    /// history) and not already running; a real round calls it. Why in the
+    /// background: a run replays days of history over every candidate
+    /// (seconds on a 64-node sample, BENCHMARKS.md), and rounds must not
+    /// wait for it; they use the settings in force until it adopts others.
+    /// A run on too little history leaves it due.
+    pub(super) fn spawn_self_tuning_if_due(&self, now: i64) {
         let c = &self.inner.cfg.controller;
-        if !(c.self_tuning && c.risk.enabled && c.tuning.due(now, self.policy_state().last_run_ms)) {
-            return Ok(());
+        {
+            let mut st = self.policy_state();
+            if !(c.self_tuning && c.risk.enabled && c.tuning.due(now, st.last_run_ms)) || st.running {
+                return;
+            }
+            st.running = true;
         }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.self_tune(now).await {
+                tracing::warn!(error = %e, "self-tuning failed; it runs again at the next round");
+            }
+            me.policy_state().running = false;
+        });
+    }
+
+    /// One run of the self-tuner at `now`.
+    async fn self_tune(&self, now: i64) -> Result<(), ApiError> {
         let cfg = self.controller_config();
         let step = self.step_ms();
         let view = tuning_view(&self.topology(), cfg.tuning.max_hosts);
@@ -139,6 +160,9 @@ impl Swarm {
             st.last_run_ms = Some(now);
         }
         if run.changed() {
+            // New settings: the rule is due at the next round, whatever the
+            // old interval said.
+            self.inner.risk_last_ms.store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
             st.current = Some(run.after);
             st.changes.push_back(run.clone());
             while st.changes.len() > CHANGES_KEPT {

@@ -440,32 +440,26 @@ pub fn tune(
             days(choose),
             obj(&cur.choose)
         );
-    } else if win.confirm.objective(price) < cur.confirm.objective(price) {
-        tuning.verdict = Verdict::Adopted;
-        tuning.after = win.tunables;
-        tuning.reason = format!(
-            "{} ranked best of {} on the {:.1} choose days ({} against the current {}) and was better on the {:.1} confirm days ({} against {})",
+    } else {
+        let adopted = win.confirm.objective(price) < cur.confirm.objective(price);
+        let evidence = format!(
+            "{} ranked best of {} on the {:.1} choose days ({} against the current {})",
             win.tunables,
             tuning.rows.len(),
             days(choose),
             obj(&win.choose),
-            obj(&cur.choose),
-            days(confirm),
-            obj(&win.confirm),
-            obj(&cur.confirm)
+            obj(&cur.choose)
         );
-    } else {
-        tuning.verdict = Verdict::NotConfirmed;
-        tuning.reason = format!(
-            "{} ranked best on the {:.1} choose days ({} against {}) but not better on the {:.1} confirm days ({} against {}): kept",
-            win.tunables,
-            days(choose),
-            obj(&win.choose),
-            obj(&cur.choose),
-            days(confirm),
-            obj(&win.confirm),
-            obj(&cur.confirm)
-        );
+        let confirm_part =
+            format!("the {:.1} confirm days ({} against {})", days(confirm), obj(&win.confirm), obj(&cur.confirm));
+        if adopted {
+            tuning.verdict = Verdict::Adopted;
+            tuning.after = win.tunables;
+            tuning.reason = format!("{evidence} and was better on {confirm_part}");
+        } else {
+            tuning.verdict = Verdict::NotConfirmed;
+            tuning.reason = format!("{evidence} but not better on {confirm_part}: kept");
+        }
     }
     tuning
 }
