@@ -31,7 +31,7 @@
 //! | `swarm_cost_figure` | gauge | `figure` (transfer_rate_same_rack/same_zone/remote in bytes/s, startup_seconds, shutdown_seconds), `source` (configured, learned): the cost function's figures (README "Cost calibration") |
 //! | `swarm_cost_figure_samples` | gauge | `figure`: completed migrations it was learned from |
 //! | `swarm_risk_setting` | gauge | `setting` (window_seconds, confidence_z, interval_seconds), `source` (current: what rounds use, configured): the risk-aware rule's settings (README "Self-tuning") |
-//! | `swarm_self_tuning_runs` | gauge | `verdict` (too_little_history, current_is_best, not_confirmed, adopted): self-tuning runs since start-up |
+//! | `swarm_self_tuning_runs` | gauge | `verdict` (too_little_history, current_is_best, within_noise, not_confirmed, adopted): self-tuning runs since start-up |
 //! | `swarm_self_tuning_last_run_timestamp_seconds` | gauge | when the self-tuner last ran on enough history (absent before) |
 //! | `swarm_metrics_backend_up` | gauge | `backend` (prometheus): 1 when the last read or write of the Prometheus backend succeeded, 0 when it failed (absent with the embedded store) |
 

@@ -32,7 +32,7 @@ pub(super) struct PolicyState {
     /// Runs that changed the settings, oldest first.
     changes: VecDeque<Tuning>,
     /// Runs by verdict, for `/metrics`.
-    runs: [u64; 4],
+    runs: [u64; Verdict::ALL.len()],
     /// A run is under way (one at a time).
     running: bool,
 }

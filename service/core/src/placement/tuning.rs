@@ -77,6 +77,12 @@ pub struct TuningConfig {
     /// of this many (with the virtual nodes on them), which bounds the
     /// work.
     pub max_hosts: usize,
+    /// How clearly the winner must beat the current settings on the choose
+    /// days: by more than this many standard deviations of the noise of
+    /// two overload counts (the square root of their sum). Why: the best
+    /// of two dozen candidates on a few days partly wins by luck, and a
+    /// change made on luck is undone by the next run (flapping).
+    pub min_gain_z: f64,
     /// Bounds of the rule's `window`, ms (`min_window`, `max_window`).
     #[serde(rename = "min_window", with = "crate::duration::millis")]
     pub min_window_ms: i64,
@@ -107,6 +113,7 @@ impl Default for TuningConfig {
             confirm_ms: DAY_MS,
             warm_up_ms: DAY_MS,
             max_hosts: 64,
+            min_gain_z: 1.0,
             min_window_ms: DAY_MS,
             max_window_ms: 7 * DAY_MS,
             min_confidence_z: 0.0,
@@ -151,6 +158,9 @@ impl TuningConfig {
         }
         if self.choose_ms + self.confirm_ms + self.warm_up_ms > 56 * DAY_MS {
             return bad("warm_up + choose + confirm", "at most 56 days");
+        }
+        if !(self.min_gain_z >= 0.0 && self.min_gain_z.is_finite()) {
+            return bad("min_gain_z", ">= 0 and finite");
         }
         if self.max_hosts < 2 {
             return bad("max_hosts", ">= 2 (a move needs two)");
@@ -308,6 +318,9 @@ pub enum Verdict {
     TooLittleHistory,
     /// The current settings ranked best on the choose days.
     CurrentIsBest,
+    /// Another candidate ranked best, by no more than the noise
+    /// (`min_gain_z`).
+    WithinNoise,
     /// Another candidate ranked best but was not better on the confirm days.
     NotConfirmed,
     /// Another candidate ranked best and was better on the confirm days:
@@ -317,14 +330,20 @@ pub enum Verdict {
 
 impl Verdict {
     /// Every verdict.
-    pub const ALL: [Verdict; 4] =
-        [Verdict::TooLittleHistory, Verdict::CurrentIsBest, Verdict::NotConfirmed, Verdict::Adopted];
+    pub const ALL: [Verdict; 5] = [
+        Verdict::TooLittleHistory,
+        Verdict::CurrentIsBest,
+        Verdict::WithinNoise,
+        Verdict::NotConfirmed,
+        Verdict::Adopted,
+    ];
 
     /// Its name (as serialised).
     pub fn name(self) -> &'static str {
         match self {
             Verdict::TooLittleHistory => "too_little_history",
             Verdict::CurrentIsBest => "current_is_best",
+            Verdict::WithinNoise => "within_noise",
             Verdict::NotConfirmed => "not_confirmed",
             Verdict::Adopted => "adopted",
         }
@@ -439,6 +458,19 @@ pub fn tune(
             tuning.rows.len(),
             days(choose),
             obj(&cur.choose)
+        );
+    } else if cur.choose.objective(price) - win.choose.objective(price)
+        <= cfg.min_gain_z * ((cur.choose.overloads + win.choose.overloads) as f64).sqrt()
+    {
+        tuning.verdict = Verdict::WithinNoise;
+        tuning.reason = format!(
+            "{} ranked best of {} on the {:.1} choose days ({} against the current {}), within {} standard deviations of noise: kept",
+            win.tunables,
+            tuning.rows.len(),
+            days(choose),
+            obj(&win.choose),
+            obj(&cur.choose),
+            cfg.min_gain_z
         );
     } else {
         let adopted = win.confirm.objective(price) < cur.confirm.objective(price);
