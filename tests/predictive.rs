@@ -402,4 +402,23 @@ async fn the_risk_rule_tunes_itself_on_the_cluster_history_and_says_why() {
     assert!(round.decisions.is_empty(), "{:?}", round.decisions);
     let p = placement.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner();
     assert!(!p.self_tuning && p.last_run.is_none() && p.current == p.configured, "{p:?}");
+
+    // With the default guards (1 + 3 + 1 days) three days of history are
+    // too little, however far back the tuner reads: nothing changes.
+    std::fs::write(&cfg, "[controller.risk]\nwindow = \"1d\"\nconfidence_z = 3.0\n").unwrap();
+    let short = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let ch = short.channel().await;
+    mixed_evidence_cluster(ch.clone(), now_ms(), 3).await;
+    let mut placement = pb::placement_client::PlacementClient::new(ch);
+    placement.run_round(pb::RunRoundRequest { dry_run: false }).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let run = loop {
+        if let Some(run) = placement.get_policy(pb::GetPolicyRequest {}).await.unwrap().into_inner().last_run {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the self-tuner did not run within 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(run.verdict, "too_little_history", "{run:?}");
+    assert!(run.reason.ends_with("1440 needed (warm-up, choose and confirm)") && run.rows.is_empty(), "{run:?}");
 }

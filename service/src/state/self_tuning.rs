@@ -130,12 +130,21 @@ impl Swarm {
             series.read(|f| {
                 let history = load_history::FrameHistory::new(f, &view, step, steps, now)?;
                 let n = history.steps();
-                let loads: Vec<Option<Vec<f64>>> = (0..view.virt.len())
+                let mut loads: Vec<Option<Vec<f64>>> = (0..view.virt.len())
                     .map(|vi| {
                         let mut row = vec![0.0; n];
                         history.read(vi, &mut row).then_some(row)
                     })
                     .collect();
+                // The read covers the longest window the candidates may
+                // need, whatever is stored: the steps before the first point
+                // of any node are no history, and the tuner must see how
+                // much there really is ("enough data first").
+                let first = loads.iter().flatten().filter_map(|r| r.iter().position(|x| x.is_finite())).min();
+                let first = first.unwrap_or(n);
+                for row in loads.iter_mut().flatten() {
+                    row.drain(..first);
+                }
                 Ok((view, loads))
             })
         })
