@@ -62,7 +62,7 @@ fn benches(c: &mut Criterion) {
         let input = RoundInput { now_ms: now, step_ms: STEP, last_decided: &last };
         risk::propose(&view, &Histories::new(&rows), input, &cfg.risk).len()
     };
-    let tune = || tuning::tune(&view, &rows, now, STEP, &cfg, &cfg.tuning);
+    let tune = || tuning::tune(&view, &rows, now, STEP, &cfg);
     let t = Instant::now();
     let moves = round();
     let one_round = t.elapsed().as_secs_f64();

@@ -383,10 +383,10 @@ pub fn simulate(
                 let vms: Vec<usize> = (0..view.virt.len()).map(|vi| vm_of(&view, vi, scenario)).collect();
                 // The tuner, when due, on the trace's past only.
                 if let Some(st) = self_tuning.as_mut().filter(|_| controller.tuning.due(now_ms, tuned_last)) {
-                    let reach = (controller.tuning.reads_ms() / demand.step_ms.max(1)) as usize;
+                    let reach = controller.tuning.reads_steps(demand.step_ms);
                     let past: Vec<Option<&[f64]>> =
                         vms.iter().map(|&vm| Some(&demand.cores[vm][(t + 1).saturating_sub(reach)..=t])).collect();
-                    let run = tuning::tune(&view, &past, now_ms, demand.step_ms, &controller, &controller.tuning);
+                    let run = tuning::tune(&view, &past, now_ms, demand.step_ms, &controller);
                     if run.verdict != Verdict::TooLittleHistory {
                         tuned_last = Some(now_ms);
                         st.runs += 1;

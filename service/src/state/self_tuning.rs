@@ -124,7 +124,7 @@ impl Swarm {
         let cfg = self.controller_config();
         let step = self.step_ms();
         let view = tuning_view(&self.topology(), cfg.tuning.max_hosts);
-        let steps = (cfg.tuning.reads_ms() / step) as usize;
+        let steps = cfg.tuning.reads_steps(step);
         let series = self.inner.series.clone();
         let (view, loads) = series_call(move || {
             series.read(|f| {
@@ -151,7 +151,7 @@ impl Swarm {
         .await?;
         let run = blocking(move || {
             let rows: Vec<Option<&[f64]>> = loads.iter().map(|l| l.as_deref()).collect();
-            tuning::tune(&view, &rows, now, step, &cfg, &cfg.tuning)
+            tuning::tune(&view, &rows, now, step, &cfg)
         })
         .await?;
         tracing::info!(
@@ -201,12 +201,11 @@ impl Swarm {
         }
     }
 
+    /// `current` is only ever set by a tuning run, and runs only happen
+    /// with `self_tuning` on.
     fn risk_settings_with(&self, st: &PolicyState) -> RiskConfig {
         let configured = self.inner.cfg.controller.risk;
-        match st.current {
-            Some(t) if self.inner.cfg.controller.self_tuning => t.apply(&configured),
-            _ => configured,
-        }
+        st.current.map_or(configured, |t| t.apply(&configured))
     }
 }
 

@@ -177,8 +177,15 @@ impl RiskConfig {
     }
 }
 
-fn steps(ms: i64, step_ms: i64) -> usize {
+/// Whole steps of `step_ms` in `ms`, at least one.
+pub(crate) fn steps(ms: i64, step_ms: i64) -> usize {
     (ms / step_ms.max(1)).max(1) as usize
+}
+
+/// A history point as the rule reads it: a missing (NaN) or negative point
+/// counts as no load.
+pub(crate) fn load_at(x: f64) -> f64 {
+    if x.is_finite() { x.max(0.0) } else { 0.0 }
 }
 
 /// A proposed move.
@@ -268,7 +275,7 @@ pub fn propose(
     let row = |vi: usize, out: &mut [f64]| {
         if history.read(vi, out) {
             for x in out.iter_mut() {
-                *x = if x.is_finite() { x.max(0.0) } else { 0.0 };
+                *x = load_at(*x);
             }
         } else {
             out.fill(view.virt[vi].demand.cpu_cores);
@@ -649,9 +656,7 @@ mod tests {
         let k = len.min(cfg.history_steps(input.step_ms));
         let at: Vec<Vec<f64>> = (0..view.virt.len())
             .map(|vi| match rows[vi] {
-                Some(h) if h.len() == len => {
-                    h[len - k..].iter().map(|&x| if x.is_finite() { x.max(0.0) } else { 0.0 }).collect()
-                }
+                Some(h) if h.len() == len => h[len - k..].iter().map(|&x| load_at(x)).collect(),
                 _ => vec![view.virt[vi].demand.cpu_cores; k],
             })
             .collect();

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::controller::{ControllerConfig, RoundInput, migration_steps};
-use super::risk::{self, Histories, RiskConfig};
+use super::risk::{self, Histories, RiskConfig, load_at, steps};
 use super::view::ClusterView;
 use crate::domain::NodeId;
 
@@ -141,7 +141,7 @@ pub enum TuningConfigError {
     },
     /// Bounds that leave no candidate.
     #[error(
-        "no candidate lies within the bounds: windows are tried at 1, 3, 7, 14 and 28 days, confidence_z at 0, 1, 2 and 3, intervals at 15 min, 1 h, 4 h and 1 day"
+        "no candidate lies within the bounds: windows are tried at 1, 3, 7, 14 and 28 days, confidence_z at 0, 1, 2 and 3, focus at 0 and 3, intervals at 15 min, 1 h, 4 h and 1 day"
     )]
     Empty,
 }
@@ -197,6 +197,11 @@ impl TuningConfig {
     pub fn reads_ms(&self) -> i64 {
         let longest = self.candidates().iter().map(|c| c.window_ms).max().unwrap_or(0);
         self.choose_ms + self.confirm_ms + longest.max(self.warm_up_ms)
+    }
+
+    /// [`TuningConfig::reads_ms`] in steps of `step_ms`.
+    pub fn reads_steps(&self, step_ms: i64) -> usize {
+        steps(self.reads_ms(), step_ms)
     }
 
     /// The candidate settings inside the bounds.
@@ -388,19 +393,20 @@ impl Tuning {
 /// `vi`'s CPU in cores (view order), all of one length, oldest first,
 /// the last at `now_ms`; `None` for a node without history (it counts
 /// as its demand in the view throughout). The view is the cluster now
-/// (or the part of it to rehearse, see [`sample_hosts`]).
+/// (or the part of it to rehearse, see [`sample_hosts`]); the guards and
+/// bounds are `controller.tuning`.
 pub fn tune(
     view: &ClusterView,
     loads: &[Option<&[f64]>],
     now_ms: i64,
     step_ms: i64,
     controller: &ControllerConfig,
-    cfg: &TuningConfig,
 ) -> Tuning {
-    let steps = |ms: i64| (ms / step_ms.max(1)).max(1) as usize;
+    let cfg = &controller.tuning;
+    let in_steps = |ms: i64| steps(ms, step_ms);
     let len = loads.iter().flatten().map(|l| l.len()).max().unwrap_or(0);
     let before = Tunables::of(&controller.risk);
-    let (choose, confirm) = (steps(cfg.choose_ms), steps(cfg.confirm_ms));
+    let (choose, confirm) = (in_steps(cfg.choose_ms), in_steps(cfg.confirm_ms));
     let mut tuning = Tuning {
         at_ms: now_ms,
         choose_steps: choose,
@@ -414,7 +420,7 @@ pub fn tune(
         verdict: Verdict::TooLittleHistory,
         reason: String::new(),
     };
-    let needs = steps(cfg.needs_ms());
+    let needs = in_steps(cfg.needs_ms());
     if len < needs {
         tuning.reason = format!("{len} steps of history, {needs} needed (warm-up, choose and confirm)");
         return tuning;
@@ -459,21 +465,7 @@ pub fn tune(
             days(choose),
             obj(&cur.choose)
         );
-    } else if cur.choose.objective(price) - win.choose.objective(price)
-        <= cfg.min_gain_z * ((cur.choose.overloads + win.choose.overloads) as f64).sqrt()
-    {
-        tuning.verdict = Verdict::WithinNoise;
-        tuning.reason = format!(
-            "{} ranked best of {} on the {:.1} choose days ({} against the current {}), within {} standard deviations of noise: kept",
-            win.tunables,
-            tuning.rows.len(),
-            days(choose),
-            obj(&win.choose),
-            obj(&cur.choose),
-            cfg.min_gain_z
-        );
     } else {
-        let adopted = win.confirm.objective(price) < cur.confirm.objective(price);
         let evidence = format!(
             "{} ranked best of {} on the {:.1} choose days ({} against the current {})",
             win.tunables,
@@ -484,7 +476,11 @@ pub fn tune(
         );
         let confirm_part =
             format!("the {:.1} confirm days ({} against {})", days(confirm), obj(&win.confirm), obj(&cur.confirm));
-        if adopted {
+        let noise = cfg.min_gain_z * ((cur.choose.overloads + win.choose.overloads) as f64).sqrt();
+        if cur.choose.objective(price) - win.choose.objective(price) <= noise {
+            tuning.verdict = Verdict::WithinNoise;
+            tuning.reason = format!("{evidence}, within {} standard deviations of noise: kept", cfg.min_gain_z);
+        } else if win.confirm.objective(price) < cur.confirm.objective(price) {
             tuning.verdict = Verdict::Adopted;
             tuning.after = win.tunables;
             tuning.reason = format!("{evidence} and was better on {confirm_part}");
@@ -527,15 +523,8 @@ fn rehearse(
             p.load.cpu_cores = 0.0;
         }
         for vi in 0..view.virt.len() {
-            // A missing or negative point reads as 0, as the rule reads it.
             let x = match loads[vi] {
-                Some(l) if l.len() == len => {
-                    if l[s].is_finite() {
-                        l[s].max(0.0)
-                    } else {
-                        0.0
-                    }
-                }
+                Some(l) if l.len() == len => load_at(l[s]),
                 _ => flat[vi],
             };
             view.virt[vi].demand.cpu_cores = x;
@@ -626,7 +615,7 @@ mod tests {
         let rows: Vec<Option<&[f64]>> = loads.iter().map(|l| Some(l.as_slice())).collect();
         let c = controller(1, 3.0);
         let now = 3 * DAY_MS;
-        let run = tune(&view, &rows, now, STEP, &c, &c.tuning);
+        let run = tune(&view, &rows, now, STEP, &c);
         assert_eq!(run.verdict, Verdict::Adopted, "{run:#?}");
         // The current settings first, then the other 23 of the 3 × 4 × 2 grid.
         assert_eq!(run.rows.len(), 24);
@@ -656,14 +645,14 @@ mod tests {
         let (view, loads) = mixed_evidence(2);
         let rows: Vec<Option<&[f64]>> = loads.iter().map(|l| Some(l.as_slice())).collect();
         let c = controller(1, 3.0);
-        let run = tune(&view, &rows, 2 * DAY_MS, STEP, &c, &c.tuning);
+        let run = tune(&view, &rows, 2 * DAY_MS, STEP, &c);
         assert_eq!(run.verdict, Verdict::TooLittleHistory);
         assert!(run.rows.is_empty() && run.after == run.before);
         assert_eq!(run.reason, "576 steps of history, 864 needed (warm-up, choose and confirm)");
         // No overloads anywhere: every candidate ties at zero, and ties keep the current settings.
         let calm: Vec<Vec<f64>> = (0..3).map(|_| vec![1.0; 3 * 288]).collect();
         let rows: Vec<Option<&[f64]>> = calm.iter().map(|l| Some(l.as_slice())).collect();
-        let run = tune(&view, &rows, 3 * DAY_MS, STEP, &c, &c.tuning);
+        let run = tune(&view, &rows, 3 * DAY_MS, STEP, &c);
         assert_eq!(run.verdict, Verdict::CurrentIsBest, "{run:#?}");
         assert!(run.rows.iter().all(|r| r.choose == Score::default() && r.confirm == Score::default()));
     }
