@@ -59,7 +59,7 @@ pub struct FeatureSpec {
 impl Default for FeatureSpec {
     fn default() -> Self {
         FeatureSpec {
-            lags: vec![1, 2, 3, 4, 5, 6, 8, 10, 12],
+            lags: (1..=12).collect(),
             seasons_ms: vec![DAY_MS, 7 * DAY_MS],
             rolling: vec![6, 12, 48, 288],
             time_of_day: true,

@@ -20,6 +20,7 @@ use swarm_datasets::regular::Series;
 use swarm_models::artifact::Artifact;
 
 use crate::fit::prepare;
+use crate::mase::seasonal_naive_mae;
 
 /// The protocol's parameters.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -116,18 +117,9 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
         }
         let cut = n - p.window;
         // MASE scale: in-sample one-day seasonal naive MAE before the window.
-        let (mut num, mut cnt) = (0.0, 0usize);
-        for i in p.season..cut {
-            let e = (v[i] - v[i - p.season]).abs();
-            if !e.is_nan() {
-                num += e;
-                cnt += 1;
-            }
-        }
-        if cnt == 0 || num == 0.0 {
+        let Some(denom) = seasonal_naive_mae(&v[..cut], p.season) else {
             continue;
-        }
-        let denom = num / cnt as f64;
+        };
         let mut acc: BTreeMap<(&str, usize), Acc> = BTreeMap::new();
         let mut gap = Acc::default();
         let mut t = cut - 1;

@@ -10,6 +10,7 @@ use swarm_models::model::{LinearHead, Model, TreeHead};
 use crate::design::{self, Span};
 use crate::gbt::{self, GbtParams};
 use crate::linear::{self, LinearError};
+use crate::mase::seasonal_naive_mae;
 
 /// Which learner fits the heads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +48,10 @@ pub struct FitOptions {
     /// Also fit an upper-quantile model (pinball loss), served as the upper
     /// bound. Always boosted trees: the linear learner has no pinball loss.
     pub upper: Option<UpperHead>,
+    /// Weight each row's loss by its series' level over its MASE scale, so
+    /// the fit minimises the metric it is judged by (see
+    /// [`design::build`]).
+    pub mase_weights: bool,
 }
 
 /// The upper-quantile model fitted beside the point model.
@@ -85,6 +90,7 @@ impl Default for FitOptions {
             coverage: 0.9,
             choose_target: true,
             upper: None,
+            mase_weights: true,
         }
     }
 }
@@ -113,9 +119,22 @@ pub fn prepare(series: &[Series]) -> Vec<Prepared<'_>> {
         .collect()
 }
 
-fn spans(prepared: &[Prepared], train_end: &[usize], first: usize) -> Vec<Span> {
-    prepared.iter().zip(train_end).map(|(_, &end)| Span { from: first, to: end, target_end: end }).collect()
+/// Origins `first..end` of each series, with its MASE scale over the same
+/// data when the loss is weighted.
+fn spans(series: &[Series], train_end: &[usize], first: usize, weighted: bool) -> Vec<Span> {
+    series
+        .iter()
+        .zip(train_end)
+        .map(|(s, &end)| {
+            let season = (DAY_MS / s.interval_ms.max(1)) as usize;
+            let mase_scale =
+                weighted.then(|| seasonal_naive_mae(&s.values[..end.min(s.values.len())], season)).flatten();
+            Span { from: first, to: end, target_end: end, mase_scale }
+        })
+        .collect()
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 fn heads(designs: &[design::Design], horizons: &[usize], learner: Learner) -> Result<Model, LinearError> {
     // Horizons are independent: fit them on all cores, a few at a time.
@@ -179,10 +198,16 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
     let held: Vec<Span> = cal_end
         .iter()
         .zip(train_end)
-        .map(|(&from, &end)| Span { from: from.saturating_sub(1).max(first), to: end, target_end: end })
+        .map(|(&from, &end)| Span {
+            from: from.saturating_sub(1).max(first),
+            to: end,
+            target_end: end,
+            mase_scale: None,
+        })
         .collect();
     let calibrate = |spec: &FeatureSpec| -> Result<Vec<Vec<f64>>, LinearError> {
-        let designs = design::build(spec, &prepared, &spans(&prepared, &cal_end, first), &o.horizons, stride);
+        let designs =
+            design::build(spec, &prepared, &spans(series, &cal_end, first, o.mase_weights), &o.horizons, stride);
         let model = heads(&designs, &o.horizons, o.learner)?;
         let held_designs = design::build(spec, &prepared, &held, &o.horizons, 1);
         Ok(held_designs
@@ -219,7 +244,8 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
         upper.push(quantile(&r, 1.0 - alpha));
     }
     // 2. Final model on everything up to the training end.
-    let designs = design::build(&spec, &prepared, &spans(&prepared, train_end, first), &o.horizons, stride);
+    let designs =
+        design::build(&spec, &prepared, &spans(series, train_end, first, o.mase_weights), &o.horizons, stride);
     let rows = designs.first().map_or(0, |d| d.rows());
     let model = heads(&designs, &o.horizons, o.learner)?;
     let upper_model = match o.upper {

@@ -1,7 +1,9 @@
 //! Gradient-boosted regression trees with absolute loss (Friedman's
 //! LAD-TreeBoost): each tree is fitted to the sign of the residuals, then
 //! every leaf takes the *median* residual of its samples, so the ensemble
-//! minimises the absolute error that MASE judges.
+//! minimises the absolute error that MASE judges. Rows carry weights (the
+//! design's, see [`crate::design::build`]): gradients, hessians and leaf
+//! medians are weighted, so the loss is each series' MASE.
 //!
 //! Features are binned into at most `bins` quantile bins once per design
 //! (histogram trees), rows are subsampled per tree (stochastic boosting),
@@ -94,14 +96,33 @@ fn bin_design(d: &Design, bins: usize) -> Binned {
     Binned { bins: out, edges, offsets, n_features: f }
 }
 
-/// The `q` quantile (lower element) of `v`, reordering it.
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
+/// The weighted `q` quantile of `(value, weight)` pairs, reordering them: the
+/// smallest value whose cumulative weight passes `q` of the total. With equal
+/// weights it is the element at `floor(q n)` in sorted order. Found by
+/// selection (expected linear time), not by sorting: a leaf's rows are tens
+/// of thousands and every tree sets every leaf.
+fn weighted_quantile(v: &mut [(f64, f64)], q: f64) -> f64 {
+    let cmp = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0);
+    let mut target = q * v.iter().map(|p| p.1).sum::<f64>();
+    let mut s = v;
+    loop {
+        match s.len() {
+            0 => return 0.0,
+            1 => return s[0].0,
+            _ => {}
+        }
+        let mid = s.len() / 2;
+        s.select_nth_unstable_by(mid, cmp);
+        let left: f64 = s[..mid].iter().map(|p| p.1).sum();
+        if left > target {
+            s = &mut s[..mid];
+        } else if left + s[mid].1 > target || mid + 1 == s.len() {
+            return s[mid].0;
+        } else {
+            target -= left + s[mid].1;
+            s = &mut s[mid + 1..];
+        }
     }
-    let at = ((q * v.len() as f64) as usize).min(v.len() - 1);
-    let (_, m, _) = v.select_nth_unstable_by(at, f64::total_cmp);
-    *m
 }
 
 /// A split found for a node: rows with `bin <= bin` on `feature` go left.
@@ -113,28 +134,32 @@ struct Split {
 }
 
 /// Per-feature histograms of one node's rows, laid end to end (feature `j`'s
-/// bins start at `offsets[j]`). The gradient is the sign of the residual
-/// (`q` above, `q - 1` below), so counting rows and rows above the fit is
-/// enough to know every bin's gradient sum, exactly, in integers: a parent's
-/// histogram minus one child's is the other child's, so only the smaller
-/// child is ever counted (LightGBM's subtraction trick).
+/// bins start at `offsets[j]`): rows, their weight, and the weight of those
+/// above the fit. The gradient is the sign of the residual (`q` above,
+/// `q - 1` below), so the weight above and the total weight give every bin's
+/// gradient sum, and the weight is the hessian. A parent's histogram minus
+/// one child's is the other child's, so only the smaller child is ever
+/// counted (LightGBM's subtraction trick).
 struct Hist {
     rows: Vec<u32>,
-    above: Vec<u32>,
+    weight: Vec<f64>,
+    above: Vec<f64>,
 }
 
 impl Hist {
-    fn build(b: &Binned, rows: &[u32], above: &[bool]) -> Hist {
+    fn build(b: &Binned, rows: &[u32], above: &[bool], w: &[f64]) -> Hist {
         let offsets = &b.offsets;
         let total = *offsets.last().expect("offsets end with the total");
-        let mut h = Hist { rows: vec![0; total], above: vec![0; total] };
+        let mut h = Hist { rows: vec![0; total], weight: vec![0.0; total], above: vec![0.0; total] };
         let f = b.n_features;
         for &i in rows {
             let i = i as usize;
-            let up = above[i] as u32;
+            let wi = w[i];
+            let up = if above[i] { wi } else { 0.0 };
             for (j, &bin) in b.bins[i * f..(i + 1) * f].iter().enumerate() {
                 let k = offsets[j] + bin as usize;
                 h.rows[k] += 1;
+                h.weight[k] += wi;
                 h.above[k] += up;
             }
         }
@@ -146,6 +171,9 @@ impl Hist {
         for (a, b) in self.rows.iter_mut().zip(&other.rows) {
             *a -= b;
         }
+        for (a, b) in self.weight.iter_mut().zip(&other.weight) {
+            *a -= b;
+        }
         for (a, b) in self.above.iter_mut().zip(&other.above) {
             *a -= b;
         }
@@ -153,27 +181,29 @@ impl Hist {
     }
 }
 
-/// The best split of a node by variance reduction of the gradient;
-/// `None` when no split leaves `min_leaf` rows on both sides or
-/// none reduces it.
+/// The best split of a node by the loss reduction of a Newton step on the
+/// gradient (`G²/H` per side, `H` the weight); `None` when no split leaves
+/// `min_leaf` rows on both sides or none reduces it.
 fn best_split(h: &Hist, offsets: &[usize], q: f64, min_leaf: usize) -> Option<Split> {
-    let grad = |rows: u32, above: u32| above as f64 * q + (rows - above) as f64 * (q - 1.0);
-    let (n, n_above) = {
+    let grad = |weight: f64, above: f64| above * q + (weight - above) * (q - 1.0);
+    let (n, w, w_above) = {
         let r = offsets[0]..*offsets.get(1)?;
-        (h.rows[r.clone()].iter().sum::<u32>(), h.above[r].iter().sum::<u32>())
+        (h.rows[r.clone()].iter().sum::<u32>(), h.weight[r.clone()].iter().sum::<f64>(), h.above[r].iter().sum::<f64>())
     };
-    if (n as usize) < 2 * min_leaf {
+    if (n as usize) < 2 * min_leaf || w <= 0.0 {
         return None;
     }
-    let total = grad(n, n_above);
-    let base = total * total / n as f64;
+    let total = grad(w, w_above);
+    let base = total * total / w;
     let mut best: Option<Split> = None;
     for j in 0..offsets.len() - 1 {
-        let (mut nl, mut al) = (0u32, 0u32);
+        let (mut nl, mut wl, mut al) = (0u32, 0.0, 0.0);
         let bins = offsets[j + 1] - offsets[j];
         for bin in 0..bins - 1 {
-            nl += h.rows[offsets[j] + bin];
-            al += h.above[offsets[j] + bin];
+            let k = offsets[j] + bin;
+            nl += h.rows[k];
+            wl += h.weight[k];
+            al += h.above[k];
             let nr = n - nl;
             if (nl as usize) < min_leaf {
                 continue;
@@ -181,9 +211,13 @@ fn best_split(h: &Hist, offsets: &[usize], q: f64, min_leaf: usize) -> Option<Sp
             if (nr as usize) < min_leaf {
                 break;
             }
-            let sl = grad(nl, al);
+            let wr = w - wl;
+            if wl <= 0.0 || wr <= 0.0 {
+                continue;
+            }
+            let sl = grad(wl, al);
             let sr = total - sl;
-            let gain = sl * sl / nl as f64 + sr * sr / nr as f64 - base;
+            let gain = sl * sl / wl + sr * sr / wr - base;
             if best.is_none_or(|b| gain > b.gain) {
                 best = Some(Split { feature: j, bin: bin as u8, gain });
             }
@@ -216,7 +250,7 @@ struct Grown {
 /// leaves or no leaf can be split; no leaf is deeper than `p.depth`, which
 /// keeps serving on its branch-free path (depth ≤ 8). `rows` is reordered
 /// so each leaf's rows are contiguous.
-fn grow(b: &Binned, rows: &mut [u32], above: &[bool], resid: &[f64], p: &GbtParams) -> Grown {
+fn grow(b: &Binned, rows: &mut [u32], above: &[bool], resid: &[f64], w: &[f64], p: &GbtParams) -> Grown {
     let q = p.quantile.clamp(0.0, 1.0);
     let leaf = || TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 };
     let mut nodes: Vec<TreeNode> = vec![leaf()];
@@ -224,7 +258,7 @@ fn grow(b: &Binned, rows: &mut [u32], above: &[bool], resid: &[f64], p: &GbtPara
     let consider = |hist: &Hist, depth: usize| {
         if depth < p.depth { best_split(hist, &b.offsets, q, p.min_leaf) } else { None }
     };
-    let hist = Hist::build(b, rows, above);
+    let hist = Hist::build(b, rows, above, w);
     let split = consider(&hist, 0);
     let mut open = vec![Open { at: 0, range: 0..rows.len(), hist, depth: 0, split }];
     let mut leaves = 1;
@@ -270,11 +304,11 @@ fn grow(b: &Binned, rows: &mut [u32], above: &[bool], resid: &[f64], p: &GbtPara
             value: 0.0,
         };
         let (lh, rh) = if l.len() <= r.len() {
-            let lh = Hist::build(b, &rows[l.clone()], above);
+            let lh = Hist::build(b, &rows[l.clone()], above, w);
             let rh = o.hist.minus(&lh);
             (lh, rh)
         } else {
-            let rh = Hist::build(b, &rows[r.clone()], above);
+            let rh = Hist::build(b, &rows[r.clone()], above, w);
             let lh = o.hist.minus(&rh);
             (lh, rh)
         };
@@ -288,8 +322,8 @@ fn grow(b: &Binned, rows: &mut [u32], above: &[bool], resid: &[f64], p: &GbtPara
     let mut out = Vec::with_capacity(open.len());
     for o in open {
         v.clear();
-        v.extend(rows[o.range.clone()].iter().map(|&i| resid[i as usize]));
-        nodes[o.at].value = p.learning_rate * quantile(&mut v, q);
+        v.extend(rows[o.range.clone()].iter().map(|&i| (resid[i as usize], w[i as usize])));
+        nodes[o.at].value = p.learning_rate * weighted_quantile(&mut v, q);
         out.push((o.at, o.range));
     }
     Grown { nodes, split_bins, leaves: out }
@@ -389,9 +423,10 @@ impl BinnedWalk {
 /// `q` quantile of their residuals.
 pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
     let n = d.rows();
-    let mut y_sorted = d.y.clone();
+    let w = d.weights();
+    let mut y_weighted: Vec<(f64, f64)> = d.y.iter().copied().zip(w.iter().copied()).collect();
     let q = p.quantile.clamp(0.0, 1.0);
-    let base = quantile(&mut y_sorted, q);
+    let base = weighted_quantile(&mut y_weighted, q);
     if n == 0 {
         return TreeHead::new(horizon, base, Vec::new());
     }
@@ -415,7 +450,7 @@ pub fn fit_lad(d: &Design, horizon: usize, p: &GbtParams) -> TreeHead {
         }
         rows.clear();
         rows.extend((0..n as u32).filter(|&i| threshold == u64::MAX || sampled(seed, tree, i as u64, threshold)));
-        let g = grow(&b, &mut rows, &above, &resid, p);
+        let g = grow(&b, &mut rows, &above, &resid, &w, p);
         // Rows in the sample: their leaf is known from the partition.
         for (at, range) in &g.leaves {
             let value = g.nodes[*at].value;
@@ -482,7 +517,7 @@ mod tests {
         let resid = d.y.clone();
         let above: Vec<bool> = resid.iter().map(|r| *r > 2.0).collect();
         let mut rows: Vec<u32> = (0..d.rows() as u32).filter(|i| sampled(1, 0, *i as u64, u64::MAX / 2)).collect();
-        let g = grow(&b, &mut rows, &above, &resid, &p);
+        let g = grow(&b, &mut rows, &above, &resid, &vec![1.0; d.rows()], &p);
         assert!(g.leaves.len() > 4, "a tree worth testing: {} leaves", g.leaves.len());
         let mut walked = vec![0.0; d.rows()];
         BinnedWalk::new(&g).add_to(&b, &vec![false; d.rows()], &mut walked);
@@ -496,6 +531,44 @@ mod tests {
                 assert_eq!(walked[i as usize], g.nodes[*at].value, "sampled row {i}");
             }
         }
+    }
+
+    #[test]
+    fn the_weighted_quantile_is_the_plain_one_at_equal_weights() {
+        let values = [5.0, 1.0, 4.0, 2.0, 3.0];
+        for q in [0.0, 0.2, 0.5, 0.79, 0.95] {
+            let mut v: Vec<(f64, f64)> = values.iter().map(|&x| (x, 2.5)).collect();
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            let want = sorted[((q * 5.0) as usize).min(4)];
+            assert_eq!(weighted_quantile(&mut v, q), want, "q {q}");
+        }
+        // A heavy point pulls the median to itself.
+        let mut v = vec![(1.0, 1.0), (2.0, 1.0), (9.0, 5.0)];
+        assert_eq!(weighted_quantile(&mut v, 0.5), 9.0);
+        assert_eq!(weighted_quantile(&mut [], 0.5), 0.0);
+    }
+
+    /// Two kinds of rows the features cannot tell apart, with different
+    /// targets: unweighted, the leaf median follows the majority; weighted,
+    /// it follows the rows that weigh more — as MASE weighs a smooth series
+    /// over a noisy one.
+    #[test]
+    fn row_weights_decide_whose_error_the_fit_minimises() {
+        let mut d = Design { n_features: 1, ..Default::default() };
+        for i in 0..3000 {
+            let x = (i % 100) as f64 / 100.0;
+            let heavy = i % 3 == 0;
+            d.x.push(x);
+            d.y.push(if heavy { 2.0 } else { 0.0 });
+            d.w.push(if heavy { 2.5 } else { 0.25 });
+        }
+        let p = GbtParams { trees: 30, subsample: 0.5, min_leaf: 20, ..Default::default() };
+        let weighted = Model::Trees { heads: vec![fit_lad(&d, 1, &p)] };
+        assert!((weighted.predict(0, &[0.5]) - 2.0).abs() < 1e-6, "{}", weighted.predict(0, &[0.5]));
+        d.w.clear();
+        let plain = Model::Trees { heads: vec![fit_lad(&d, 1, &p)] };
+        assert!(plain.predict(0, &[0.5]).abs() < 1e-6, "{}", plain.predict(0, &[0.5]));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`gbt`]: absolute-loss gradient-boosted trees (LAD-TreeBoost);
 //! - [`fit`]: the fitting pipeline: split-conformal interval calibration,
 //!   then the final model;
+//! - [`mase`]: the MASE scale, shared by the backtest's metric and the
+//!   fit's loss weights;
 //! - [`backtest`]: the rolling-origin protocol, the baselines and the report.
 
 #![deny(missing_docs)]
@@ -19,3 +21,4 @@ pub mod design;
 pub mod fit;
 pub mod gbt;
 pub mod linear;
+pub mod mase;

@@ -1,7 +1,8 @@
 //! Median regression: minimise the sum of absolute errors (the loss MASE
 //! judges) by iteratively reweighted least squares. Each step is an ordinary
 //! least-squares solve by linfa-linear on rows scaled by √w, with
-//! w = 1 / max(|residual|, δ), starting from plain OLS.
+//! w = row weight / max(|residual|, δ), starting from least squares with
+//! the row weights (the design's MASE weights, see [`crate::design::build`]).
 
 use linfa::prelude::*;
 use linfa_linear::LinearRegression;
@@ -62,13 +63,14 @@ pub fn fit_median(d: &Design, iterations: usize) -> Result<Fitted, LinearError> 
     if d.rows() == 0 {
         return Err(LinearError::Empty);
     }
-    let mut w = vec![1.0; d.rows()];
+    let rows = d.weights();
+    let mut w = rows.clone();
     let mut fit = weighted_ls(d, &w)?;
     for _ in 0..iterations {
         for (i, wi) in w.iter_mut().enumerate() {
             let r = (d.y[i] - fit.predict(d.row(i))).abs();
             // δ bounds the weight of points the line passes through exactly.
-            *wi = 1.0 / r.max(1e-3);
+            *wi = rows[i] / r.max(1e-3);
         }
         fit = weighted_ls(d, &w)?;
     }
