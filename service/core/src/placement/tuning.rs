@@ -41,6 +41,7 @@ use crate::domain::NodeId;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
+const QUARTER_HOUR_MS: i64 = HOUR_MS / 4;
 
 /// The windows tried (those within the bounds): a day reacts to this
 /// week's mix, a week judges on more evidence.
@@ -51,7 +52,7 @@ pub const CONFIDENCES: [f64; 4] = [0.0, 1.0, 2.0, 3.0];
 /// same hours on earlier days weighing four times the rest.
 pub const FOCUSES: [f64; 2] = [0.0, 3.0];
 /// The intervals tried (those within the bounds).
-pub const INTERVALS_MS: [i64; 4] = [15 * 60_000, HOUR_MS, 4 * HOUR_MS, DAY_MS];
+pub const INTERVALS_MS: [i64; 4] = [QUARTER_HOUR_MS, HOUR_MS, 4 * HOUR_MS, DAY_MS];
 
 /// Settings of the self-tuner (`[controller.tuning]`; it runs when
 /// `[controller] self_tuning` is on).
@@ -120,10 +121,11 @@ impl Default for TuningConfig {
             max_confidence_z: 3.0,
             min_focus: 0.0,
             max_focus: 3.0,
-            // Hourly only: a quarter-hour rule costs four times the
-            // rehearsal and was not better on the traces measured.
-            min_interval_ms: HOUR_MS,
-            max_interval_ms: HOUR_MS,
+            // The rule's default interval only: the interval decides when
+            // the rule may act, not what it believes, and rehearsing
+            // several multiplies a run's cost.
+            min_interval_ms: QUARTER_HOUR_MS,
+            max_interval_ms: QUARTER_HOUR_MS,
         }
     }
 }
@@ -663,7 +665,7 @@ mod tests {
         assert!(t.validate().is_ok());
         let c = t.candidates();
         assert_eq!(c.len(), 24);
-        assert!(c.iter().all(|c| c.window_ms <= 7 * DAY_MS && c.interval_ms == HOUR_MS));
+        assert!(c.iter().all(|c| c.window_ms <= 7 * DAY_MS && c.interval_ms == QUARTER_HOUR_MS));
         let narrow = TuningConfig {
             max_window_ms: 3 * DAY_MS,
             min_confidence_z: 1.0,
