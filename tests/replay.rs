@@ -260,9 +260,9 @@ fn the_tuned_reactive_frontier_places_every_policy_and_bounds_are_reported() {
     let f = csv
         .lines()
         .skip(1)
-        .filter_map(|l| {
+        .map(|l| {
             let mut c = l.split(',').map(|x| x.parse::<f64>().unwrap());
-            Some((c.next()?, c.next()?))
+            (c.next().unwrap(), c.next().unwrap())
         })
         .filter(|&(_, m)| m <= risk_m)
         .map(|(o, _)| o)

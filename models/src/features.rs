@@ -25,7 +25,8 @@
 
 use serde::{Deserialize, Serialize};
 
-const DAY_MS: i64 = 86_400_000;
+/// One day, ms: the daily season and time-of-day period.
+pub const DAY_MS: i64 = 86_400_000;
 
 /// What features to compute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

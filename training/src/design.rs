@@ -97,12 +97,12 @@ pub fn build(
 /// summed over its rows: a smooth series (small seasonal naive error for
 /// its level) weighs more, as it does in the metric.
 fn normalise(w: &mut Vec<f64>) {
-    let known: Vec<f64> = w.iter().copied().filter(|x| x.is_finite()).collect();
-    if known.is_empty() {
+    let (sum, known) = w.iter().filter(|x| x.is_finite()).fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if known == 0 {
         w.clear();
         return;
     }
-    let mean = known.iter().sum::<f64>() / known.len() as f64;
+    let mean = sum / known as f64;
     for x in w.iter_mut() {
         *x = if x.is_finite() { *x / mean } else { 1.0 };
     }

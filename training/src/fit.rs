@@ -4,7 +4,7 @@
 
 use swarm_datasets::regular::Series;
 use swarm_models::artifact::{Artifact, FORMAT_VERSION, Intervals, TrainingSummary, UpperQuantile};
-use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
+use swarm_models::features::{DAY_MS, FeatureSpec, Prepared, SeriesRef};
 use swarm_models::model::{LinearHead, Model, TreeHead};
 
 use crate::design::{self, Span};
@@ -134,8 +134,6 @@ fn spans(series: &[Series], train_end: &[usize], first: usize, weighted: bool) -
         .collect()
 }
 
-const DAY_MS: i64 = 86_400_000;
-
 fn heads(designs: &[design::Design], horizons: &[usize], learner: Learner) -> Result<Model, LinearError> {
     // Horizons are independent: fit them on all cores, a few at a time.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -205,9 +203,11 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
             mase_scale: None,
         })
         .collect();
+    // The calibration models' spans (and their MASE scales) are the same
+    // for both targets: computed once.
+    let cal_spans = spans(series, &cal_end, first, o.mase_weights);
     let calibrate = |spec: &FeatureSpec| -> Result<Vec<Vec<f64>>, LinearError> {
-        let designs =
-            design::build(spec, &prepared, &spans(series, &cal_end, first, o.mase_weights), &o.horizons, stride);
+        let designs = design::build(spec, &prepared, &cal_spans, &o.horizons, stride);
         let model = heads(&designs, &o.horizons, o.learner)?;
         let held_designs = design::build(spec, &prepared, &held, &o.horizons, 1);
         Ok(held_designs

@@ -63,14 +63,14 @@ pub fn fit_median(d: &Design, iterations: usize) -> Result<Fitted, LinearError> 
     if d.rows() == 0 {
         return Err(LinearError::Empty);
     }
-    let rows = d.weights();
-    let mut w = rows.clone();
+    let row_weights = d.weights();
+    let mut w = row_weights.clone();
     let mut fit = weighted_ls(d, &w)?;
     for _ in 0..iterations {
         for (i, wi) in w.iter_mut().enumerate() {
             let r = (d.y[i] - fit.predict(d.row(i))).abs();
             // δ bounds the weight of points the line passes through exactly.
-            *wi = rows[i] / r.max(1e-3);
+            *wi = row_weights[i] / r.max(1e-3);
         }
         fit = weighted_ls(d, &w)?;
     }

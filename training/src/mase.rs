@@ -8,9 +8,10 @@
 /// series repeats itself exactly (a zero scale would make every error
 /// infinite).
 pub fn seasonal_naive_mae(values: &[f64], season: usize) -> Option<f64> {
+    let season = season.max(1);
     let (mut sum, mut n) = (0.0, 0usize);
-    for i in season.max(1)..values.len() {
-        let e = (values[i] - values[i - season.max(1)]).abs();
+    for i in season..values.len() {
+        let e = (values[i] - values[i - season]).abs();
         if !e.is_nan() {
             sum += e;
             n += 1;
