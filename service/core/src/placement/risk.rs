@@ -183,6 +183,10 @@ impl RiskConfig {
     }
 }
 
+/// Host-steps of summed load a round keeps from its first pass (32 MB);
+/// above it only the hosts a move is weighed on are summed again.
+const KEEP_SUMS_MAX: usize = 4 << 20;
+
 /// Whole steps of `step_ms` in `ms`, at least one.
 pub(crate) fn steps(ms: i64, step_ms: i64) -> usize {
     (ms / step_ms.max(1)).max(1) as usize
@@ -229,6 +233,23 @@ pub trait LoadHistory: Sync {
     /// missing point as NaN; false, leaving `out` as it was, when none of it
     /// is known.
     fn read(&self, vi: usize, out: &mut [f64]) -> bool;
+
+    /// Adds virtual node `vi`'s load at the last `sum.len()` steps, as the
+    /// rule reads it ([`load_at`]: a missing point as 0), into `sum`
+    /// (`scratch` is at least as long, for an implementation that must
+    /// copy); false, leaving `sum` as it was, when none of it is known.
+    /// Summing a host's members is most of a round's reading; a history
+    /// held in memory adds in place instead of copying each row first.
+    fn add_into(&self, vi: usize, sum: &mut [f64], scratch: &mut [f64]) -> bool {
+        let scratch = &mut scratch[..sum.len()];
+        if !self.read(vi, scratch) {
+            return false;
+        }
+        for (s, x) in sum.iter_mut().zip(scratch.iter()) {
+            *s += load_at(*x);
+        }
+        true
+    }
 }
 
 /// Histories held in memory, in view order: `rows[vi]` is virtual node
@@ -261,6 +282,19 @@ impl LoadHistory for Histories<'_> {
             _ => false,
         }
     }
+
+    fn add_into(&self, vi: usize, sum: &mut [f64], _scratch: &mut [f64]) -> bool {
+        match self.rows.get(vi).copied().flatten() {
+            Some(h) if h.len() == self.len && sum.len() <= h.len() => {
+                let tail = &h[h.len() - sum.len()..];
+                for (s, x) in sum.iter_mut().zip(tail) {
+                    *s += load_at(*x);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One round of the rule on `history` (see [`LoadHistory`]; a missing
@@ -284,7 +318,7 @@ pub fn propose(
                 *x = load_at(*x);
             }
         } else {
-            out.fill(view.virt[vi].demand.cpu_cores);
+            out.fill(load_at(view.virt[vi].demand.cpu_cores));
         }
     };
     let n = view.phys.len();
@@ -295,18 +329,22 @@ pub fn propose(
     let host_sum = |members: &[usize], sum: &mut [f64], scratch: &mut [f64]| {
         sum.fill(0.0);
         for &vi in members {
-            row(vi, scratch);
-            for (s, x) in sum.iter_mut().zip(scratch.iter()) {
-                *s += *x;
+            if !history.add_into(vi, sum, scratch) {
+                let flat = load_at(view.virt[vi].demand.cpu_cores);
+                sum.iter_mut().for_each(|s| *s += flat);
             }
         }
     };
     let over = |sum: &[f64], lim: f64| sum.iter().filter(|&&s| s > lim).count();
     // Every host's overloaded steps: the one pass over the whole history,
     // on every core.
+    // A small fleet's sums are kept from that pass for the hosts a move is
+    // weighed on; a large one's (10,000 hosts' weeks are 160 MB) are read
+    // again for those few.
+    let keep_all = n.saturating_mul(k) <= KEEP_SUMS_MAX;
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
     let per = n.div_ceil(threads).max(1);
-    let mut over_count: Vec<usize> = std::thread::scope(|scope| {
+    let first_pass: Vec<(usize, Option<Vec<f64>>)> = std::thread::scope(|scope| {
         let parts: Vec<_> = (0..n)
             .step_by(per)
             .map(|lo| {
@@ -316,20 +354,26 @@ pub fn propose(
                     (lo..(lo + per).min(n))
                         .map(|p| {
                             host_sum(&on[p], &mut sum, &mut scratch);
-                            over(&sum, limit[p])
+                            (over(&sum, limit[p]), keep_all.then(|| sum.clone()))
                         })
-                        .collect::<Vec<usize>>()
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
         parts.into_iter().flat_map(|h| h.join().expect("risk reader panicked")).collect()
     });
     // The sums and rows a move is weighed on, kept once read.
-    let mut sums: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut over_count: Vec<usize> = first_pass.iter().map(|(c, _)| *c).collect();
+    let mut sums: HashMap<usize, Vec<f64>> =
+        first_pass.into_iter().enumerate().filter_map(|(p, (_, sum))| Some((p, sum?))).collect();
     let mut rows: HashMap<usize, Vec<f64>> = HashMap::new();
     let mut scratch = vec![0.0; k];
+    // 0 at the steps the node being weighed would relieve, else 1.
+    let mut keep = vec![1.0; k];
     let share = |count: usize| count as f64 / k as f64;
-    let weights = step_weights(cfg, k, input.now_ms, input.step_ms);
+    // Every step weighs 1 without a focus: the sums are then counts, exact
+    // whatever their order.
+    let weights = step_weights(cfg, k, input.now_ms, input.step_ms).unwrap_or_else(|| vec![1.0; k]);
     let mut out = Vec::new();
     while out.len() < cfg.max_moves {
         let mut best: Option<RiskMove> = None;
@@ -354,12 +398,19 @@ pub fn propose(
         }
         for &(over_s, s) in &sources {
             let sum_s = &sums[&s];
+            let over_at = Overloaded::of(sum_s, limit[s]);
             for &vi in &on[s] {
                 let v = &view.virt[vi];
                 if moved[vi] || !may_move(v, &input, cfg.cooldown_ms) {
                     continue;
                 }
                 let x_row = &rows[&vi];
+                // No target can make the move pay more than its relief.
+                let bound = over_at.bound(x_row, &weights);
+                if bound <= cfg.migration_price || best.is_some_and(|b| bound <= b.expected_saving) {
+                    continue;
+                }
+                let relief = over_at.relief(x_row, &mut keep);
                 for &d in &targets {
                     // Never onto a node that would be over the threshold now.
                     if d == s || load_now[d] + v.demand.cpu_cores > limit[d] {
@@ -367,7 +418,7 @@ pub fn propose(
                     }
                     let sum_d = &sums[&d];
                     let Weighed { gained, lost, variance, over_d, after_s, after_d } =
-                        weigh(x_row, (sum_s, limit[s]), (sum_d, limit[d]), weights.as_deref());
+                        relief.onto(x_row, (sum_d, limit[d], over_count[d]), &weights, &keep);
                     let saving = gained - lost;
                     if saving <= cfg.migration_price
                         || best.is_some_and(|b| saving <= b.expected_saving)
@@ -385,6 +436,7 @@ pub fn propose(
                         steps: k,
                     });
                 }
+                relief.reset(&mut keep);
             }
         }
         let Some(m) = best else { break };
@@ -491,33 +543,127 @@ struct Weighed {
     after_d: usize,
 }
 
-/// Weighs moving the node whose load is `x` from the source (its summed
-/// load, its limit) to the target, each step by `weights` (or 1).
-fn weigh(x: &[f64], (sum_s, lim_s): (&[f64], f64), (sum_d, lim_d): (&[f64], f64), weights: Option<&[f64]>) -> Weighed {
-    let mut w = Weighed { gained: 0.0, lost: 0.0, variance: 0.0, over_d: 0, after_s: 0, after_d: 0 };
-    for (i, ((&x, &s), &d)) in x.iter().zip(sum_s).zip(sum_d).enumerate() {
-        let wt = weights.map_or(1.0, |ws| ws[i]);
-        let (bs, bd) = (s > lim_s, d > lim_d);
-        let (a_s, a_d) = (s - x > lim_s, d + x > lim_d);
-        w.over_d += usize::from(bd);
-        w.after_s += usize::from(a_s);
-        w.after_d += usize::from(a_d);
-        let (before, after) = (u8::from(bs) + u8::from(bd), u8::from(a_s) + u8::from(a_d));
-        match before.cmp(&after) {
-            std::cmp::Ordering::Greater => {
-                let n = f64::from(before - after);
-                w.gained += wt * n;
-                w.variance += wt * wt * n;
-            }
-            std::cmp::Ordering::Less => {
-                let n = f64::from(after - before);
-                w.lost += wt * n;
-                w.variance += wt * wt * n;
-            }
-            std::cmp::Ordering::Equal => {}
+/// The steps of the window at which a source was over its limit,
+/// ascending.
+///
+/// Why the weighing is split this way: it is the rule's inner loop (a
+/// round weighs every member of its sources against every target over the
+/// whole window, and a tuning run does that for thousands of rehearsed
+/// rounds). Loads are never negative ([`load_at`]), so a move can only
+/// relieve its source, and only at the steps the source was over, which
+/// are few; and it can only overload its target. So what a member would
+/// relieve is found once, on those few steps, and bounds what any target
+/// can make the move pay (most members are ruled out there); a target
+/// then needs one pass for the steps it would newly overload, a pass
+/// without branches that the compiler turns into vector code.
+struct Overloaded {
+    at: Vec<usize>,
+    sum: Vec<f64>,
+    limit: f64,
+}
+
+/// What taking one node off its source would relieve.
+struct Relief {
+    /// The steps, ascending.
+    steps: Vec<usize>,
+    /// The source's overloaded steps before.
+    over_s: usize,
+}
+
+impl Overloaded {
+    fn of(sum: &[f64], limit: f64) -> Overloaded {
+        let at: Vec<usize> = (0..sum.len()).filter(|&i| sum[i] > limit).collect();
+        Overloaded { sum: at.iter().map(|&i| sum[i]).collect(), at, limit }
+    }
+
+    /// The most taking off the node whose load is `x` could gain, whatever
+    /// the target: the weight of the steps it would relieve, summed in step
+    /// order (as [`Relief::onto`] sums the gains, so the bound holds to the
+    /// last bit).
+    fn bound(&self, x: &[f64], weights: &[f64]) -> f64 {
+        self.relieved(x).fold(0.0, |b, i| b + weights[i])
+    }
+
+    /// The steps taking off the node whose load is `x` would relieve.
+    fn relieved<'a>(&'a self, x: &'a [f64]) -> impl Iterator<Item = usize> + 'a {
+        self.at.iter().zip(&self.sum).filter(move |&(&i, &s)| s - x[i] <= self.limit).map(|(&i, _)| i)
+    }
+
+    /// What taking off the node whose load is `x` would relieve; zeroes
+    /// those steps of `keep` (all ones before; [`Relief::reset`] restores
+    /// it).
+    fn relief(&self, x: &[f64], keep: &mut [f64]) -> Relief {
+        let steps: Vec<usize> = self.relieved(x).collect();
+        for &i in &steps {
+            keep[i] = 0.0;
+        }
+        Relief { steps, over_s: self.at.len() }
+    }
+}
+
+impl Relief {
+    /// Restores `keep` to all ones.
+    fn reset(&self, keep: &mut [f64]) {
+        for &i in &self.steps {
+            keep[i] = 1.0;
         }
     }
-    w
+
+    /// Weighs the move onto a target (its summed load, its limit, its
+    /// overloaded steps before), each step by its weight: a step gains when
+    /// the source is relieved and the target not newly overloaded, loses
+    /// the other way round. The gains are summed in step order, the losses
+    /// in four interleaved lanes; with every weight 1 both are exact counts.
+    fn onto(&self, x: &[f64], (sum_d, lim_d, over_d): (&[f64], f64, usize), weights: &[f64], keep: &[f64]) -> Weighed {
+        let newly = |d: f64, x: f64| f64::from(u8::from(d <= lim_d && d + x > lim_d));
+        // Relieved steps the target would not newly overload.
+        let (mut gained, mut var_gained) = (0.0, 0.0);
+        let mut both = 0usize;
+        for &i in &self.steps {
+            if newly(sum_d[i], x[i]) > 0.0 {
+                both += 1;
+            } else {
+                let w = weights[i];
+                gained += w;
+                var_gained += w * w;
+            }
+        }
+        // Steps newly overloaded on the target that the source would not
+        // have relieved, in four lanes (independent sums the compiler can
+        // interleave).
+        let (mut lost, mut var_lost, mut count) = ([0.0f64; 4], [0.0f64; 4], [0.0f64; 4]);
+        let n = x.len().min(sum_d.len()).min(keep.len()).min(weights.len());
+        let (x, sum_d, keep, weights) = (&x[..n], &sum_d[..n], &keep[..n], &weights[..n]);
+        let mut add = |j: usize, (x, d, k, w): (f64, f64, f64, f64)| {
+            let c = k * newly(d, x);
+            count[j] += c;
+            lost[j] += c * w;
+            var_lost[j] += c * w * w;
+        };
+        let whole = n / 4 * 4;
+        for (((x, d), k), w) in
+            x.chunks_exact(4).zip(sum_d.chunks_exact(4)).zip(keep.chunks_exact(4)).zip(weights.chunks_exact(4))
+        {
+            for j in 0..4 {
+                add(j, (x[j], d[j], k[j], w[j]));
+            }
+        }
+        for i in whole..n {
+            add(0, (x[i], sum_d[i], keep[i], weights[i]));
+        }
+        let total = |l: [f64; 4]| (l[0] + l[1]) + (l[2] + l[3]);
+        let (lost, var_lost) = (total(lost), total(var_lost));
+        // Newly overloaded steps, relieved or not.
+        let newly_over = both + total(count) as usize;
+        Weighed {
+            gained,
+            lost,
+            variance: var_gained + var_lost,
+            over_d,
+            after_s: self.over_s - self.steps.len(),
+            after_d: over_d + newly_over,
+        }
+    }
 }
 
 /// The rule's moves as proposals, scored and priced like the controller's
@@ -590,6 +736,73 @@ mod tests {
     use std::collections::HashMap;
 
     const STEP: i64 = 300_000;
+
+    /// A move weighed as a plain step-by-step tally over the whole window:
+    /// what [`Overloaded::relief`] and [`Relief::onto`] must equal.
+    fn weigh_by_step(
+        x: &[f64],
+        (s_sum, lim_s): (&[f64], f64),
+        (d_sum, lim_d): (&[f64], f64),
+        ws: Option<&[f64]>,
+    ) -> Weighed {
+        let mut w = Weighed { gained: 0.0, lost: 0.0, variance: 0.0, over_d: 0, after_s: 0, after_d: 0 };
+        for i in 0..x.len() {
+            let wt = ws.map_or(1.0, |ws| ws[i]);
+            let (s, d) = (s_sum[i], d_sum[i]);
+            let before = u8::from(s > lim_s) + u8::from(d > lim_d);
+            let after = u8::from(s - x[i] > lim_s) + u8::from(d + x[i] > lim_d);
+            w.over_d += usize::from(d > lim_d);
+            w.after_s += usize::from(s - x[i] > lim_s);
+            w.after_d += usize::from(d + x[i] > lim_d);
+            if before > after {
+                let n = f64::from(before - after);
+                w.gained += wt * n;
+                w.variance += wt * wt * n;
+            } else if after > before {
+                let n = f64::from(after - before);
+                w.lost += wt * n;
+                w.variance += wt * wt * n;
+            }
+        }
+        w
+    }
+
+    proptest::proptest! {
+        /// Weighing a move by its relief and then its target equals the
+        /// step-by-step tally: exactly unweighted, to rounding weighted.
+        #[test]
+        fn weighing_equals_the_step_by_step_tally(
+            steps in proptest::collection::vec((0.0f64..3.0, 0.0f64..12.0, 0.0f64..12.0, 0.1f64..4.0), 1..300),
+            weighted in proptest::bool::ANY,
+        ) {
+            let x: Vec<f64> = steps.iter().map(|s| s.0).collect();
+            let src: Vec<f64> = steps.iter().map(|s| s.1).collect();
+            let dst: Vec<f64> = steps.iter().map(|s| s.2).collect();
+            let ws: Vec<f64> = steps.iter().map(|s| s.3).collect();
+            let ones = vec![1.0; x.len()];
+            let (w, ws) = if weighted { (ws.as_slice(), Some(ws.as_slice())) } else { (ones.as_slice(), None) };
+            let over_d = dst.iter().filter(|&&d| d > 8.0).count();
+            let mut keep = vec![1.0; x.len()];
+            let over_s = Overloaded::of(&src, 9.0);
+            let relief = over_s.relief(&x, &mut keep);
+            let a = relief.onto(&x, (&dst, 8.0, over_d), w, &keep);
+            relief.reset(&mut keep);
+            proptest::prop_assert!(keep.iter().all(|&k| k == 1.0));
+            let b = weigh_by_step(&x, (&src, 9.0), (&dst, 8.0), ws);
+            proptest::prop_assert_eq!((a.over_d, a.after_s, a.after_d), (b.over_d, b.after_s, b.after_d));
+            proptest::prop_assert!(over_s.bound(&x, w) >= a.gained);
+            if weighted {
+                for (p, q) in [(a.gained, b.gained), (a.lost, b.lost), (a.variance, b.variance)] {
+                    proptest::prop_assert!((p - q).abs() <= 1e-9 * q.abs().max(1.0), "{p} vs {q}");
+                }
+            } else {
+                proptest::prop_assert_eq!(
+                    (a.gained.to_bits(), a.lost.to_bits(), a.variance.to_bits()),
+                    (b.gained.to_bits(), b.lost.to_bits(), b.variance.to_bits())
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_window_is_the_latest_week_of_steps() {
@@ -694,7 +907,7 @@ mod tests {
                         if d == s || load_now[d] + v.demand.cpu_cores > limit[d] {
                             continue;
                         }
-                        let w = weigh(&at[vi], (&sums[s], limit[s]), (&sums[d], limit[d]), None);
+                        let w = weigh_by_step(&at[vi], (&sums[s], limit[s]), (&sums[d], limit[d]), None);
                         let saving = w.gained - w.lost;
                         if saving <= cfg.migration_price
                             || best.is_some_and(|b| saving <= b.expected_saving)
