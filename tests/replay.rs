@@ -144,7 +144,7 @@ fn bad_arguments_fail_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least one host"));
     for (flag, value, message) in [
-        ("--upper-quantile", "1.5", "--upper-quantile must be in (0.5, 1), got 1.5"),
+        ("--upper-quantile", "1.5", "--upper-quantile: the upper quantile must be in (0.5, 1), got 1.5"),
         ("--cooldown-minutes", "-5", "--cooldown-minutes must be >= 0, got -5"),
     ] {
         let out = Command::new(&*SWARMCTL)

@@ -49,6 +49,16 @@ pub struct UpperQuantile {
     pub model: Model,
 }
 
+impl UpperQuantile {
+    /// `q` when it can be an upper quantile: above the median (a bound
+    /// below the point forecast guards nothing) and below 1 (no finite
+    /// bound covers everything). The one check behind the artifact's
+    /// validation and every flag that asks for one.
+    pub fn check(q: f64) -> Result<f64, String> {
+        if q > 0.5 && q < 1.0 { Ok(q) } else { Err(format!("the upper quantile must be in (0.5, 1), got {q}")) }
+    }
+}
+
 /// What the model was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,9 +222,7 @@ impl Artifact {
             };
         heads_follow_horizons(&self.model, "model")?;
         if let Some(u) = &self.upper {
-            if !(u.quantile > 0.5 && u.quantile < 1.0) {
-                return Err(format!("the upper quantile is {}; it must be in (0.5, 1)", u.quantile));
-            }
+            UpperQuantile::check(u.quantile)?;
             if u.model.heads() != n {
                 return Err(format!(
                     "the upper-quantile model's heads do not match the horizons: {} heads for {n} horizons",

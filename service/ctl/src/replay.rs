@@ -222,9 +222,7 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         params.controller.cooldown_ms = (m * 60_000.0) as i64;
     }
     if let Some(q) = a.upper_quantile {
-        if !(q > 0.5 && q < 1.0) {
-            return Err(input(format!("--upper-quantile must be in (0.5, 1), got {q}")));
-        }
+        swarm_models::artifact::UpperQuantile::check(q).map_err(|e| input(format!("--upper-quantile: {e}")))?;
         if a.model != ModelChoice::CrossFit {
             return Err(input("--upper-quantile needs --model cross-fit (it trains the quantile models)".into()));
         }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use swarm_datasets::import::FormatChoice;
-use swarm_models::artifact::Artifact;
+use swarm_models::artifact::{Artifact, UpperQuantile};
 use swarm_training::backtest::{self, Protocol, Report};
 use swarm_training::data::{self, Loaded};
 use swarm_training::fit::{self, FitOptions, Learner, UpperHead};
@@ -53,10 +53,8 @@ struct DataArgs {
 }
 
 fn parse_upper_quantile(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(q) if q > 0.5 && q < 1.0 => Ok(q),
-        _ => Err(format!("{s:?} is not a quantile between 0.5 and 1 (exclusive), e.g. 0.95")),
-    }
+    let q = s.parse::<f64>().map_err(|_| format!("{s:?} is not a number; give a quantile such as 0.95"))?;
+    UpperQuantile::check(q)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
