@@ -31,7 +31,9 @@ pub struct Protocol {
     pub origin_every: usize,
     /// Longest horizon.
     pub max_horizon: usize,
-    /// Seasonal period of the naive baseline and the MASE scale, points.
+    /// Seasonal period of the naive baseline and the MASE scale, points
+    /// (a fit judged by this protocol weighs its rows by the same scale:
+    /// `fit::MaseWeights::Points`).
     pub season: usize,
     /// Window of the moving-average baseline, points.
     pub ma_window: usize,

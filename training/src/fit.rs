@@ -50,8 +50,35 @@ pub struct FitOptions {
     pub upper: Option<UpperHead>,
     /// Weight each row's loss by its series' level over its MASE scale, so
     /// the fit minimises the metric it is judged by (see
-    /// [`design::build`]).
-    pub mase_weights: bool,
+    /// [`design::build`]), and with which season.
+    pub mase_weights: MaseWeights,
+}
+
+/// Whether, and by which seasonal naive, a fit weighs its rows (see
+/// [`FitOptions::mase_weights`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaseWeights {
+    /// Every row weighs the same.
+    Off,
+    /// By the one-day seasonal naive at each series' own interval: what
+    /// a fit judged by no particular protocol (the replay's) minimises.
+    Daily,
+    /// By the seasonal naive of this many points: the season of the
+    /// backtest that will judge the fit ([`crate::backtest::Protocol`]),
+    /// which counts in points whatever the interval.
+    Points(usize),
+}
+
+impl MaseWeights {
+    /// The season, in points of a series sampled every `interval_ms`;
+    /// `None` when off.
+    pub fn season(self, interval_ms: i64) -> Option<usize> {
+        match self {
+            MaseWeights::Off => None,
+            MaseWeights::Daily => Some((DAY_MS / interval_ms.max(1)) as usize),
+            MaseWeights::Points(n) => Some(n),
+        }
+    }
 }
 
 /// The upper-quantile model fitted beside the point model.
@@ -90,7 +117,7 @@ impl Default for FitOptions {
             coverage: 0.9,
             choose_target: true,
             upper: None,
-            mase_weights: true,
+            mase_weights: MaseWeights::Daily,
         }
     }
 }
@@ -121,14 +148,14 @@ pub fn prepare(series: &[Series]) -> Vec<Prepared<'_>> {
 
 /// Origins `first..end` of each series, with its MASE scale over the same
 /// data when the loss is weighted.
-fn spans(series: &[Series], train_end: &[usize], first: usize, weighted: bool) -> Vec<Span> {
+fn spans(series: &[Series], train_end: &[usize], first: usize, weights: MaseWeights) -> Vec<Span> {
     series
         .iter()
         .zip(train_end)
         .map(|(s, &end)| {
-            let season = (DAY_MS / s.interval_ms.max(1)) as usize;
-            let mase_scale =
-                weighted.then(|| seasonal_naive_mae(&s.values[..end.min(s.values.len())], season)).flatten();
+            let mase_scale = weights
+                .season(s.interval_ms)
+                .and_then(|season| seasonal_naive_mae(&s.values[..end.min(s.values.len())], season));
             Span { from: first, to: end, target_end: end, mase_scale }
         })
         .collect()
@@ -309,6 +336,19 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+
+    /// The season the weights use: a day at the series' interval, or the
+    /// backtest's points whatever the interval; at 5 minutes the
+    /// protocol's 288 points are the day.
+    #[test]
+    fn the_weights_season_is_the_day_or_the_protocol_s() {
+        assert_eq!(MaseWeights::Off.season(300_000), None);
+        assert_eq!(MaseWeights::Daily.season(300_000), Some(288));
+        assert_eq!(MaseWeights::Daily.season(60_000), Some(1440));
+        assert_eq!(MaseWeights::Points(288).season(60_000), Some(288));
+        let p = crate::backtest::Protocol::default();
+        assert_eq!(MaseWeights::Points(p.season).season(300_000), MaseWeights::Daily.season(300_000));
+    }
 
     /// Random walks: the next value is the last one plus noise, and each
     /// series wanders to levels its own past never reached. A value target

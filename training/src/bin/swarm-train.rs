@@ -13,7 +13,7 @@ use swarm_datasets::import::FormatChoice;
 use swarm_models::artifact::{Artifact, UpperQuantile};
 use swarm_training::backtest::{self, Protocol, Report};
 use swarm_training::data::{self, Loaded};
-use swarm_training::fit::{self, FitOptions, Learner, UpperHead};
+use swarm_training::fit::{self, FitOptions, Learner, MaseWeights, UpperHead};
 use swarm_training::gbt::GbtParams;
 
 /// Fit and evaluate Swarm's forecasting models.
@@ -211,6 +211,8 @@ fn fit_before_window(
         horizons: horizons.to_vec(),
         learner,
         upper: upper_quantile.map(UpperHead::new),
+        // Weigh by the MASE the backtest will judge by.
+        mase_weights: MaseWeights::Points(protocol.season),
         ..FitOptions::default()
     };
     let ends = backtest::train_ends(&loaded.series, protocol);
