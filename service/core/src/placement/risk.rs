@@ -557,8 +557,11 @@ struct Weighed {
 /// then needs one pass for the steps it would newly overload, a pass
 /// without branches that the compiler turns into vector code.
 struct Overloaded {
+    /// The steps, ascending.
     at: Vec<usize>,
+    /// The source's summed load at each of them.
     sum: Vec<f64>,
+    /// The source's limit (threshold × its cores).
     limit: f64,
 }
 
