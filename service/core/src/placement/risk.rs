@@ -312,13 +312,15 @@ pub fn propose(
         return Vec::new();
     }
     let k = len.min(cfg.history_steps(input.step_ms));
+    // A node without history counts as its demand now at every step.
+    let flat = |vi: usize| load_at(view.virt[vi].demand.cpu_cores);
     let row = |vi: usize, out: &mut [f64]| {
         if history.read(vi, out) {
             for x in out.iter_mut() {
                 *x = load_at(*x);
             }
         } else {
-            out.fill(load_at(view.virt[vi].demand.cpu_cores));
+            out.fill(flat(vi));
         }
     };
     let n = view.phys.len();
@@ -330,8 +332,8 @@ pub fn propose(
         sum.fill(0.0);
         for &vi in members {
             if !history.add_into(vi, sum, scratch) {
-                let flat = load_at(view.virt[vi].demand.cpu_cores);
-                sum.iter_mut().for_each(|s| *s += flat);
+                let x = flat(vi);
+                sum.iter_mut().for_each(|s| *s += x);
             }
         }
     };
