@@ -244,15 +244,15 @@ impl Artifact {
     /// [`Artifact::forecast_at`] for the horizons up to `max_horizon` only
     /// (the controller looks less far ahead than some models reach).
     pub fn forecast_at_upto(&self, p: &Prepared, t: usize, max_horizon: usize) -> Option<Vec<ForecastPoint>> {
-        let scale = self.features.scale(p, t)?;
+        let o = self.features.origin(p, t)?;
         let s = p.series();
         let mut row = Vec::with_capacity(self.feature_names.len());
         let mut out = Vec::with_capacity(self.horizons.len());
         for (i, &h) in self.horizons.iter().enumerate().filter(|(_, h)| **h <= max_horizon) {
-            if !self.features.row(p, t, h, scale, &mut row) {
+            if !self.features.row(p, &o, h, &mut row) {
                 return None;
             }
-            let base = self.features.base(p, t, h, scale);
+            let (base, scale) = (self.features.base(p, &o, h), o.scale);
             let pred = self.model.predict(i, &row) + base;
             // Usage is never negative: clamp, then keep the bounds around the point.
             let mean = (pred * scale).max(0.0);
@@ -285,6 +285,7 @@ impl Artifact {
             day_of_week: false,
             scale_window: 1,
             change_horizons: Vec::new(),
+            own_period_max_ms: 0,
         };
         let n = horizons.len();
         Artifact {

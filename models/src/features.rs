@@ -15,7 +15,14 @@
 //!   5-minute series;
 //! - `mean_w`, `std_w`: rolling mean and standard deviation of the last `w` points;
 //! - `tod_sin`, `tod_cos`, `dow_sin`, `dow_cos`: time of day and day of week
-//!   of the target time (UTC; trace-relative time counts from midnight of day 0).
+//!   of the target time (UTC; trace-relative time counts from midnight of day 0);
+//! - `own_period_lag`, `own_period_strength`: the series' own period found on
+//!   the scale window ([`crate::period`]), as the mean of the values one and
+//!   two periods before the target, and how much better than the last value
+//!   that period repeats.
+//!
+//! What does not depend on the horizon (the scale, the period) is computed
+//! once per origin: [`FeatureSpec::origin`].
 //!
 //! The target of horizon `h` is the value at `t + h`, scaled, or for the
 //! horizons in [`FeatureSpec::change_horizons`] its change from the value at
@@ -24,6 +31,8 @@
 //! A window that touches a missing (NaN) point yields no row: nothing is imputed here.
 
 use serde::{Deserialize, Serialize};
+
+use crate::period::{self, Period};
 
 /// One day, ms: the daily season and time-of-day period.
 pub const DAY_MS: i64 = 86_400_000;
@@ -55,6 +64,17 @@ pub struct FeatureSpec {
     /// `swarm-train` chooses per horizon on held-out data.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub change_horizons: Vec<usize>,
+    /// Longest own period searched, wall-clock ms (0: no own-period
+    /// features). Converted by the series' sampling interval and capped at
+    /// half the scale window, which is where the period is found: the
+    /// points serving reads anyway, and both values a feature takes (one
+    /// and two periods before the target) lie in it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub own_period_max_ms: i64,
+}
+
+fn is_zero(x: &i64) -> bool {
+    *x == 0
 }
 
 impl Default for FeatureSpec {
@@ -67,8 +87,21 @@ impl Default for FeatureSpec {
             day_of_week: false,
             scale_window: 288,
             change_horizons: Vec::new(),
+            own_period_max_ms: 4 * 3_600_000,
         }
     }
+}
+
+/// What every horizon of a forecast at origin `t` shares, computed once
+/// ([`FeatureSpec::origin`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Origin {
+    /// The origin: the last observed point.
+    pub t: usize,
+    /// The series' scale there ([`FeatureSpec::scale`]).
+    pub scale: f64,
+    /// Its own period there, when the spec has own-period features.
+    pub period: Option<Period>,
 }
 
 /// A series view the pipeline reads: values on a regular grid.
@@ -164,6 +197,9 @@ impl FeatureSpec {
         if self.day_of_week {
             n.extend(["dow_sin".into(), "dow_cos".into()]);
         }
+        if self.own_period_max_ms > 0 {
+            n.extend(["own_period_lag".into(), "own_period_strength".into()]);
+        }
         n
     }
 
@@ -184,6 +220,9 @@ impl FeatureSpec {
         }
         if self.seasons_ms.iter().any(|&s| s <= 0) {
             return Err("seasons must be > 0 ms".into());
+        }
+        if self.own_period_max_ms < 0 {
+            return Err("own_period_max_ms must be >= 0".into());
         }
         if self.scale_window == 0 {
             return Err("scale_window must be >= 1".into());
@@ -245,14 +284,28 @@ impl FeatureSpec {
     /// units: the last value when that horizon's target is the change from
     /// it, else 0. Training subtracts it from the scaled target, serving adds
     /// it back.
-    pub fn base(&self, p: &Prepared, t: usize, h: usize, scale: f64) -> f64 {
-        if self.change_horizons.contains(&h) { p.s.values[t] / scale } else { 0.0 }
+    pub fn base(&self, p: &Prepared, o: &Origin, h: usize) -> f64 {
+        if self.change_horizons.contains(&h) { p.s.values[o.t] / o.scale } else { 0.0 }
     }
 
-    /// Writes the features for origin `t` and horizon `h` (scaled by
-    /// `scale`) into `out`; `false` when some input is missing.
-    pub fn row(&self, p: &Prepared, t: usize, h: usize, scale: f64, out: &mut Vec<f64>) -> bool {
+    /// The origin `t`'s scale and, when the spec has own-period features,
+    /// the period found on the scale window. `None` when the scale window
+    /// has a gap (no forecast from there).
+    pub fn origin(&self, p: &Prepared, t: usize) -> Option<Origin> {
+        let scale = self.scale(p, t)?;
+        let period = (self.own_period_max_ms > 0).then(|| {
+            let w = self.scale_window.min(t + 1);
+            let max = (self.own_period_max_ms / p.s.interval_ms.max(1)) as usize;
+            period::detect(&p.s.values[t + 1 - w..=t], max, 1e-9 * scale)
+        });
+        Some(Origin { t, scale, period })
+    }
+
+    /// Writes the features for origin `o` and horizon `h` into `out`;
+    /// `false` when some input is missing.
+    pub fn row(&self, p: &Prepared, o: &Origin, h: usize, out: &mut Vec<f64>) -> bool {
         out.clear();
+        let (t, scale) = (o.t, o.scale);
         let v = p.s.values;
         if t >= v.len() || t + 1 < self.min_history() {
             return false;
@@ -296,6 +349,25 @@ impl FeatureSpec {
             let a = std::f64::consts::TAU * (target_ms.div_euclid(DAY_MS).rem_euclid(7)) as f64 / 7.0;
             out.extend([a.sin(), a.cos()]);
         }
+        if self.own_period_max_ms > 0 {
+            // An origin from elsewhere (no period) has no row here.
+            let Some(Period { steps, strength }) = o.period else {
+                return false;
+            };
+            // The last point one period before the target that is already
+            // observed, and the one a period before that: the mean of two
+            // halves one repeat's noise. Both lie in the scale window, which
+            // the period is at most half of.
+            let back = h.div_ceil(steps) * steps;
+            let (Some(a), Some(b)) = ((t + h).checked_sub(back), (t + h).checked_sub(back + steps)) else {
+                return false;
+            };
+            let mean = (v[a] + v[b]) / 2.0;
+            if mean.is_nan() {
+                return false;
+            }
+            out.extend([mean / scale, strength]);
+        }
         true
     }
 }
@@ -317,11 +389,12 @@ mod tests {
         let p = Prepared::new(s);
         let t = 2500;
         let h = 3;
-        let scale = spec.scale(&p, t).unwrap();
+        let o = spec.origin(&p, t).unwrap();
+        let scale = o.scale;
         let want_scale = v[t - 11..=t].iter().map(|x| x.abs()).sum::<f64>() / 12.0;
         assert!((scale - want_scale).abs() < 1e-9);
         let mut row = Vec::new();
-        assert!(spec.row(&p, t, h, scale, &mut row));
+        assert!(spec.row(&p, &o, h, &mut row));
         let names = spec.names();
         assert_eq!(row.len(), names.len());
         let get = |n: &str| row[names.iter().position(|x| x == n).unwrap()];
@@ -331,13 +404,23 @@ mod tests {
         assert!((get("season_168h") - v[t + h - 2016] / scale).abs() < 1e-12);
         let m48 = v[t - 47..=t].iter().sum::<f64>() / 48.0;
         assert!((get("mean_48") - m48 / scale).abs() < 1e-9);
+        // The period is found on the 12-point scale window: at most 6 steps.
+        let period = crate::period::detect(&v[t - 11..=t], 6, 1e-9 * scale);
+        assert_eq!(o.period, Some(period));
+        let back = h.div_ceil(period.steps) * period.steps;
+        let own = (v[t + h - back] + v[t + h - back - period.steps]) / 2.0;
+        assert!((get("own_period_lag") - own / scale).abs() < 1e-12);
+        assert_eq!(get("own_period_strength"), period.strength);
         // A gap in the window: no row.
         let mut g = v.clone();
         g[t - 3] = f64::NAN;
         let pg = Prepared::new(SeriesRef { values: &g, ..s });
-        assert!(!spec.row(&pg, t, h, scale, &mut row));
+        assert!(!spec.row(&pg, &o, h, &mut row));
+        assert_eq!(spec.origin(&pg, t), None, "the gap is in the scale window");
         // Too little history for the weekly season: no row.
-        assert!(!spec.row(&p, 1000, h, scale, &mut row));
+        assert!(!spec.row(&p, &spec.origin(&p, 1000).unwrap(), h, &mut row));
+        // An origin without the period the spec asks for: no row.
+        assert!(!spec.row(&p, &Origin { period: None, ..o }, h, &mut row));
     }
 
     #[test]
@@ -353,8 +436,9 @@ mod tests {
         // One-minute data: one day is 1440 steps.
         let p = Prepared::new(SeriesRef { values: &v, start_ms: 0, interval_ms: 60_000 });
         let mut row = Vec::new();
-        assert!(spec.row(&p, 1500, 1, 1.0, &mut row));
-        assert_eq!(row[1], v[1501 - 1440]);
+        let o = spec.origin(&p, 1500).unwrap();
+        assert!(spec.row(&p, &o, 1, &mut row));
+        assert_eq!(row[1], v[1501 - 1440] / o.scale);
     }
 
     #[test]
@@ -365,15 +449,16 @@ mod tests {
         let t = 2999;
         let first = t + 1 - spec.min_history();
         let (full, tail) = (Prepared::new(s), Prepared::from_point(s, first));
-        let (sa, sb) = (spec.scale(&full, t).unwrap(), spec.scale(&tail, t).unwrap());
-        assert!((sa - sb).abs() <= 1e-12 * sa);
+        let (oa, ob) = (spec.origin(&full, t).unwrap(), spec.origin(&tail, t).unwrap());
+        assert!((oa.scale - ob.scale).abs() <= 1e-12 * oa.scale);
+        assert_eq!(oa.period, ob.period);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for h in 1..=12 {
-            assert!(spec.row(&full, t, h, sa, &mut a) && spec.row(&tail, t, h, sb, &mut b));
+            assert!(spec.row(&full, &oa, h, &mut a) && spec.row(&tail, &ob, h, &mut b));
             assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0)), "{a:?} {b:?}");
         }
-        // An origin whose windows start before the sums do has no row.
-        assert!(!spec.row(&tail, t - 1, 1, sb, &mut b));
+        // An origin whose windows start before the sums do has none.
+        assert_eq!(spec.origin(&tail, t - 1), None);
     }
 
     proptest! {
@@ -390,11 +475,13 @@ mod tests {
             let first = t + 1 - spec.min_history();
             let full = Prepared::from_point(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 }, first);
             let part = Prepared::from_point(SeriesRef { values: &sparse, start_ms: 0, interval_ms: 300_000 }, first);
-            let (sa, sb) = (spec.scale(&full, t), spec.scale(&part, t));
-            prop_assert_eq!(sa.map(f64::to_bits), sb.map(f64::to_bits));
+            let (oa, ob) = (spec.origin(&full, t), spec.origin(&part, t));
+            prop_assert_eq!(oa.map(|o| o.scale.to_bits()), ob.map(|o| o.scale.to_bits()));
+            prop_assert_eq!(oa.and_then(|o| o.period), ob.and_then(|o| o.period));
+            let (Some(oa), Some(ob)) = (oa, ob) else { return Ok(()) };
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for h in 1..=max_h {
-                let (ra, rb) = (spec.row(&full, t, h, sa.unwrap_or(1.0), &mut a), spec.row(&part, t, h, sb.unwrap_or(1.0), &mut b));
+                let (ra, rb) = (spec.row(&full, &oa, h, &mut a), spec.row(&part, &ob, h, &mut b));
                 prop_assert_eq!(ra, rb);
                 prop_assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
             }
@@ -410,11 +497,11 @@ mod tests {
             let full = Prepared::new(SeriesRef { values: &v, start_ms: 1_000, interval_ms: 300_000 });
             let prefix = &v[..(t + 1 + cut_extra).min(v.len())];
             let part = Prepared::new(SeriesRef { values: prefix, start_ms: 1_000, interval_ms: 300_000 });
-            let (sa, sb) = (spec.scale(&full, t).unwrap(), spec.scale(&part, t).unwrap());
-            prop_assert_eq!(sa, sb);
+            let (oa, ob) = (spec.origin(&full, t).unwrap(), spec.origin(&part, t).unwrap());
+            prop_assert_eq!(oa, ob);
             let (mut a, mut b) = (Vec::new(), Vec::new());
-            prop_assert!(spec.row(&full, t, h, sa, &mut a));
-            prop_assert!(spec.row(&part, t, h, sb, &mut b));
+            prop_assert!(spec.row(&full, &oa, h, &mut a));
+            prop_assert!(spec.row(&part, &ob, h, &mut b));
             prop_assert_eq!(a, b);
         }
     }

@@ -5,6 +5,8 @@
 //! Layout:
 //! - [`features`]: the feature pipeline (lags, seasonal lags in wall-clock
 //!   time, rolling statistics, calendar encodings, per-series scaling);
+//! - [`period`]: a series' own period (the lag it best repeats at), one of
+//!   the features;
 //! - [`model`]: the model types and how they predict;
 //! - [`artifact`]: the versioned, self-describing artifact file and the
 //!   forecast it produces (point and interval);
@@ -15,6 +17,7 @@
 pub mod artifact;
 pub mod features;
 pub mod model;
+pub mod period;
 
 pub use artifact::{Artifact, ArtifactError, ForecastPoint};
 pub use features::FeatureSpec;

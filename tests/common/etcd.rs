@@ -20,8 +20,26 @@ struct Member {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and waits until the cluster answers.
+    /// Starts `n` members and waits until the cluster answers. Ports are
+    /// picked free but not held, so another process (a test's client
+    /// connection, another test's server) can take one before etcd binds
+    /// it, and that member exits at once: then the whole cluster starts
+    /// again on new ports, up to three times.
     pub fn start(n: usize) -> EtcdCluster {
+        let mut why = String::new();
+        for attempt in 1..=3 {
+            match Self::try_start(n) {
+                Ok(c) => return c,
+                Err(e) => {
+                    eprintln!("etcd cluster, attempt {attempt}: {e}; starting again on other ports");
+                    why = e;
+                }
+            }
+        }
+        panic!("no etcd cluster after 3 attempts: {why}");
+    }
+
+    fn try_start(n: usize) -> Result<EtcdCluster, String> {
         let tmp = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> =
@@ -57,9 +75,9 @@ impl EtcdCluster {
             c.start_member(i);
         }
         for i in 0..n {
-            c.wait_healthy(i);
+            c.healthy(i)?;
         }
-        c
+        Ok(c)
     }
 
     /// Client URLs, comma-separated (the form `--etcd-endpoints` takes).
@@ -80,18 +98,34 @@ impl EtcdCluster {
         );
     }
 
-    fn wait_healthy(&self, i: usize) {
-        let m = &self.members[i];
+    fn wait_healthy(&mut self, i: usize) {
+        if let Err(e) = self.healthy(i) {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until member `i` reports itself healthy; an error if it exits
+    /// first or is not healthy within a minute.
+    fn healthy(&mut self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            let m = &mut self.members[i];
             let url = format!("http://127.0.0.1:{}", m.client);
             // A member still starting may accept the connection and reset it.
             if let Ok((200, _, body)) = super::try_http_get(&url, "/health", "")
                 && body.contains("true")
             {
-                return;
+                return Ok(());
             }
-            assert!(Instant::now() < deadline, "etcd member {} did not become healthy", m.name);
+            if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!(
+                    "etcd member {} exited ({status}) before it was healthy (client port {}: taken?)",
+                    m.name, m.client
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("etcd member {} did not become healthy within a minute", m.name));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -345,6 +345,7 @@ pub fn seasonal_naive() -> swarm_models::Artifact {
         day_of_week: false,
         change_horizons: Vec::new(),
         scale_window: 12,
+        own_period_max_ms: 0,
     };
     a.feature_names = a.features.names();
     a.model = Model::Linear {

@@ -86,6 +86,11 @@ pub struct Report {
     pub protocol: Protocol,
     /// Horizons of the model that were evaluated.
     pub horizons: Vec<usize>,
+    /// Each evaluated series' MASE, method → group → MASE: where a model
+    /// loses is rarely spread evenly, and the mean hides which series (a
+    /// smooth one, a spiky one, one with a regime change only in the test
+    /// window) carry the difference between two models.
+    pub per_series: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>,
 }
 
 /// Training ends (exclusive) per series: everything before the test window.
@@ -111,6 +116,7 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
     // Per series: the mean of (upper bound - point forecast) over its
     // judged targets, divided by its MASE scale; summed, and series counted.
     let (mut gap_sum, mut gap_series) = (0.0, 0usize);
+    let mut per_series: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>> = BTreeMap::new();
     for (s, prep) in series.iter().zip(&prepared) {
         let v = &s.values;
         let n = v.len();
@@ -173,6 +179,12 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
                 e.0 += mae;
                 e.1 += mae / denom;
                 e.2 += 1;
+                per_series
+                    .entry(s.entity.clone())
+                    .or_default()
+                    .entry(m.to_owned())
+                    .or_default()
+                    .insert(g.to_owned(), mae / denom);
             }
         }
     }
@@ -195,6 +207,7 @@ pub fn evaluate(series: &[Series], artifact: &Artifact, p: &Protocol) -> Report 
         origins,
         protocol: *p,
         horizons,
+        per_series,
     }
 }
 

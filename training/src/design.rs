@@ -65,16 +65,16 @@ pub fn build(
         let v = p.series().values;
         let mut t = span.from;
         while t < span.to {
-            if let Some(scale) = spec.scale(p, t) {
+            if let Some(o) = spec.origin(p, t) {
                 for (d, &h) in out.iter_mut().zip(horizons) {
                     let target = t + h;
                     if target >= span.target_end || target >= v.len() || v[target].is_nan() {
                         continue;
                     }
-                    if spec.row(p, t, h, scale, &mut row) {
+                    if spec.row(p, &o, h, &mut row) {
                         d.x.extend_from_slice(&row);
-                        d.y.push(v[target] / scale - spec.base(p, t, h, scale));
-                        d.w.push(span.mase_scale.map_or(f64::NAN, |m| scale / m));
+                        d.y.push(v[target] / o.scale - spec.base(p, &o, h));
+                        d.w.push(span.mase_scale.map_or(f64::NAN, |m| o.scale / m));
                     }
                 }
             }
