@@ -5,6 +5,11 @@
 
 use std::time::Duration;
 
+/// One hour, ms: the unit the decision core's settings are kept in.
+pub const HOUR_MS: i64 = 3_600_000;
+/// One day, ms.
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
 /// Parses a duration like `5m`, `90s`, `7d` or `1h 30m`.
 pub fn parse(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 90s, 5m, 7d"))

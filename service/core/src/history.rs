@@ -26,7 +26,7 @@ pub struct Perf {
 
 /// Time constant of the decay: an observation's weight halves in about
 /// 0.7 × this.
-pub const DECAY_MS: f64 = 86_400_000.0;
+pub const DECAY_MS: f64 = crate::duration::DAY_MS as f64;
 
 fn blend(old: Option<f64>, new: Option<f64>, alpha: f64) -> Option<f64> {
     match (old, new) {

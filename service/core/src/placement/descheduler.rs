@@ -31,7 +31,7 @@ pub struct LowNodeUtilization {
 
 impl Default for LowNodeUtilization {
     fn default() -> Self {
-        LowNodeUtilization { high: 0.9, low: 0.7, max_moves: 5, cooldown_ms: 3_600_000 }
+        LowNodeUtilization { high: 0.9, low: 0.7, max_moves: 5, cooldown_ms: crate::duration::HOUR_MS }
     }
 }
 

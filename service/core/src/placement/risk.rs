@@ -41,6 +41,7 @@ use super::controller::{ControllerConfig, Proposal, ProposalKind, RoundInput};
 use super::descheduler::may_move;
 use super::view::ClusterView;
 use crate::domain::PhysicalState;
+use crate::duration::{DAY_MS, HOUR_MS};
 use std::collections::HashMap;
 
 /// Settings of the risk-aware rule.
@@ -105,17 +106,17 @@ impl Default for RiskConfig {
         RiskConfig {
             enabled: true,
             threshold: 0.9,
-            window_ms: 7 * 86_400_000,
-            min_history_ms: 86_400_000,
+            window_ms: 7 * DAY_MS,
+            min_history_ms: DAY_MS,
             migration_price: 1.0,
             confidence_z: 2.0,
             max_moves: 1,
             interval_ms: 15 * 60_000,
             max_sources: 16,
             max_targets: 16,
-            cooldown_ms: 86_400_000,
+            cooldown_ms: DAY_MS,
             focus: 0.0,
-            focus_span_ms: 3 * 3_600_000,
+            focus_span_ms: 3 * HOUR_MS,
         }
     }
 }
@@ -142,7 +143,7 @@ impl RiskConfig {
         if !(self.threshold > 0.0 && self.threshold <= 2.0) {
             return bad("threshold", "in (0, 2]", self.threshold);
         }
-        if self.window_ms <= 0 || self.window_ms > 28 * 86_400_000 {
+        if self.window_ms <= 0 || self.window_ms > 28 * DAY_MS {
             return bad("window", "in (0, 28 days]", self.window_ms as f64);
         }
         if self.min_history_ms < 0 || self.min_history_ms > self.window_ms {
@@ -160,7 +161,7 @@ impl RiskConfig {
         if !(self.focus >= 0.0 && self.focus.is_finite()) {
             return bad("focus", ">= 0 and finite", self.focus);
         }
-        if self.focus_span_ms <= 0 || self.focus_span_ms > 86_400_000 {
+        if self.focus_span_ms <= 0 || self.focus_span_ms > DAY_MS {
             return bad("focus_span", "in (0, 1 day]", self.focus_span_ms as f64);
         }
         if self.interval_ms <= 0 {
@@ -513,15 +514,14 @@ fn pick_targets(view: &ClusterView, load_now: &[f64], max: usize) -> Vec<usize> 
 /// at the time of day of the next `focus_span` weigh `1 + focus` times
 /// the others.
 fn step_weights(cfg: &RiskConfig, k: usize, now_ms: i64, step_ms: i64) -> Option<Vec<f64>> {
-    const DAY: i64 = 86_400_000;
     if cfg.focus <= 0.0 {
         return None;
     }
-    let now_tod = now_ms.rem_euclid(DAY);
+    let now_tod = now_ms.rem_euclid(DAY_MS);
     let w: Vec<f64> = (0..k)
         .map(|i| {
             let t = now_ms - (k - 1 - i) as i64 * step_ms;
-            let ahead = (t.rem_euclid(DAY) - now_tod).rem_euclid(DAY);
+            let ahead = (t.rem_euclid(DAY_MS) - now_tod).rem_euclid(DAY_MS);
             if ahead > 0 && ahead <= cfg.focus_span_ms { 1.0 + cfg.focus } else { 1.0 }
         })
         .collect();
@@ -1004,7 +1004,7 @@ mod tests {
         let cfg = RiskConfig { focus: 3.0, ..Default::default() };
         let k = 2 * 288;
         // Now is 06:00; the focus is (06:00, 09:00] on both days.
-        let now = 10 * 86_400_000 + 6 * 3_600_000;
+        let now = 10 * DAY_MS + 6 * HOUR_MS;
         let w = step_weights(&cfg, k, now, STEP).unwrap();
         assert!((w.iter().sum::<f64>() / k as f64 - 1.0).abs() < 1e-12);
         let (hi, lo) = (w.iter().cloned().fold(f64::MIN, f64::max), w.iter().cloned().fold(f64::MAX, f64::min));

@@ -38,9 +38,8 @@ use super::controller::{ControllerConfig, RoundInput, migration_steps};
 use super::risk::{self, Histories, RiskConfig, load_at, steps};
 use super::view::ClusterView;
 use crate::domain::NodeId;
+use crate::duration::{DAY_MS, HOUR_MS};
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
 const QUARTER_HOUR_MS: i64 = HOUR_MS / 4;
 
 /// The windows tried (those within the bounds): a day reacts to this
