@@ -423,6 +423,26 @@ mod tests {
         assert!(!spec.row(&p, &Origin { period: None, ..o }, h, &mut row));
     }
 
+    /// A spec written before the own-period features reads as one without
+    /// them (the artifacts trained then keep their meaning), and one with
+    /// them writes the field.
+    #[test]
+    fn a_spec_without_the_own_period_has_none() {
+        let old =
+            r#"{"lags":[1],"seasons_ms":[],"rolling":[],"time_of_day":false,"day_of_week":false,"scale_window":4}"#;
+        let spec: FeatureSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.own_period_max_ms, 0);
+        assert_eq!(spec.names(), vec!["lag_1".to_string()]);
+        let v = series(50);
+        let p = Prepared::new(SeriesRef { values: &v, start_ms: 0, interval_ms: 300_000 });
+        assert_eq!(spec.origin(&p, 40).unwrap().period, None);
+        let with = FeatureSpec { own_period_max_ms: 3_600_000, ..spec };
+        assert!(serde_json::to_string(&with).unwrap().contains(r#""own_period_max_ms":3600000"#));
+        assert!(with.origin(&p, 40).unwrap().period.is_some());
+        assert_eq!(with.validate(), Ok(()));
+        assert!(FeatureSpec { own_period_max_ms: -1, ..with }.validate().is_err());
+    }
+
     #[test]
     fn seasons_follow_the_sampling_interval() {
         let spec = FeatureSpec {
