@@ -67,6 +67,7 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
     assert_eq!(f.points[0].timestamp_ms, last_ts + STEP);
     assert_eq!(f.interval_coverage, 0.9);
     assert!(f.model.contains("seasonal naive"), "{}", f.model);
+    assert_eq!((f.period_steps, f.period_strength), (0, 0.0), "this model has no own-period features");
     // Bad requests say what is wrong, with the right code.
     let ask = |id: &str, h: u32| pb::GetForecastRequest {
         entity_kind: pb::EntityKind::Virtual as i32,
@@ -305,6 +306,62 @@ async fn an_upper_quantile_model_is_the_served_upper_bound() {
         // The lower bound is still the interval's: 5 % of the scale below.
         assert!((p.lower - 3.8).abs() < 1e-9, "{p:?}");
     }
+}
+
+/// A model with own-period features: GetForecast and `swarmctl forecast`
+/// say which period swarmd found in each series' last points (here a job
+/// busy one step in three, and a flat series that has none to speak of),
+/// and a model without them says 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_forecast_shows_the_own_period_the_model_found() {
+    use swarm_models::model::{LinearHead, Model};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    let mut a = seasonal_naive();
+    a.features.own_period_max_ms = 3_600_000;
+    a.feature_names = a.features.names();
+    a.model = Model::Linear {
+        heads: (1..=6)
+            .map(|h| LinearHead { horizon: h, intercept: 0.0, coefficients: vec![0.0, 1.0, 0.0, 0.0] })
+            .collect(),
+    };
+    a.save(&model).unwrap();
+    let server = Server::start(&["--model", model.to_str().unwrap()]);
+    let ch = server.channel().await;
+    place(ch.clone(), &[("p0", 16.0)], &[("timer", 2.0, "p0"), ("flat", 2.0, "p0")]).await;
+    let now = now_ms();
+    let mut samples = Vec::new();
+    for k in 0..576i64 {
+        let ts = now - (575 - k) * STEP;
+        let busy = if ts.div_euclid(STEP).rem_euclid(3) == 0 { 1.8 } else { 0.3 };
+        samples.push(sample(pb::EntityKind::Virtual, "timer", pb::Metric::CpuPeak, ts, busy));
+        samples.push(sample(pb::EntityKind::Virtual, "flat", pb::Metric::CpuPeak, ts, 1.0));
+    }
+    assert_eq!(ingest(ch.clone(), vec![samples]).await.unwrap().rejected, 0);
+    let f = forecast(ch.clone(), pb::EntityKind::Virtual, "timer", pb::Metric::CpuPeak, 6).await.unwrap();
+    assert_eq!(f.period_steps, 3, "{f:?}");
+    assert!(f.period_strength < 1e-3, "it repeats exactly: {}", f.period_strength);
+    // The forecast is still the model's: tomorrow repeats today.
+    for p in &f.points {
+        let day_ago = p.timestamp_ms - DAY;
+        let want = if day_ago.div_euclid(STEP).rem_euclid(3) == 0 { 1.8 } else { 0.3 };
+        assert!((p.mean - want).abs() < 1e-9, "{p:?}");
+    }
+    let f = forecast(ch.clone(), pb::EntityKind::Virtual, "flat", pb::Metric::CpuPeak, 6).await.unwrap();
+    assert_eq!((f.period_steps, f.period_strength), (2, 1.0), "no lag beats the last value");
+    let out = std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &server.endpoint(), "--output", "json", "forecast", "timer", "--metric", "cpu-peak"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["own_period"]["steps"], 3, "{cli}");
+    let out = std::process::Command::new(&*SWARMCTL)
+        .args(["--server", &server.endpoint(), "forecast", "timer", "--metric", "cpu-peak", "--no-chart"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("own period: 3 steps (15m)"), "{text}");
 }
 
 /// Two hosts of 10 cores (over 90 % above 9); a and b (4 cores) on p0, c

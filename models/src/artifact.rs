@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::{FeatureSpec, Prepared, SeriesRef};
+use crate::features::{FeatureSpec, Origin, Prepared, SeriesRef};
 use crate::model::Model;
 
 /// The artifact format this build writes.
@@ -244,15 +244,22 @@ impl Artifact {
     /// [`Artifact::forecast_at`] for the horizons up to `max_horizon` only
     /// (the controller looks less far ahead than some models reach).
     pub fn forecast_at_upto(&self, p: &Prepared, t: usize, max_horizon: usize) -> Option<Vec<ForecastPoint>> {
-        let o = self.features.origin(p, t)?;
+        self.forecast_from(p, &self.features.origin(p, t)?, max_horizon)
+    }
+
+    /// [`Artifact::forecast_at_upto`] from an origin already computed
+    /// ([`crate::FeatureSpec::origin`]), for a caller that also shows what
+    /// the origin found (the series' own period).
+    pub fn forecast_from(&self, p: &Prepared, o: &Origin, max_horizon: usize) -> Option<Vec<ForecastPoint>> {
+        let t = o.t;
         let s = p.series();
         let mut row = Vec::with_capacity(self.feature_names.len());
         let mut out = Vec::with_capacity(self.horizons.len());
         for (i, &h) in self.horizons.iter().enumerate().filter(|(_, h)| **h <= max_horizon) {
-            if !self.features.row(p, &o, h, &mut row) {
+            if !self.features.row(p, o, h, &mut row) {
                 return None;
             }
-            let (base, scale) = (self.features.base(p, &o, h), o.scale);
+            let (base, scale) = (self.features.base(p, o, h), o.scale);
             let pred = self.model.predict(i, &row) + base;
             // Usage is never negative: clamp, then keep the bounds around the point.
             let mean = (pred * scale).max(0.0);

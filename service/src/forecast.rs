@@ -9,6 +9,7 @@
 //! three points are interpolated, as in training (`swarm_datasets::regular`).
 
 use swarm_models::features::{Prepared, SeriesRef, merge_ranges};
+use swarm_models::period::Period;
 use swarm_models::{Artifact, ForecastPoint};
 
 /// The line a series is judged against, in the series' unit, and its name:
@@ -297,6 +298,39 @@ pub fn forecast_series(
     agg: Aggregate,
     scratch: &mut Vec<(i64, f64)>,
 ) -> Result<Vec<ForecastPoint>, ForecastError> {
+    explained(model, series, now_ms, max_horizon, agg, scratch).map(|f| f.points)
+}
+
+/// A forecast and what its origin found that an operator may want to see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    /// The forecast, one point per step.
+    pub points: Vec<ForecastPoint>,
+    /// The series' own period at the origin, when the model has
+    /// own-period features (`swarm_models::period`).
+    pub period: Option<Period>,
+}
+
+/// [`forecast`], with the series' own period as the model found it.
+pub fn forecast_explained(
+    model: &Artifact,
+    points: &[(i64, f64)],
+    now_ms: i64,
+    max_horizon: usize,
+    agg: Aggregate,
+) -> Result<Explained, ForecastError> {
+    explained(model, points, now_ms, max_horizon, agg, &mut Vec::new())
+}
+
+/// The one reading of a series for a forecast ([`forecast_series`]).
+fn explained(
+    model: &Artifact,
+    series: &(impl Series + ?Sized),
+    now_ms: i64,
+    max_horizon: usize,
+    agg: Aggregate,
+    scratch: &mut Vec<(i64, f64)>,
+) -> Result<Explained, ForecastError> {
     let step = model.training.interval_ms.max(1);
     let need = model.features.history_needed(step);
     let last = series.newest_ms();
@@ -327,7 +361,9 @@ pub fn forecast_series(
     // not the week the seasonal lag reaches back to).
     let first = need - model.features.min_history().min(need);
     let p = Prepared::from_point(SeriesRef { values: &values, start_ms: start, interval_ms: step }, first);
-    model.forecast_at_upto(&p, t, max_horizon).ok_or_else(|| {
+    let origin = model.features.origin(&p, t);
+    let points = origin.and_then(|o| model.forecast_from(&p, &o, max_horizon));
+    points.map(|points| Explained { points, period: origin.and_then(|o| o.period) }).ok_or_else(|| {
         // What the whole series has, for the message: read on this rare path only.
         let whole = 0..need;
         let have = if last.is_some() {

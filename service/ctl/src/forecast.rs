@@ -172,6 +172,7 @@ pub async fn run(ch: Conn, out: Output, style: Style, a: ForecastArgs) -> Result
         step_ms: r.step_ms,
         threshold: (r.threshold > 0.0).then_some(r.threshold),
         threshold_label: r.threshold_label.clone(),
+        own_period: (r.period_steps > 0).then_some(OwnPeriod { steps: r.period_steps, strength: r.period_strength }),
         history: r.history.iter().map(|p| Observed { timestamp_ms: p.timestamp_ms, value: p.value }).collect(),
         points: r
             .points
@@ -220,6 +221,15 @@ pub async fn run(ch: Conn, out: Output, style: Style, a: ForecastArgs) -> Result
                 humantime::format_duration(Duration::from_millis(v.step_ms.max(0) as u64)),
                 v.model
             )?;
+            if let Some(p) = &v.own_period {
+                writeln!(
+                    w,
+                    "own period: {} steps ({}), off by {:.2}× what the last value is",
+                    p.steps,
+                    humantime::format_duration(Duration::from_millis(p.steps as u64 * v.step_ms.max(0) as u64)),
+                    p.strength
+                )?;
+            }
             drop(w);
             let rows: Vec<Vec<String>> = v
                 .points
@@ -281,6 +291,16 @@ struct ForecastView {
     /// `None`: the server sent no threshold.
     threshold: Option<f64>,
     threshold_label: String,
+    /// `None`: the model has no own-period features.
+    own_period: Option<OwnPeriod>,
     history: Vec<Observed>,
     points: Vec<Point>,
+}
+
+/// The series' own period as the model found it (the server's
+/// `period_steps`, `period_strength`).
+#[derive(Serialize)]
+struct OwnPeriod {
+    steps: u32,
+    strength: f64,
 }

@@ -88,7 +88,7 @@ impl pb::placement_server::Placement for PlacementSvc {
                 r.history_ms
             )));
         }
-        let points = self.0.forecast(kind, r.entity_id.clone(), metric, r.horizon_steps as usize).await?;
+        let forecast = self.0.forecast(kind, r.entity_id.clone(), metric, r.horizon_steps as usize).await?;
         let history = if r.history_ms > 0 {
             let from = self.0.now_ms() - r.history_ms;
             self.0.recent_points(kind, metric, &r.entity_id, from).await?
@@ -100,7 +100,8 @@ impl pb::placement_server::Placement for PlacementSvc {
             crate::forecast::threshold(&self.0.topology(), overload, kind, &r.entity_id, metric).unwrap_or((0.0, ""));
         let m = self.0.model();
         Ok(Response::new(pb::GetForecastResponse {
-            points: points
+            points: forecast
+                .points
                 .iter()
                 .map(|p| pb::ForecastPoint {
                     timestamp_ms: p.timestamp_ms,
@@ -115,6 +116,8 @@ impl pb::placement_server::Placement for PlacementSvc {
             threshold,
             threshold_label: label.into(),
             step_ms: self.0.step_ms(),
+            period_steps: forecast.period.map_or(0, |p| p.steps as u32),
+            period_strength: forecast.period.map_or(0.0, |p| p.strength),
         }))
     }
 

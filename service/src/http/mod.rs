@@ -260,7 +260,8 @@ async fn forecast(State(s): State<Swarm>, Query(q): Query<ForecastQ>) -> Result<
     } else {
         match s.forecast(kind, q.node.clone(), metric_used, h).await {
             Ok(f) => (
-                f.iter()
+                f.points
+                    .iter()
                     .map(|p| json!({ "t": p.timestamp_ms, "mean": p.mean, "lower": p.lower, "upper": p.upper }))
                     .collect(),
                 None,

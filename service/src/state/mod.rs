@@ -909,7 +909,7 @@ impl Swarm {
         entity: String,
         metric: Metric,
         horizon: usize,
-    ) -> Result<Vec<swarm_models::ForecastPoint>, ApiError> {
+    ) -> Result<forecast::Explained, ApiError> {
         let model = self.inner.model.clone();
         let max = model.horizons.iter().copied().max().unwrap_or(0);
         let horizon = if horizon == 0 { max } else { horizon };
@@ -931,7 +931,7 @@ impl Swarm {
         let from = forecast::history_start_ms(&model, now);
         let points = self.query_series(kind, metric, &entity, "", from, i64::MAX, 1_000_000).await?.0;
         let agg = Aggregate::of(metric);
-        forecast::forecast(&model, &points, now, horizon, agg).map_err(|e| match e {
+        forecast::forecast_explained(&model, &points, now, horizon, agg).map_err(|e| match e {
             ForecastError::NotEnoughHistory { .. } | ForecastError::Stale { .. } => {
                 ApiError::FailedPrecondition(format!("cannot forecast this series: {e}"))
             }
