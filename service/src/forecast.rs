@@ -271,36 +271,6 @@ impl Series for crate::series::frames::SeriesHandle<'_> {
     }
 }
 
-/// Forecasts `points` (sorted, one per time) with `model` for horizons up
-/// to `max_horizon`, given the time now (the newest sample must be within
-/// two steps of it).
-pub fn forecast(
-    model: &Artifact,
-    points: &[(i64, f64)],
-    now_ms: i64,
-    max_horizon: usize,
-    agg: Aggregate,
-) -> Result<Vec<ForecastPoint>, ForecastError> {
-    forecast_series(model, points, now_ms, max_horizon, agg, &mut Vec::new())
-}
-
-/// [`forecast`] of a [`Series`], reading only the points the model's
-/// features use (`scratch` holds them; a round passes one per thread). The
-/// grid is the one the whole series gives (it ends at the newest point),
-/// and each stretch read reaches [`MAX_FILL`] + 1 points past what the
-/// features use, so a short gap is filled exactly as on the whole series:
-/// the forecast is the same, bit for bit.
-pub fn forecast_series(
-    model: &Artifact,
-    series: &(impl Series + ?Sized),
-    now_ms: i64,
-    max_horizon: usize,
-    agg: Aggregate,
-    scratch: &mut Vec<(i64, f64)>,
-) -> Result<Vec<ForecastPoint>, ForecastError> {
-    explained(model, series, now_ms, max_horizon, agg, scratch).map(|f| f.points)
-}
-
 /// A forecast and what its origin found that an operator may want to see.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explained {
@@ -311,19 +281,26 @@ pub struct Explained {
     pub period: Option<Period>,
 }
 
-/// [`forecast`], with the series' own period as the model found it.
-pub fn forecast_explained(
+/// Forecasts `points` (sorted, one per time) with `model` for horizons up
+/// to `max_horizon`, given the time now (the newest sample must be within
+/// two steps of it).
+pub fn forecast(
     model: &Artifact,
     points: &[(i64, f64)],
     now_ms: i64,
     max_horizon: usize,
     agg: Aggregate,
 ) -> Result<Explained, ForecastError> {
-    explained(model, points, now_ms, max_horizon, agg, &mut Vec::new())
+    forecast_series(model, points, now_ms, max_horizon, agg, &mut Vec::new())
 }
 
-/// The one reading of a series for a forecast ([`forecast_series`]).
-fn explained(
+/// [`forecast`] of a [`Series`], reading only the points the model's
+/// features use (`scratch` holds them; a round passes one per thread). The
+/// grid is the one the whole series gives (it ends at the newest point),
+/// and each stretch read reaches [`MAX_FILL`] + 1 points past what the
+/// features use, so a short gap is filled exactly as on the whole series:
+/// the forecast is the same, bit for bit.
+pub fn forecast_series(
     model: &Artifact,
     series: &(impl Series + ?Sized),
     now_ms: i64,
@@ -399,7 +376,7 @@ mod tests {
     fn forecasts_need_history_and_fresh_data() {
         let model = Artifact::naive(&[1, 2], 0.1);
         let pts: Vec<(i64, f64)> = (0..10).map(|i| (i * 300_000, 2.0)).collect();
-        let f = forecast(&model, &pts, 9 * 300_000, 2, Aggregate::Mean).unwrap();
+        let f = forecast(&model, &pts, 9 * 300_000, 2, Aggregate::Mean).unwrap().points;
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].mean, 2.0);
         assert_eq!(f[1].timestamp_ms, 11 * 300_000);
@@ -456,7 +433,7 @@ mod tests {
             let now = points.last().unwrap().0;
             let agg = if peaks { Aggregate::Max } else { Aggregate::Mean };
             let whole = forecast_whole(&model, &points, max_h, agg);
-            let read = forecast(&model, &points, now, max_h, agg).ok();
+            let read = forecast(&model, &points, now, max_h, agg).ok().map(|f| f.points);
             let bits = |f: &Option<Vec<ForecastPoint>>| {
                 f.as_ref().map(|f| f.iter().map(|p| (p.timestamp_ms, p.mean.to_bits(), p.upper.to_bits())).collect::<Vec<_>>())
             };

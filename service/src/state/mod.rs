@@ -755,7 +755,7 @@ impl Swarm {
         series_call(move || {
             series.read(|f| -> Result<HashMap<String, CpuForecast>, polars::error::PolarsError> {
                 virtual_cpu(f, |s, agg, buf| {
-                    let f = forecast::forecast_series(&model, s, now, horizon, agg, buf).ok()?;
+                    let f = forecast::forecast_series(&model, s, now, horizon, agg, buf).ok()?.points;
                     Some(CpuForecast {
                         mean: f.iter().map(|p| p.mean).collect(),
                         upper: f.iter().map(|p| p.upper).collect(),
@@ -931,7 +931,7 @@ impl Swarm {
         let from = forecast::history_start_ms(&model, now);
         let points = self.query_series(kind, metric, &entity, "", from, i64::MAX, 1_000_000).await?.0;
         let agg = Aggregate::of(metric);
-        forecast::forecast_explained(&model, &points, now, horizon, agg).map_err(|e| match e {
+        forecast::forecast(&model, &points, now, horizon, agg).map_err(|e| match e {
             ForecastError::NotEnoughHistory { .. } | ForecastError::Stale { .. } => {
                 ApiError::FailedPrecondition(format!("cannot forecast this series: {e}"))
             }
