@@ -185,7 +185,7 @@ pub fn models(
                 // replay's figures in BENCHMARKS.md (issue 16) were measured;
                 // the per-horizon choice costs a third calibration fit per
                 // fold. The own-period features were measured here and made
-                // the proactive policy worse (README, "Replay"): 134 / 141
+                // the proactive policy worse (README): 134 / 141
                 // against 120 / 80 on the reference scenario.
                 spec: FeatureSpec { seasons_ms: vec![86_400_000], own_period_max_ms: 0, ..FeatureSpec::default() },
                 horizons: (1..=horizon).collect(),
