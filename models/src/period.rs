@@ -41,7 +41,8 @@ fn pairs(len: usize, max: usize) -> usize {
 }
 
 /// The period of `window` among lags `MIN_PERIOD..=max_steps` (and at most
-/// half the window, so every lag is judged on as many pairs as it skips).
+/// half the window, so at least about half of it is left to judge every lag
+/// on: [`pairs`]).
 /// When no lag can be searched (a window of fewer than 4 points, or
 /// `max_steps < 2`) the period is 1 with strength 1: the last value, worth
 /// nothing beyond it. `floor` (> 0) keeps the ratio finite on a flat window;
