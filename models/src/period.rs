@@ -23,7 +23,7 @@
 pub struct Period {
     /// The lag in steps, at least 1.
     pub steps: usize,
-    /// Mean |x[i] - x[i - steps]| over the window's last points, divided by
+    /// Mean `|x[i] - x[i - steps]|` over the window's last points, divided by
     /// the same at lag 1 (both floored by `floor`, so a flat window gives 1).
     pub strength: f64,
 }
@@ -42,7 +42,7 @@ fn pairs(len: usize, max: usize) -> usize {
 
 /// The period of `window` among lags `MIN_PERIOD..=max_steps` (and at most
 /// half the window, so at least about half of it is left to judge every lag
-/// on: [`pairs`]).
+/// on: `pairs`).
 /// When no lag can be searched (a window of fewer than 4 points, or
 /// `max_steps < 2`) the period is 1 with strength 1: the last value, worth
 /// nothing beyond it. `floor` (> 0) keeps the ratio finite on a flat window;
@@ -66,7 +66,7 @@ pub fn detect(window: &[f64], max_steps: usize, floor: f64) -> Period {
     Period { steps: best.0, strength: (best.1 + floor) / (diffs[1] + floor) }
 }
 
-/// `out[lag]` = the mean of |x[i] - x[i - lag]| over the last `pairs`
+/// `out[lag]` = the mean of `|x[i] - x[i - lag]|` over the last `pairs`
 /// points, at every lag from 1 to `out.len() - 1`, with the processor's
 /// widest vectors: the same operations in the same order whichever path
 /// runs, so the same bits.
