@@ -51,7 +51,45 @@ pub struct Span {
 /// Builds one design per horizon. A row of a span with a MASE scale weighs
 /// the series' level at its origin over that scale (normalised, see
 /// [`normalise`] for why); a design with no such span has no weights.
+///
+/// The series are split among the cores and their rows joined in series
+/// order, so the designs are the same whatever the number of cores.
 pub fn build(
+    spec: &FeatureSpec,
+    series: &[Prepared],
+    spans: &[Span],
+    horizons: &[usize],
+    stride: usize,
+) -> Vec<Design> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = series.len().div_ceil(threads).max(1);
+    let mut parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = series
+            .chunks(chunk)
+            .zip(spans.chunks(chunk))
+            .map(|(series, spans)| scope.spawn(move || build_rows(spec, series, spans, horizons, stride)))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("design thread")).collect::<Vec<_>>().into_iter()
+    });
+    let mut out = parts
+        .next()
+        .unwrap_or_else(|| horizons.iter().map(|_| Design { n_features: spec.len(), ..Default::default() }).collect());
+    for part in parts {
+        for (d, p) in out.iter_mut().zip(part) {
+            d.x.extend_from_slice(&p.x);
+            d.y.extend_from_slice(&p.y);
+            d.w.extend_from_slice(&p.w);
+        }
+    }
+    for d in &mut out {
+        normalise(&mut d.w);
+    }
+    out
+}
+
+/// The rows of `series`, unweighted ([`build`] normalises the weights once
+/// the rows of every series are in).
+fn build_rows(
     spec: &FeatureSpec,
     series: &[Prepared],
     spans: &[Span],
@@ -80,9 +118,6 @@ pub fn build(
             }
             t += stride.max(1);
         }
-    }
-    for d in &mut out {
-        normalise(&mut d.w);
     }
     out
 }
@@ -140,6 +175,16 @@ mod tests {
         assert!(none.iter().all(|&w| w == 1.0));
         let known = &d.w[..2 * per];
         assert!((known.iter().sum::<f64>() / known.len() as f64 - 1.0).abs() < 1e-9);
+        // The rows are those of one pass over the series in order, however
+        // many cores built them.
+        let spans = [span(Some(0.2)), span(Some(2.0)), span(None)];
+        let mut one = build_rows(&spec, &prepared, &spans, &[1, 2], 1);
+        for d in &mut one {
+            normalise(&mut d.w);
+        }
+        for (a, b) in build(&spec, &prepared, &spans, &[1, 2], 1).iter().zip(&one) {
+            assert_eq!((&a.x, &a.y, &a.w), (&b.x, &b.y, &b.w));
+        }
         // No scale anywhere: no weights.
         let d = &build(&spec, &prepared, &[span(None), span(None), span(None)], &[1], 1)[0];
         assert!(d.w.is_empty() && d.weights() == vec![1.0; d.rows()]);

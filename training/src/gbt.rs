@@ -140,42 +140,46 @@ struct Split {
 /// gradient sum, and the weight is the hessian. A parent's histogram minus
 /// one child's is the other child's, so only the smaller child is ever
 /// counted (LightGBM's subtraction trick).
-struct Hist {
-    rows: Vec<u32>,
-    weight: Vec<f64>,
-    above: Vec<f64>,
+struct Hist(Vec<Bin>);
+
+/// One bin of a [`Hist`]: its three sums side by side in 12 bytes, so
+/// counting a row touches one cache line per feature instead of three. Single
+/// precision is enough for a split's choice (at least `min_leaf` rows a
+/// side, weights of mean 1) and made fitting about 6 % faster
+/// (models/README.md "More rows for the final model").
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    weight: f32,
+    above: f32,
+    rows: u32,
 }
 
 impl Hist {
     fn build(b: &Binned, rows: &[u32], above: &[bool], w: &[f64]) -> Hist {
         let offsets = &b.offsets;
         let total = *offsets.last().expect("offsets end with the total");
-        let mut h = Hist { rows: vec![0; total], weight: vec![0.0; total], above: vec![0.0; total] };
+        let mut h = vec![Bin::default(); total];
         let f = b.n_features;
         for &i in rows {
             let i = i as usize;
-            let wi = w[i];
+            let wi = w[i] as f32;
             let up = if above[i] { wi } else { 0.0 };
-            for (j, &bin) in b.bins[i * f..(i + 1) * f].iter().enumerate() {
-                let k = offsets[j] + bin as usize;
-                h.rows[k] += 1;
-                h.weight[k] += wi;
-                h.above[k] += up;
+            for (&bin, &at) in b.bins[i * f..(i + 1) * f].iter().zip(&offsets[..f]) {
+                let k = &mut h[at + bin as usize];
+                k.rows += 1;
+                k.weight += wi;
+                k.above += up;
             }
         }
-        h
+        Hist(h)
     }
 
     /// `self - other`, for the sibling of the child `other` counted.
     fn minus(mut self, other: &Hist) -> Hist {
-        for (a, b) in self.rows.iter_mut().zip(&other.rows) {
-            *a -= b;
-        }
-        for (a, b) in self.weight.iter_mut().zip(&other.weight) {
-            *a -= b;
-        }
-        for (a, b) in self.above.iter_mut().zip(&other.above) {
-            *a -= b;
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            a.rows -= b.rows;
+            a.weight -= b.weight;
+            a.above -= b.above;
         }
         self
     }
@@ -188,7 +192,12 @@ fn best_split(h: &Hist, offsets: &[usize], q: f64, min_leaf: usize) -> Option<Sp
     let grad = |weight: f64, above: f64| above * q + (weight - above) * (q - 1.0);
     let (n, w, w_above) = {
         let r = offsets[0]..*offsets.get(1)?;
-        (h.rows[r.clone()].iter().sum::<u32>(), h.weight[r.clone()].iter().sum::<f64>(), h.above[r].iter().sum::<f64>())
+        let bins = &h.0[r];
+        (
+            bins.iter().map(|b| b.rows).sum::<u32>(),
+            bins.iter().map(|b| b.weight as f64).sum::<f64>(),
+            bins.iter().map(|b| b.above as f64).sum::<f64>(),
+        )
     };
     if (n as usize) < 2 * min_leaf || w <= 0.0 {
         return None;
@@ -201,9 +210,10 @@ fn best_split(h: &Hist, offsets: &[usize], q: f64, min_leaf: usize) -> Option<Sp
         let bins = offsets[j + 1] - offsets[j];
         for bin in 0..bins - 1 {
             let k = offsets[j] + bin;
-            nl += h.rows[k];
-            wl += h.weight[k];
-            al += h.above[k];
+            let b = &h.0[k];
+            nl += b.rows;
+            wl += b.weight as f64;
+            al += b.above as f64;
             let nr = n - nl;
             if (nl as usize) < min_leaf {
                 continue;

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use swarm_datasets::regular::Series;
 use swarm_models::Artifact;
 use swarm_models::features::{FeatureSpec, Prepared, SeriesRef};
-use swarm_training::fit::{self, FitOptions, Provenance, UpperHead};
+use swarm_training::fit::{self, CalibrationFit, FitOptions, Provenance, UpperHead};
 
 use super::engine::{Demand, Forecasts};
 use super::scenario::Scenario;
@@ -190,6 +190,10 @@ pub fn models(
                 spec: FeatureSpec { seasons_ms: vec![86_400_000], own_period_max_ms: 0, ..FeatureSpec::default() },
                 horizons: (1..=horizon).collect(),
                 choose_target: false,
+                // The rows and calibration the figures were measured with,
+                // before the final model read twice the rows.
+                max_rows: 100_000,
+                calibration_fit: CalibrationFit::like_final(100_000),
                 ..FitOptions::default()
             };
             let mut out = Vec::new();
