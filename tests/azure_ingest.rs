@@ -13,8 +13,9 @@ async fn azure_trace_ingests_completely() {
     assert!(csv.is_file(), "{} is missing", csv.display());
     // The trace spans 28 days; keep all of it.
     let server = Server::start(&["--retention", "30d", "--round-interval", "1h"]);
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "ingest-csv", "--register", "--vm-cores", "4"])
+    let out = server
+        .swarmctl()
+        .args(["--output", "json", "ingest-csv", "--register", "--vm-cores", "4"])
         .arg(&csv)
         .output()
         .unwrap();
@@ -35,8 +36,9 @@ async fn azure_trace_ingests_completely() {
     assert!(pts.windows(2).all(|w| w[1].timestamp_ms - w[0].timestamp_ms == 300_000));
 
     // Ingesting the same file again is idempotent: same rows, no growth.
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "ingest-csv", "--vm-cores", "4", "--start-ms"])
+    let out = server
+        .swarmctl()
+        .args(["--output", "json", "ingest-csv", "--vm-cores", "4", "--start-ms"])
         .arg((pts[0].timestamp_ms).to_string())
         .arg(&csv)
         .output()
@@ -52,11 +54,7 @@ fn bad_rows_are_counted_with_line_numbers() {
     let f = dir.path().join("bad.csv");
     std::fs::write(&f, "timestamp,vmid,max_cpu,avg_cpu\n0,vm1,10,5\n300,vm1,oops,5\n600,vm1\n900,vm1,20,10\n").unwrap();
     let server = Server::start(&["--retention", "30d"]);
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "ingest-csv", "--register"])
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = server.swarmctl().args(["--output", "json", "ingest-csv", "--register"]).arg(&f).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["rows"], 4);
@@ -68,11 +66,7 @@ fn bad_rows_are_counted_with_line_numbers() {
 
     let f2 = dir.path().join("weird.csv");
     std::fs::write(&f2, "a;b;c\n1;2;3\n").unwrap();
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "ingest-csv"])
-        .arg(&f2)
-        .output()
-        .unwrap();
+    let out = server.swarmctl().args(["ingest-csv"]).arg(&f2).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("weird.csv") && err.contains("--format"), "{err}");

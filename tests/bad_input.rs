@@ -260,12 +260,7 @@ async fn ingest_csv_file(contents: &str, extra: &[&str]) -> std::process::Output
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("input.csv");
     std::fs::write(&csv, contents).unwrap();
-    std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "ingest-csv"])
-        .args(extra)
-        .arg(&csv)
-        .output()
-        .unwrap()
+    server.swarmctl().args(["ingest-csv"]).args(extra).arg(&csv).output().unwrap()
 }
 
 /// A trace whose timestamps are in seconds (1970 as milliseconds) is read

@@ -5,8 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
-
 use common::*;
 use swarm_proto::v1 as pb;
 
@@ -91,7 +89,7 @@ async fn the_learned_transfer_rate_converges_to_the_agents() {
     assert_eq!(figures(&after, "transfer_rate_remote").learned, None);
 
     // swarmctl affinity and /metrics show learned beside configured.
-    let out = Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "affinity", "v00"]).output().unwrap();
+    let out = server.ctl(&["affinity", "v00"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line = text.lines().find(|l| l.trim_start().starts_with("transfer_rate_same_rack")).expect(&text);

@@ -15,7 +15,7 @@
 
 use crate::common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 use swarm_proto::v1 as pb;
@@ -28,13 +28,7 @@ struct Cluster {
 impl Cluster {
     /// Runs swarmctl with `args` against the server (no colour, 100 columns).
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(&*SWARMCTL)
-            .args(["--server", &self.server.endpoint()])
-            .args(args)
-            .env("COLUMNS", "100")
-            .env_remove("NO_COLOR")
-            .output()
-            .expect("run swarmctl")
+        self.server.swarmctl().args(args).env("COLUMNS", "100").env_remove("NO_COLOR").output().expect("run swarmctl")
     }
 
     /// Runs swarmctl and returns stdout, failing with its stderr.

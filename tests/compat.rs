@@ -6,9 +6,8 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{SWARMCTL, Server};
+use common::Server;
 use swarm_proto::v1 as pb;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/datadir-v1");
@@ -27,11 +26,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn ctl_json(server: &Server, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json"])
-        .args(args)
-        .output()
-        .expect("run swarmctl");
+    let out = server.swarmctl().args(["--output", "json"]).args(args).output().expect("run swarmctl");
     assert!(out.status.success(), "swarmctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("swarmctl {args:?} printed no JSON: {e}"))
 }

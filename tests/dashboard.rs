@@ -91,16 +91,13 @@ async fn the_heatmap_page_shows_cells_placements_and_proposed_migrations() {
     assert_eq!(dom.matches("class=\"kind-evacuation\"").count(), 2, "{dom}");
 
     // The same heatmap from the CLI: coloured text and an SVG file.
-    let out = Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "heatmap"]).output().unwrap();
+    let out = server.ctl(&["heatmap"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.starts_with("8 of 8 virtual nodes"), "{text}");
     assert_eq!(text.matches("0mP ").count(), 2, "{text}");
     assert_eq!(text.matches("0m● ").count(), 8, "{text}");
     // ...and as JSON: the same four columns and eight rows, both proposed migrations.
-    let out = Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "heatmap"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["--output", "json", "heatmap"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["columns"].as_array().unwrap().len(), 4, "{j}");
@@ -109,11 +106,7 @@ async fn the_heatmap_page_shows_cells_placements_and_proposed_migrations() {
     assert_eq!(rows.iter().filter(|r| r["migration_phase"] == "proposed").count(), 2, "{j}");
     assert!(rows.iter().all(|r| r["cells"].as_array().unwrap().iter().all(|c| c.is_null() || c.is_f64())), "{j}");
     let svg_path = tmp.path().join("heatmap.svg");
-    let out = Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "heatmap", "--format", "svg", "--out"])
-        .arg(&svg_path)
-        .output()
-        .unwrap();
+    let out = server.swarmctl().args(["heatmap", "--format", "svg", "--out"]).arg(&svg_path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert_eq!(svg.matches(r#"class="cell""#).count(), 32);

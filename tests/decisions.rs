@@ -129,10 +129,7 @@ async fn overloaded_node_gets_decisions_and_watch_resumes_exactly() {
     );
 
     // The CLI resumes the same way and prints one JSON object per decision.
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "decisions", "watch", "--from", "2", "--limit", "5"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["--output", "json", "decisions", "watch", "--from", "2", "--limit", "5"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -90,10 +90,7 @@ async fn demo_forecasts_and_decides_ahead_of_its_daily_peak_within_a_minute() {
     let row = listed.as_array().unwrap().iter().find(|d| d["sequence"] == predictive.sequence).expect(&body).clone();
     assert_eq!(row["expected_overload_at_ms"], predictive.expected_overload_at_ms, "{row}");
     assert_eq!(row["kind"], "DECISION_KIND_PREDICTIVE", "{row}");
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "forecast", "v000"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["--output", "json", "forecast", "v000"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let points = v["points"].as_array().expect("forecast points");

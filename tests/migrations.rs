@@ -7,7 +7,6 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -200,8 +199,7 @@ async fn protocol_commits_once_fences_stale_epochs_and_refuses_bad_calls() {
     assert_eq!(e.code(), Code::FailedPrecondition, "a finished migration cannot be aborted");
 
     // The CLI shows the history.
-    let out =
-        Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "migrations", "show", &id]).output().unwrap();
+    let out = server.ctl(&["migrations", "show", &id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("completed") && text.contains("taken over by o2"), "{text}");
 }

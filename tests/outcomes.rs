@@ -6,7 +6,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -174,7 +173,7 @@ async fn outcomes_are_measured_from_the_load_before_and_after_and_survive_a_rest
 
     // swarmctl: a verdict column, and the before/after of one decision.
     let ctl = |args: &[&str]| {
-        let out = Command::new(&*SWARMCTL).args(["--server", &server.endpoint()]).args(args).output().unwrap();
+        let out = server.ctl(args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -312,8 +311,7 @@ async fn a_move_that_hurt_is_proposed_back_once_and_not_again() {
         assert!(again.is_empty(), "{again:?}");
     }
     let (_, list, _) = {
-        let out =
-            Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "decisions", "list"]).output().unwrap();
+        let out = server.ctl(&["decisions", "list"]);
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), ())
     };
     assert!(list.lines().any(|l| l.contains("move-back") && l.contains("not moved")), "{list}");

@@ -90,24 +90,15 @@ async fn forecast_overload_is_relieved_ahead_and_applied() {
     assert!(e.message().contains("needs 288 points"), "{}", e.message());
 
     // The CLI shows the same forecast.
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "forecast", "spiky", "--horizon", "6"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["--output", "json", "forecast", "spiky", "--horizon", "6"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cli_means: Vec<f64> = cli["points"].as_array().unwrap().iter().map(|p| p["mean"].as_f64().unwrap()).collect();
     assert_eq!(cli_means, means);
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "forecast", "fresh", "--metric", "cpu-peak"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["forecast", "fresh", "--metric", "cpu-peak"]);
     assert_eq!(out.status.code(), Some(1), "FAILED_PRECONDITION is not a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs 288 points"));
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "forecast", "spiky", "--metric", "disk"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["forecast", "spiky", "--metric", "disk"]);
     assert_eq!(out.status.code(), Some(2));
 
     // Affinity shows the forecast component.
@@ -349,17 +340,11 @@ async fn get_forecast_shows_the_own_period_the_model_found() {
     }
     let f = forecast(ch.clone(), pb::EntityKind::Virtual, "flat", pb::Metric::CpuPeak, 6).await.unwrap();
     assert_eq!((f.period_steps, f.period_strength), (2, 1.0), "no lag beats the last value");
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "--output", "json", "forecast", "timer", "--metric", "cpu-peak"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["--output", "json", "forecast", "timer", "--metric", "cpu-peak"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cli["own_period"]["steps"], 3, "{cli}");
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "forecast", "timer", "--metric", "cpu-peak", "--no-chart"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["forecast", "timer", "--metric", "cpu-peak", "--no-chart"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("own period: 3 steps (15m)"), "{text}");
 }
@@ -418,10 +403,7 @@ async fn the_risk_rule_tunes_itself_on_the_cluster_history_and_says_why() {
     assert_eq!(round.decisions.len(), 1, "{:?}", round.decisions);
     assert_eq!(round.decisions[0].kind, pb::DecisionKind::Risk as i32);
 
-    let out = std::process::Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "policy", "--output", "json"])
-        .output()
-        .unwrap();
+    let out = server.ctl(&["policy", "--output", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = &p["last_run"];
@@ -436,8 +418,7 @@ async fn the_risk_rule_tunes_itself_on_the_cluster_history_and_says_why() {
     assert_ne!(p["current"], p["configured"]);
     assert!(p["current"]["confidence_z"].as_f64().unwrap() <= p["upper_bounds"]["confidence_z"].as_f64().unwrap());
     assert_eq!(p["changes"].as_array().unwrap().len(), 1);
-    let text =
-        std::process::Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "policy"]).output().unwrap();
+    let text = server.ctl(&["policy"]);
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(
         text.contains("self-tuning: on") && text.contains("adopted") && text.contains("CONFIRM_OBJECTIVE"),

@@ -151,7 +151,7 @@ async fn an_outage_skips_rounds_with_the_reason_and_loses_nothing() {
         e.message()
     );
     // swarmctl says the same, as an unreachable-service failure (exit 3).
-    let out = Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "round"]).output().unwrap();
+    let out = server.ctl(&["round"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("round skipped"), "{stderr}");

@@ -6,7 +6,6 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -166,8 +165,9 @@ async fn plans_move_the_minimum_and_refuse_what_cannot_be_done() {
         "objective = \"bytes\"\ndrain = [\"p1\"]\n[[add_node]]\nid = \"p7\"\ncores = 32\nmemory_gib = 128\nzone = \"z2\"\n",
     )
     .unwrap();
-    let out = Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "reconfigure", "plan", "--from-file"])
+    let out = server
+        .swarmctl()
+        .args(["reconfigure", "plan", "--from-file"])
         .arg(&file)
         .args(["--drain-node", "p2"])
         .output()
@@ -241,8 +241,7 @@ async fn apply_carries_moves_out_through_migrations_and_removes_the_node() {
         assert!(!p.moves.iter().any(|m| m.virtual_node_id == d.virtual_node_id), "{d:?} undoes a planned move");
     }
     // Status from the CLI.
-    let out =
-        Command::new(&*SWARMCTL).args(["--server", &server.endpoint(), "reconfigure", "status", &id]).output().unwrap();
+    let out = server.ctl(&["reconfigure", "status", &id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("completed; 3 of 3 moves completed, 0 failed"), "{text}");
 }

@@ -88,8 +88,8 @@ async fn tokens_guard_every_call_and_refusals_change_nothing() {
 
     // swarmctl: the token from the environment or a file; refusals exit 4.
     let ctl = |env: Option<&str>, args: &[&str]| {
-        let mut c = Command::new(&*SWARMCTL);
-        c.args(["--server", &server.endpoint()]).args(args).env_remove("SWARM_TOKEN");
+        let mut c = server.swarmctl();
+        c.args(args).env_remove("SWARM_TOKEN");
         if let Some(t) = env {
             c.env("SWARM_TOKEN", t);
         }

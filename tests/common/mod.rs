@@ -72,6 +72,18 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// `swarmctl --server <this server>`, to add arguments to.
+    pub fn swarmctl(&self) -> Command {
+        let mut c = Command::new(&*SWARMCTL);
+        c.args(["--server", &self.endpoint()]);
+        c
+    }
+
+    /// Runs `swarmctl --server <this server> ARGS` to completion.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        self.swarmctl().args(args).output().expect("run swarmctl")
+    }
+
     /// A gRPC channel to it.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.endpoint()).unwrap().connect().await.expect("connect to swarmd")
@@ -307,8 +319,9 @@ pub async fn forecast(
 
 /// Starts `swarmctl agent` against `server` with extra flags.
 pub fn agent(server: &Server, extra: &[&str]) -> Child {
-    Command::new(&*SWARMCTL)
-        .args(["--server", &server.endpoint(), "agent"])
+    server
+        .swarmctl()
+        .args(["agent"])
         .args(extra)
         .env("SWARM_LOG", "warn")
         .stdout(Stdio::piped())
