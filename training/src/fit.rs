@@ -481,20 +481,26 @@ mod tests {
         assert!((0.85..=0.95).contains(&share), "{below} of {n} at or below the 0.9 quantile: {share}");
     }
 
+    /// `count` 5-minute series of `len` points: `base + slope × (step of
+    /// the day) + uniform noise in [0, noise)`, seeded.
+    fn daily_ramps(count: usize, len: usize, (base, slope, noise): (f64, f64, f64), seed: u64) -> Vec<Series> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..count)
+            .map(|i| Series {
+                entity: format!("s{i}"),
+                start_ms: 0,
+                interval_ms: 300_000,
+                values: (0..len).map(|k| base + (k % 288) as f64 * slope + rng.random_range(0.0..noise)).collect(),
+            })
+            .collect()
+    }
+
     /// The calibration models only calibrate: with the targets fixed, how
     /// they are fitted changes the intervals, never the served model, and
     /// the final model reads the rows its own `max_rows` allows.
     #[test]
     fn the_calibration_fit_changes_the_intervals_not_the_model() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let series: Vec<Series> = (0..6)
-            .map(|i| Series {
-                entity: format!("s{i}"),
-                start_ms: 0,
-                interval_ms: 300_000,
-                values: (0..1000).map(|k| 20.0 + (k % 288) as f64 * 0.1 + rng.random_range(0.0..6.0f64)).collect(),
-            })
-            .collect();
+        let series = daily_ramps(6, 1000, (20.0, 0.1, 6.0), 3);
         let ends: Vec<usize> = series.iter().map(|s| s.values.len()).collect();
         let base = FitOptions {
             spec: FeatureSpec { seasons_ms: vec![], ..FeatureSpec::default() },
@@ -521,15 +527,7 @@ mod tests {
     /// it moved into the artifact.
     #[test]
     fn the_upper_head_is_the_quantile_fit() {
-        let mut rng = StdRng::seed_from_u64(11);
-        let series: Vec<Series> = (0..8)
-            .map(|i| Series {
-                entity: format!("s{i}"),
-                start_ms: 0,
-                interval_ms: 300_000,
-                values: (0..900).map(|k| 10.0 + (k % 288) as f64 * 0.05 + rng.random_range(0.0..4.0f64)).collect(),
-            })
-            .collect();
+        let series = daily_ramps(8, 900, (10.0, 0.05, 4.0), 11);
         let ends: Vec<usize> = series.iter().map(|s| s.values.len()).collect();
         let trees = GbtParams { trees: 20, ..GbtParams::default() };
         let base = FitOptions {
