@@ -61,16 +61,10 @@ pub fn build(
     horizons: &[usize],
     stride: usize,
 ) -> Vec<Design> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunk = series.len().div_ceil(threads).max(1);
-    let mut parts = std::thread::scope(|scope| {
-        let handles: Vec<_> = series
-            .chunks(chunk)
-            .zip(spans.chunks(chunk))
-            .map(|(series, spans)| scope.spawn(move || build_rows(spec, series, spans, horizons, stride)))
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("design thread")).collect::<Vec<_>>().into_iter()
-    });
+    let chunk = series.len().div_ceil(crate::cores::count()).max(1);
+    let chunks: Vec<(&[Prepared], &[Span])> = series.chunks(chunk).zip(spans.chunks(chunk)).collect();
+    let mut parts =
+        crate::cores::map(&chunks, |&(series, spans)| build_rows(spec, series, spans, horizons, stride)).into_iter();
     let mut out = parts
         .next()
         .unwrap_or_else(|| horizons.iter().map(|_| Design { n_features: spec.len(), ..Default::default() }).collect());

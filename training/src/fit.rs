@@ -5,8 +5,9 @@
 use swarm_datasets::regular::Series;
 use swarm_models::artifact::{Artifact, FORMAT_VERSION, Intervals, TrainingSummary, UpperQuantile};
 use swarm_models::features::{DAY_MS, FeatureSpec, Prepared, SeriesRef};
-use swarm_models::model::{LinearHead, Model, TreeHead};
+use swarm_models::model::{LinearHead, Model};
 
+use crate::cores;
 use crate::design::{self, Span};
 use crate::gbt::{self, GbtParams};
 use crate::linear::{self, LinearError};
@@ -223,43 +224,21 @@ fn spans(series: &[Series], train_end: &[usize], first: usize, weights: MaseWeig
 }
 
 fn heads(designs: &[design::Design], horizons: &[usize], learner: Learner) -> Result<Model, LinearError> {
-    // Horizons are independent: fit them on all cores, a few at a time.
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let jobs: Vec<(usize, &design::Design, usize)> =
-        designs.iter().zip(horizons).enumerate().map(|(i, (d, &h))| (i, d, h)).collect();
-    let mut linear: Vec<Option<Result<LinearHead, LinearError>>> = (0..jobs.len()).map(|_| None).collect();
-    let mut trees: Vec<Option<TreeHead>> = (0..jobs.len()).map(|_| None).collect();
-    for chunk in jobs.chunks(threads) {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|&(i, d, h)| {
-                    scope.spawn(move || match learner {
-                        Learner::Linear { iterations } => (
-                            i,
-                            Some(linear::fit_median(d, iterations).map(|f| LinearHead {
-                                horizon: h,
-                                intercept: f.intercept,
-                                coefficients: f.coefficients,
-                            })),
-                            None,
-                        ),
-                        Learner::Trees(p) => (i, None, Some(gbt::fit_lad(d, h, &p))),
-                    })
-                })
-                .collect();
-            for handle in handles {
-                let (i, l, t) = handle.join().expect("fit thread");
-                linear[i] = l;
-                trees[i] = t;
-            }
-        });
-    }
+    // Horizons are independent: fit them on all cores.
+    let jobs: Vec<(&design::Design, usize)> = designs.iter().zip(horizons.iter().copied()).collect();
     Ok(match learner {
-        Learner::Linear { .. } => Model::Linear {
-            heads: linear.into_iter().map(|h| h.expect("every head fitted")).collect::<Result<_, _>>()?,
+        Learner::Linear { iterations } => Model::Linear {
+            heads: cores::map(&jobs, |&(d, h)| {
+                linear::fit_median(d, iterations).map(|f| LinearHead {
+                    horizon: h,
+                    intercept: f.intercept,
+                    coefficients: f.coefficients,
+                })
+            })
+            .into_iter()
+            .collect::<Result<_, _>>()?,
         },
-        Learner::Trees(_) => Model::Trees { heads: trees.into_iter().map(|h| h.expect("every head fitted")).collect() },
+        Learner::Trees(p) => Model::Trees { heads: cores::map(&jobs, |&(d, h)| gbt::fit_lad(d, h, &p)) },
     })
 }
 
@@ -301,15 +280,8 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
         let model = heads(&designs, &o.horizons, cal_learner)?;
         let held_designs = design::build(spec, &prepared, &held, &o.horizons, 1);
         // Horizons on all cores, as in the fit.
-        Ok(std::thread::scope(|scope| {
-            let model = &model;
-            let handles: Vec<_> = held_designs
-                .iter()
-                .enumerate()
-                .map(|(i, d)| scope.spawn(move || (0..d.rows()).map(|k| d.y[k] - model.predict(i, d.row(k))).collect()))
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("residual thread")).collect()
-        }))
+        let held: Vec<(usize, &design::Design)> = held_designs.iter().enumerate().collect();
+        Ok(cores::map(&held, |&(i, d)| (0..d.rows()).map(|k| d.y[k] - model.predict(i, d.row(k))).collect()))
     };
     let mean_abs = |r: &[f64]| r.iter().map(|x| x.abs()).sum::<f64>() / r.len().max(1) as f64;
     let mut spec = o.spec.clone();

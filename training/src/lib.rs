@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod backtest;
+pub mod cores;
 pub mod data;
 pub mod design;
 pub mod fit;
