@@ -108,9 +108,7 @@ impl CalibrationFit {
 
     fn learner(&self, l: Learner) -> Learner {
         match (l, self.ensemble) {
-            (Learner::Trees(p), Some(e)) => {
-                Learner::Trees(GbtParams { trees: e.trees, learning_rate: e.learning_rate, ..p })
-            }
+            (Learner::Trees(p), Some(e)) => Learner::Trees(e.on(p)),
             _ => l,
         }
     }
@@ -129,6 +127,11 @@ impl Ensemble {
     /// Half the default point model's trees at twice its shrinkage: the
     /// upper head's and the calibration models' size.
     pub const HALF: Ensemble = Ensemble { trees: 50, learning_rate: 0.3 };
+
+    /// `p` with this ensemble's size.
+    pub fn on(self, p: GbtParams) -> GbtParams {
+        GbtParams { trees: self.trees, learning_rate: self.learning_rate, ..p }
+    }
 }
 
 /// The upper-quantile model fitted beside the point model.
@@ -136,10 +139,8 @@ impl Ensemble {
 pub struct UpperHead {
     /// The quantile, in (0.5, 1).
     pub quantile: f64,
-    /// Trees of its ensemble.
-    pub trees: usize,
-    /// Their shrinkage.
-    pub learning_rate: f64,
+    /// Its ensemble's size.
+    pub ensemble: Ensemble,
 }
 
 impl UpperHead {
@@ -151,8 +152,7 @@ impl UpperHead {
     /// MASE scales above the point forecast instead of 2.36 (the interval's
     /// is 3.99).
     pub fn new(quantile: f64) -> UpperHead {
-        let Ensemble { trees, learning_rate } = Ensemble::HALF;
-        UpperHead { quantile, trees, learning_rate }
+        UpperHead { quantile, ensemble: Ensemble::HALF }
     }
 }
 
@@ -321,7 +321,7 @@ pub fn fit(series: &[Series], train_end: &[usize], o: &FitOptions) -> Result<Fit
                 Learner::Trees(p) => p,
                 Learner::Linear { .. } => GbtParams::default(),
             };
-            let p = GbtParams { quantile: u.quantile, trees: u.trees, learning_rate: u.learning_rate, ..trees };
+            let p = GbtParams { quantile: u.quantile, ..u.ensemble.on(trees) };
             let model = heads(&designs, &o.horizons, Learner::Trees(p))?;
             Some(UpperQuantile { quantile: u.quantile, model })
         }
@@ -512,7 +512,7 @@ mod tests {
         };
         let head = UpperHead::new(0.9);
         let with_head = fit(&series, &ends, &FitOptions { upper: Some(head), ..base.clone() }).unwrap();
-        let p = GbtParams { quantile: 0.9, trees: head.trees, learning_rate: head.learning_rate, ..trees };
+        let p = GbtParams { quantile: 0.9, ..head.ensemble.on(trees) };
         let quantile_fit = fit(&series, &ends, &FitOptions { learner: Learner::Trees(p), ..base }).unwrap();
         assert_eq!(with_head.upper.unwrap().model, quantile_fit.model);
     }
