@@ -54,11 +54,16 @@ impl TreeHead {
         TreeHead { horizon, base, trees, flat: FlatTrees::default() }
     }
 
+    /// `base + Σ trees` at `x`, each tree walked node by node.
+    fn walk_nodes(&self, x: &[f64]) -> f64 {
+        self.base + self.trees.iter().map(|t| eval_tree(t, x)).sum::<f64>()
+    }
+
     /// `base + Σ trees` at `x`, the trees summed in order.
     fn predict(&self, x: &[f64]) -> f64 {
         match self.flat.0.get_or_init(|| Flat::build(&self.trees)) {
             Some(flat) => self.base + flat.sum(x),
-            None => self.base + self.trees.iter().map(|t| eval_tree(t, x)).sum::<f64>(),
+            None => self.walk_nodes(x),
         }
     }
 }
@@ -235,6 +240,17 @@ impl Model {
         }
     }
 
+    /// [`Model::predict`] with every tree walked node by node as the
+    /// artifact stores it: the reference the flat layout must equal bit for
+    /// bit, and the baseline `cargo bench -p swarm-models --bench forecast`
+    /// times the flat walk against in the same process.
+    pub fn predict_node_by_node(&self, i: usize, x: &[f64]) -> f64 {
+        match self {
+            Model::Linear { .. } => self.predict(i, x),
+            Model::Trees { heads } => heads[i].walk_nodes(x),
+        }
+    }
+
     /// Checks shapes against the number of features; says what is wrong.
     pub fn validate(&self, n_features: usize) -> Result<(), String> {
         match self {
@@ -344,7 +360,7 @@ mod tests {
                         _ => (next() % 240) as f64 / 100.0 - 1.2,
                     })
                     .collect();
-                let walked = head.base + head.trees.iter().map(|t| eval_tree(t, &x)).sum::<f64>();
+                let walked = head.walk_nodes(&x);
                 assert_eq!(
                     head.predict(&x).to_bits(),
                     walked.to_bits(),
