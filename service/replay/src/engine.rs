@@ -207,6 +207,8 @@ pub struct MoveRecord {
     pub vm: usize,
     /// Source host index.
     pub from: usize,
+    /// Target host index.
+    pub to: usize,
     /// Steps the source kept carrying it.
     pub steps: usize,
     /// Made ahead of a forecast overload.
@@ -233,6 +235,20 @@ pub struct PolicyResult {
     pub lead_time_minutes_median: Option<f64>,
     /// Share of prevented overloads acted on at least 10 minutes ahead.
     pub lead_time_share_ge_10min: Option<f64>,
+    /// Overloaded host-intervals each migration avoided with every other
+    /// move in place, summed (net: negative when the moves made things
+    /// worse). For each migration: the overloads its source and target
+    /// would have had with the VM left on the source, less those they had,
+    /// from the decision until the VM's next move or the replay's end.
+    /// Why: a policy's total says what it reached, not whether its moves
+    /// paid one by one, which is what a price per migration is weighed
+    /// against. Marginal, so not additive: moves that only together bring
+    /// a host under are each credited in full, moves that each alone would
+    /// have are credited nothing, so the sum need not be `none`'s
+    /// overloads less this policy's (it is, for one move).
+    pub marginal_overloads_avoided: i64,
+    /// `marginal_overloads_avoided` per migration (none without migrations).
+    pub marginal_overloads_avoided_per_migration: Option<f64>,
     /// Mean host utilisation over the replay.
     pub mean_host_utilization: f64,
     /// What the self-tuner did (the risk policy with `self_tuning` on).
@@ -434,10 +450,11 @@ pub fn simulate(
             placement[vm] = to;
             bytes += snap.state_bytes[vm] as f64;
             last_decided.insert(snap.ids[vm].clone(), now_ms);
-            moves.push(MoveRecord { step: t, vm, from, steps: k, predictive });
+            moves.push(MoveRecord { step: t, vm, from, to, steps: k, predictive });
         }
     }
     let (prevented, leads) = lead_times(&moves, &util, demand, &cap, params.overload, h_steps);
+    let avoided = marginal_overloads_avoided(&moves, &util, demand, &cap, params.overload);
     let step_min = demand.step_ms as f64 / 60_000.0;
     let mean_util = util.iter().flatten().sum::<f64>() / (util.len() * steps).max(1) as f64;
     record.util = util;
@@ -451,6 +468,8 @@ pub fn simulate(
         lead_time_minutes_median: median(&leads),
         lead_time_share_ge_10min: (!leads.is_empty())
             .then(|| leads.iter().filter(|&&l| l >= 10.0).count() as f64 / leads.len() as f64),
+        marginal_overloads_avoided: avoided,
+        marginal_overloads_avoided_per_migration: (!moves.is_empty()).then(|| avoided as f64 / moves.len() as f64),
         mean_host_utilization: mean_util,
         self_tuning,
     };
@@ -618,6 +637,30 @@ fn lead_times(
     (leads.len() as u64, leads)
 }
 
+/// The overloaded host-intervals each move avoided with the others in
+/// place, summed (see [`PolicyResult::marginal_overloads_avoided`]): for each move, from the step after
+/// its decision until the step its VM's next move is decided at (or the
+/// last step), its source and target with the VM put back. While the
+/// source still carries the VM (the migration's steps) only the target's
+/// extra load is the move's doing.
+#[allow(clippy::needless_range_loop)] // `u` is a step in virtual time
+fn marginal_overloads_avoided(moves: &[MoveRecord], util: &[Vec<f64>], demand: &Demand, cap: &[f64], thr: f64) -> i64 {
+    let last = demand.steps().saturating_sub(1);
+    let over = |load: f64, h: usize| i64::from(load / cap[h] > thr);
+    let mut total = 0i64;
+    for (i, m) in moves.iter().enumerate() {
+        let end = moves[i + 1..].iter().find(|n| n.vm == m.vm).map_or(last, |n| n.step);
+        for u in m.step + 1..=end {
+            let x = demand.cores[m.vm][u];
+            let (from, to) = (util[m.from][u] * cap[m.from], util[m.to][u] * cap[m.to]);
+            let in_flight = u <= m.step + m.steps;
+            let kept_from = if in_flight { from } else { from + x };
+            total += over(kept_from, m.from) + over(to - x, m.to) - over(from, m.from) - over(to, m.to);
+        }
+    }
+    total
+}
+
 fn median(x: &[f64]) -> Option<f64> {
     if x.is_empty() {
         return None;
@@ -670,5 +713,38 @@ pub(crate) mod tests {
         // State moved is the moved VMs' memory: whole multiples of a core's worth.
         let per_core = p.memory_per_core.round();
         assert!(oracle.bytes_moved >= 4.0 * per_core && (oracle.bytes_moved / per_core).fract() < 1e-9);
+        // One move and nothing else moving: what it avoided is exactly the
+        // difference from leaving everything where it was.
+        for r in [&reactive, &oracle] {
+            assert_eq!(r.migrations, 1, "{r:?}");
+            assert_eq!(
+                r.marginal_overloads_avoided,
+                none.overload_intervals as i64 - r.overload_intervals as i64,
+                "{r:?}"
+            );
+            assert_eq!(r.marginal_overloads_avoided_per_migration, Some(r.marginal_overloads_avoided as f64));
+        }
+        assert_eq!((none.marginal_overloads_avoided, none.marginal_overloads_avoided_per_migration), (0, None));
+    }
+
+    #[test]
+    fn a_move_is_credited_what_it_relieved_and_charged_what_it_caused() {
+        // Hosts of 10 cores (over above 9). VM 0 (2 cores throughout) is
+        // decided off h0 at step 0 and is on both hosts at step 1.
+        // Without it, h0 carries 8 at steps 1-2 and h1 8 at steps 3-4.
+        let d = Demand { start_ms: 0, step_ms: 300_000, cores: vec![vec![2.0; 6]] };
+        let cap = [10.0, 10.0];
+        let h0 = [2.0, 10.0, 8.0, 0.0, 0.0, 0.0];
+        let h1 = [0.0, 2.0, 2.0, 10.0, 10.0, 2.0];
+        let util = vec![h0.map(|l| l / 10.0).to_vec(), h1.map(|l| l / 10.0).to_vec()];
+        let away = MoveRecord { step: 0, vm: 0, from: 0, to: 1, steps: 1, predictive: false };
+        // Step 1 (in flight) changes nothing; step 2 relieves h0 (+1);
+        // steps 3 and 4 overload h1 (-1 each).
+        assert_eq!(marginal_overloads_avoided(&[away], &util, &d, &cap, 0.9), -1);
+        // Moved back when decided at step 3: the first move answers for
+        // steps 1-3 only (+1 - 1), the second for 4-5 (in flight at 4, so
+        // h1 keeps its overload; nothing at 5).
+        let back = MoveRecord { step: 3, vm: 0, from: 1, to: 0, steps: 1, predictive: false };
+        assert_eq!(marginal_overloads_avoided(&[away, back], &util, &d, &cap, 0.9), 0);
     }
 }

@@ -196,6 +196,14 @@ impl Report {
             ("overload minutes", Box::new(|r| format!("{:.0}", r.overload_minutes))),
             ("migrations", Box::new(|r| r.migrations.to_string())),
             ("GiB moved", Box::new(|r| format!("{:.0}", r.bytes_moved / 1073741824.0))),
+            (
+                "overloads each migration avoided, the others in place (sum)",
+                Box::new(|r| r.marginal_overloads_avoided.to_string()),
+            ),
+            (
+                "… per migration",
+                Box::new(move |r| opt(r.marginal_overloads_avoided_per_migration, &|x| format!("{x:.1}"))),
+            ),
             ("predictive migrations", Box::new(|r| r.predictive_migrations.to_string())),
             ("overloads prevented ahead", Box::new(|r| r.prevented_overloads.to_string())),
             ("median lead time (min)", Box::new(move |r| opt(r.lead_time_minutes_median, &|x| format!("{x:.0}")))),
