@@ -646,16 +646,18 @@ fn lead_times(
 #[allow(clippy::needless_range_loop)] // `u` is a step in virtual time
 fn marginal_overloads_avoided(moves: &[MoveRecord], util: &[Vec<f64>], demand: &Demand, cap: &[f64], thr: f64) -> i64 {
     let last = demand.steps().saturating_sub(1);
-    let over = |load: f64, h: usize| i64::from(load / cap[h] > thr);
+    // In utilisation, as the replay counts overloads and `lead_times` puts
+    // a VM back: what the hosts had is read as counted.
+    let over = |u: f64| i64::from(u > thr);
     let mut total = 0i64;
     for (i, m) in moves.iter().enumerate() {
         let end = moves[i + 1..].iter().find(|n| n.vm == m.vm).map_or(last, |n| n.step);
         for u in m.step + 1..=end {
             let x = demand.cores[m.vm][u];
-            let (from, to) = (util[m.from][u] * cap[m.from], util[m.to][u] * cap[m.to]);
+            let (from, to) = (util[m.from][u], util[m.to][u]);
             let in_flight = u <= m.step + m.steps;
-            let kept_from = if in_flight { from } else { from + x };
-            total += over(kept_from, m.from) + over(to - x, m.to) - over(from, m.from) - over(to, m.to);
+            let kept_from = if in_flight { from } else { from + x / cap[m.from] };
+            total += over(kept_from) + over(to - x / cap[m.to]) - over(from) - over(to);
         }
     }
     total
