@@ -56,6 +56,12 @@ pub struct ReplayArgs {
     /// Write the scenario replayed as JSON.
     #[arg(long)]
     pub scenario_out: Option<PathBuf>,
+    /// Replay with the VMs' names shuffled among them (a permutation seeded
+    /// with this): each VM keeps its size, host and load. A policy whose
+    /// result changes lets names decide ties; the scenario written by
+    /// --scenario-out keeps the names as given.
+    #[arg(long, value_name = "SEED")]
+    pub shuffle_names: Option<u64>,
     /// The reactive settings swept for reactive-frontier, e.g.
     /// `threshold=0.8,0.9;target=0.5,0.7;budget=1,5;cooldown=12,288`; keys
     /// left out keep the default grid (threshold 0.60–1.10 and target
@@ -259,6 +265,12 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
         (Some(fc), desc)
     } else {
         (None, "none (no proactive policy)".into())
+    };
+    // Renamed once the trace is aligned and forecast by position, so each
+    // VM keeps its load under its new name.
+    let (scenario, source) = match a.shuffle_names {
+        Some(seed) => (scenario.with_names_shuffled(seed), format!("{source}; VM names shuffled (seed {seed})")),
+        None => (scenario, source),
     };
     let steps = demand.steps();
     let run = |p: Policy| {

@@ -192,6 +192,20 @@ impl Scenario {
         Ok(())
     }
 
+    /// The same scenario with its VMs' names shuffled among them by a
+    /// permutation seeded with `seed`: each VM keeps its size, its host and
+    /// (the replay aligns the trace by position before renaming) its load;
+    /// only what it is called changes. A policy whose result then changes
+    /// lets a name decide between otherwise equal choices, which no real
+    /// fleet's naming should; `swarmctl replay --shuffle-names` checks it.
+    pub fn with_names_shuffled(&self, seed: u64) -> Scenario {
+        use rand::seq::SliceRandom;
+        let mut names: Vec<String> = self.vms.iter().map(|v| v.id.clone()).collect();
+        names.shuffle(&mut StdRng::seed_from_u64(seed));
+        let vms = self.vms.iter().zip(names).map(|(v, id)| Vm { id, ..v.clone() }).collect();
+        Scenario { vms, ..self.clone() }
+    }
+
     /// Writes it as pretty JSON.
     pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(self).expect("serialisable") + "\n")
@@ -219,6 +233,23 @@ mod tests {
         assert!(a.vms.iter().filter(|v| v.cores == biggest).any(|v| v.host == "h0"));
         let e = generate(&ids, &Rule { hosts: 1, ..r }).unwrap_err().to_string();
         assert!(e.contains("more --hosts"), "{e}");
+    }
+
+    #[test]
+    fn shuffled_names_keep_every_vm_where_and_what_it_was() {
+        let ids: Vec<String> = (0..20).map(|i| format!("vm{i:02}")).collect();
+        let s = generate(&ids, &Rule { hosts: 3, host_cores: 16.0, overcommit: 2.0, seed: 7 }).unwrap();
+        let t = s.with_names_shuffled(1);
+        assert!(t.check().is_ok());
+        assert_eq!(t, s.with_names_shuffled(1), "seeded");
+        assert_ne!(t.vms, s.vms, "names moved");
+        for (a, b) in s.vms.iter().zip(&t.vms) {
+            assert_eq!((a.cores, &a.host), (b.cores, &b.host));
+        }
+        let mut names: Vec<&str> = t.vms.iter().map(|v| v.id.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ids.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "the same names");
+        assert_eq!((&t.hosts, t.seed), (&s.hosts, s.seed));
     }
 
     #[test]
