@@ -242,7 +242,13 @@ async fn virtual_nodes_that_spike_together_are_separated_on_their_history() {
         ["a", "b"].contains(&d.virtual_node_id.as_str()) && d.from_node_id == "p0" && d.to_node_id == "p1",
         "{d:?}"
     );
-    assert!(d.reason.contains("together passed 90%") && d.reason.contains("sign test"), "{}", d.reason);
+    assert!(
+        d.reason.contains("together passed 90%")
+            && d.reason.contains("sign test")
+            && d.reason.contains("of its limit at its 99th-percentile step"),
+        "{}",
+        d.reason
+    );
     // Priced like any move: the expected saving (about 58 overloaded
     // intervals over the two days) is its benefit.
     let cost = d.cost.as_ref().expect("priced");
