@@ -87,14 +87,15 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Str
 }
 
 async fn run(cfg: Config, security: Security) -> Result<(), String> {
+    let shutdown = shutdown_signal()?;
     let listener = bind(cfg.listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     warn_exposed("gRPC", addr, &security);
     if cfg.store.backend == StoreBackend::Etcd {
-        return run_replica(listener, addr, cfg, security).await;
+        return run_replica(listener, addr, cfg, security, shutdown).await;
     }
     let (swarm, report) = Swarm::open(cfg, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
-    serve_state(listener, addr, swarm, report, security, shutdown_signal()).await
+    serve_state(listener, addr, swarm, report, security, shutdown).await
 }
 
 /// One replica of an etcd-backed deployment: stands by (answering
@@ -106,6 +107,7 @@ async fn run_replica(
     addr: std::net::SocketAddr,
     cfg: Config,
     security: Security,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let client = ha::connect(&cfg.store).await.map_err(|e| e.to_string())?;
     let scheme = if security.tls.is_some() { "https" } else { "http" };
@@ -130,7 +132,7 @@ async fn run_replica(
     });
     println!("swarmd listening on {addr}");
     tracing::info!(%addr, advertise, prefix = %cfg.store.key_prefix, "standing by until elected leader");
-    let mut shutdown = Box::pin(shutdown_signal());
+    let mut shutdown = Box::pin(shutdown);
     let leadership = tokio::select! {
         l = ha::campaign(&client, &cfg.store, &advertise, &leader_tx) => l.map_err(|e| e.to_string())?,
         _ = &mut shutdown => return Ok(()),
@@ -270,17 +272,29 @@ async fn serve_state(
     swarm_service::grpc::serve_with(listener, swarm, security, shutdown).await.map_err(|e| e.to_string())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: swarmd calls it before it
+/// binds its port, so a SIGTERM that arrives while it opens its state, or
+/// after a client could connect but before the server first polled the
+/// future (a supervisor stopping it right after a start), stops it cleanly
+/// once it serves, instead of killing it by the signal's default action
+/// (seen as a test's graceful stop exiting by signal on a loaded machine).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let handler = |kind: SignalKind, name: &str| signal(kind).map_err(|e| format!("cannot handle {name}: {e}"));
+        let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
+        let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
