@@ -59,7 +59,14 @@ pub struct RiskConfig {
     /// config: `window = "7d"`).
     #[serde(rename = "window", with = "crate::duration::millis")]
     pub window_ms: i64,
-    /// Nothing is proposed on less history than this, ms (`min_history`).
+    /// Nothing is proposed on less history than this, ms (`min_history`;
+    /// default 15 min, one run of the rule). The sign test, not a warm-up,
+    /// decides when the evidence is enough: at z = 2 a move needs at least
+    /// four steps it would have relieved and none it would have overloaded.
+    /// A day's warm-up (the default until 2026-12-08) threw the first day
+    /// away on a fleet that starts overloaded: on one generated scenario a
+    /// host was over at 287 of its first 288 steps, which tuned reactive
+    /// ends in minutes (BENCHMARKS.md, "Acting from the first hour").
     #[serde(rename = "min_history", with = "crate::duration::millis")]
     pub min_history_ms: i64,
     /// Overloaded intervals one migration is worth: a move is made only
@@ -109,7 +116,7 @@ impl Default for RiskConfig {
             enabled: true,
             threshold: 0.9,
             window_ms: 7 * DAY_MS,
-            min_history_ms: DAY_MS,
+            min_history_ms: 15 * 60_000,
             migration_price: 1.0,
             confidence_z: 2.0,
             max_moves: 1,
@@ -934,9 +941,18 @@ mod tests {
         assert!(
             propose(&view, &Histories::new(&history), RoundInput { last_decided: &cooled, ..input }, &cfg).is_empty()
         );
-        // Less than a day of history: nothing.
+        // 100 steps (8 h) hold ten overloads the move would have relieved
+        // and none it would have caused: clear enough for the sign test,
+        // and nothing is proposed on less than `min_history`.
         let short: Vec<Option<&[f64]>> = history.iter().map(|h| h.map(|s| &s[..100])).collect();
-        assert!(propose(&view, &Histories::new(&short), input, &cfg).is_empty());
+        let early = propose(&view, &Histories::new(&short), input, &cfg);
+        assert_eq!((early.len(), early[0].expected_saving, early[0].steps), (1, 10.0, 100), "{early:?}");
+        let wait_a_day = RiskConfig { min_history_ms: DAY_MS, ..cfg };
+        assert!(propose(&view, &Histories::new(&short), input, &wait_a_day).is_empty());
+        // Three steps (one run of the rule) can never pass the sign test at
+        // z = 2 (3 / √3 < 2), whatever they hold.
+        let three: Vec<Option<&[f64]>> = history.iter().map(|h| h.map(|s| &s[..3])).collect();
+        assert!(propose(&view, &Histories::new(&three), input, &cfg).is_empty());
     }
 
     /// Of two moves saving as much, the one leaving more headroom at the
