@@ -226,7 +226,7 @@ pub struct RiskMove {
     pub expected_saving: f64,
     /// The busier of the two hosts after the move at its
     /// [`TAIL_QUANTILE`] step of the window, as a share of its limit: what
-    /// decides between moves of equal saving ([`RiskMove::beats`]).
+    /// decides between moves of equal saving ([`RiskMove::beaten_by`]).
     pub tail_after: f64,
     /// Steps of history it was judged on.
     pub steps: usize,
@@ -241,12 +241,13 @@ pub struct RiskMove {
 /// candidates often save exactly as many. Before this, the first weighed
 /// won, so a node's *name* (the view's order) decided between them, and
 /// replays of the same fleet under other names ended far apart (on the
-/// reference scenario 115 to 154 overloads for the same settings). Of equal
+/// reference scenario 118 to 140 overloads for the same settings under six
+/// shuffles of the names, `swarmctl replay --shuffle-names`). Of equal
 /// evidence, the move that leaves both hosts the most room below the limit
 /// at their busiest steps is the one least likely to put either over on a
 /// spike the window did not see. The top quantile is not the maximum: the
 /// busiest step is a single spike, which is noise (measured: ranking by it
-/// is worse than by name); the 95th percentile did nearly as well as the
+/// is worse than by name); the 95th percentile helped too, less than the
 /// 99th (BENCHMARKS.md, "Breaking ties by headroom").
 pub const TAIL_QUANTILE: f64 = 0.99;
 
