@@ -253,8 +253,8 @@ fn the_tuned_reactive_frontier_places_every_policy_and_bounds_are_reported() {
     // migrations (its CSV, not this test's 24-setting grid). Measured: 97
     // overloads with 11 migrations against F(11) = 156, 37.8 % under (the
     // issue's 25 % reached here), on a chaotic yardstick (F steps from 156
-    // to 129 between 15 and 16 migrations); BENCHMARKS.md "Breaking ties by
-    // headroom".
+    // to 129 between 15 and 16 migrations); BENCHMARKS.md "Acting from the
+    // first hour" and "Breaking ties by headroom".
     let csv = std::fs::read_to_string(data.join("../reference/reactive-frontier-dev-max_cpu.csv")).unwrap();
     let (risk_o, risk_m) = (n(&r, "risk", "overload_intervals"), n(&r, "risk", "migrations"));
     let f = csv

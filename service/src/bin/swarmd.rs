@@ -278,7 +278,8 @@ async fn serve_state(
 /// after a client could connect but before the server first polled the
 /// future (a supervisor stopping it right after a start), stops it cleanly
 /// once it serves, instead of killing it by the signal's default action
-/// (seen as a test's graceful stop exiting by signal on a loaded machine).
+/// (the likely cause of a test's graceful stop right after a restart
+/// exiting unsuccessfully, with nothing logged, on a loaded machine).
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
     #[cfg(unix)]
     {
