@@ -146,6 +146,7 @@ fn bad_arguments_fail_with_a_clear_message() {
     for (flag, value, message) in [
         ("--upper-quantile", "1.5", "--upper-quantile: the upper quantile must be in (0.5, 1), got 1.5"),
         ("--cooldown-minutes", "-5", "--cooldown-minutes must be >= 0, got -5"),
+        ("--risk-phase", "3", "--risk-phase must be fewer steps than the rule's interval (3), got 3"),
     ] {
         let out = Command::new(&*SWARMCTL)
             .args(["replay", "--quiet", "--format", "azure-v1", "--trace"])

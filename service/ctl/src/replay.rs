@@ -62,6 +62,11 @@ pub struct ReplayArgs {
     /// --scenario-out keeps the names as given.
     #[arg(long, value_name = "SEED")]
     pub shuffle_names: Option<u64>,
+    /// Steps the risk rule's first run waits, shifting its cadence (fewer
+    /// than its interval's steps, 3 by default): a result that moves shows
+    /// how much of it the timing decided.
+    #[arg(long, value_name = "STEPS", default_value_t = 0)]
+    pub risk_phase: usize,
     /// The reactive settings swept for reactive-frontier, e.g.
     /// `threshold=0.8,0.9;target=0.5,0.7;budget=1,5;cooldown=12,288`; keys
     /// left out keep the default grid (threshold 0.60–1.10 and target
@@ -245,6 +250,14 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     if let Some(on) = a.self_tuning {
         params.controller.self_tuning = on;
     }
+    let interval_steps = (params.controller.risk.interval_ms / demand.step_ms.max(1)).max(1) as usize;
+    if a.risk_phase >= interval_steps {
+        return Err(input(format!(
+            "--risk-phase must be fewer steps than the rule's interval ({interval_steps}), got {}",
+            a.risk_phase
+        )));
+    }
+    params.risk_phase = a.risk_phase;
     params.controller.validate().map_err(|e| input(format!("controller settings: {e}")))?;
     let trace = a.trace.display().to_string();
     let (fc, model) = if policies.contains(&Policy::Proactive) {

@@ -170,6 +170,11 @@ pub struct Params {
     pub overload: f64,
     /// Memory (= state moved) per requested core, bytes.
     pub memory_per_core: f64,
+    /// Steps the risk rule's first run waits (0: it first runs at the
+    /// first step). Shifting its cadence by a step or two changes which
+    /// steps it acts on and nothing else; a result that then moves shows
+    /// how much of it the timing decided.
+    pub risk_phase: usize,
 }
 
 /// The replay's defaults differ from `swarmd`'s where the comparison needs
@@ -194,6 +199,7 @@ impl Default for Params {
             reactive: LowNodeUtilization::default(),
             overload: 0.9,
             memory_per_core: 4.0 * 1073741824.0,
+            risk_phase: 0,
         }
     }
 }
@@ -374,7 +380,7 @@ pub fn simulate(
             continue;
         }
         let now_ms = demand.start_ms + t as i64 * demand.step_ms;
-        if policy == Policy::Risk && !controller.risk.due(now_ms, risk_last) {
+        if policy == Policy::Risk && (t < params.risk_phase || !controller.risk.due(now_ms, risk_last)) {
             continue;
         }
         // The cluster as the controller sees it after step t.
