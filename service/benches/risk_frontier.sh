@@ -11,12 +11,16 @@
 # Env: TRACE (the Azure trace), REFERENCE (the reference scenario), SEEDS
 # ("1 2 3 4 5"), PER_HOST (40: requested cores per 16-core host, the
 # reference's 2.5x; each seed gets as many hosts as its drawn cores need),
-# GRID, SKIP_REFERENCE=1.
+# GRID, SKIP_REFERENCE=1, PHASES ("0 1 2": also replay the configured
+# settings with the rule's cadence shifted by each of these many steps,
+# `--risk-phase`, and print a table of them with their mean).
 # Prints one row per scenario and the mean of `fewer_than_frontier`
 # (1 − overloads / F(m) at m = the policy's own migrations). The risk
 # policy runs with its self-tuning (the default); the last columns replay it
 # again with `--self-tuning false` (the configured settings throughout) and
-# place that against the same frontier.
+# place that against the same frontier. With PHASES, a last table shows
+# the configured rule at each phase: one replay is one draw of a chaotic
+# system, and the mean over phases is the steadier figure.
 set -euo pipefail
 SWARMCTL=${1:-target/release/swarmctl}
 TRACE=${TRACE:-../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv}
@@ -25,6 +29,8 @@ SEEDS=${SEEDS:-1 2 3 4 5}
 PER_HOST=${PER_HOST:-40}
 GRID=${GRID:-threshold=0.6,0.7,0.8,0.9,1.0,1.1;target=0.4,0.5,0.6,0.7,0.75;budget=1,2,3,5;cooldown=3,12,48,144,576}
 POLICIES=none,reactive,risk,reactive-frontier
+PHASES=${PHASES:-}
+phase_rows=()
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -48,12 +54,30 @@ row() { # name json fixed-json
     | map(tostring) | "| " + join(" | ") + " |"' "$2"
 }
 
+# The configured rule at each of PHASES against a report's frontier, as a
+# row of phase_rows: name frontier-json replay-args…
+phases() {
+  [ -n "$PHASES" ] || return 0
+  local name=$1 front=$2 cells="" total=0 n=0 o m f u
+  shift 2
+  for p in $PHASES; do
+    "$SWARMCTL" replay --quiet --trace "$TRACE" "$@" --policy risk --self-tuning false --risk-phase "$p" --output json > "$out/phase.out"
+    o=$(jq .policies.risk.overload_intervals "$out/phase.out"); m=$(jq .policies.risk.migrations "$out/phase.out")
+    f=$(frontier_at "$front" "$m")
+    u=$(jq -n --argjson o "$o" --argjson f "$f" '(1 - $o / $f) * 100')
+    cells+=" | $o / $m, $(jq -n --argjson u "$u" '$u * 10 | round / 10') %"
+    total=$(jq -n --argjson t "$total" --argjson u "$u" '$t + $u'); n=$((n + 1))
+  done
+  phase_rows+=("| $name$cells | $(jq -n --argjson t "$total" --argjson n "$n" '$t / $n * 10 | round / 10') % |")
+}
+
 echo "| scenario | none | reactive (default) overloads / migrations | risk (self-tuning) overloads / migrations | F(m) at its m | under F(m) | setting changes | risk (configured settings) overloads / migrations | F(m) at its m | under F(m) | settings swept |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 if [ -z "${SKIP_REFERENCE:-}" ]; then
   "$SWARMCTL" replay --quiet --trace "$TRACE" --scenario "$REFERENCE" --policy "$POLICIES" --output json > "$out/ref.json"
   "$SWARMCTL" replay --quiet --trace "$TRACE" --scenario "$REFERENCE" --policy risk --self-tuning false --output json > "$out/ref.fixed"
   row "reference" "$out/ref.json" "$out/ref.fixed"
+  phases "reference" "$out/ref.json" --scenario "$REFERENCE"
 fi
 for s in $SEEDS; do
   # The seed's requested cores, then the fewest hosts that take them at
@@ -68,5 +92,12 @@ for s in $SEEDS; do
   "$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts "$hosts" --overcommit "$(jq -n "$PER_HOST / 16")" \
       --policy risk --self-tuning false --output json > "$out/seed$s.fixed"
   row "seed $s ($hosts hosts, $req requested cores)" "$out/seed$s.json" "$out/seed$s.fixed"
+  phases "seed $s" "$out/seed$s.json" --seed "$s" --hosts "$hosts" --overcommit "$(jq -n "$PER_HOST / 16")"
 done
 jq -s '[.[].against_frontier.risk.fewer_than_frontier] | "mean under F(m): \((add / length * 1000 | round) / 10) % over \(length) scenarios"' -r "$out"/*.json
+if [ -n "$PHASES" ]; then
+  echo
+  echo "| scenario (configured settings) |$(for p in $PHASES; do printf ' risk phase %s, overloads / migrations, under F(m) |' "$p"; done) mean under F(m) |"
+  echo "|---|$(for p in $PHASES; do printf -- '---:|'; done)---:|"
+  printf '%s\n' "${phase_rows[@]}"
+fi
