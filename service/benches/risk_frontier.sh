@@ -27,6 +27,7 @@ TRACE=${TRACE:-../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv}
 REFERENCE=${REFERENCE:-../shared/reference/replay-scenario-dev-max_cpu.json}
 SEEDS=${SEEDS:-1 2 3 4 5}
 PER_HOST=${PER_HOST:-40}
+overcommit=$(jq -n "$PER_HOST / 16")
 GRID=${GRID:-threshold=0.6,0.7,0.8,0.9,1.0,1.1;target=0.4,0.5,0.6,0.7,0.75;budget=1,2,3,5;cooldown=3,12,48,144,576}
 POLICIES=none,reactive,risk,reactive-frontier
 PHASES=${PHASES:-}
@@ -55,14 +56,19 @@ row() { # name json fixed-json
 }
 
 # The configured rule at each of PHASES against a report's frontier, as a
-# row of phase_rows: name frontier-json replay-args…
+# row of phase_rows (phase 0 is the configured replay already made): name
+# frontier-json fixed-json replay-args…
 phases() {
   [ -n "$PHASES" ] || return 0
-  local name=$1 front=$2 cells="" total=0 n=0 o m f u
-  shift 2
+  local name=$1 front=$2 fixed=$3 cells="" total=0 n=0 o m f u run
+  shift 3
   for p in $PHASES; do
-    "$SWARMCTL" replay --quiet --trace "$TRACE" "$@" --policy risk --self-tuning false --risk-phase "$p" --output json > "$out/phase.out"
-    o=$(jq .policies.risk.overload_intervals "$out/phase.out"); m=$(jq .policies.risk.migrations "$out/phase.out")
+    run=$fixed
+    if [ "$p" != 0 ]; then
+      run=$out/phase.out
+      "$SWARMCTL" replay --quiet --trace "$TRACE" "$@" --policy risk --self-tuning false --risk-phase "$p" --output json > "$run"
+    fi
+    o=$(jq .policies.risk.overload_intervals "$run"); m=$(jq .policies.risk.migrations "$run")
     f=$(frontier_at "$front" "$m")
     u=$(jq -n --argjson o "$o" --argjson f "$f" '(1 - $o / $f) * 100')
     cells+=" | $o / $m, $(jq -n --argjson u "$u" '$u * 10 | round / 10') %"
@@ -77,22 +83,22 @@ if [ -z "${SKIP_REFERENCE:-}" ]; then
   "$SWARMCTL" replay --quiet --trace "$TRACE" --scenario "$REFERENCE" --policy "$POLICIES" --output json > "$out/ref.json"
   "$SWARMCTL" replay --quiet --trace "$TRACE" --scenario "$REFERENCE" --policy risk --self-tuning false --output json > "$out/ref.fixed"
   row "reference" "$out/ref.json" "$out/ref.fixed"
-  phases "reference" "$out/ref.json" --scenario "$REFERENCE"
+  phases "reference" "$out/ref.json" "$out/ref.fixed" --scenario "$REFERENCE"
 fi
 for s in $SEEDS; do
   # The seed's requested cores, then the fewest hosts that take them at
   # PER_HOST each (first-fit-decreasing may need one more).
   req=$("$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts 64 --policy none --output json | jq .scenario.requested_cores)
   hosts=$(( (${req%.*} + PER_HOST - 1) / PER_HOST ))
-  until "$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts "$hosts" --overcommit "$(jq -n "$PER_HOST / 16")" \
+  until "$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts "$hosts" --overcommit "$overcommit" \
       --policy "$POLICIES" --frontier-grid "$GRID" --output json > "$out/seed$s.json" 2> "$out/err"; do
     grep -q "fits on no host" "$out/err" || { cat "$out/err" >&2; exit 1; }
     hosts=$((hosts + 1))
   done
-  "$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts "$hosts" --overcommit "$(jq -n "$PER_HOST / 16")" \
+  "$SWARMCTL" replay --quiet --trace "$TRACE" --seed "$s" --hosts "$hosts" --overcommit "$overcommit" \
       --policy risk --self-tuning false --output json > "$out/seed$s.fixed"
   row "seed $s ($hosts hosts, $req requested cores)" "$out/seed$s.json" "$out/seed$s.fixed"
-  phases "seed $s" "$out/seed$s.json" --seed "$s" --hosts "$hosts" --overcommit "$(jq -n "$PER_HOST / 16")"
+  phases "seed $s" "$out/seed$s.json" "$out/seed$s.fixed" --seed "$s" --hosts "$hosts" --overcommit "$overcommit"
 done
 jq -s '[.[].against_frontier.risk.fewer_than_frontier] | "mean under F(m): \((add / length * 1000 | round) / 10) % over \(length) scenarios"' -r "$out"/*.json
 if [ -n "$PHASES" ]; then

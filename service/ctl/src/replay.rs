@@ -250,7 +250,7 @@ pub fn replay(a: ReplayArgs) -> Result<Report, CtlError> {
     if let Some(on) = a.self_tuning {
         params.controller.self_tuning = on;
     }
-    let interval_steps = (params.controller.risk.interval_ms / demand.step_ms.max(1)).max(1) as usize;
+    let interval_steps = params.controller.risk.interval_steps(demand.step_ms);
     if a.risk_phase >= interval_steps {
         return Err(input(format!(
             "--risk-phase must be fewer steps than the rule's interval ({interval_steps}), got {}",

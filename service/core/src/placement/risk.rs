@@ -191,6 +191,11 @@ impl RiskConfig {
     pub fn history_steps(&self, step_ms: i64) -> usize {
         steps(self.window_ms, step_ms)
     }
+
+    /// Steps of `step_ms` between two runs of the rule (at least one).
+    pub fn interval_steps(&self, step_ms: i64) -> usize {
+        steps(self.interval_ms, step_ms)
+    }
 }
 
 /// Host-steps of summed load a round keeps from its first pass (32 MB);
@@ -895,7 +900,10 @@ mod tests {
     }
 
     /// Histories in view order from `(id, series)`.
-    fn histories<'a>(view: &ClusterView, series: &'a HashMap<&str, Vec<f64>>) -> Vec<Option<&'a [f64]>> {
+    fn histories<'a, K>(view: &ClusterView, series: &'a HashMap<K, Vec<f64>>) -> Vec<Option<&'a [f64]>>
+    where
+        K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+    {
         view.virt.iter().map(|v| series.get(v.id.as_str()).map(|s| s.as_slice())).collect()
     }
 
@@ -1123,7 +1131,7 @@ mod tests {
     }
 
     /// The moves of one round on a fleet from [`random_fleet`], each as
-    /// (the node's index in `nodes`, from, to), and the input it ran on.
+    /// (the node's index in `nodes`, from, to).
     fn round_on(
         hosts: &[f64],
         nodes: &[(usize, f64, u8, u64)],
@@ -1131,8 +1139,7 @@ mod tests {
         cfg: &RiskConfig,
     ) -> Vec<(usize, String, String)> {
         let (view, series) = random_fleet(hosts, nodes, &name);
-        let rows: Vec<Option<&[f64]>> =
-            view.virt.iter().map(|v| series.get(v.id.as_str()).map(|s| s.as_slice())).collect();
+        let rows = histories(&view, &series);
         let last: HashMap<NodeId, i64> = HashMap::new();
         let input = RoundInput { now_ms: 300 * STEP, step_ms: STEP, last_decided: &last };
         let index: HashMap<String, usize> = (0..nodes.len()).map(|i| (name(i), i)).collect();
@@ -1159,7 +1166,7 @@ mod tests {
             max_targets in 1usize..4,
         ) {
             let (view, series) = random_fleet(&hosts, &nodes, |i| format!("v{i:02}"));
-            let rows: Vec<Option<&[f64]>> = view.virt.iter().map(|v| series.get(v.id.as_str()).map(|s| s.as_slice())).collect();
+            let rows = histories(&view, &series);
             let last: HashMap<NodeId, i64> = HashMap::new();
             let input = RoundInput { now_ms: 300 * STEP, step_ms: STEP, last_decided: &last };
             let cfg = RiskConfig { max_moves, max_sources, max_targets, min_history_ms: 0, confidence_z: 1.0, ..Default::default() };
