@@ -64,7 +64,8 @@ pub struct ReplayArgs {
     pub shuffle_names: Option<u64>,
     /// Steps the risk rule's first run waits, shifting its cadence (fewer
     /// than its interval's steps, 3 by default): a result that moves shows
-    /// how much of it the timing decided.
+    /// how much of it the timing decided (paced by moves, the default, it
+    /// should not move).
     #[arg(long, value_name = "STEPS", default_value_t = 0)]
     pub risk_phase: usize,
     /// The reactive settings swept for reactive-frontier, e.g.

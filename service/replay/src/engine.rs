@@ -173,7 +173,8 @@ pub struct Params {
     /// Steps the risk rule's first run waits (0: it first runs at the
     /// first step). Shifting its cadence by a step or two changes which
     /// steps it acts on and nothing else; a result that then moves shows
-    /// how much of it the timing decided.
+    /// how much of it the timing decided (paced by runs; paced by moves
+    /// it only delays the first look).
     pub risk_phase: usize,
 }
 
@@ -422,8 +423,9 @@ pub fn simulate(
                 let len = (t + 1).min(controller.risk.history_steps(demand.step_ms));
                 let history: Vec<Option<&[f64]>> =
                     vms.iter().map(|&vm| Some(&demand.cores[vm][t + 1 - len..=t])).collect();
-                risk_last = Some(now_ms);
-                risk::proposals(&view, &risk::Histories::new(&history), input, &controller)
+                let proposals = risk::proposals(&view, &risk::Histories::new(&history), input, &controller);
+                risk_last = controller.risk.ran(now_ms, risk_last, proposals.len());
+                proposals
                     .into_iter()
                     .map(|p| (vms[p.virt], host_index[view.phys[p.to].id.as_str()], false, p.cost.duration_seconds()))
                     .collect()

@@ -790,8 +790,20 @@ impl Swarm {
     /// Whether the risk-aware rule is on and due this round.
     fn risk_due(&self, now: i64) -> bool {
         let rc = self.risk_settings();
+        rc.enabled && rc.due(now, self.risk_last())
+    }
+
+    /// When the risk-aware rule last counted as run (see [`risk::RiskConfig::ran`]).
+    fn risk_last(&self) -> Option<i64> {
         let last = self.inner.risk_last_ms.load(std::sync::atomic::Ordering::Relaxed);
-        rc.enabled && rc.due(now, (last != i64::MIN).then_some(last))
+        (last != i64::MIN).then_some(last)
+    }
+
+    /// Records a round in which the risk-aware rule was due and proposed
+    /// `moves` (0 when the urgent rules' moves took the round).
+    fn risk_ran(&self, rc: &risk::RiskConfig, now: i64, moves: usize) {
+        let last = rc.ran(now, self.risk_last(), moves).unwrap_or(i64::MIN);
+        self.inner.risk_last_ms.store(last, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Data read per virtual node over the usage window: (location, bytes/s).
@@ -1088,9 +1100,6 @@ impl Swarm {
         let step_ms = self.step_ms();
         let last = self.cooldown_clock();
         let risk_due = self.risk_due(now);
-        if risk_due && !dry_run {
-            self.inner.risk_last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
-        }
         let move_back = self.move_back_candidates(now);
         let (round, mut outcome) = blocking(move || {
             let input = controller::RoundInput { now_ms: now, step_ms, last_decided: &last };
@@ -1102,13 +1111,17 @@ impl Swarm {
         // The risk-aware rule moves in rounds the rules above left alone:
         // theirs are the urgent moves. So its history, every virtual node's
         // week, is read only for such a round.
-        let round = if risk_due && outcome.proposals.is_empty() {
+        let risk_runs = risk_due && outcome.proposals.is_empty();
+        let round = if risk_runs {
             let (round, proposals) = self.risk_proposals(round, now).await?;
             outcome.proposals = proposals;
             round
         } else {
             round
         };
+        if risk_due && !dry_run {
+            self.risk_ran(&round.cfg.risk, now, if risk_runs { outcome.proposals.len() } else { 0 });
+        }
         stages.mark("risk");
         let RoundParts { view, last, cfg } = round;
         let (outcome, decisions) = blocking(move || {

@@ -78,8 +78,9 @@ pub struct RiskConfig {
     pub confidence_z: f64,
     /// Moves per round.
     pub max_moves: usize,
-    /// The rule runs at most this often, ms (`interval`; default 15 min,
-    /// every third round at the usual 5-minute period). Its evidence is a
+    /// The rule moves (or, paced by runs, runs) at most this often, ms
+    /// (`interval`; default 15 min, every third round at the usual
+    /// 5-minute period). Its evidence is a
     /// window of days and changes little from one run to the next, but its
     /// chances to act do: with one move a run, an hourly rule makes a move
     /// the evidence already supports up to an hour late, while the set it
@@ -88,6 +89,10 @@ pub struct RiskConfig {
     /// "Self-tuning against the tuned-reactive frontier").
     #[serde(rename = "interval", with = "crate::duration::millis")]
     pub interval_ms: i64,
+    /// What `interval` spaces out: the rule's moves (default: it looks
+    /// every round, and once it has moved it waits the interval), or its
+    /// runs (one look per interval, on the clock). See [`Pacing`].
+    pub pacing: Pacing,
     /// Sources tried per move: the nodes with the most overloaded steps in
     /// the window. With `max_targets` it bounds a round's work (sources ×
     /// their members × targets × window steps) on a large fleet.
@@ -121,6 +126,7 @@ impl Default for RiskConfig {
             confidence_z: 2.0,
             max_moves: 1,
             interval_ms: 15 * 60_000,
+            pacing: Pacing::Moves,
             max_sources: 16,
             max_targets: 16,
             cooldown_ms: DAY_MS,
@@ -128,6 +134,29 @@ impl Default for RiskConfig {
             focus_span_ms: 3 * HOUR_MS,
         }
     }
+}
+
+/// What the rule's `interval` spaces out (`pacing = "moves"` or `"runs"`).
+///
+/// Why moves by default: with one look per interval on the clock, *when*
+/// the rule looks decides what it does. Its first moves are made on a few
+/// steps of evidence, the sign test passes at one look and not at the one a
+/// step later, and the fleet goes down another path: on the reference
+/// scenario, delaying the clock by two steps (`swarmctl replay
+/// --risk-phase 2`) turned 97 overloads for 11 migrations into 150 for 16.
+/// Looking every round and waiting only after a move lets the evidence set
+/// the time: the same replay gives the same moves at every phase
+/// (BENCHMARKS.md, "Pacing the moves, not the looks"). The cost is a look
+/// every round while nothing passes (the rule is cheap next to a round's
+/// forecasts; a tuning run, which rehearses it, takes about three times as
+/// long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pacing {
+    /// One run per interval, on the clock.
+    Runs,
+    /// A run every round until one moves, then the interval.
+    Moves,
 }
 
 /// Why a [`RiskConfig`] is refused.
@@ -187,6 +216,16 @@ impl RiskConfig {
         last_ms.is_none_or(|l| now_ms - l >= self.interval_ms)
     }
 
+    /// When the rule counts as having last run after a run at `now_ms`
+    /// that made `moves` moves, having last counted at `last_ms`.
+    pub fn ran(&self, now_ms: i64, last_ms: Option<i64>, moves: usize) -> Option<i64> {
+        match self.pacing {
+            Pacing::Runs => Some(now_ms),
+            Pacing::Moves if moves > 0 => Some(now_ms),
+            Pacing::Moves => last_ms,
+        }
+    }
+
     /// History steps the rule reads at steps of `step_ms`: its window.
     pub fn history_steps(&self, step_ms: i64) -> usize {
         steps(self.window_ms, step_ms)
@@ -201,6 +240,12 @@ impl RiskConfig {
 /// Host-steps of summed load a round keeps from its first pass (32 MB);
 /// above it only the hosts a move is weighed on are summed again.
 const KEEP_SUMS_MAX: usize = 4 << 20;
+
+/// Points below which the first pass reads on the calling thread: a small
+/// fleet's week (100 nodes: 200,000 points, well under a millisecond) costs
+/// less than starting threads, and the rule is rehearsed for every step of
+/// days by every candidate of a tuning run, each already on its own core.
+const PARALLEL_READS_MIN: usize = 1 << 22;
 
 /// Whole steps of `step_ms` in `ms`, at least one.
 pub(crate) fn steps(ms: i64, step_ms: i64) -> usize {
@@ -415,7 +460,11 @@ pub fn propose(
     // weighed on; a large one's (10,000 hosts' weeks are 160 MB) are read
     // again for those few.
     let keep_all = n.saturating_mul(k) <= KEEP_SUMS_MAX;
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
+    let threads = if view.virt.len().saturating_mul(k) < PARALLEL_READS_MIN {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |t| t.get()).min(8)
+    };
     let per = n.div_ceil(threads).max(1);
     let first_pass: Vec<(usize, Option<Vec<f64>>)> = std::thread::scope(|scope| {
         let parts: Vec<_> = (0..n)
@@ -447,7 +496,14 @@ pub fn propose(
     let share = |count: usize| count as f64 / k as f64;
     // Every step weighs 1 without a focus: the sums are then counts, exact
     // whatever their order.
-    let weights = step_weights(cfg, k, input.now_ms, input.step_ms).unwrap_or_else(|| vec![1.0; k]);
+    let focused = step_weights(cfg, k, input.now_ms, input.step_ms);
+    // The least a move must save to pass the sign test when every step
+    // weighs 1: its variance (steps changed) is at least its saving, so
+    // saving >= z * sqrt(saving), i.e. saving >= z². A node relieving fewer
+    // steps is ruled out before any target is weighed (exact; most of the
+    // members a round looks at relieve two or three).
+    let least = if focused.is_none() { cfg.confidence_z * cfg.confidence_z } else { 0.0 };
+    let weights = focused.unwrap_or_else(|| vec![1.0; k]);
     let mut out = Vec::new();
     while out.len() < cfg.max_moves {
         let mut best: Option<RiskMove> = None;
@@ -481,7 +537,7 @@ pub fn propose(
                 let x_row = &rows[&vi];
                 // No target can make the move pay more than its relief.
                 let bound = over_at.bound(x_row, &weights);
-                if bound <= cfg.migration_price || best.is_some_and(|b| bound < b.expected_saving) {
+                if bound <= cfg.migration_price || bound < least || best.is_some_and(|b| bound < b.expected_saving) {
                     continue;
                 }
                 let relief = over_at.relief(x_row, &mut keep);
@@ -1215,6 +1271,26 @@ mod tests {
         assert!(step_weights(&RiskConfig::default(), k, now, STEP).is_none());
         assert!(RiskConfig { focus: -1.0, ..Default::default() }.validate().is_err());
         assert!(RiskConfig { focus_span_ms: 0, ..Default::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn paced_by_moves_the_rule_looks_again_until_it_moves() {
+        let by_moves = RiskConfig::default();
+        assert_eq!(by_moves.pacing, Pacing::Moves);
+        let quarter = by_moves.interval_ms;
+        // A look that moved nothing leaves the clock where it was: due again.
+        assert_eq!(by_moves.ran(STEP, None, 0), None);
+        assert!(by_moves.due(2 * STEP, by_moves.ran(STEP, None, 0)));
+        assert_eq!(by_moves.ran(2 * STEP, Some(0), 0), Some(0));
+        // A look that moved starts the wait.
+        let last = by_moves.ran(STEP, None, 1);
+        assert_eq!(last, Some(STEP));
+        assert!(!by_moves.due(STEP + quarter - 1, last));
+        assert!(by_moves.due(STEP + quarter, last));
+        // Paced by runs, every look starts it.
+        let by_runs = RiskConfig { pacing: Pacing::Runs, ..by_moves };
+        assert_eq!(by_runs.ran(STEP, None, 0), Some(STEP));
+        assert!(!by_runs.due(2 * STEP, by_runs.ran(STEP, None, 0)));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! confirm it.
 //!
 //! Why: how much history to trust (`window`), how sure to be
-//! (`confidence_z`) and how often to look (`interval`) decide the rule's
+//! (`confidence_z`) and how often to move (`interval`) decide the rule's
 //! outcome, and the best values differ from one cluster to the next
 //! (settings tuned on one trace did worse than the tuned-reactive frontier
 //! on another). An operator cannot re-tune every cluster by hand; the
@@ -543,12 +543,13 @@ fn rehearse(
         if s + 1 == len || !r.due(t_ms, last_run) {
             continue;
         }
-        last_run = Some(t_ms);
         for (vi, row) in rows.iter_mut().enumerate() {
             *row = loads[vi].filter(|l| l.len() == len).map(|l| &l[..=s]);
         }
         let input = RoundInput { now_ms: t_ms, step_ms, last_decided: &last_decided };
-        for p in risk::proposals(&view, &Histories::new(&rows), input, controller) {
+        let proposals = risk::proposals(&view, &Histories::new(&rows), input, controller);
+        last_run = r.ran(t_ms, last_run, proposals.len());
+        for p in proposals {
             let k = migration_steps(p.cost.duration_seconds(), step_ms);
             leaving.push((p.virt, p.from, s + k));
             view.virt[p.virt].placement = Some(p.to);
