@@ -336,7 +336,7 @@ pub fn simulate(
     // (vm, source, last step the source carries it)
     let mut leaving: Vec<(usize, usize, usize)> = Vec::new();
     let mut last_decided: HashMap<NodeId, i64> = HashMap::new();
-    // When the risk rule last ran (it runs once per its interval), and the
+    // When the risk rule last counted as run (`RiskConfig::ran`), and the
     // settings it runs with (the self-tuner may change them as it goes).
     let mut risk_last: Option<i64> = None;
     let mut controller = params.controller;

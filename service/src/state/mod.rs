@@ -171,9 +171,10 @@ struct Inner {
     telemetry: crate::telemetry::Telemetry,
     /// Ingest limits and back-pressure.
     gate: crate::limits::Gate,
-    /// When the risk-aware rule last ran in a real round, ms (`i64::MIN`:
-    /// never): it runs once per its interval, and a restart only makes it
-    /// run one round early.
+    /// When the risk-aware rule last counted as run in a real round, ms
+    /// (`i64::MIN`: never; see [`risk::RiskConfig::ran`]): it moves (or
+    /// runs) once per its interval, and a restart only makes it look one
+    /// round early.
     risk_last_ms: std::sync::atomic::AtomicI64,
     /// The cost calibration, with the metadata version it was computed at.
     calibration: std::sync::Mutex<Option<(u64, swarm_core::placement::calibration::Calibration)>>,
