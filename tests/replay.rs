@@ -284,40 +284,31 @@ fn the_tuned_reactive_frontier_places_every_policy_and_bounds_are_reported() {
     // no candidate beats them by more than the noise guard asks.)
     let tuning = &r["policies"]["risk"]["self_tuning"];
     assert!(tuning["runs"].as_u64().unwrap() >= 20, "{tuning}");
-    let fixed =
-        replay(&trace, &["--scenario", reference.to_str().unwrap(), "--policy", "risk", "--self-tuning", "false"]);
+    // The rule on the reference with its configured settings held, and
+    // `extra` arguments.
+    let configured = |extra: &[&str]| {
+        let mut args = vec!["--scenario", reference.to_str().unwrap(), "--policy", "risk", "--self-tuning", "false"];
+        args.extend_from_slice(extra);
+        replay(&trace, &args)
+    };
+    let fixed = configured(&[]);
     assert!(fixed["policies"]["risk"]["self_tuning"].is_null(), "{fixed}");
     // Names decide nothing: with the VMs' names shuffled among them, the
     // rule makes the same moves (before ties were broken by headroom, six
     // shuffles gave 118 to 140 overloads with 12 to 17 migrations).
-    let shuffled = replay(
-        &trace,
-        &[
-            "--scenario",
-            reference.to_str().unwrap(),
-            "--policy",
-            "risk",
-            "--self-tuning",
-            "false",
-            "--shuffle-names",
-            "1",
-        ],
-    );
+    let same_moves_as_fixed = |other: &serde_json::Value| {
+        for field in ["overload_intervals", "migrations", "marginal_overloads_avoided"] {
+            assert_eq!(other["policies"]["risk"][field], fixed["policies"]["risk"][field], "{field}");
+        }
+    };
+    let shuffled = configured(&["--shuffle-names", "1"]);
     assert!(shuffled["scenario"]["source"].as_str().unwrap().ends_with("VM names shuffled (seed 1)"), "{shuffled}");
-    for field in ["overload_intervals", "migrations", "marginal_overloads_avoided"] {
-        assert_eq!(shuffled["policies"]["risk"][field], fixed["policies"]["risk"][field], "{field}");
-    }
+    same_moves_as_fixed(&shuffled);
     // Nor does the clock: paced by its moves (the default), the rule whose
     // first look waits two steps makes the same moves (paced by its runs,
     // one look every 15 minutes, it made 150 overloads with 16 migrations
     // instead of 97 with 11).
-    let late = replay(
-        &trace,
-        &["--scenario", reference.to_str().unwrap(), "--policy", "risk", "--self-tuning", "false", "--risk-phase", "2"],
-    );
-    for field in ["overload_intervals", "migrations", "marginal_overloads_avoided"] {
-        assert_eq!(late["policies"]["risk"][field], fixed["policies"]["risk"][field], "{field}");
-    }
+    same_moves_as_fixed(&configured(&["--risk-phase", "2"]));
     let objective = |r: &serde_json::Value| n(r, "risk", "overload_intervals") + n(r, "risk", "migrations");
     assert!(
         objective(&r) <= objective(&fixed),

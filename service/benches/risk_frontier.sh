@@ -19,8 +19,10 @@
 # policy runs with its self-tuning (the default); the last columns replay it
 # again with `--self-tuning false` (the configured settings throughout) and
 # place that against the same frontier. With PHASES, a last table shows
-# the configured rule at each phase: one replay is one draw of a chaotic
-# system, and the mean over phases is the steadier figure.
+# the configured rule at each phase: paced by its moves (the default) every
+# phase should give the same result, and a row that differs says the
+# timing still decides; paced by its runs they differed (BENCHMARKS.md,
+# "Pacing the moves, not the looks").
 set -euo pipefail
 SWARMCTL=${1:-target/release/swarmctl}
 TRACE=${TRACE:-../shared/datasets/azure-vm-cpu-2017/vm_cpu_readings.csv}
